@@ -1,0 +1,43 @@
+# Two commands matter: `make up` (run the serving cluster) and `make test`.
+# Both depend on `make install`, which is a no-op when pyproject.toml is unchanged.
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: install up down test test-unit test-integration bench clean demo-bundles
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	# torch is pinned to the CPU wheel on disk in pyproject; install it first on its
+	# own so that no other requirement can resolve a CUDA build instead.
+	$(BIN)/python -m pip install --quiet "torch==2.13.0"
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	@touch $(STAMP)
+
+demo-bundles: install
+	$(BIN)/serve-ml bundle demo --if-missing
+
+up: install demo-bundles
+	$(BIN)/serve-ml up
+
+down: install
+	$(BIN)/serve-ml down
+
+test: install
+	$(BIN)/python -m pytest -q tests
+
+test-unit: install
+	$(BIN)/python -m pytest -q tests/unit
+
+test-integration: install
+	$(BIN)/python -m pytest -q tests/integration
+
+bench: install
+	$(BIN)/serve-ml bench all
+
+clean:
+	rm -rf $(VENV) .serve-ml

@@ -1,0 +1,90 @@
+"""The one settings object, read from ``SERVE_ML_*`` environment variables.
+
+Build it once at a process edge (CLI, app builder, test fixture) with
+``Settings()`` and pass it in explicitly; nothing reads the environment at import.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def default_bundle_root() -> Path:
+    """The repository's own demo bundles."""
+    return REPO_ROOT / "demo-bundles"
+
+
+class Settings(BaseSettings):
+    """serve-ml settings. Every field is ``SERVE_ML_<NAME>`` unless noted."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SERVE_ML_", extra="forbid", use_attribute_docstrings=True, frozen=True
+    )
+
+    root: Path = Field(default_factory=default_bundle_root)
+    """Bundle root laid out as ``<root>/<equipment_id>/<power>/<model_version>/``."""
+
+    enable_xgb: bool = False
+    """Run a bundle's XGBoost fault classifier (``xgb.json``) when it has one."""
+
+    http_host: str = "127.0.0.1"
+    """Address the HTTP ingress binds to."""
+
+    http_port: int = Field(default=8000, ge=1, le=65535)
+    """Port of the HTTP ingress (HAProxy takes it when enabled)."""
+
+    max_bulk_rows: int = Field(default=10_000, ge=1)
+    """Largest bulk request, in readings; larger requests get HTTP 413."""
+
+    max_request_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+    """Largest HTTP request body, in bytes; larger bodies get HTTP 413."""
+
+    request_timeout_s: float = Field(default=30.0, gt=0)
+    """Server-side deadline for one request through the scoring graph."""
+
+    state_dir: Path = Field(default_factory=lambda: REPO_ROOT / ".serve-ml")
+    """Where ``serve-ml up`` keeps its state file, logs and embedded services' data."""
+
+    ray_address: str | None = None
+    """Existing Ray cluster to join (``auto`` or ``host:port``); default: start a local one."""
+
+    haproxy: bool = True
+    """Start Ray with Ray Serve's HAProxy ingress (``RAY_SERVE_ENABLE_HA_PROXY``)."""
+
+    throughput_optimized: bool = True
+    """Start Ray with ``RAY_SERVE_THROUGHPUT_OPTIMIZED`` (direct ingress, gRPC handles)."""
+
+    min_replicas: int = Field(default=1, ge=0)
+    """Default autoscaling floor of every equipment deployment."""
+
+    max_replicas: int = Field(default=2, ge=1)
+    """Default autoscaling ceiling of every equipment deployment."""
+
+    target_ongoing_requests: float = Field(default=8.0, gt=0)
+    """Autoscaling target of in-flight requests per equipment replica."""
+
+    max_ongoing_requests: int = Field(default=64, ge=1)
+    """In-flight requests one replica accepts before the router queues."""
+
+    max_queued_requests: int = Field(default=256, ge=-1)
+    """Queued requests per deployment before clients get 503 (-1: unbounded)."""
+
+    database_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("DATABASE_URL", "SERVE_ML_DATABASE_URL")
+    )
+    """PostgreSQL URL (env ``DATABASE_URL``); unset: an embedded server is started."""
+
+    kafka_bootstrap: str | None = Field(
+        default=None, validation_alias=AliasChoices("KAFKA_BOOTSTRAP", "SERVE_ML_KAFKA_BOOTSTRAP")
+    )
+    """Kafka bootstrap servers (env ``KAFKA_BOOTSTRAP``); unset: embedded Tansu is started."""
+
+    @field_validator("root", "state_dir")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
