@@ -44,6 +44,8 @@ class Catalog:
     bundles: dict[tuple[str, str, str], Bundle] = field(default_factory=dict)
     rejected: list[Rejection] = field(default_factory=list)
     live: dict[tuple[str, str], str] = field(default_factory=dict)
+    live_equipment: frozenset[str] = frozenset()
+    _powers: dict[str, list[str]] = field(default_factory=dict)
 
     # ---- building -------------------------------------------------------
     @classmethod
@@ -101,13 +103,16 @@ class Catalog:
         for key, versions in by_power.items():
             wanted = overrides.get(key)
             self.live[key] = wanted if wanted in versions else max(versions, key=version_key)
+        self.live_equipment = frozenset(eq for eq, _ in self.live)
+        for eq, power in sorted(self.live):
+            self._powers.setdefault(eq, []).append(power)
 
     # ---- queries ---------------------------------------------------------
     def equipment_ids(self) -> list[str]:
         return sorted({eq for eq, _, _ in self.bundles})
 
     def powers(self, equipment_id: str) -> list[str]:
-        return sorted({p for eq, p, _ in self.bundles if eq == equipment_id})
+        return self._powers.get(equipment_id, [])
 
     def versions(self, equipment_id: str, power: str) -> list[str]:
         vs = [v for eq, p, v in self.bundles if eq == equipment_id and p == power]
@@ -118,7 +123,7 @@ class Catalog:
 
     def get(self, equipment_id: str, power: str, version: str | None) -> Bundle:
         """The bundle for an explicit power (and the live version unless pinned)."""
-        if equipment_id not in {eq for eq, _ in self.live}:
+        if equipment_id not in self.live_equipment:
             raise EquipmentNotFound(equipment_id, self.equipment_ids())
         if (equipment_id, power) not in self.live:
             raise PowerNotFound(equipment_id, power, self.powers(equipment_id))

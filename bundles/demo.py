@@ -20,8 +20,9 @@ from bundles.manifest import PowerFromTorqueSpeed
 from bundles.simulation import MECHANICAL, THERMAL, MachineSpec, simulate_dataset
 
 AI4I_CSV = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "ai4i2020" / "ai4i2020.csv"
-# Readings below 6.2 kW belong to the 5.5 kW class, the rest to 7.5 kW.
-RANGES = {"5.5kW": (0.0, 6.2), "7.5kW": (6.2, 100.0)}
+# Readings below 5.5 kW belong to the 5.5 kW class (operating point ~4.7 kW), the
+# rest to 7.5 kW (operating point ~6.4 kW).
+RANGES = {"5.5kW": (0.0, 5.5), "7.5kW": (5.5, 100.0)}
 TORQUE_SPEED = PowerFromTorqueSpeed(torque_feature="torque_nm", speed_feature="speed_rpm")
 
 

@@ -59,7 +59,7 @@ def simulate(
     air = 300.0 + np.cumsum(rng.normal(0, 0.05, n)) + rng.normal(0, 0.3)
     air = 300.0 + np.clip(air - 300.0, -6, 6)
     process = air + 10.0 + rng.normal(0, 0.5, n)
-    torque = np.clip(rng.normal(spec.torque_nm, spec.torque_nm * 0.12, n), 3.0, None)
+    torque = np.clip(rng.normal(spec.torque_nm, spec.torque_nm * 0.05, n), 3.0, None)
     speed = rng.normal(spec.speed_rpm, 40.0, n)
     wear = (wear_start + np.arange(n) * 0.25) % 220.0
     if profile == "heat_dissipation":

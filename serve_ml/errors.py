@@ -123,3 +123,7 @@ class Overloaded(ServeMLError):
 
 class Unavailable(ServeMLError):
     status_code = 503
+
+
+class GatewayTimeout(ServeMLError):
+    status_code = 504

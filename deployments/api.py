@@ -1,0 +1,193 @@
+"""The HTTP API, built by one factory for both the Ray Serve ingress and the
+plain-uvicorn baseline. Errors are translated to HTTP here and only here."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from typing import Any, Protocol
+
+import orjson
+from fastapi import APIRouter, FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+
+import serve_ml
+from bundles.batch import Reading, Result
+from deployments.metrics import Metrics
+from deployments.schemas import BulkRequest, BulkResponse, ErrorBody, PredictRequest, PredictResponse, SyncResponse
+from serve_ml.errors import Overloaded, PayloadTooLarge, ServeMLError
+
+log = logging.getLogger("serve_ml.api")
+PREFIX = "/api/v1/serve-ml"
+ERRORS = {s: {"model": ErrorBody} for s in (400, 404, 413, 422, 503)}
+
+
+class Core(Protocol):
+    """What the API needs from whoever does the work (Serve graph or in-process)."""
+
+    metrics: Metrics
+    max_bulk_rows: int
+
+    async def score(self, readings: list[Reading], *, bulk: bool) -> list[Result]: ...
+    def describe(self) -> list[dict[str, Any]]: ...
+    async def sync(self) -> dict[str, Any]: ...
+    async def ready(self) -> tuple[bool, dict[str, Any]]: ...
+
+
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json", headers=headers)
+
+
+def error_response(exc: ServeMLError) -> Response:
+    headers = {"Retry-After": str(exc.retry_after_s)} if isinstance(exc, Overloaded) else None
+    return json_response(exc.to_dict(), exc.status_code, headers)
+
+
+def _reading(r: PredictRequest) -> Reading:
+    return Reading(r.equipment_id, r.features, r.power, r.model_version)
+
+
+def create_api(core: Core, *, max_request_bytes: int) -> FastAPI:
+    app = FastAPI(title="serve-ml", version=serve_ml.__version__,
+                  description="Predictive-maintenance scoring of factory sensor readings.")
+    router = APIRouter(prefix=PREFIX)
+
+    @router.post("/predict", response_model=PredictResponse, responses=ERRORS)
+    async def predict(req: PredictRequest) -> Response:
+        """Score one reading against its equipment's bundle."""
+        t0 = time.perf_counter()
+        (res,) = await core.score([_reading(req)], bulk=False)
+        if isinstance(res, ServeMLError):
+            return error_response(res)
+        res["latency_ms"] = (time.perf_counter() - t0) * 1e3
+        return json_response(res)
+
+    @router.post("/predict/bulk", response_model=BulkResponse, responses=ERRORS)
+    async def predict_bulk(req: BulkRequest) -> Response:
+        """Score many readings in one round trip; one result per reading, in order.
+
+        A reading that fails carries its own ``{status, error}``; the others are scored.
+        """
+        if len(req.readings) > core.max_bulk_rows:
+            raise PayloadTooLarge(f"bulk request has {len(req.readings)} readings; the limit is {core.max_bulk_rows}")
+        t0 = time.perf_counter()
+        results = await core.score([_reading(r) for r in req.readings], bulk=True)
+        elapsed = (time.perf_counter() - t0) * 1e3
+        out, errors = [], 0
+        for r in results:
+            if isinstance(r, ServeMLError):
+                errors += 1
+                out.append({"status": r.status_code, "error": r.to_dict()})
+            else:
+                r["latency_ms"] = elapsed
+                out.append(r)
+        return json_response({"results": out, "errors": errors, "latency_ms": elapsed})
+
+    @router.get("/bundles")
+    async def bundles(equipment_id: str | None = Query(default=None, max_length=128),
+                      power: str | None = Query(default=None, max_length=128)) -> Response:
+        """Every valid bundle (identity, modalities, features, thresholds, classifier, live flag)."""
+        items = [b for b in core.describe()
+                 if (equipment_id is None or b["equipment_id"] == equipment_id)
+                 and (power is None or b["power"] == power)]
+        return json_response({"bundles": items})
+
+    @router.post("/sync", response_model=SyncResponse)
+    async def sync() -> Response:
+        """Rescan the bundle root and report what changed."""
+        return json_response(await core.sync())
+
+    @router.get("/health/live")
+    async def live() -> Response:
+        """The process answers."""
+        return json_response({"status": "ok"})
+
+    @router.get("/health/ready")
+    async def ready() -> Response:
+        """Bundles are loaded and every equipment deployment answers."""
+        ok, detail = await core.ready()
+        return json_response({"status": "ready" if ok else "not ready", **detail}, 200 if ok else 503)
+
+    app.include_router(router)
+
+    @app.exception_handler(ServeMLError)
+    async def _serve_ml_error(_: Request, exc: ServeMLError) -> Response:
+        return error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> Response:
+        problems = []
+        for e in exc.errors():
+            loc = ".".join(str(p) for p in e.get("loc", ()) if p != "body") or "body"
+            problems.append(f"{loc}: {e.get('msg')}")
+        body = {"error": "InvalidRequest", "message": "invalid request: " + "; ".join(problems[:20]),
+                "detail": [{"loc": list(e.get("loc", ())), "msg": e.get("msg")} for e in exc.errors()[:50]]}
+        return json_response(body, 422)
+
+    @app.exception_handler(Exception)
+    async def _internal(_: Request, exc: Exception) -> Response:
+        ref = uuid.uuid4().hex[:12]
+        log.exception("internal error (ref %s)", ref)
+        return json_response({"error": "InternalError", "message": f"internal error (ref {ref})"}, 500)
+
+    app.add_middleware(EdgeMiddleware, metrics=core.metrics, max_bytes=max_request_bytes,
+                       routes=frozenset(getattr(r, "path", "") for r in app.routes))
+    return app
+
+
+class EdgeMiddleware:
+    """Pure-ASGI edge: body size limit (413) and per-request metrics.
+
+    Pure ASGI rather than Starlette's BaseHTTPMiddleware, which costs a task per request.
+    The ``endpoint`` label is the matched route's path or ``other``: bounded cardinality.
+    """
+
+    def __init__(self, app: Any, *, metrics: Metrics, max_bytes: int, routes: frozenset[str]) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.max_bytes = max_bytes
+        self.routes = routes
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        t0 = time.perf_counter()
+        status = [500]
+        path = scope.get("path", "")
+        endpoint = path if path in self.routes else "other"
+        for k, v in scope.get("headers", ()):
+            if k == b"content-length":
+                if v.isdigit() and int(v) > self.max_bytes:
+                    await _send_413(send, self.max_bytes)
+                    self.metrics.request(endpoint, 413, (time.perf_counter() - t0) * 1e3)
+                    return
+                break
+        seen = [0]
+
+        async def limited_receive() -> dict:
+            msg = await receive()
+            if msg["type"] == "http.request":
+                seen[0] += len(msg.get("body", b""))
+                if seen[0] > self.max_bytes:
+                    raise PayloadTooLarge(f"request body exceeds {self.max_bytes} bytes")
+            return msg
+
+        async def capture(msg: dict) -> None:
+            if msg["type"] == "http.response.start":
+                status[0] = msg["status"]
+            await send(msg)
+
+        try:
+            await self.app(scope, limited_receive, capture)
+        finally:
+            self.metrics.request(endpoint, status[0], (time.perf_counter() - t0) * 1e3)
+
+
+async def _send_413(send: Any, limit: int) -> None:
+    body = orjson.dumps({"error": "PayloadTooLarge", "message": f"request body exceeds {limit} bytes"})
+    await send({"type": "http.response.start", "status": 413,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})

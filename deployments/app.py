@@ -1,0 +1,92 @@
+"""The typed application builder behind ``serve_config.yaml``'s ``import_path``.
+
+``serve run serve_config.yaml`` / ``serve deploy serve_config.yaml`` call
+:func:`build_app` with the ``args`` block, validated against :class:`AppArgs`.
+Fields left unset fall back to :class:`serve_ml.settings.Settings` (env vars).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+from ray.serve import Application
+
+from bundles.manifest import is_safe_segment
+from deployments.equipment import EquipmentModel
+from deployments.ingress import Ingress, IngressArgs
+from serve_ml.settings import Settings
+
+
+class Autoscaling(BaseModel):
+    """Ray Serve autoscaling settings for one deployment (units in the names)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    min_replicas: int | None = Field(default=None, ge=0, description="Floor; default SERVE_ML_MIN_REPLICAS.")
+    max_replicas: int | None = Field(default=None, ge=1, description="Ceiling; default SERVE_ML_MAX_REPLICAS.")
+    target_ongoing_requests: float | None = Field(default=None, gt=0, description="In-flight requests per replica.")
+    upscale_delay_s: float = Field(default=5.0, ge=0, description="Sustained load before adding replicas.")
+    downscale_delay_s: float = Field(default=60.0, ge=0, description="Sustained idleness before removing replicas.")
+    metrics_interval_s: float = Field(default=2.0, gt=0, description="How often replicas report load.")
+    look_back_period_s: float = Field(default=10.0, gt=0, description="Window the load is averaged over.")
+
+    def resolve(self, s: Settings) -> dict[str, Any]:
+        lo = s.min_replicas if self.min_replicas is None else self.min_replicas
+        hi = s.max_replicas if self.max_replicas is None else self.max_replicas
+        return {
+            "min_replicas": lo, "max_replicas": max(lo, hi),
+            "target_ongoing_requests": self.target_ongoing_requests or s.target_ongoing_requests,
+            "upscale_delay_s": self.upscale_delay_s, "downscale_delay_s": self.downscale_delay_s,
+            "metrics_interval_s": self.metrics_interval_s, "look_back_period_s": self.look_back_period_s,
+        }
+
+
+class AppArgs(BaseModel):
+    """The ``args`` block of ``serve_config.yaml``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    root: str | None = Field(default=None, description="Bundle root; default SERVE_ML_ROOT or the demo bundles.")
+    enable_xgb: bool | None = Field(default=None, description="Run classifiers; default SERVE_ML_ENABLE_XGB.")
+    fast_path: bool = Field(default=True, description="Score single readings in the ingress (no handle hop).")
+    autoscaling: Autoscaling = Field(default_factory=Autoscaling, description="Default for equipment deployments.")
+    equipment: dict[str, Autoscaling] = Field(default_factory=dict, description="Per-equipment overrides.")
+    ingress_autoscaling: Autoscaling = Field(default_factory=Autoscaling, description="The ingress deployment.")
+    max_dedicated_deployments: int = Field(
+        default=32, ge=0, description="Equipment ids (sorted) that get their own deployment; the rest are "
+        "scored by the ingress replicas.")
+    poll_interval_s: float = Field(default=1.0, gt=0, description="How often replicas check for a sync.")
+    replica_num_cpus: float = Field(
+        default=0.1, ge=0, description="CPUs Ray reserves per replica. Scoring is light and I/O-bound in "
+        "practice; 1.0 (Ray's default) would fit only two replicas on a 2-core node.")
+
+
+def equipment_dirs(root: Path) -> list[str]:
+    """Equipment ids present under the root (directory names only; no bundle is loaded)."""
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and is_safe_segment(p.name))
+
+
+def build_app(args: AppArgs) -> Application:
+    s = Settings()
+    root = Path(args.root).resolve() if args.root else s.root
+    enable_xgb = s.enable_xgb if args.enable_xgb is None else args.enable_xgb
+    common = {"max_ongoing_requests": s.max_ongoing_requests, "max_queued_requests": s.max_queued_requests,
+              "ray_actor_options": {"num_cpus": args.replica_num_cpus}}
+    handles = {}
+    for eq in equipment_dirs(root)[: args.max_dedicated_deployments]:
+        scaling = args.equipment.get(eq, args.autoscaling)
+        handles[eq] = EquipmentModel.options(
+            name=f"equipment-{eq}", autoscaling_config=scaling.resolve(s), **common
+        ).bind([eq], str(root), enable_xgb, args.poll_interval_s)
+    ingress_args = IngressArgs(
+        root=str(root), enable_xgb=enable_xgb, fast_path=args.fast_path, max_bulk_rows=s.max_bulk_rows,
+        max_request_bytes=s.max_request_bytes, request_timeout_s=s.request_timeout_s,
+        poll_interval_s=args.poll_interval_s,
+    )
+    return Ingress.options(autoscaling_config=args.ingress_autoscaling.resolve(s), **common).bind(
+        handles, ingress_args.model_dump()
+    )

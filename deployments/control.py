@@ -1,0 +1,73 @@
+"""Cluster-wide bundle state: a generation counter and the explicit live-version map.
+
+One named Ray actor holds it. Every replica that serves bundles (equipment
+deployments and ingress replicas) polls it from a background thread and reloads
+when the generation moves, so a sync reaches every replica of every deployment,
+which a single handle call cannot do.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+import ray
+
+from deployments.service import ScoringService
+
+log = logging.getLogger("serve_ml.control")
+CONTROL_NAME = "serve-ml-control"
+CONTROL_NAMESPACE = "serve-ml"
+
+LiveMap = dict[tuple[str, str], str]
+
+
+@ray.remote(num_cpus=0, max_restarts=-1)
+class ControlPlane:
+    def __init__(self) -> None:
+        self.generation = 0
+        self.live_overrides: LiveMap = {}
+        self.history: list[dict[str, Any]] = []
+
+    def state(self) -> tuple[int, LiveMap]:
+        return self.generation, dict(self.live_overrides)
+
+    def bump(self, reason: str) -> int:
+        self.generation += 1
+        self.history.append({"generation": self.generation, "reason": reason, "at": time.time()})
+        return self.generation
+
+
+def get_control() -> Any:
+    """The control-plane actor, created on first use (idempotent across replicas)."""
+    return ControlPlane.options(
+        name=CONTROL_NAME, namespace=CONTROL_NAMESPACE, get_if_exists=True, lifetime="detached"
+    ).remote()
+
+
+class GenerationWatcher(threading.Thread):
+    """Polls the control plane; reloads the service when the generation moves.
+
+    Reloading (file reads, validation, torch loads) happens on this thread, off the
+    replica's event loop; the swap itself is one reference assignment.
+    """
+
+    def __init__(self, service: ScoringService, control: Any, interval_s: float) -> None:
+        super().__init__(name="serve-ml-watcher", daemon=True)
+        self.service = service
+        self.control = control
+        self.interval_s = interval_s
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.wait(self.interval_s):
+            try:
+                generation, overrides = ray.get(self.control.state.remote(), timeout=10)
+                if generation != self.service.generation:
+                    report = self.service.reload(generation, overrides)
+                    log.info("reloaded bundles at generation %s: %s", generation,
+                             {k: len(v) for k, v in report.items()})
+            except Exception:  # keep serving the current catalog; try again next tick
+                log.exception("bundle watcher tick failed")

@@ -1,0 +1,44 @@
+"""The per-equipment model deployment: scores readings for its equipment ids."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import ray
+from ray import serve
+
+from bundles.batch import Reading, Result
+from deployments.control import GenerationWatcher, get_control
+from deployments.metrics import Metrics
+from deployments.service import ScoringService
+
+
+@serve.deployment(logging_config={"enable_access_log": False})
+class EquipmentModel:
+    """Holds every bundle of its equipment ids; autoscaled per equipment.
+
+    ``score`` is a plain ``def``: Serve runs it off the event loop, so CPU-bound
+    scoring never stalls the replica (see the throughput-optimised-mode notes).
+    """
+
+    def __init__(self, equipment_ids: list[str], root: str, enable_xgb: bool, poll_interval_s: float) -> None:
+        control = get_control()
+        generation, overrides = ray.get(control.state.remote())
+        self.service = ScoringService(Path(root), enable_xgb=enable_xgb, equipment_ids=set(equipment_ids),
+                                      live_overrides=overrides, metrics=Metrics())
+        self.service.generation = generation
+        self.watcher = GenerationWatcher(self.service, control, poll_interval_s)
+        self.watcher.start()
+
+    def score(self, readings: list[Reading]) -> list[Result]:
+        return self.service.score(readings)
+
+    def describe(self) -> list[dict[str, Any]]:
+        return self.service.describe()
+
+    def generation(self) -> int:
+        return self.service.generation
+
+    def __del__(self) -> None:
+        self.watcher.stopped.set()

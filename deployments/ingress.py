@@ -1,0 +1,131 @@
+"""The HTTP ingress deployment: routes readings to equipment deployments.
+
+Single readings take the fast path by default: the ingress scores them itself with
+the same ScoringService the equipment replicas use (one Serve hop costs ~1.7 ms on
+these machines; the scoring of one row costs ~0.05 ms). Bulk requests fan out to
+the autoscaled equipment deployments, one call per equipment, concurrently.
+Equipment without a dedicated deployment (e.g. added by a sync) are scored here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import ray
+from pydantic import BaseModel, ConfigDict, Field
+from ray import serve
+from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
+from ray.serve.handle import DeploymentHandle
+
+from bundles.batch import Reading, Result
+from deployments.api import create_api
+from deployments.control import GenerationWatcher, get_control
+from deployments.metrics import Metrics
+from deployments.service import ScoringService
+from serve_ml.errors import GatewayTimeout, Overloaded
+
+log = logging.getLogger("serve_ml.ingress")
+
+
+class IngressArgs(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    root: str
+    enable_xgb: bool
+    fast_path: bool = Field(description="Score single readings in the ingress instead of a handle hop.")
+    max_bulk_rows: int
+    max_request_bytes: int
+    request_timeout_s: float
+    poll_interval_s: float
+
+
+@serve.deployment(logging_config={"enable_access_log": False})
+@serve.ingress()
+class Ingress:
+    def __init__(self, handles: dict[str, DeploymentHandle], args: dict[str, Any]) -> None:
+        self.args = IngressArgs.model_validate(args)
+        self.max_bulk_rows = self.args.max_bulk_rows
+        self.handles = handles
+        self.metrics = Metrics()
+        self.control = get_control()
+        generation, overrides = ray.get(self.control.state.remote())
+        self.service = ScoringService(Path(self.args.root), enable_xgb=self.args.enable_xgb,
+                                      live_overrides=overrides, metrics=self.metrics)
+        self.service.generation = generation
+        self.watcher = GenerationWatcher(self.service, self.control, self.args.poll_interval_s)
+        self.watcher.start()
+
+    def __serve_build_asgi_app__(self) -> Any:
+        return create_api(self, max_request_bytes=self.args.max_request_bytes)
+
+    async def score(self, readings: list[Reading], *, bulk: bool) -> list[Result]:
+        if not bulk and self.args.fast_path:
+            return self.service.score(readings)
+        by_eq: dict[str, list[int]] = {}
+        for i, r in enumerate(readings):
+            by_eq.setdefault(r.equipment_id if r.equipment_id in self.handles else "", []).append(i)
+        out: list[Result | None] = [None] * len(readings)
+
+        async def run(eq: str, idx: list[int]) -> None:
+            part = [readings[i] for i in idx]
+            if eq:
+                results = await self._remote(eq, part)
+            else:
+                results = await asyncio.to_thread(self.service.score, part)
+            for i, r in zip(idx, results, strict=True):
+                out[i] = r
+
+        await asyncio.gather(*(run(eq, idx) for eq, idx in by_eq.items()))
+        return out  # type: ignore[return-value]
+
+    async def _remote(self, eq: str, part: list[Reading]) -> list[Result]:
+        response = self.handles[eq].score.remote(part)
+        try:
+            return await asyncio.wait_for(response, self.args.request_timeout_s)
+        except asyncio.TimeoutError:
+            response.cancel()
+            raise GatewayTimeout(f"equipment {eq!r} did not answer within {self.args.request_timeout_s}s") from None
+        except (BackPressureError, DeploymentUnavailableError):
+            raise Overloaded(f"equipment deployment {eq!r}") from None
+
+    def describe(self) -> list[dict[str, Any]]:
+        return self.service.describe()
+
+    async def sync(self) -> dict[str, Any]:
+        generation = await self.control.bump.remote("sync")
+        _, overrides = await self.control.state.remote()
+        report = await asyncio.to_thread(self.service.reload, generation, overrides)
+        report["generation"] = generation
+        report["converged"] = await self._converge(generation)
+        return report
+
+    async def _converge(self, generation: int, timeout_s: float = 15.0) -> bool:
+        """Wait (bounded) until every equipment deployment reports the new generation."""
+        deadline = time.monotonic() + timeout_s
+        pending = sorted(self.handles)
+        while pending and time.monotonic() < deadline:
+            gens = await asyncio.gather(*(self.handles[eq].generation.remote() for eq in pending),
+                                        return_exceptions=True)
+            pending = [eq for eq, g in zip(pending, gens, strict=True)
+                       if not isinstance(g, int) or g < generation]
+            if pending:
+                await asyncio.sleep(0.2)
+        return not pending
+
+    async def ready(self) -> tuple[bool, dict[str, Any]]:
+        live = len(self.service.catalog.live)
+
+        async def ping(eq: str) -> bool:
+            try:
+                await asyncio.wait_for(self.handles[eq].generation.remote(), 2.0)
+                return True
+            except Exception:
+                return False
+
+        oks = await asyncio.gather(*(ping(eq) for eq in self.handles))
+        down = sorted(eq for eq, ok in zip(self.handles, oks, strict=True) if not ok)
+        return bool(live) and not down, {"live_bundles": live, "unavailable_deployments": down}

@@ -1,0 +1,85 @@
+"""HTTP request and response models (the OpenAPI contract at ``/docs``)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Name = Annotated[str, Field(min_length=1, max_length=128)]
+# Strict: a JSON string or boolean is a type error (422), not silently coerced.
+Number = Annotated[float, Field(strict=True)]
+
+
+class PredictRequest(BaseModel):
+    """One reading to score."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
+        "equipment_id": "press-02", "features": {
+            "air_temp_k": 300.1, "process_temp_k": 310.2, "speed_rpm": 1500, "torque_nm": 45.6,
+            "tool_wear_min": 80, "vibration_rms_mm_s": 1.7, "current_a": 12.3}}]})
+
+    equipment_id: Name = Field(description="Equipment id, the first level of the bundle root.")
+    power: Name | None = Field(default=None, description="Power class, e.g. '7.5kW'; omitted: chosen automatically.")
+    model_version: Name | None = Field(default=None, description="Pin a version; omitted: the live version.")
+    features: dict[Name, Number] = Field(max_length=256, description="Feature name -> value.")
+
+
+class BulkRequest(BaseModel):
+    """Many readings, scored in one round trip; results come back in the same order."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    readings: list[PredictRequest] = Field(min_length=1, description="Readings, any mix of equipment.")
+
+
+class ModalityResult(BaseModel):
+    status: Literal["scored", "absent"]
+    threshold: float
+    error: float | None = Field(default=None, description="Mean squared reconstruction error.")
+    anomaly: bool | None = None
+
+
+class ClassifierResult(BaseModel):
+    status: Literal["ran", "skipped"]
+    reason: str | None = Field(default=None, description="Why it was skipped.")
+    label: str | None = None
+    probabilities: dict[str, float] | None = None
+
+
+class PredictResponse(BaseModel):
+    equipment_id: str
+    power: str
+    model_version: str
+    anomaly: bool
+    score: float = Field(description="Max over scored modalities of error / threshold; > 1 is anomalous.")
+    modalities: dict[str, ModalityResult]
+    classifier: ClassifierResult
+    latency_ms: float = Field(description="Scoring latency inside the server.")
+
+
+class ErrorBody(BaseModel):
+    error: str = Field(description="Error type.")
+    message: str = Field(description="What is wrong, naming the offending input.")
+    detail: Any = None
+
+
+class BulkItemError(BaseModel):
+    status: int
+    error: ErrorBody
+
+
+class BulkResponse(BaseModel):
+    results: list[PredictResponse | BulkItemError]
+    errors: int = Field(description="How many readings failed (each carries its own error).")
+    latency_ms: float
+
+
+class SyncResponse(BaseModel):
+    generation: int
+    added: list[str]
+    updated: list[str]
+    removed: list[str]
+    unchanged: list[str]
+    rejected: list[dict[str, str]]
+    live_changes: list[dict[str, Any]]

@@ -1,0 +1,102 @@
+"""ScoringService: a catalog of bundles plus scoring, reloading and description.
+
+The same object serves inside an equipment replica and inside the ingress (the
+single-row fast path), so both paths give identical answers and record the same
+metrics. Reloads build a new catalog beside the live one and swap a reference:
+a call that already holds the old catalog finishes on it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from bundles.batch import Reading, Result, score_readings
+from bundles.catalog import Catalog
+from deployments.metrics import Metrics, NoMetrics
+
+
+class ScoringService:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        enable_xgb: bool,
+        equipment_ids: set[str] | None = None,
+        live_overrides: Mapping[tuple[str, str], str] | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.root = Path(root)
+        self.enable_xgb = enable_xgb
+        self.equipment_ids = equipment_ids
+        self.metrics = metrics or NoMetrics()
+        self._lock = threading.Lock()  # serialises reloads, never scoring
+        self.generation = 0
+        self.catalog = Catalog.scan(self.root, equipment_ids=equipment_ids, live_overrides=live_overrides)
+        self.metrics.catalog(self.catalog.bundles.values(), self.catalog.live, {})
+
+    def score(self, readings: Sequence[Reading]) -> list[Result]:
+        catalog = self.catalog  # one consistent catalog for the whole call
+        t0 = time.perf_counter()
+        results = score_readings(catalog, readings, enable_xgb=self.enable_xgb)
+        self.metrics.scored(catalog.live_equipment, results, (time.perf_counter() - t0) * 1e3)
+        return results
+
+    def reload(
+        self, generation: int, live_overrides: Mapping[tuple[str, str], str] | None = None
+    ) -> dict[str, Any]:
+        """Rescan the root; swap in the new catalog; report what changed."""
+        with self._lock:
+            old = self.catalog
+            new = Catalog.scan(self.root, equipment_ids=self.equipment_ids,
+                               live_overrides=live_overrides, reuse=old.bundles)
+            self.catalog = new
+            self.generation = generation
+            self.metrics.catalog(new.bundles.values(), new.live, old.live)
+            return diff_catalogs(old, new)
+
+    def describe(self) -> list[dict[str, Any]]:
+        return describe_catalog(self.catalog)
+
+
+def diff_catalogs(old: Catalog, new: Catalog) -> dict[str, Any]:
+    def fmt(key: tuple[str, str, str]) -> str:
+        return "/".join(key)
+
+    added = [fmt(k) for k in new.bundles if k not in old.bundles]
+    removed = [fmt(k) for k in old.bundles if k not in new.bundles]
+    updated = [fmt(k) for k, b in new.bundles.items() if k in old.bundles and old.bundles[k].digest != b.digest]
+    unchanged = [fmt(k) for k, b in new.bundles.items() if k in old.bundles and old.bundles[k].digest == b.digest]
+    live_changes = [
+        {"equipment_id": eq, "power": p, "from": old.live.get((eq, p)), "to": v}
+        for (eq, p), v in new.live.items() if old.live.get((eq, p)) != v
+    ] + [{"equipment_id": eq, "power": p, "from": v, "to": None}
+         for (eq, p), v in old.live.items() if (eq, p) not in new.live]
+    return {
+        "added": sorted(added), "updated": sorted(updated), "removed": sorted(removed),
+        "unchanged": sorted(unchanged),
+        "rejected": [{"path": r.path, "reason": r.reason} for r in new.rejected],
+        "live_changes": live_changes,
+    }
+
+
+def describe_catalog(catalog: Catalog) -> list[dict[str, Any]]:
+    out = []
+    for (eq, power, ver), b in sorted(catalog.bundles.items()):
+        m = b.manifest
+        out.append({
+            "equipment_id": eq, "power": power, "model_version": ver,
+            "live": catalog.live.get((eq, power)) == ver,
+            "power_range_kw": list(m.power_range_kw), "default_power": m.default_power,
+            "modalities": {n: {"features": mod.features, "threshold": mod.threshold}
+                           for n, mod in m.modalities.items()},
+            "features": m.all_features,
+            "classifier": ({"features": m.classifier.features, "classes": m.classifier.classes}
+                           if m.classifier else None),
+            "sha256": b.digest,
+            "provenance": m.provenance.model_dump(),
+        })
+    return out
