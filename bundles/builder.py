@@ -79,7 +79,7 @@ def _train_autoencoder(x: np.ndarray, hidden: list[int], spec: BuildSpec, progre
             loss = torch.mean((module(batch) - batch) ** 2)
             loss.backward()
             opt.step()
-            total += float(loss) * len(batch)
+            total += float(loss.detach()) * len(batch)
         if epoch % max(1, spec.epochs // 5) == 0 or epoch == spec.epochs - 1:
             progress(f"  [{name}] epoch {epoch + 1}/{spec.epochs} loss {total / len(data):.5f}")
     state = {k: v.detach().float().contiguous() for k, v in module.state_dict().items()}

@@ -50,6 +50,12 @@ class Settings(BaseSettings):
     state_dir: Path = Field(default_factory=lambda: REPO_ROOT / ".serve-ml")
     """Where ``serve-ml up`` keeps its state file, logs and embedded services' data."""
 
+    metrics_port: int = Field(default=8080, ge=1, le=65535)
+    """Port where Ray's metrics agent serves Prometheus metrics (``serve-ml up``)."""
+
+    dashboard_port: int = Field(default=8265, ge=1, le=65535)
+    """Ray dashboard port (``serve status`` / ``serve deploy`` talk to it)."""
+
     ray_address: str | None = None
     """Existing Ray cluster to join (``auto`` or ``host:port``); default: start a local one."""
 

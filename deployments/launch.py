@@ -1,0 +1,123 @@
+"""Start and stop a local Ray instance running the serve-ml application.
+
+Shared by ``serve-ml up``, the integration-test fixture and the benchmarks, so all
+three run the same graph the same way. Ray Serve's fast paths are switched on
+through environment flags that Ray reads when each process starts, so they are set
+here, before ``ray.init``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+import yaml
+
+from deployments.app import AppArgs, build_app
+from serve_ml.settings import REPO_ROOT, Settings
+
+log = logging.getLogger("serve_ml.launch")
+APP_NAME = "serve-ml"
+SERVE_CONFIG = REPO_ROOT / "serve_config.yaml"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def port_owner(port: int) -> psutil.Process | None:
+    for conn in psutil.net_connections("tcp"):
+        if conn.laddr and conn.laddr.port == port and conn.status == psutil.CONN_LISTEN and conn.pid:
+            return psutil.Process(conn.pid)
+    return None
+
+
+def ray_env(settings: Settings) -> dict[str, str]:
+    env = {"RAY_AUTH_MODE": "disabled"} if settings.ray_address is None else {}
+    if settings.haproxy:
+        env["RAY_SERVE_ENABLE_HA_PROXY"] = "1"
+    if settings.throughput_optimized:
+        env["RAY_SERVE_THROUGHPUT_OPTIMIZED"] = "1"
+    return env
+
+
+def app_args_from_config(path: Path = SERVE_CONFIG, **overrides: Any) -> AppArgs:
+    """The ``args`` of the serve-ml application in ``serve_config.yaml``, with overrides."""
+    cfg = yaml.safe_load(path.read_text())
+    app = next(a for a in cfg["applications"] if a["name"] == APP_NAME)
+    return AppArgs.model_validate({**(app.get("args") or {}), **overrides})
+
+
+@dataclass
+class RunningCluster:
+    http_url: str
+    http_port: int
+    metrics_port: int
+    dashboard_url: str | None
+    gcs_address: str
+    started_s: float
+    _haproxy_pid: int | None = field(default=None, repr=False)
+
+    def stop(self) -> None:
+        import ray
+        from ray import serve
+
+        try:
+            serve.shutdown()
+        finally:
+            ray.shutdown()
+        # ray.shutdown() can leave HAProxy holding the HTTP port (see the shared notes);
+        # it is ours because we chose that port free at start.
+        owner = port_owner(self.http_port)
+        if owner is not None and "haproxy" in owner.name():
+            owner.terminate()
+            try:
+                owner.wait(5)
+            except psutil.TimeoutExpired:
+                owner.kill()
+
+
+def start_cluster(
+    settings: Settings,
+    app_args: AppArgs,
+    *,
+    http_port: int | None = None,
+    metrics_port: int | None = None,
+    dashboard: bool = False,
+    dashboard_port: int = 8265,
+    num_cpus: int | None = None,
+) -> RunningCluster:
+    """Start Ray (or join ``settings.ray_address``), then Serve, then the app; wait until it is ready."""
+    import ray
+    from ray import serve
+
+    os.environ.update(ray_env(settings))
+    http_port = http_port or settings.http_port
+    metrics_port = metrics_port or free_port()
+    t0 = time.monotonic()
+    if settings.ray_address:
+        ctx = ray.init(address=settings.ray_address, namespace="serve")
+    else:
+        ctx = ray.init(num_cpus=num_cpus, include_dashboard=dashboard, dashboard_port=dashboard_port,
+                       _node_ip_address="127.0.0.1", _metrics_export_port=metrics_port,
+                       namespace="serve", log_to_driver=False)
+    try:
+        serve.start(http_options={"host": settings.http_host, "port": http_port})
+        serve.run(build_app(app_args), name=APP_NAME, route_prefix="/")
+    except BaseException:
+        ray.shutdown()
+        raise
+    started = time.monotonic() - t0
+    return RunningCluster(
+        http_url=f"http://{settings.http_host}:{http_port}", http_port=http_port, metrics_port=metrics_port,
+        dashboard_url=ctx.dashboard_url and f"http://{ctx.dashboard_url}", gcs_address=ctx.address_info["gcs_address"],
+        started_s=started,
+    )

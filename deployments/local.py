@@ -1,0 +1,48 @@
+"""The same HTTP API served by one process with no Ray: the plain-uvicorn baseline
+the benchmarks compare against, and the app the no-Ray API unit tests drive.
+
+    uvicorn --factory deployments.local:create_local_app --port 8001
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from fastapi import FastAPI
+
+from bundles.batch import Reading, Result
+from deployments.api import create_api
+from deployments.metrics import Metrics, NoMetrics
+from deployments.service import ScoringService
+from serve_ml.settings import Settings
+
+
+class LocalCore:
+    def __init__(self, service: ScoringService, *, max_bulk_rows: int) -> None:
+        self.service = service
+        self.metrics: Metrics = service.metrics
+        self.max_bulk_rows = max_bulk_rows
+
+    async def score(self, readings: list[Reading], *, bulk: bool) -> list[Result]:
+        if bulk and len(readings) > 64:  # keep large batches off the event loop
+            return await asyncio.to_thread(self.service.score, readings)
+        return self.service.score(readings)
+
+    def describe(self) -> list[dict[str, Any]]:
+        return self.service.describe()
+
+    async def sync(self) -> dict[str, Any]:
+        generation = self.service.generation + 1
+        report = await asyncio.to_thread(self.service.reload, generation)
+        return {**report, "generation": generation, "converged": True}
+
+    async def ready(self) -> tuple[bool, dict[str, Any]]:
+        live = len(self.service.catalog.live)
+        return bool(live), {"live_bundles": live, "unavailable_deployments": []}
+
+
+def create_local_app(settings: Settings | None = None) -> FastAPI:
+    s = settings or Settings()
+    service = ScoringService(s.root, enable_xgb=s.enable_xgb, metrics=NoMetrics())
+    return create_api(LocalCore(service, max_bulk_rows=s.max_bulk_rows), max_request_bytes=s.max_request_bytes)

@@ -1,0 +1,46 @@
+"""``bench score``: the in-process floor. Rows/s of scoring a demo bundle directly in
+Python, no HTTP, at batch sizes 1, 64 and 4096: once on the model core (columns in,
+arrays out) and once through ``score_readings`` (dict readings in, JSON-ready dicts
+out: what the servers actually run)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from bundles.batch import Reading, score_readings
+from bundles.catalog import Catalog
+from bundles.scoring import score_group
+from serve_ml.bench.common import Figure, Report, time_it
+from serve_ml.settings import Settings
+
+BATCHES = (1, 64, 4096)
+
+
+def demo_rows(catalog: Catalog, equipment_id: str, power: str, n: int) -> list[dict[str, float]]:
+    """``n`` realistic feature rows, cycled from the bundle's recorded warm-up rows."""
+    b = catalog.live_bundle(equipment_id, power)
+    rows = b.warmup["rows"] if b.warmup else []
+    if not rows:
+        raise SystemExit(f"{equipment_id}/{power} has no warm-up rows to benchmark with")
+    return [rows[i % len(rows)] for i in range(n)]
+
+
+def run(root: Path | None = None, *, equipment_id: str = "press-02", power: str = "7.5kW",
+        repeats: int = 5, enable_xgb: bool = False) -> Report:
+    catalog = Catalog.scan(root or Settings().root)
+    bundle = catalog.live_bundle(equipment_id, power)
+    rep = Report(f"bench score: in-process scorer, {equipment_id}/{power}, xgb={'on' if enable_xgb else 'off'}")
+    for n in BATCHES:
+        rows = demo_rows(catalog, equipment_id, power, n)
+        cols = {f: np.array([r[f] for r in rows]) for f in rows[0]}
+        readings = [Reading(equipment_id, r, power) for r in rows]
+        core, full = [], []
+        for _ in range(repeats):  # alternate the two so drift hits both alike
+            core.append(n / time_it(lambda: score_group(bundle, {k: v.copy() for k, v in cols.items()}, n,
+                                                        enable_xgb=enable_xgb)))
+            full.append(n / time_it(lambda: score_readings(catalog, readings, enable_xgb=enable_xgb)))
+        rep.add(Figure(f"model core, batch {n}", "rows/s", core))
+        rep.add(Figure(f"score_readings, batch {n}", "rows/s", full))
+    return rep

@@ -1,0 +1,23 @@
+"""``serve-ml bench ...``: benchmarks that print a table and write bench-results/*.json."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench", help="benchmarks (each prints a table and writes JSON)")
+    bsub = p.add_subparsers(dest="bench_command", required=True)
+    s = bsub.add_parser("score", help="in-process scoring throughput at batch 1, 64, 4096")
+    s.add_argument("--repeats", type=int, default=5)
+    s.add_argument("--xgb", action="store_true", help="also run the classifier")
+    s.set_defaults(func=_score)
+
+
+def _score(args: argparse.Namespace) -> int:
+    from serve_ml.bench import score
+
+    rep = score.run(repeats=args.repeats, enable_xgb=args.xgb)
+    print(rep.table())
+    print(f"wrote {rep.write('score')}")
+    return 0

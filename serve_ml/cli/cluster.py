@@ -1,0 +1,183 @@
+"""``serve-ml up|down|status|predict``: run the system and talk to it."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from serve_ml.settings import Settings
+
+STATE_FILE = "state.json"
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    up = sub.add_parser("up", help="start the serving cluster (Ctrl-C or `serve-ml down` stops it)")
+    up.add_argument("--port", type=int, help="HTTP port (default SERVE_ML_HTTP_PORT)")
+    up.set_defaults(func=_up)
+    down = sub.add_parser("down", help="stop what `serve-ml up` started")
+    down.add_argument("--timeout-s", type=float, default=120.0)
+    down.set_defaults(func=_down)
+    st = sub.add_parser("status", help="where the running system is and how healthy it is")
+    st.add_argument("--json", action="store_true", help="one JSON object, for scripts")
+    st.set_defaults(func=_status)
+    pr = sub.add_parser("predict", help="score one reading over HTTP")
+    pr.add_argument("equipment_id")
+    pr.add_argument("features", nargs="+", metavar="NAME=VALUE")
+    pr.add_argument("--power")
+    pr.add_argument("--model-version")
+    pr.add_argument("--url", help="server URL (default: from `serve-ml status`)")
+    pr.set_defaults(func=_predict)
+
+
+def state_path(settings: Settings) -> Path:
+    return settings.state_dir / STATE_FILE
+
+
+def read_state(settings: Settings) -> dict[str, Any] | None:
+    try:
+        state = json.loads(state_path(settings).read_text())
+    except (OSError, ValueError):
+        return None
+    try:
+        os.kill(state["pid"], 0)
+    except (OSError, KeyError, TypeError):
+        return None  # stale: the process that wrote it is gone
+    return state
+
+
+def _up(args: argparse.Namespace) -> int:
+    from bundles.demo import build_demo
+    from deployments.launch import app_args_from_config, start_cluster
+
+    settings = Settings()
+    running = read_state(settings)
+    if running:
+        print(f"serve-ml is already running (pid {running['pid']}) at {running['http_url']}", file=sys.stderr)
+        return 1
+    root = settings.root
+    if not root.is_dir() or not any(p for p in root.iterdir() if not p.name.startswith(".")):
+        print(f"bundle root {root} is empty: building the demo bundles", flush=True)
+        build_demo(root)
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    print("starting Ray and Ray Serve (HAProxy ingress: %s, throughput-optimised: %s)..."
+          % (settings.haproxy, settings.throughput_optimized), flush=True)
+    cluster = start_cluster(settings, app_args_from_config(), http_port=args.port,
+                            metrics_port=settings.metrics_port, dashboard=True,
+                            dashboard_port=settings.dashboard_port)
+    state = {"pid": os.getpid(), "http_url": cluster.http_url, "root": str(root),
+             "metrics_url": f"http://127.0.0.1:{cluster.metrics_port}/metrics",
+             "dashboard_url": cluster.dashboard_url, "ray_gcs_address": cluster.gcs_address,
+             "started_at": time.time(), "startup_s": round(cluster.started_s, 2)}
+    state_path(settings).write_text(json.dumps(state, indent=2))
+    api = f"{cluster.http_url}/api/v1/serve-ml"
+    print(f"""
+serve-ml is up in {cluster.started_s:.1f}s
+  predict   POST {api}/predict
+  bulk      POST {api}/predict/bulk
+  bundles   GET  {api}/bundles
+  sync      POST {api}/sync
+  docs      {cluster.http_url}/docs
+  metrics   {state['metrics_url']}   (Prometheus; names start with ray_serve_ml_)
+  dashboard {cluster.dashboard_url}
+  bundles root {root}
+Try:  curl -s {api}/bundles | head -c 400
+Stop: Ctrl-C or `serve-ml down`
+""", flush=True)
+    stop = {"flag": False}
+
+    def _handler(signum: int, _frame: Any) -> None:
+        stop["flag"] = True
+
+    signal.signal(signal.SIGINT, _handler)
+    signal.signal(signal.SIGTERM, _handler)
+    try:
+        while not stop["flag"]:
+            time.sleep(0.5)
+    finally:
+        print("stopping serve-ml (Ray Serve drains ingress replicas; this can take ~30s)...", flush=True)
+        cluster.stop()
+        state_path(settings).unlink(missing_ok=True)
+        print("stopped.")
+    return 0
+
+
+def _down(args: argparse.Namespace) -> int:
+    settings = Settings()
+    state = read_state(settings)
+    if state is None:
+        print("serve-ml is not running")
+        return 0
+    os.kill(state["pid"], signal.SIGTERM)
+    deadline = time.monotonic() + args.timeout_s
+    while time.monotonic() < deadline:
+        try:
+            os.kill(state["pid"], 0)
+        except OSError:
+            print("stopped.")
+            return 0
+        time.sleep(0.5)
+    print(f"pid {state['pid']} did not stop within {args.timeout_s}s", file=sys.stderr)
+    return 1
+
+
+def collect_status(settings: Settings) -> dict[str, Any]:
+    state = read_state(settings)
+    out: dict[str, Any] = {"running": state is not None, "root": str(settings.root)}
+    if state is None:
+        out["health"] = {"ingress": "down"}
+        return out
+    out.update({k: state[k] for k in ("pid", "http_url", "metrics_url", "dashboard_url", "ray_gcs_address")})
+    api = f"{state['http_url']}/api/v1/serve-ml"
+    health: dict[str, Any] = {}
+    try:
+        with httpx.Client(timeout=5) as c:
+            r = c.get(f"{api}/health/ready")
+            health["ingress"] = r.json().get("status", "unknown")
+            health["deployments_unavailable"] = r.json().get("unavailable_deployments", [])
+            bundles = c.get(f"{api}/bundles").json()["bundles"]
+            out["live"] = [{k: b[k] for k in ("equipment_id", "power", "model_version")}
+                           for b in bundles if b["live"]]
+    except (httpx.HTTPError, ValueError, KeyError) as exc:
+        health["ingress"] = f"unreachable: {type(exc).__name__}"
+    out["health"] = health
+    return out
+
+
+def _status(args: argparse.Namespace) -> int:
+    st = collect_status(Settings())
+    if args.json:
+        print(json.dumps(st))
+    else:
+        print(f"running: {st['running']}")
+        for k, v in st.items():
+            if k != "running":
+                print(f"  {k}: {v if not isinstance(v, list) else json.dumps(v)}")
+    return 0 if st["running"] else 3
+
+
+def _predict(args: argparse.Namespace) -> int:
+    url = args.url or (read_state(Settings()) or {}).get("http_url")
+    if not url:
+        print("serve-ml is not running; start it with `make up` or pass --url", file=sys.stderr)
+        return 1
+    feats = {}
+    for kv in args.features:
+        name, _, value = kv.partition("=")
+        try:
+            feats[name] = float(value)
+        except ValueError:
+            print(f"feature {name!r}: {value!r} is not a number", file=sys.stderr)
+            return 2
+    body = {"equipment_id": args.equipment_id, "features": feats, "power": args.power,
+            "model_version": args.model_version}
+    r = httpx.post(f"{url}/api/v1/serve-ml/predict", json=body, timeout=30)
+    print(json.dumps(r.json(), indent=2))
+    return 0 if r.status_code == 200 else 1

@@ -1,0 +1,29 @@
+"""``serve-ml``: one console command with subcommands (see ``serve-ml --help``)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from serve_ml.cli import bench, bundle, cluster
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="serve-ml", description="Predictive-maintenance model serving on Ray Serve.")
+    sub = p.add_subparsers(dest="command", required=True)
+    bundle.register(sub)
+    cluster.register(sub)
+    bench.register(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

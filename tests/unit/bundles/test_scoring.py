@@ -1,0 +1,142 @@
+"""Scoring rules: single-modality judgement, gate-only bundles, classifier on/off,
+per-row errors, and numeric agreement between paths."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from bundles.autoencoder import build_module
+from bundles.batch import Reading, score_readings
+from bundles.catalog import Catalog
+from bundles.scoring import XGB_ABSENT, XGB_DISABLED
+from bundles.simulation import MECHANICAL, PROFILES, THERMAL, MachineSpec, simulate
+from serve_ml.errors import FeatureError
+
+
+@pytest.fixture(scope="module")
+def cat(demo_root: Path) -> Catalog:
+    return Catalog.scan(demo_root)
+
+
+def rows(profile: str, n: int, seed: int = 3, power: str = "7.5kW") -> list[dict[str, float]]:
+    cols = simulate(n, spec=MachineSpec.for_power(power), profile=profile, rng=np.random.default_rng(seed))
+    return [{k: float(v[i]) for k, v in cols.items()} for i in range(n)]
+
+
+def one(cat: Catalog, features: dict[str, float], eq: str = "press-02", power: str | None = "7.5kW",
+        xgb: bool = False):
+    (res,) = score_readings(cat, [Reading(eq, features, power)], enable_xgb=xgb)
+    return res
+
+
+def test_full_reading_scores_every_modality(cat: Catalog) -> None:
+    r = one(cat, rows("normal", 1)[0])
+    assert r["modalities"]["thermal"]["status"] == "scored"
+    assert r["modalities"]["mechanical"]["status"] == "scored"
+    expect = max(m["error"] / m["threshold"] for m in r["modalities"].values())
+    assert math.isclose(r["score"], expect) and r["anomaly"] is (r["score"] > 1)
+
+
+def test_single_modality_judged_by_its_threshold_only(cat: Catalog) -> None:
+    # A heat-dissipation fault shows in the thermal modality ...
+    hot = rows("heat_dissipation", 1)[0]
+    thermal_only = {k: hot[k] for k in THERMAL}
+    r = one(cat, thermal_only)
+    assert r["modalities"]["mechanical"] == {"status": "absent", "threshold": r["modalities"]["mechanical"]["threshold"]}
+    assert r["modalities"]["thermal"]["anomaly"] is True and r["anomaly"] is True
+    # ... while a wildly wrong mechanical value that is not sent cannot flag anything.
+    normal = rows("normal", 1)[0]
+    r = one(cat, {k: normal[k] for k in THERMAL})
+    assert r["anomaly"] is False
+    assert r["score"] == pytest.approx(r["modalities"]["thermal"]["error"] / r["modalities"]["thermal"]["threshold"])
+
+
+def test_partial_modality_names_missing_features(cat: Catalog) -> None:
+    f = rows("normal", 1)[0]
+    del f["current_a"]
+    err = one(cat, f)
+    assert isinstance(err, FeatureError) and err.status_code == 422
+    assert "current_a" in err.detail["features"] and "mechanical" in err.message
+
+
+def test_unknown_feature_is_named(cat: Catalog) -> None:
+    f = {**rows("normal", 1)[0], "flux_capacitor": 1.21}
+    err = one(cat, f)
+    assert isinstance(err, FeatureError) and "flux_capacitor" in err.message
+
+
+def test_non_finite_row_fails_alone(cat: Catalog) -> None:
+    good = rows("normal", 2)
+    bad = {**good[0], "torque_nm": float("nan")}
+    out = score_readings(cat, [Reading("press-02", good[0], "7.5kW"), Reading("press-02", bad, "7.5kW"),
+                               Reading("press-02", good[1], "7.5kW")], enable_xgb=False)
+    assert isinstance(out[1], FeatureError) and out[1].detail["features"] == {"torque_nm": "not a finite number"}
+    assert isinstance(out[0], dict) and isinstance(out[2], dict)
+
+
+def test_classifier_runs_only_when_enabled(cat: Catalog) -> None:
+    f = rows("overstrain", 1)[0]
+    off = one(cat, f, xgb=False)
+    assert off["classifier"] == {"status": "skipped", "reason": XGB_DISABLED}
+    on = one(cat, f, xgb=True)
+    assert on["classifier"]["status"] == "ran"
+    probs = on["classifier"]["probabilities"]
+    assert set(probs) == {"none", "HDF", "OSF", "PWF", "TWF"} and math.isclose(sum(probs.values()), 1, rel_tol=1e-5)
+    assert on["classifier"]["label"] == "OSF"
+
+
+def test_classifier_skipped_when_its_features_are_absent(cat: Catalog) -> None:
+    f = rows("normal", 1)[0]
+    r = one(cat, {k: f[k] for k in THERMAL}, xgb=True)
+    assert r["classifier"]["status"] == "skipped"
+    assert r["classifier"]["reason"].startswith("classifier features missing: speed_rpm")
+
+
+def test_gate_only_bundle(cat: Catalog) -> None:
+    r = one(cat, rows("normal", 1)[0], eq="pump-03", xgb=True)
+    assert r["classifier"] == {"status": "skipped", "reason": XGB_ABSENT}
+    assert r["power"] == "7.5kW"
+
+
+def test_single_and_bulk_agree(cat: Catalog) -> None:
+    rs = rows("normal", 20) + rows("tool_wear", 20)
+    bulk = score_readings(cat, [Reading("press-02", r) for r in rs], enable_xgb=True)
+    single = [one(cat, r, power=None, xgb=True) for r in rs]
+    for a, b in zip(bulk, single, strict=True):
+        assert a["power"] == b["power"] and a["anomaly"] == b["anomaly"]
+        assert a["score"] == pytest.approx(b["score"], rel=1e-12)
+        assert a["classifier"]["probabilities"] == pytest.approx(b["classifier"]["probabilities"], rel=1e-6)
+
+
+def test_numpy_forward_matches_torch(cat: Catalog) -> None:
+    b = cat.live_bundle("press-02", "7.5kW")
+    mod = b.modalities["mechanical"]
+    spec = b.manifest.modalities["mechanical"]
+    module = build_module(len(spec.features), spec.model).double()
+    module.load_state_dict({k: v.double() for k, v in torch.load(b.path / spec.weights, weights_only=True).items()})
+    x = np.random.default_rng(0).normal(size=(50, len(spec.features)))
+    with torch.inference_mode():
+        want = module(torch.from_numpy(x)).numpy()
+    assert np.allclose(mod.model.reconstruct(x.copy()), want, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("eq", ["press-02", "pump-03"])
+def test_demo_bundles_flag_faults_and_stay_quiet_on_normal(cat: Catalog, eq: str) -> None:
+    for power in ("5.5kW", "7.5kW"):
+        for profile in PROFILES:
+            rs = rows(profile, 200, seed=11, power=power)
+            out = score_readings(cat, [Reading(eq, r, power) for r in rs], enable_xgb=False)
+            rate = np.mean([r["anomaly"] for r in out])
+            if profile == "normal":
+                assert rate <= 0.05, (eq, power, rate)
+            else:
+                assert rate >= 0.9, (eq, power, profile, rate)
+
+
+def test_mechanical_features_cover_simulator() -> None:
+    assert set(MECHANICAL) | set(THERMAL) == set(simulate(1, spec=MachineSpec(), rng=np.random.default_rng(0)))

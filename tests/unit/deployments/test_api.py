@@ -1,0 +1,105 @@
+"""The HTTP edge without Ray: validation, error translation, size limits.
+
+Drives the same FastAPI factory the Serve ingress uses, over the in-process core.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from deployments.local import create_local_app
+from serve_ml.settings import Settings
+
+API = "/api/v1/serve-ml"
+
+
+@pytest.fixture(scope="module")
+def client(demo_root: Path) -> TestClient:
+    s = Settings(root=demo_root, max_bulk_rows=5, max_request_bytes=64 * 1024)
+    return TestClient(create_local_app(s))
+
+
+def reading(demo_root: Path, eq: str = "press-02", power: str = "7.5kW") -> dict:
+    rows = json.loads((demo_root / eq / power / "1.0.0" / "warmup.json").read_text())["rows"]
+    return {"equipment_id": eq, "power": power, "features": rows[0]}
+
+
+def test_predict_ok(client: TestClient, demo_root: Path) -> None:
+    r = client.post(f"{API}/predict", json=reading(demo_root))
+    assert r.status_code == 200
+    body = r.json()
+    assert (body["equipment_id"], body["power"], body["model_version"]) == ("press-02", "7.5kW", "1.0.0")
+    assert body["latency_ms"] > 0 and set(body["modalities"]) == {"thermal", "mechanical"}
+
+
+@pytest.mark.parametrize("body, status, needle", [
+    ({"equipment_id": "nope", "features": {"air_temp_k": 1.0}}, 404, "unknown equipment_id 'nope'; known: mill-01"),
+    ({"equipment_id": "press-02", "power": "11kW", "features": {"air_temp_k": 1.0}}, 404, "known: 5.5kW, 7.5kW"),
+    ({"equipment_id": "press-02", "power": "7.5kW", "model_version": "3", "features": {"air_temp_k": 1.0}},
+     404, "no model_version '3'"),
+    ({"equipment_id": "press-02", "power": "7.5kW", "features": {"air_temp_k": 300.0}}, 422, "process_temp_k: missing"),
+    ({"equipment_id": "press-02", "power": "7.5kW", "features": {"wat": 1.0}}, 422, "wat: unknown feature"),
+    ({"equipment_id": "press-02", "features": {"air_temp_k": "hot"}}, 422, "features.air_temp_k"),
+    ({"equipment_id": "press-02", "features": {"air_temp_k": True}}, 422, "features.air_temp_k"),
+    ({"equipment_id": "press-02"}, 422, "features: Field required"),
+    ({"equipment_id": "press-02", "features": {}, "extra": 1}, 422, "extra: Extra inputs are not permitted"),
+    ({"equipment_id": "press-02", "features": {"air_temp_k": 300.0, "process_temp_k": 310.0}}, 400,
+     "cannot choose a power class"),
+])
+def test_predict_errors_name_the_problem(client: TestClient, body: dict, status: int, needle: str) -> None:
+    r = client.post(f"{API}/predict", json=body)
+    assert r.status_code == status, r.text
+    assert needle in r.json()["message"], r.json()
+
+
+def test_non_finite_feature_is_422(client: TestClient, demo_root: Path) -> None:
+    body = reading(demo_root)
+    raw = json.dumps(body).replace(str(body["features"]["torque_nm"]), "Infinity", 1)
+    r = client.post(f"{API}/predict", content=raw, headers={"content-type": "application/json"})
+    assert r.status_code == 422 and "torque_nm" in r.json()["message"]
+
+
+def test_malformed_json_is_422(client: TestClient) -> None:
+    r = client.post(f"{API}/predict", content=b'{"equipment_id": ', headers={"content-type": "application/json"})
+    assert r.status_code == 422 and r.json()["error"] == "InvalidRequest"
+
+
+def test_bulk_in_order_with_per_row_errors(client: TestClient, demo_root: Path) -> None:
+    good = reading(demo_root)
+    pump = reading(demo_root, "pump-03", "5.5kW")
+    body = {"readings": [good, {"equipment_id": "ghost", "features": good["features"]}, pump]}
+    r = client.post(f"{API}/predict/bulk", json=body)
+    assert r.status_code == 200
+    res = r.json()["results"]
+    assert [x.get("equipment_id") for x in res] == ["press-02", None, "pump-03"]
+    assert res[1]["status"] == 404 and "ghost" in res[1]["error"]["message"]
+    assert r.json()["errors"] == 1
+
+
+def test_bulk_over_row_limit_is_413(client: TestClient, demo_root: Path) -> None:
+    r = client.post(f"{API}/predict/bulk", json={"readings": [reading(demo_root)] * 6})
+    assert r.status_code == 413 and "limit is 5" in r.json()["message"]
+
+
+def test_body_over_byte_limit_is_413(client: TestClient) -> None:
+    r = client.post(f"{API}/predict", content=b"x" * (65 * 1024), headers={"content-type": "application/json"})
+    assert r.status_code == 413 and "exceeds" in r.json()["message"]
+
+
+def test_bundles_listing_and_filters(client: TestClient) -> None:
+    all_ = client.get(f"{API}/bundles").json()["bundles"]
+    assert len(all_) == 6 and all(b["live"] for b in all_)
+    pump = client.get(f"{API}/bundles", params={"equipment_id": "pump-03", "power": "7.5kW"}).json()["bundles"]
+    assert len(pump) == 1 and pump[0]["classifier"] is None and pump[0]["default_power"] is True
+    assert pump[0]["modalities"]["thermal"]["threshold"] > 0
+
+
+def test_health_and_openapi(client: TestClient) -> None:
+    assert client.get(f"{API}/health/live").json() == {"status": "ok"}
+    assert client.get(f"{API}/health/ready").json()["status"] == "ready"
+    paths = client.get("/openapi.json").json()["paths"]
+    assert {f"{API}/predict", f"{API}/predict/bulk", f"{API}/bundles", f"{API}/sync"} <= set(paths)
