@@ -9,7 +9,7 @@ import uuid
 from typing import Any, Protocol
 
 import orjson
-from fastapi import APIRouter, FastAPI, Query, Request
+from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 
@@ -50,11 +50,12 @@ def _reading(r: PredictRequest) -> Reading:
 
 
 def create_api(core: Core, *, max_request_bytes: int) -> FastAPI:
+    # Routes go on the app itself: FastAPI >= 0.137 keeps include_router()ed routes
+    # lazy, and the edge middleware needs the full path list for its metric labels.
     app = FastAPI(title="serve-ml", version=serve_ml.__version__,
                   description="Predictive-maintenance scoring of factory sensor readings.")
-    router = APIRouter(prefix=PREFIX)
 
-    @router.post("/predict", response_model=PredictResponse, responses=ERRORS)
+    @app.post(f"{PREFIX}/predict", response_model=PredictResponse, responses=ERRORS)
     async def predict(req: PredictRequest) -> Response:
         """Score one reading against its equipment's bundle."""
         t0 = time.perf_counter()
@@ -64,7 +65,7 @@ def create_api(core: Core, *, max_request_bytes: int) -> FastAPI:
         res["latency_ms"] = (time.perf_counter() - t0) * 1e3
         return json_response(res)
 
-    @router.post("/predict/bulk", response_model=BulkResponse, responses=ERRORS)
+    @app.post(f"{PREFIX}/predict/bulk", response_model=BulkResponse, responses=ERRORS)
     async def predict_bulk(req: BulkRequest) -> Response:
         """Score many readings in one round trip; one result per reading, in order.
 
@@ -85,7 +86,7 @@ def create_api(core: Core, *, max_request_bytes: int) -> FastAPI:
                 out.append(r)
         return json_response({"results": out, "errors": errors, "latency_ms": elapsed})
 
-    @router.get("/bundles")
+    @app.get(f"{PREFIX}/bundles")
     async def bundles(equipment_id: str | None = Query(default=None, max_length=128),
                       power: str | None = Query(default=None, max_length=128)) -> Response:
         """Every valid bundle (identity, modalities, features, thresholds, classifier, live flag)."""
@@ -94,23 +95,21 @@ def create_api(core: Core, *, max_request_bytes: int) -> FastAPI:
                  and (power is None or b["power"] == power)]
         return json_response({"bundles": items})
 
-    @router.post("/sync", response_model=SyncResponse)
+    @app.post(f"{PREFIX}/sync", response_model=SyncResponse)
     async def sync() -> Response:
         """Rescan the bundle root and report what changed."""
         return json_response(await core.sync())
 
-    @router.get("/health/live")
+    @app.get(f"{PREFIX}/health/live")
     async def live() -> Response:
         """The process answers."""
         return json_response({"status": "ok"})
 
-    @router.get("/health/ready")
+    @app.get(f"{PREFIX}/health/ready")
     async def ready() -> Response:
         """Bundles are loaded and every equipment deployment answers."""
         ok, detail = await core.ready()
         return json_response({"status": "ready" if ok else "not ready", **detail}, 200 if ok else 503)
-
-    app.include_router(router)
 
     @app.exception_handler(ServeMLError)
     async def _serve_ml_error(_: Request, exc: ServeMLError) -> Response:
@@ -133,7 +132,7 @@ def create_api(core: Core, *, max_request_bytes: int) -> FastAPI:
         return json_response({"error": "InternalError", "message": f"internal error (ref {ref})"}, 500)
 
     app.add_middleware(EdgeMiddleware, metrics=core.metrics, max_bytes=max_request_bytes,
-                       routes=frozenset(getattr(r, "path", "") for r in app.routes))
+                       routes=frozenset(r.path for r in app.routes))  # type: ignore[attr-defined]
     return app
 
 
@@ -165,15 +164,29 @@ class EdgeMiddleware:
                     self.metrics.request(endpoint, 413, (time.perf_counter() - t0) * 1e3)
                     return
                 break
-        seen = [0]
-
-        async def limited_receive() -> dict:
+        # Without a content-length (chunked, or Serve's direct ingress) the body is read
+        # and counted here: an error raised inside receive() would reach FastAPI's body
+        # parser, which reports every read failure as a 422.
+        chunks, size, more = [], 0, True
+        while more:
             msg = await receive()
-            if msg["type"] == "http.request":
-                seen[0] += len(msg.get("body", b""))
-                if seen[0] > self.max_bytes:
-                    raise PayloadTooLarge(f"request body exceeds {self.max_bytes} bytes")
-            return msg
+            if msg["type"] != "http.request":
+                return  # client went away
+            chunks.append(msg.get("body", b""))
+            size += len(chunks[-1])
+            more = msg.get("more_body", False)
+            if size > self.max_bytes:
+                await _send_413(send, self.max_bytes)
+                self.metrics.request(endpoint, 413, (time.perf_counter() - t0) * 1e3)
+                return
+        body = b"".join(chunks)
+        replayed = [False]
+
+        async def replay() -> dict:
+            if not replayed[0]:
+                replayed[0] = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
 
         async def capture(msg: dict) -> None:
             if msg["type"] == "http.response.start":
@@ -181,7 +194,7 @@ class EdgeMiddleware:
             await send(msg)
 
         try:
-            await self.app(scope, limited_receive, capture)
+            await self.app(scope, replay, capture)
         finally:
             self.metrics.request(endpoint, status[0], (time.perf_counter() - t0) * 1e3)
 

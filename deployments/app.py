@@ -71,7 +71,12 @@ def equipment_dirs(root: Path) -> list[str]:
 
 
 def build_app(args: AppArgs) -> Application:
-    s = Settings()
+    """Serve's entry point (``import_path``): settings come from the environment."""
+    return build_graph(args, Settings())
+
+
+def build_graph(args: AppArgs, s: Settings) -> Application:
+    """The scoring graph for explicit settings (used by the launcher and tests)."""
     root = Path(args.root).resolve() if args.root else s.root
     enable_xgb = s.enable_xgb if args.enable_xgb is None else args.enable_xgb
     common = {"max_ongoing_requests": s.max_ongoing_requests, "max_queued_requests": s.max_queued_requests,

@@ -19,7 +19,7 @@ from typing import Any
 import psutil
 import yaml
 
-from deployments.app import AppArgs, build_app
+from deployments.app import AppArgs, build_graph
 from serve_ml.settings import REPO_ROOT, Settings
 
 log = logging.getLogger("serve_ml.launch")
@@ -111,7 +111,7 @@ def start_cluster(
                        namespace="serve", log_to_driver=False)
     try:
         serve.start(http_options={"host": settings.http_host, "port": http_port})
-        serve.run(build_app(app_args), name=APP_NAME, route_prefix="/")
+        serve.run(build_graph(app_args, settings), name=APP_NAME, route_prefix="/")
     except BaseException:
         ray.shutdown()
         raise

@@ -103,3 +103,17 @@ def test_health_and_openapi(client: TestClient) -> None:
     assert client.get(f"{API}/health/ready").json()["status"] == "ready"
     paths = client.get("/openapi.json").json()["paths"]
     assert {f"{API}/predict", f"{API}/predict/bulk", f"{API}/bundles", f"{API}/sync"} <= set(paths)
+
+
+def test_chunked_body_over_limit_is_413(client: TestClient) -> None:
+    def gen():
+        for _ in range(70):
+            yield b"x" * 1024
+
+    r = client.post(f"{API}/predict", content=gen(), headers={"content-type": "application/json"})
+    assert r.status_code == 413 and "exceeds" in r.json()["message"]
+
+
+def test_edge_labels_are_the_routes(client: TestClient) -> None:
+    edge = next(m for m in client.app.user_middleware if m.cls.__name__ == "EdgeMiddleware")
+    assert f"{API}/predict" in edge.kwargs["routes"] and f"{API}/predict/bulk" in edge.kwargs["routes"]

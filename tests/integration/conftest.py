@@ -1,0 +1,42 @@
+"""One real local Ray instance for the whole test session, serving a private copy
+of the demo bundles on free ports. Torn down with serve.shutdown()/ray.shutdown()."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from deployments.launch import RunningCluster, app_args_from_config, free_port, start_cluster
+from serve_ml.settings import Settings
+from tests.conftest import DEMO_ROOT
+
+API = "/api/v1/serve-ml"
+
+
+@pytest.fixture(scope="session")
+def serve_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("serve") / "root"
+    shutil.copytree(DEMO_ROOT, root)
+    return root
+
+
+@pytest.fixture(scope="session")
+def cluster(serve_root: Path) -> Iterator[RunningCluster]:
+    settings = Settings(root=serve_root, http_port=free_port(), max_bulk_rows=2000,
+                        max_request_bytes=4 * 1024 * 1024)
+    args = app_args_from_config(root=str(serve_root), poll_interval_s=0.3)
+    running = start_cluster(settings, args, metrics_port=free_port(), num_cpus=2)
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture(scope="session")
+def http(cluster: RunningCluster) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=cluster.http_url + API, timeout=60) as c:
+        yield c
