@@ -70,9 +70,13 @@ def equipment_dirs(root: Path) -> list[str]:
     return sorted(p.name for p in root.iterdir() if p.is_dir() and is_safe_segment(p.name))
 
 
-def build_app(args: AppArgs) -> Application:
-    """Serve's entry point (``import_path``): settings come from the environment."""
-    return build_graph(args, Settings())
+def build_app(args: AppArgs | dict[str, Any]) -> Application:
+    """Serve's entry point (``import_path``): settings come from the environment.
+
+    Serve validates ``args`` against a pydantic annotation only when it can resolve
+    it; postponed annotations reach it as strings, so validate here as well.
+    """
+    return build_graph(AppArgs.model_validate(args), Settings())
 
 
 def build_graph(args: AppArgs, s: Settings) -> Application:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 
 from serve_ml.settings import Settings
 
@@ -23,7 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     up.add_argument("--port", type=int, help="HTTP port (default SERVE_ML_HTTP_PORT)")
     up.set_defaults(func=_up)
     down = sub.add_parser("down", help="stop what `serve-ml up` started")
-    down.add_argument("--timeout-s", type=float, default=120.0)
+    down.add_argument("--timeout-s", type=float, default=90.0)
     down.set_defaults(func=_down)
     st = sub.add_parser("status", help="where the running system is and how healthy it is")
     st.add_argument("--json", action="store_true", help="one JSON object, for scripts")
@@ -46,11 +47,15 @@ def read_state(settings: Settings) -> dict[str, Any] | None:
         state = json.loads(state_path(settings).read_text())
     except (OSError, ValueError):
         return None
+    return state if _alive(state.get("pid")) else None  # else stale: its writer is gone
+
+
+def _alive(pid: Any) -> bool:
+    """True if ``pid`` runs; a zombie (exited, not yet reaped by its parent) is not alive."""
     try:
-        os.kill(state["pid"], 0)
-    except (OSError, KeyError, TypeError):
-        return None  # stale: the process that wrote it is gone
-    return state
+        return psutil.Process(int(pid)).status() != psutil.STATUS_ZOMBIE
+    except (psutil.Error, TypeError, ValueError):
+        return False
 
 
 def _up(args: argparse.Namespace) -> int:
@@ -118,9 +123,7 @@ def _down(args: argparse.Namespace) -> int:
     os.kill(state["pid"], signal.SIGTERM)
     deadline = time.monotonic() + args.timeout_s
     while time.monotonic() < deadline:
-        try:
-            os.kill(state["pid"], 0)
-        except OSError:
+        if not _alive(state["pid"]):
             print("stopped.")
             return 0
         time.sleep(0.5)

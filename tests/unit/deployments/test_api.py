@@ -117,3 +117,13 @@ def test_chunked_body_over_limit_is_413(client: TestClient) -> None:
 def test_edge_labels_are_the_routes(client: TestClient) -> None:
     edge = next(m for m in client.app.user_middleware if m.cls.__name__ == "EdgeMiddleware")
     assert f"{API}/predict" in edge.kwargs["routes"] and f"{API}/predict/bulk" in edge.kwargs["routes"]
+
+
+def test_app_builder_validates_raw_args() -> None:
+    import pydantic
+
+    from deployments.app import AppArgs, build_app
+
+    with pytest.raises(pydantic.ValidationError, match="no_such_option"):
+        build_app({"no_such_option": 1})
+    assert AppArgs.model_validate({"fast_path": False}).fast_path is False

@@ -1,0 +1,42 @@
+"""Helpers for e2e tests: real subprocesses, free ports, cleanup by PID."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import psutil
+
+BIN = Path(sys.executable).parent
+
+
+def wait_for(check: Callable[[], bool], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return
+        except Exception:
+            pass
+        time.sleep(1)
+    raise TimeoutError(f"{what} not reached within {timeout_s}s")
+
+
+def stop_process_tree(proc: subprocess.Popen, port: int, timeout_s: float = 90) -> None:
+    """SIGINT (as Ctrl-C), then make sure nothing we started holds the port."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            for child in psutil.Process(proc.pid).children(recursive=True):
+                child.kill()
+            proc.kill()
+    for conn in psutil.net_connections("tcp"):
+        if conn.laddr and conn.laddr.port == port and conn.status == psutil.CONN_LISTEN and conn.pid:
+            os.kill(conn.pid, signal.SIGKILL)  # a leftover HAProxy on a port this test chose
