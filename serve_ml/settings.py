@@ -90,6 +90,54 @@ class Settings(BaseSettings):
     )
     """Kafka bootstrap servers (env ``KAFKA_BOOTSTRAP``); unset: embedded Tansu is started."""
 
+    features_topic: str = "serve-ml.features"
+    """Kafka topic of sensor readings (JSON, keyed by equipment id)."""
+
+    alerts_topic: str = "serve-ml.alerts"
+    """Kafka topic the outbox relay publishes alert events to."""
+
+    dead_letter_topic: str = "serve-ml.features.dlq"
+    """Kafka topic for malformed readings: original bytes plus a ``reason`` header."""
+
+    consumer_group: str = "serve-ml-scorer"
+    """Kafka consumer group of the stream scorer actors."""
+
+    stream_consumers: int = Field(default=1, ge=0, le=16)
+    """Stream scorer actors in the consumer group (0: no stream scoring)."""
+
+    batch_max_records: int = Field(default=5000, ge=1)
+    """Largest micro-batch the stream scorer takes from Kafka."""
+
+    batch_wait_ms: int = Field(default=100, ge=1)
+    """Longest wait for a micro-batch to fill."""
+
+    max_message_bytes: int = Field(default=64 * 1024, ge=256)
+    """Largest accepted stream message; larger ones are dead-lettered."""
+
+    max_reading_age_s: float = Field(default=365 * 86400.0, gt=0)
+    """Readings older than this are dead-lettered (bounds time partitions created)."""
+
+    max_reading_future_s: float = Field(default=86400.0, gt=0)
+    """Readings further in the future than this are dead-lettered."""
+
+    alert_resolve_after: int = Field(default=10, ge=1)
+    """Consecutive normal predictions that resolve an open alert."""
+
+    retention_days: int | None = Field(default=None, ge=1)
+    """TimescaleDB only: drop prediction/reading chunks older than this."""
+
+    mqtt_url: str | None = None
+    """MQTT broker (``mqtt://host:port``) for the bridge; unset: no MQTT bridge."""
+
+    mqtt_topic: str = "serve-ml/+/features"
+    """MQTT topic filter; the ``+`` level is the equipment id."""
+
+    simulate_machines: str = "press-02:7.5kW:normal,pump-03:5.5kW:overstrain,mill-01:7.5kW:normal:ai4i"
+    """Machines ``make up`` simulates: ``equipment:power[:profile[:ai4i]]``, comma-separated."""
+
+    simulate_rate_hz: float = Field(default=20.0, ge=0)
+    """Readings per second per simulated machine in ``make up`` (0: no simulator)."""
+
     @field_validator("root", "state_dir")
     @classmethod
     def _absolute(cls, value: Path) -> Path:

@@ -1,0 +1,162 @@
+"""The stream scorer: a Ray actor in a Kafka consumer group.
+
+Loop: take a micro-batch (bounded by ``batch_max_records`` and ``batch_wait_ms``),
+decode, score it in bulk with ``bundles.batch.score_readings`` (the HTTP path's own
+code), write readings + predictions + alerts in one transaction, and only then
+commit the offsets. Malformed messages go to the dead-letter topic with a reason.
+When PostgreSQL is unreachable the batch is held, consumption stops, the write is
+retried with backoff and health reports ``degraded`` until it succeeds.
+
+Ray restarts a killed actor (``max_restarts=-1``) and retries its ``run`` call
+(``max_task_retries=-1``); it rejoins the group and resumes from the last commit.
+Replays are harmless: writes are idempotent on ``(equipment_id, time)``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import time
+from typing import Any
+
+import asyncpg
+import ray
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+
+from bundles.batch import score_readings
+from deployments.control import GenerationWatcher, get_control
+from deployments.service import ScoringService
+from pipelines.decode import Rejected, decode
+from pipelines.outbox import run_relay
+from pipelines.schema import Partitions
+from pipelines.store import Scored, WriteStats, write_batch
+from serve_ml.errors import ServeMLError
+from serve_ml.settings import Settings
+
+log = logging.getLogger("serve_ml.stream")
+BACKOFF_S = (0.2, 0.5, 1.0, 2.0, 5.0)
+
+
+@ray.remote(num_cpus=0.1, max_restarts=-1, max_task_retries=-1, max_concurrency=16)
+class StreamScorer:
+    def __init__(self, settings: Settings, database_url: str, bootstrap: str, mode: str, name: str) -> None:
+        self.s = settings
+        self.database_url = database_url
+        self.bootstrap = bootstrap
+        self.name = name
+        self.partitions = Partitions(mode)
+        self.service = ScoringService(settings.root, enable_xgb=settings.enable_xgb)
+        control = get_control()
+        self.service.generation = ray.get(control.state.remote())[0]
+        self.watcher = GenerationWatcher(self.service, control, 1.0)
+        self.watcher.start()
+        self.state = "starting"
+        self.counts = {"consumed": 0, "stored": 0, "duplicates": 0, "dead_lettered": 0, "batches": 0,
+                       "alerts_opened": 0, "db_errors": 0}
+        self.last_commit_at: float | None = None
+        self.lag: int | None = None
+        self.consumer: AIOKafkaConsumer | None = None
+
+    async def health(self) -> dict[str, Any]:
+        return {"name": self.name, "state": self.state, "lag": self.lag, "last_commit_at": self.last_commit_at,
+                **self.counts}
+
+    async def run(self) -> None:
+        s = self.s
+        pool = await asyncpg.create_pool(self.database_url, min_size=1, max_size=3)
+        producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all", linger_ms=5)
+        consumer = AIOKafkaConsumer(
+            s.features_topic, bootstrap_servers=self.bootstrap, group_id=s.consumer_group,
+            enable_auto_commit=False, auto_offset_reset="earliest", max_partition_fetch_bytes=8 << 20,
+            fetch_max_bytes=64 << 20, max_poll_records=s.batch_max_records)
+        self.consumer = consumer
+        await producer.start()
+        await consumer.start()
+        wake = asyncio.Event()
+        relay = asyncio.create_task(run_relay(pool, producer, wake))
+        self.state = "running"
+        try:
+            while True:
+                batch = await consumer.getmany(timeout_ms=s.batch_wait_ms, max_records=s.batch_max_records)
+                records = [r for part in batch.values() for r in part]
+                if records:
+                    stats = await self._process(records, pool, producer)
+                    if stats.alerts_opened or stats.alerts_resolved:
+                        wake.set()
+                    await consumer.commit()
+                    self.last_commit_at = time.time()
+                await self._update_lag(consumer)
+        finally:
+            relay.cancel()
+            self.state = "stopped"
+            await consumer.stop()
+            await producer.stop()
+            await pool.close()
+
+    async def _process(self, records: list[ConsumerRecord], pool: asyncpg.Pool,
+                       producer: AIOKafkaProducer) -> WriteStats:
+        s = self.s
+        now = dt.datetime.now(dt.UTC)
+        good, goodrec, dead = [], [], []
+        for rec in records:
+            try:
+                default_ts = dt.datetime.fromtimestamp(rec.timestamp / 1000, dt.UTC) if rec.timestamp else None
+                good.append(decode(rec.value, max_bytes=s.max_message_bytes, now=now, default_ts=default_ts,
+                                   max_age_s=s.max_reading_age_s, max_future_s=s.max_reading_future_s))
+                goodrec.append(rec)
+            except Rejected as exc:
+                dead.append((rec, str(exc)))
+        results = score_readings(self.service.catalog, [g.reading for g in good], enable_xgb=s.enable_xgb)
+        items = []
+        for g, rec, res in zip(good, goodrec, results, strict=True):
+            if isinstance(res, ServeMLError):
+                dead.append((rec, res.message))
+            else:
+                items.append(Scored(g.ts, dict(g.reading.features), res, "kafka", rec.partition, rec.offset))
+        if dead:
+            await self._dead_letter(producer, dead)
+        stats = await self._write(pool, items)
+        self.counts["consumed"] += len(records)
+        self.counts["batches"] += 1
+        self.counts["stored"] += stats.predictions
+        self.counts["duplicates"] += stats.duplicates
+        self.counts["alerts_opened"] += len(stats.alerts_opened)
+        return stats
+
+    async def _write(self, pool: asyncpg.Pool, items: list[Scored]) -> WriteStats:
+        attempt = 0
+        while True:
+            try:
+                async with pool.acquire() as conn:
+                    stats = await write_batch(conn, items, partitions=self.partitions,
+                                              alerts_topic=self.s.alerts_topic,
+                                              resolve_after=self.s.alert_resolve_after)
+                self.state = "running"
+                return stats
+            except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
+                    asyncpg.CannotConnectNowError, asyncio.TimeoutError) as exc:
+                # Hold the batch, stop consuming, retry: nothing is committed meanwhile.
+                self.state = "degraded"
+                self.counts["db_errors"] += 1
+                delay = BACKOFF_S[min(attempt, len(BACKOFF_S) - 1)]
+                log.warning("database unavailable (%s); retrying batch in %.1fs", type(exc).__name__, delay)
+                attempt += 1
+                await asyncio.sleep(delay)
+
+    async def _dead_letter(self, producer: AIOKafkaProducer, dead: list[tuple[ConsumerRecord, str]]) -> None:
+        futures = []
+        for rec, reason in dead:
+            headers = [("reason", reason.encode()[:1000]), ("source_topic", rec.topic.encode()),
+                       ("source_partition", str(rec.partition).encode()), ("source_offset", str(rec.offset).encode())]
+            futures.append(await producer.send(self.s.dead_letter_topic, rec.value, key=rec.key, headers=headers))
+        await asyncio.gather(*futures)
+        self.counts["dead_lettered"] += len(dead)
+
+    async def _update_lag(self, consumer: AIOKafkaConsumer) -> None:
+        lag = 0
+        for tp in consumer.assignment():
+            hw = consumer.highwater(tp)
+            if hw is not None:
+                lag += max(0, hw - await consumer.position(tp))
+        self.lag = lag

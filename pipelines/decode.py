@@ -1,0 +1,120 @@
+"""Stream message decoding: bytes in, a reading or a dead-letter reason out.
+
+Everything a message can get wrong is caught here or by the scorer; nothing raises
+out of the stream loop. Reasons are short, name the offending field, and travel as
+a Kafka header on the dead-letter record beside the original bytes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from dataclasses import dataclass
+
+import orjson
+
+from bundles.batch import Reading
+
+MAX_FEATURES = 256
+MAX_NAME = 128
+
+
+@dataclass(frozen=True, slots=True)
+class StreamReading:
+    reading: Reading
+    ts: dt.datetime
+
+
+class Rejected(ValueError):
+    """A message that cannot be scored; ``str(exc)`` is the dead-letter reason."""
+
+
+def _name(value: object, field: str) -> str:
+    if not isinstance(value, str) or not value or len(value) > MAX_NAME:
+        raise Rejected(f"{field}: expected a non-empty string of at most {MAX_NAME} characters")
+    return value
+
+
+def parse_ts(value: object, *, now: dt.datetime, max_age_s: float, max_future_s: float) -> dt.datetime:
+    if isinstance(value, bool) or value is None:
+        raise Rejected("ts: expected an ISO-8601 string or epoch seconds")
+    if isinstance(value, (int, float)):
+        if not math.isfinite(value):
+            raise Rejected("ts: not a finite number")
+        try:
+            ts = dt.datetime.fromtimestamp(value, dt.UTC)
+        except (OverflowError, OSError, ValueError):
+            raise Rejected("ts: epoch seconds out of range") from None
+    elif isinstance(value, str) and len(value) <= 64:
+        try:
+            ts = dt.datetime.fromisoformat(value)
+        except ValueError:
+            raise Rejected("ts: not an ISO-8601 timestamp") from None
+        if ts.tzinfo is None:
+            ts = ts.replace(tzinfo=dt.UTC)
+    else:
+        raise Rejected("ts: expected an ISO-8601 string or epoch seconds")
+    age = (now - ts).total_seconds()
+    if age > max_age_s or -age > max_future_s:
+        raise Rejected(f"ts: {ts.isoformat()} is outside the accepted window")
+    return ts
+
+
+def parse_features(value: object) -> dict[str, float]:
+    if not isinstance(value, dict) or not value:
+        raise Rejected("features: expected a non-empty object of name -> number")
+    if len(value) > MAX_FEATURES:
+        raise Rejected(f"features: more than {MAX_FEATURES} entries")
+    out: dict[str, float] = {}
+    for k, v in value.items():
+        if len(k) > MAX_NAME:
+            raise Rejected(f"features: name longer than {MAX_NAME} characters")
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise Rejected(f"features.{k}: expected a number")
+        f = float(v)
+        if not math.isfinite(f):
+            raise Rejected(f"features.{k}: not a finite number")
+        out[k] = f
+    return out
+
+
+def decode(
+    raw: bytes | None,
+    *,
+    equipment_id: str | None = None,
+    max_bytes: int,
+    now: dt.datetime,
+    max_age_s: float,
+    max_future_s: float,
+    default_ts: dt.datetime | None = None,
+) -> StreamReading:
+    """Decode one message. ``equipment_id`` is given when the transport carries it
+    (the MQTT topic level); otherwise it comes from the payload. A message without
+    ``ts`` takes ``default_ts`` (the Kafka record's own timestamp, stable across
+    redeliveries, so replays still deduplicate)."""
+    if raw is None:
+        raise Rejected("empty message")
+    if len(raw) > max_bytes:
+        raise Rejected(f"message is {len(raw)} bytes; the limit is {max_bytes}")
+    try:
+        doc = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise Rejected(f"not valid JSON: {str(exc)[:120]}") from None
+    if not isinstance(doc, dict):
+        raise Rejected("expected a JSON object")
+    unknown = set(doc) - {"equipment_id", "ts", "power", "model_version", "features"}
+    if unknown:
+        raise Rejected(f"unknown fields: {', '.join(sorted(unknown)[:5])}")
+    eq = _name(equipment_id if equipment_id is not None else doc.get("equipment_id"), "equipment_id")
+    power = doc.get("power")
+    version = doc.get("model_version")
+    ts_value = doc.get("ts")
+    if ts_value is None and default_ts is None:
+        raise Rejected("ts: missing")
+    ts = default_ts if ts_value is None else parse_ts(ts_value, now=now, max_age_s=max_age_s, max_future_s=max_future_s)
+    return StreamReading(  # type: ignore[arg-type]
+        Reading(eq, parse_features(doc.get("features")),
+                None if power is None else _name(power, "power"),
+                None if version is None else _name(version, "model_version")),
+        ts,
+    )

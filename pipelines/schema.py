@@ -1,0 +1,171 @@
+"""Versioned schema migrations, applied at start-up and by ``serve-ml db migrate``.
+
+Time-series tables are TimescaleDB hypertables when the ``timescaledb`` extension
+is available, and natively range-partitioned PostgreSQL tables (daily partitions,
+created ahead of the data by :class:`Partitions`) when it is not. Both paths run the
+same column definitions; :func:`migrate` returns which one is active.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Iterable
+
+import asyncpg
+
+log = logging.getLogger("serve_ml.schema")
+TIMESCALE = "timescaledb"
+PARTITIONED = "postgres-partitioned"
+TIME_TABLES = ("serve_ml_readings", "serve_ml_predictions")
+_LOCK_KEY = 0x5E12E_11  # advisory lock: one migrator at a time
+
+_READINGS = """
+CREATE TABLE serve_ml_readings (
+    time            timestamptz NOT NULL,
+    equipment_id    text        NOT NULL,
+    power           text,
+    features        jsonb       NOT NULL,
+    source          text        NOT NULL,
+    source_partition integer,
+    source_offset   bigint,
+    PRIMARY KEY (equipment_id, time)
+)"""
+_PREDICTIONS = """
+CREATE TABLE serve_ml_predictions (
+    time            timestamptz NOT NULL,
+    equipment_id    text        NOT NULL,
+    power           text        NOT NULL,
+    model_version   text        NOT NULL,
+    anomaly         boolean     NOT NULL,
+    score           double precision NOT NULL,
+    modalities      jsonb       NOT NULL,
+    fault_label     text,
+    fault_probabilities jsonb,
+    source          text        NOT NULL,
+    source_partition integer,
+    source_offset   bigint,
+    scored_at       timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (equipment_id, time)
+)"""
+_REST = """
+CREATE TABLE serve_ml_models (
+    equipment_id  text NOT NULL,
+    power         text NOT NULL,
+    model_version text NOT NULL,
+    sha256        text NOT NULL,
+    status        text NOT NULL,
+    reason        text,
+    loaded_at     timestamptz,
+    activated_at  timestamptz,
+    pinned        boolean NOT NULL DEFAULT false,
+    PRIMARY KEY (equipment_id, power, model_version)
+);
+CREATE TABLE serve_ml_model_events (
+    id            bigserial PRIMARY KEY,
+    at            timestamptz NOT NULL DEFAULT now(),
+    equipment_id  text NOT NULL,
+    power         text NOT NULL,
+    model_version text,
+    event         text NOT NULL,
+    reason        text
+);
+CREATE TABLE serve_ml_alerts (
+    id            bigserial PRIMARY KEY,
+    equipment_id  text NOT NULL,
+    power         text,
+    model_version text,
+    status        text NOT NULL CHECK (status IN ('open', 'resolved')),
+    severity      text NOT NULL,
+    opened_at     timestamptz NOT NULL,
+    last_seen_at  timestamptz NOT NULL,
+    resolved_at   timestamptz,
+    peak_score    double precision NOT NULL,
+    anomalies     integer NOT NULL,
+    normal_streak integer NOT NULL DEFAULT 0,
+    fault_label   text,
+    modalities    text[] NOT NULL DEFAULT '{}'
+);
+CREATE UNIQUE INDEX serve_ml_alerts_one_open ON serve_ml_alerts (equipment_id) WHERE status = 'open';
+CREATE INDEX serve_ml_alerts_by_equipment ON serve_ml_alerts (equipment_id, opened_at DESC);
+CREATE TABLE serve_ml_outbox (
+    id          bigserial PRIMARY KEY,
+    topic       text NOT NULL,
+    key         text,
+    payload     jsonb NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    sent_at     timestamptz
+);
+CREATE INDEX serve_ml_outbox_unsent ON serve_ml_outbox (id) WHERE sent_at IS NULL;
+CREATE TABLE serve_ml_meta (key text PRIMARY KEY, value text NOT NULL);
+"""
+
+
+async def _v1(conn: asyncpg.Connection, mode: str, retention_days: int | None) -> None:
+    if mode == TIMESCALE:
+        await conn.execute(_READINGS + ";" + _PREDICTIONS + ";")
+        for t in TIME_TABLES:
+            await conn.execute(f"SELECT create_hypertable('{t}', 'time', chunk_time_interval => interval '1 day')")
+            if retention_days:
+                await conn.execute(f"SELECT add_retention_policy('{t}', interval '{int(retention_days)} days')")
+    else:
+        await conn.execute(_READINGS + " PARTITION BY RANGE (time);" + _PREDICTIONS + " PARTITION BY RANGE (time);")
+    # The primary keys (equipment_id, time) serve "latest per equipment" (backward
+    # index scan) and "time range per equipment"; this one serves fleet-wide ranges.
+    await conn.execute("CREATE INDEX serve_ml_predictions_time ON serve_ml_predictions (time DESC)")
+    await conn.execute(_REST)
+
+
+MIGRATIONS = [(1, "initial schema", _v1)]
+
+
+async def detect_mode(conn: asyncpg.Connection) -> str:
+    has = await conn.fetchval("SELECT count(*) FROM pg_available_extensions WHERE name = $1", TIMESCALE)
+    return TIMESCALE if has else PARTITIONED
+
+
+async def migrate(conn: asyncpg.Connection, *, retention_days: int | None = None) -> str:
+    """Apply pending migrations; return the storage mode in force."""
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", _LOCK_KEY)
+        await conn.execute("""CREATE TABLE IF NOT EXISTS serve_ml_schema_migrations (
+            version integer PRIMARY KEY, name text NOT NULL, mode text NOT NULL,
+            applied_at timestamptz NOT NULL DEFAULT now())""")
+        applied = {r["version"]: r["mode"] for r in await conn.fetch(
+            "SELECT version, mode FROM serve_ml_schema_migrations")}
+        mode = applied.get(1) or await detect_mode(conn)
+        if mode == TIMESCALE:
+            await conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
+        for version, name, step in MIGRATIONS:
+            if version in applied:
+                continue
+            await step(conn, mode, retention_days)
+            await conn.execute("INSERT INTO serve_ml_schema_migrations (version, name, mode) VALUES ($1, $2, $3)",
+                               version, name, mode)
+            log.info("applied migration %s (%s) in mode %s", version, name, mode)
+    log.info("storage mode: %s", mode)
+    return mode
+
+
+class Partitions:
+    """Creates daily partitions ahead of the data (plain-PostgreSQL mode only)."""
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+        self.known: set[dt.date] = set()
+
+    async def ensure(self, conn: asyncpg.Connection, times: Iterable[dt.datetime]) -> None:
+        if self.mode != PARTITIONED:
+            return
+        days = {t.astimezone(dt.UTC).date() for t in times} - self.known
+        if not days:
+            return
+        async with conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", _LOCK_KEY + 1)
+            for day in sorted(days):
+                nxt = day + dt.timedelta(days=1)
+                for t in TIME_TABLES:
+                    await conn.execute(
+                        f"CREATE TABLE IF NOT EXISTS {t}_p{day:%Y%m%d} PARTITION OF {t} "
+                        f"FOR VALUES FROM ('{day.isoformat()} 00:00+00') TO ('{nxt.isoformat()} 00:00+00')")
+        self.known |= days

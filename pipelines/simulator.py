@@ -1,0 +1,119 @@
+"""``serve-ml simulate``: realistic readings for many machines, to Kafka or MQTT.
+
+Each machine is ``equipment_id:power[:profile[:ai4i]]`` (profiles from
+``bundles.simulation.PROFILES``); ``ai4i`` limits the readings to AI4I's five
+signals, for bundles trained on that data set. Timestamps strictly increase per machine, so
+every reading has a distinct natural key ``(equipment_id, ts)``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import orjson
+
+from bundles.simulation import MECHANICAL, PROFILES, THERMAL, MachineSpec, simulate
+
+AI4I_SIGNALS = (*THERMAL, *MECHANICAL[:3])
+
+
+@dataclass(frozen=True)
+class Machine:
+    equipment_id: str
+    power: str
+    profile: str = "normal"
+    ai4i: bool = False
+
+    @classmethod
+    def parse(cls, text: str) -> Machine:
+        parts = text.strip().split(":")
+        ok = 2 <= len(parts) <= 4 and (len(parts) < 3 or parts[2] in PROFILES) and (
+            len(parts) < 4 or parts[3] == "ai4i")
+        if not ok:
+            raise ValueError(f"machine {text!r}: expected equipment:power[:profile[:ai4i]], "
+                             f"profile one of {', '.join(PROFILES)}")
+        return cls(parts[0], parts[1], parts[2] if len(parts) > 2 else "normal", len(parts) == 4)
+
+
+def parse_machines(text: str) -> list[Machine]:
+    return [Machine.parse(t) for t in text.split(",") if t.strip()]
+
+
+class ReadingSource:
+    """Endless readings for one machine, generated in chunks (vectorised)."""
+
+    def __init__(self, machine: Machine, seed: int, chunk: int = 512) -> None:
+        self.machine = machine
+        self.rng = np.random.default_rng(seed)
+        self.spec = MachineSpec.for_power(machine.power)
+        self.chunk = chunk
+        self.buf: list[dict[str, float]] = []
+        self.wear = float(self.rng.uniform(0, 150))
+        self.last_us = 0
+
+    def next_payload(self, *, with_identity: bool = True) -> bytes:
+        if not self.buf:
+            cols = simulate(self.chunk, spec=self.spec, profile=self.machine.profile, rng=self.rng,
+                            wear_start=self.wear)
+            self.wear = float(cols["tool_wear_min"][-1])
+            names = AI4I_SIGNALS if self.machine.ai4i else tuple(cols)
+            self.buf = [dict(zip(names, vals, strict=True)) for vals in zip(*(cols[n].tolist() for n in names))]
+            self.buf.reverse()
+        now_us = max(int(time.time() * 1e6), self.last_us + 1)
+        self.last_us = now_us
+        ts = dt.datetime.fromtimestamp(now_us / 1e6, dt.UTC).isoformat()
+        body = {"ts": ts, "power": self.machine.power, "features": self.buf.pop()}
+        if with_identity:
+            body["equipment_id"] = self.machine.equipment_id
+        return orjson.dumps(body)
+
+
+async def run_kafka(bootstrap: str, topic: str, machines: list[Machine], rate_hz: float,
+                    *, total: int | None = None, seed: int = 0) -> int:
+    """Publish at ``rate_hz`` per machine (0: as fast as possible) until ``total`` sent."""
+    from aiokafka import AIOKafkaProducer
+
+    sources = [ReadingSource(m, seed + i) for i, m in enumerate(machines)]
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    await producer.start()
+    sent = 0
+    try:
+        tick = 1.0 / rate_hz if rate_hz > 0 else 0.0
+        next_at = time.monotonic()
+        while total is None or sent < total:
+            for src in sources:
+                if total is not None and sent >= total:
+                    break
+                await producer.send(topic, src.next_payload(), key=src.machine.equipment_id.encode())
+                sent += 1
+            if tick:
+                next_at += tick
+                await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+        await producer.flush()
+    finally:
+        await producer.stop()
+    return sent
+
+
+async def run_mqtt(host: str, port: int, machines: list[Machine], rate_hz: float, *, total: int | None = None,
+                   seed: int = 0, topic_fmt: str = "serve-ml/{}/features") -> int:
+    import aiomqtt
+
+    sources = [ReadingSource(m, seed + i) for i, m in enumerate(machines)]
+    sent = 0
+    async with aiomqtt.Client(host, port) as client:
+        tick = 1.0 / rate_hz if rate_hz > 0 else 0.0
+        while total is None or sent < total:
+            for src in sources:
+                if total is not None and sent >= total:
+                    break
+                await client.publish(topic_fmt.format(src.machine.equipment_id),
+                                     src.next_payload(with_identity=False), qos=1)
+                sent += 1
+            if tick:
+                await asyncio.sleep(tick)
+    return sent

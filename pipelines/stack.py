@@ -1,0 +1,133 @@
+"""Bring up the stream side: database, broker, topics, scorer actors, MQTT bridge.
+
+Each service is the configured one (``DATABASE_URL``, ``KAFKA_BOOTSTRAP``,
+``SERVE_ML_MQTT_URL``) or, for PostgreSQL and Kafka, an embedded one started here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+import ray
+
+from pipelines.consumer import StreamScorer
+from pipelines.mqtt import MqttBridge
+from pipelines.schema import migrate
+from pipelines.services import EmbeddedKafka, EmbeddedPostgres, mask_url
+from serve_ml.settings import Settings
+
+log = logging.getLogger("serve_ml.stack")
+FEATURE_PARTITIONS = 4
+
+
+@dataclass
+class Stack:
+    settings: Settings
+    database_url: str
+    bootstrap: str
+    mode: str
+    postgres: EmbeddedPostgres | None = None
+    kafka: EmbeddedKafka | None = None
+    scorers: list[Any] = field(default_factory=list)
+    bridge: Any = None
+    _runs: list[Any] = field(default_factory=list)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "database_url": mask_url(self.database_url), "storage_mode": self.mode,
+            "database": "embedded" if self.postgres else "external",
+            "kafka_bootstrap": self.bootstrap, "kafka": "embedded (in-memory)" if self.kafka else "external",
+            "topics": {"features": self.settings.features_topic, "alerts": self.settings.alerts_topic,
+                       "dead_letter": self.settings.dead_letter_topic},
+            "mqtt": self.settings.mqtt_url,
+        }
+
+    def start_actors(self) -> None:
+        s = self.settings
+        for i in range(s.stream_consumers):
+            actor = StreamScorer.options(name=f"serve-ml-stream-{i}", namespace="serve-ml").remote(
+                s, self.database_url, self.bootstrap, self.mode, f"stream-{i}")
+            self.scorers.append(actor)
+            self._runs.append(actor.run.remote())
+        if s.mqtt_url:
+            self.bridge = MqttBridge.options(name="serve-ml-mqtt", namespace="serve-ml").remote(s, self.bootstrap)
+            self._runs.append(self.bridge.run.remote())
+
+    def health(self, timeout_s: float = 5.0) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for i, a in enumerate(self.scorers):
+            try:
+                out[f"stream-{i}"] = ray.get(a.health.remote(), timeout=timeout_s)
+            except Exception as exc:  # restarting or dead: say so
+                out[f"stream-{i}"] = {"state": f"unavailable: {type(exc).__name__}"}
+        if self.bridge is not None:
+            try:
+                out["mqtt-bridge"] = ray.get(self.bridge.health.remote(), timeout=timeout_s)
+            except Exception as exc:
+                out["mqtt-bridge"] = {"state": f"unavailable: {type(exc).__name__}"}
+        return out
+
+    def stop(self) -> None:
+        for a in [*self.scorers, self.bridge]:
+            if a is not None:
+                ray.kill(a, no_restart=True)
+        self.scorers, self.bridge, self._runs = [], None, []
+        if self.kafka:
+            self.kafka.stop()
+        if self.postgres:
+            self.postgres.close()
+
+
+async def create_topics(bootstrap: str, settings: Settings) -> None:
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+    from aiokafka.errors import TopicAlreadyExistsError
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        wanted = [NewTopic(settings.features_topic, FEATURE_PARTITIONS, 1),
+                  NewTopic(settings.alerts_topic, 1, 1), NewTopic(settings.dead_letter_topic, 1, 1)]
+        new = [t for t in wanted if t.name not in existing]
+        if new:
+            try:
+                await admin.create_topics(new)
+            except TopicAlreadyExistsError:
+                pass
+    finally:
+        await admin.close()
+
+
+async def prepare_database(url: str, settings: Settings) -> str:
+    conn = await asyncpg.connect(url)
+    try:
+        return await migrate(conn, retention_days=settings.retention_days)
+    finally:
+        await conn.close()
+
+
+def start_stack(settings: Settings, *, actors: bool = True) -> Stack:
+    """Start (or connect to) PostgreSQL and Kafka, migrate, create topics, start actors.
+
+    Ray must already be initialised when ``actors`` is true.
+    """
+    pg = kafka = None
+    url = settings.database_url
+    if url is None:
+        pg = EmbeddedPostgres(settings.state_dir / "pgdata")
+        url = pg.start()
+    bootstrap = settings.kafka_bootstrap
+    if bootstrap is None:
+        kafka = EmbeddedKafka.create(settings.state_dir)
+        bootstrap = kafka.start()
+    mode = asyncio.run(prepare_database(url, settings))
+    log.info("storage mode: %s (%s)", mode, "hypertables" if mode == "timescaledb" else "native partitions")
+    asyncio.run(create_topics(bootstrap, settings))
+    stack = Stack(settings, url, bootstrap, mode, pg, kafka)
+    if actors:
+        stack.start_actors()
+    return stack

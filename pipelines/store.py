@@ -1,0 +1,150 @@
+"""Write one scored micro-batch in one transaction: readings, predictions, alerts
+and alert outbox rows. Idempotent on the natural key ``(equipment_id, time)``: a
+replayed batch inserts nothing and raises no alert twice.
+
+Rows go in with COPY into per-connection temp tables (``ON COMMIT DELETE ROWS``),
+then ``INSERT ... SELECT ... ON CONFLICT DO NOTHING``: COPY's speed without
+COPY's inability to skip duplicates.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+import orjson
+
+from pipelines.schema import Partitions
+
+_TEMP = """
+CREATE TEMP TABLE IF NOT EXISTS _in_readings (LIKE serve_ml_readings INCLUDING DEFAULTS) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS _in_predictions (LIKE serve_ml_predictions INCLUDING DEFAULTS) ON COMMIT DELETE ROWS;
+"""
+R_COLS = ("time", "equipment_id", "power", "features", "source", "source_partition", "source_offset")
+P_COLS = ("time", "equipment_id", "power", "model_version", "anomaly", "score", "modalities", "fault_label",
+          "fault_probabilities", "source", "source_partition", "source_offset")
+
+
+@dataclass(slots=True)
+class Scored:
+    """One reading and its verdict, with where it came from."""
+
+    ts: dt.datetime
+    features: dict[str, float]
+    result: dict[str, Any]
+    source: str
+    partition: int | None = None
+    offset: int | None = None
+
+
+@dataclass
+class WriteStats:
+    readings: int = 0
+    predictions: int = 0
+    duplicates: int = 0
+    alerts_opened: list[int] = field(default_factory=list)
+    alerts_resolved: list[int] = field(default_factory=list)
+
+
+def severity(peak_score: float) -> str:
+    return "critical" if peak_score >= 3 else "major" if peak_score >= 1.5 else "minor"
+
+
+async def write_batch(conn: asyncpg.Connection, items: list[Scored], *, partitions: Partitions,
+                      alerts_topic: str, resolve_after: int) -> WriteStats:
+    stats = WriteStats()
+    if not items:
+        return stats
+    await partitions.ensure(conn, (s.ts for s in items))
+    readings, preds = [], []
+    for s in items:
+        r = s.result
+        eq, power = r["equipment_id"], r["power"]
+        clf = r["classifier"]
+        readings.append((s.ts, eq, power, orjson.dumps(s.features).decode(), s.source, s.partition, s.offset))
+        preds.append((s.ts, eq, power, r["model_version"], r["anomaly"], r["score"],
+                      orjson.dumps(r["modalities"]).decode(), clf.get("label"),
+                      orjson.dumps(clf["probabilities"]).decode() if clf.get("probabilities") else None,
+                      s.source, s.partition, s.offset))
+    async with conn.transaction():
+        await conn.execute(_TEMP)
+        await conn.copy_records_to_table("_in_readings", records=readings, columns=R_COLS)
+        await conn.copy_records_to_table("_in_predictions", records=preds, columns=P_COLS)
+        res = await conn.execute(f"INSERT INTO serve_ml_readings ({', '.join(R_COLS)}) "
+                                 f"SELECT {', '.join(R_COLS)} FROM _in_readings ON CONFLICT DO NOTHING")
+        stats.readings = int(res.rsplit(" ", 1)[1])
+        new = await conn.fetch(
+            f"INSERT INTO serve_ml_predictions ({', '.join(P_COLS)}) SELECT {', '.join(P_COLS)} FROM _in_predictions "
+            "ON CONFLICT DO NOTHING RETURNING time, equipment_id, power, model_version, anomaly, score, fault_label, "
+            "modalities")
+        stats.predictions = len(new)
+        stats.duplicates = len(items) - len(new)
+        if new:
+            await _alerts(conn, new, stats, alerts_topic, resolve_after)
+    return stats
+
+
+async def _alerts(conn: asyncpg.Connection, new: list[asyncpg.Record], stats: WriteStats,
+                  topic: str, resolve_after: int) -> None:
+    by_eq: dict[str, list[asyncpg.Record]] = defaultdict(list)
+    for row in new:
+        by_eq[row["equipment_id"]].append(row)
+    open_rows = {r["equipment_id"]: r for r in await conn.fetch(
+        "SELECT * FROM serve_ml_alerts WHERE status = 'open' AND equipment_id = ANY($1::text[]) FOR UPDATE",
+        list(by_eq))}
+    outbox: list[tuple[str, str, str]] = []
+    for eq, rows in by_eq.items():
+        rows.sort(key=lambda r: r["time"])
+        anomalies = [r for r in rows if r["anomaly"]]
+        alert = open_rows.get(eq)
+        if not anomalies and alert is None:
+            continue
+        if anomalies:
+            last = max(i for i, r in enumerate(rows) if r["anomaly"])
+            normals_after = rows[last + 1:]
+            streak = len(normals_after)
+            worst = max(anomalies, key=lambda r: r["score"])
+            mods = sorted({m for r in anomalies for m, d in orjson.loads(r["modalities"]).items() if d.get("anomaly")})
+            if alert is None:
+                alert_id = await conn.fetchval(
+                    "INSERT INTO serve_ml_alerts (equipment_id, power, model_version, status, severity, opened_at, "
+                    "last_seen_at, peak_score, anomalies, normal_streak, fault_label, modalities) "
+                    "VALUES ($1, $2, $3, 'open', $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id",
+                    eq, worst["power"], worst["model_version"], severity(worst["score"]), anomalies[0]["time"],
+                    anomalies[-1]["time"], worst["score"], len(anomalies), streak, worst["fault_label"], mods)
+                stats.alerts_opened.append(alert_id)
+                outbox.append((topic, eq, _event("opened", alert_id, eq, worst, anomalies[0]["time"], mods)))
+            else:
+                alert_id = alert["id"]
+                peak = max(alert["peak_score"], worst["score"])
+                await conn.execute(
+                    "UPDATE serve_ml_alerts SET last_seen_at = $2, peak_score = $3, severity = $4, "
+                    "anomalies = anomalies + $5, normal_streak = $6, "
+                    "modalities = ARRAY(SELECT DISTINCT unnest(modalities || $7::text[])) WHERE id = $1",
+                    alert_id, anomalies[-1]["time"], peak, severity(peak), len(anomalies), streak, mods)
+        else:
+            alert_id = alert["id"]
+            streak = alert["normal_streak"] + len(rows)
+            normals_after = rows
+        if streak >= resolve_after:
+            prior = 0 if anomalies else alert["normal_streak"]  # type: ignore[index]
+            resolved_at = normals_after[resolve_after - prior - 1]["time"]
+            await conn.execute("UPDATE serve_ml_alerts SET status = 'resolved', resolved_at = $2, normal_streak = $3 "
+                               "WHERE id = $1", alert_id, resolved_at, streak)
+            stats.alerts_resolved.append(alert_id)
+            outbox.append((topic, eq, orjson.dumps({"event": "resolved", "alert_id": alert_id, "equipment_id": eq,
+                                                    "at": resolved_at.isoformat()}).decode()))
+        elif not anomalies:
+            await conn.execute("UPDATE serve_ml_alerts SET normal_streak = $2 WHERE id = $1", alert_id, streak)
+    if outbox:
+        await conn.executemany("INSERT INTO serve_ml_outbox (topic, key, payload) VALUES ($1, $2, $3)", outbox)
+
+
+def _event(kind: str, alert_id: int, eq: str, worst: asyncpg.Record, at: dt.datetime, mods: list[str]) -> str:
+    return orjson.dumps({
+        "event": kind, "alert_id": alert_id, "equipment_id": eq, "power": worst["power"],
+        "model_version": worst["model_version"], "severity": severity(worst["score"]), "score": worst["score"],
+        "fault_label": worst["fault_label"], "modalities": mods, "at": at.isoformat()}).decode()
