@@ -3,10 +3,11 @@ plain-uvicorn baseline. Errors are translated to HTTP here and only here."""
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import time
 import uuid
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import orjson
 from fastapi import FastAPI, Query, Request
@@ -15,9 +16,10 @@ from fastapi.responses import Response
 
 import serve_ml
 from bundles.batch import Reading, Result
+from deployments.history import History
 from deployments.metrics import Metrics
 from deployments.schemas import BulkRequest, BulkResponse, ErrorBody, PredictRequest, PredictResponse, SyncResponse
-from serve_ml.errors import Overloaded, PayloadTooLarge, ServeMLError
+from serve_ml.errors import InvalidQuery, Overloaded, PayloadTooLarge, ServeMLError
 
 log = logging.getLogger("serve_ml.api")
 PREFIX = "/api/v1/serve-ml"
@@ -29,11 +31,13 @@ class Core(Protocol):
 
     metrics: Metrics
     max_bulk_rows: int
+    history: History
 
     async def score(self, readings: list[Reading], *, bulk: bool) -> list[Result]: ...
     def describe(self) -> list[dict[str, Any]]: ...
     async def sync(self) -> dict[str, Any]: ...
     async def ready(self) -> tuple[bool, dict[str, Any]]: ...
+    async def stream_health(self) -> dict[str, Any]: ...
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -110,6 +114,43 @@ def create_api(core: Core, *, max_request_bytes: int) -> FastAPI:
         """Bundles are loaded and every equipment deployment answers."""
         ok, detail = await core.ready()
         return json_response({"status": "ready" if ok else "not ready", **detail}, 200 if ok else 503)
+
+    def _window(start: dt.datetime | None, end: dt.datetime | None) -> tuple[dt.datetime, dt.datetime]:
+        end = end or dt.datetime.now(dt.UTC)
+        start = start or end - dt.timedelta(hours=1)
+        if start.tzinfo is None or end.tzinfo is None:
+            raise InvalidQuery("start and end need a timezone (e.g. 2026-11-23T10:00:00Z)")
+        if start >= end:
+            raise InvalidQuery("start must be before end")
+        return start, end
+
+    @app.get(f"{PREFIX}/equipment/{{equipment_id}}/predictions")
+    async def predictions(equipment_id: str, start: dt.datetime | None = None, end: dt.datetime | None = None,
+                          limit: int = Query(default=1000, ge=1, le=10_000)) -> Response:
+        """Stored predictions of one equipment in [start, end) (default: the last hour), newest first."""
+        s, e = _window(start, end)
+        return json_response({"predictions": await core.history.predictions(equipment_id, s, e, limit)})
+
+    @app.get(f"{PREFIX}/equipment/{{equipment_id}}/readings")
+    async def readings(equipment_id: str, start: dt.datetime | None = None, end: dt.datetime | None = None,
+                       limit: int = Query(default=1000, ge=1, le=10_000)) -> Response:
+        """Stored raw readings of one equipment in [start, end) (default: the last hour), newest first."""
+        s, e = _window(start, end)
+        return json_response({"readings": await core.history.readings(equipment_id, s, e, limit)})
+
+    @app.get(f"{PREFIX}/alerts")
+    async def alerts(equipment_id: str | None = Query(default=None, max_length=128),
+                     status: Literal["open", "resolved"] | None = None,
+                     limit: int = Query(default=100, ge=1, le=10_000)) -> Response:
+        """Alerts, newest first; filter by equipment and status."""
+        return json_response({"alerts": await core.history.alerts(equipment_id, status, limit)})
+
+    @app.get(f"{PREFIX}/stream/health")
+    async def stream_health() -> Response:
+        """State and lag of the stream scorer actors; 503 when any is not running."""
+        health = await core.stream_health()
+        ok = bool(health) and all(h.get("state") == "running" for h in health.values())
+        return json_response({"status": "ok" if ok else "degraded", "actors": health}, 200 if ok else 503)
 
     @app.exception_handler(ServeMLError)
     async def _serve_ml_error(_: Request, exc: ServeMLError) -> Response:

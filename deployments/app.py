@@ -94,7 +94,7 @@ def build_graph(args: AppArgs, s: Settings) -> Application:
     ingress_args = IngressArgs(
         root=str(root), enable_xgb=enable_xgb, fast_path=args.fast_path, max_bulk_rows=s.max_bulk_rows,
         max_request_bytes=s.max_request_bytes, request_timeout_s=s.request_timeout_s,
-        poll_interval_s=args.poll_interval_s,
+        poll_interval_s=args.poll_interval_s, database_url=s.database_url,
     )
     return Ingress.options(autoscaling_config=args.ingress_autoscaling.resolve(s), **common).bind(
         handles, ingress_args.model_dump()

@@ -24,6 +24,7 @@ from ray.serve.handle import DeploymentHandle
 from bundles.batch import Reading, Result
 from deployments.api import create_api
 from deployments.control import GenerationWatcher, get_control
+from deployments.history import History
 from deployments.metrics import Metrics
 from deployments.service import ScoringService
 from serve_ml.errors import GatewayTimeout, Overloaded
@@ -41,6 +42,7 @@ class IngressArgs(BaseModel):
     max_request_bytes: int
     request_timeout_s: float
     poll_interval_s: float
+    database_url: str | None = Field(default=None, description="Read endpoints' database; None: they answer 503.")
 
 
 @serve.deployment(logging_config={"enable_access_log": False})
@@ -51,6 +53,7 @@ class Ingress:
         self.max_bulk_rows = self.args.max_bulk_rows
         self.handles = handles
         self.metrics = Metrics()
+        self.history = History(self.args.database_url)
         self.control = get_control()
         generation, overrides = ray.get(self.control.state.remote())
         self.service = ScoringService(Path(self.args.root), enable_xgb=self.args.enable_xgb,
@@ -129,3 +132,24 @@ class Ingress:
         oks = await asyncio.gather(*(ping(eq) for eq in self.handles))
         down = sorted(eq for eq, ok in zip(self.handles, oks, strict=True) if not ok)
         return bool(live) and not down, {"live_bundles": live, "unavailable_deployments": down}
+
+    async def stream_health(self) -> dict[str, Any]:
+        return await stream_actors_health()
+
+
+STREAM_ACTOR_PREFIX = "serve-ml-stream-"
+
+
+async def stream_actors_health(timeout_s: float = 3.0) -> dict[str, Any]:
+    """Health of every running stream-scorer actor, found by name."""
+    names = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
+             if a["namespace"] == "serve-ml" and a["name"].startswith(STREAM_ACTOR_PREFIX)]
+
+    async def one(name: str) -> dict[str, Any]:
+        try:
+            actor = ray.get_actor(name, namespace="serve-ml")
+            return await asyncio.wait_for(actor.health.remote(), timeout_s)
+        except Exception as exc:  # restarting (killed) or gone
+            return {"state": f"unavailable: {type(exc).__name__}"}
+
+    return dict(zip(sorted(names), await asyncio.gather(*(one(n) for n in sorted(names))), strict=True))

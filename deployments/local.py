@@ -13,16 +13,18 @@ from fastapi import FastAPI
 
 from bundles.batch import Reading, Result
 from deployments.api import create_api
+from deployments.history import History
 from deployments.metrics import Metrics, NoMetrics
 from deployments.service import ScoringService
 from serve_ml.settings import Settings
 
 
 class LocalCore:
-    def __init__(self, service: ScoringService, *, max_bulk_rows: int) -> None:
+    def __init__(self, service: ScoringService, *, max_bulk_rows: int, database_url: str | None = None) -> None:
         self.service = service
         self.metrics: Metrics = service.metrics
         self.max_bulk_rows = max_bulk_rows
+        self.history = History(database_url)
 
     async def score(self, readings: list[Reading], *, bulk: bool) -> list[Result]:
         if bulk and len(readings) > 64:  # keep large batches off the event loop
@@ -37,6 +39,9 @@ class LocalCore:
         report = await asyncio.to_thread(self.service.reload, generation)
         return {**report, "generation": generation, "converged": True}
 
+    async def stream_health(self) -> dict[str, Any]:
+        return {}  # no stream actors without Ray
+
     async def ready(self) -> tuple[bool, dict[str, Any]]:
         live = len(self.service.catalog.live)
         return bool(live), {"live_bundles": live, "unavailable_deployments": []}
@@ -45,4 +50,5 @@ class LocalCore:
 def create_local_app(settings: Settings | None = None) -> FastAPI:
     s = settings or Settings()
     service = ScoringService(s.root, enable_xgb=s.enable_xgb, metrics=NoMetrics())
-    return create_api(LocalCore(service, max_bulk_rows=s.max_bulk_rows), max_request_bytes=s.max_request_bytes)
+    core = LocalCore(service, max_bulk_rows=s.max_bulk_rows, database_url=s.database_url)
+    return create_api(core, max_request_bytes=s.max_request_bytes)

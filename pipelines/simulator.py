@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -73,8 +74,9 @@ class ReadingSource:
 
 
 async def run_kafka(bootstrap: str, topic: str, machines: list[Machine], rate_hz: float,
-                    *, total: int | None = None, seed: int = 0) -> int:
-    """Publish at ``rate_hz`` per machine (0: as fast as possible) until ``total`` sent."""
+                    *, total: int | None = None, seed: int = 0, stop: Callable[[], bool] = lambda: False) -> int:
+    """Publish at ``rate_hz`` per machine (0: as fast as possible) until ``total`` sent
+    or ``stop()`` is true. Reconnects by itself when the broker goes away."""
     from aiokafka import AIOKafkaProducer
 
     sources = [ReadingSource(m, seed + i) for i, m in enumerate(machines)]
@@ -84,14 +86,14 @@ async def run_kafka(bootstrap: str, topic: str, machines: list[Machine], rate_hz
     try:
         tick = 1.0 / rate_hz if rate_hz > 0 else 0.0
         next_at = time.monotonic()
-        while total is None or sent < total:
+        while (total is None or sent < total) and not stop():
             for src in sources:
                 if total is not None and sent >= total:
                     break
                 await producer.send(topic, src.next_payload(), key=src.machine.equipment_id.encode())
                 sent += 1
             if tick:
-                next_at += tick
+                next_at = max(next_at + tick, time.monotonic() - 1.0)  # no burst after a stall
                 await asyncio.sleep(max(0.0, next_at - time.monotonic()))
         await producer.flush()
     finally:

@@ -71,11 +71,15 @@ class Stack:
                 out["mqtt-bridge"] = {"state": f"unavailable: {type(exc).__name__}"}
         return out
 
-    def stop(self) -> None:
+    def stop_actors(self) -> None:
         for a in [*self.scorers, self.bridge]:
             if a is not None:
                 ray.kill(a, no_restart=True)
         self.scorers, self.bridge, self._runs = [], None, []
+
+    def stop(self) -> None:
+        if ray.is_initialized():
+            self.stop_actors()
         if self.kafka:
             self.kafka.stop()
         if self.postgres:

@@ -103,6 +103,10 @@ class FeatureError(ServeMLError):
         super().__init__(f"invalid features: {parts}", detail={"features": dict(problems)})
 
 
+class InvalidQuery(ServeMLError):
+    status_code = 422
+
+
 class PayloadTooLarge(ServeMLError):
     status_code = 413
 

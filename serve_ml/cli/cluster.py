@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,7 @@ STATE_FILE = "state.json"
 def register(sub: argparse._SubParsersAction) -> None:
     up = sub.add_parser("up", help="start the serving cluster (Ctrl-C or `serve-ml down` stops it)")
     up.add_argument("--port", type=int, help="HTTP port (default SERVE_ML_HTTP_PORT)")
+    up.add_argument("--no-stream", action="store_true", help="serving only: no database, broker or stream")
     up.set_defaults(func=_up)
     down = sub.add_parser("down", help="stop what `serve-ml up` started")
     down.add_argument("--timeout-s", type=float, default=90.0)
@@ -72,15 +75,34 @@ def _up(args: argparse.Namespace) -> int:
         print(f"bundle root {root} is empty: building the demo bundles", flush=True)
         build_demo(root)
     settings.state_dir.mkdir(parents=True, exist_ok=True)
+    stack = None
+    if not args.no_stream:
+        from pipelines.stack import start_stack
+
+        print("starting PostgreSQL and Kafka (embedded unless DATABASE_URL / KAFKA_BOOTSTRAP)...", flush=True)
+        stack = start_stack(settings, actors=False)
+        settings = settings.model_copy(update={"database_url": stack.database_url,
+                                               "kafka_bootstrap": stack.bootstrap})
+        stack.settings = settings
     print("starting Ray and Ray Serve (HAProxy ingress: %s, throughput-optimised: %s)..."
           % (settings.haproxy, settings.throughput_optimized), flush=True)
-    cluster = start_cluster(settings, app_args_from_config(), http_port=args.port,
-                            metrics_port=settings.metrics_port, dashboard=True,
-                            dashboard_port=settings.dashboard_port)
+    try:
+        cluster = start_cluster(settings, app_args_from_config(), http_port=args.port,
+                                metrics_port=settings.metrics_port, dashboard=True,
+                                dashboard_port=settings.dashboard_port)
+    except BaseException:
+        if stack:
+            stack.stop()
+        raise
+    sim_stop = threading.Event()
+    if stack:
+        stack.start_actors()
+        _start_simulator(settings, stack.bootstrap, sim_stop)
     state = {"pid": os.getpid(), "http_url": cluster.http_url, "root": str(root),
              "metrics_url": f"http://127.0.0.1:{cluster.metrics_port}/metrics",
              "dashboard_url": cluster.dashboard_url, "ray_gcs_address": cluster.gcs_address,
-             "started_at": time.time(), "startup_s": round(cluster.started_s, 2)}
+             "started_at": time.time(), "startup_s": round(cluster.started_s, 2),
+             "stream": stack.describe() if stack else None}
     state_path(settings).write_text(json.dumps(state, indent=2))
     api = f"{cluster.http_url}/api/v1/serve-ml"
     print(f"""
@@ -92,7 +114,7 @@ serve-ml is up in {cluster.started_s:.1f}s
   docs      {cluster.http_url}/docs
   metrics   {state['metrics_url']}   (Prometheus; names start with ray_serve_ml_)
   dashboard {cluster.dashboard_url}
-  bundles root {root}
+  bundles root {root}{_stream_lines(state["stream"], settings, api)}
 Try:  curl -s {api}/bundles | head -c 400
 Stop: Ctrl-C or `serve-ml down`
 """, flush=True)
@@ -108,10 +130,47 @@ Stop: Ctrl-C or `serve-ml down`
             time.sleep(0.5)
     finally:
         print("stopping serve-ml (Ray Serve drains ingress replicas; this can take ~30s)...", flush=True)
+        sim_stop.set()
+        if stack:
+            stack.stop_actors()
         cluster.stop()
+        if stack:
+            stack.stop()
         state_path(settings).unlink(missing_ok=True)
         print("stopped.")
     return 0
+
+
+def _stream_lines(stream: dict[str, Any] | None, settings: Settings, api: str) -> str:
+    if not stream:
+        return "\n  stream    off (--no-stream)"
+    topics = stream["topics"]
+    sim = settings.simulate_machines if settings.simulate_rate_hz > 0 else "off"
+    return f"""
+  database  {stream['database_url']}  ({stream['database']}, storage mode: {stream['storage_mode']})
+  kafka     {stream['kafka_bootstrap']}  ({stream['kafka']})
+  topics    readings {topics['features']}, alerts {topics['alerts']}, dead letters {topics['dead_letter']}
+  simulator {sim} at {settings.simulate_rate_hz:g} readings/s per machine
+  stream    GET {api}/stream/health, {api}/alerts, {api}/equipment/<id>/predictions"""
+
+
+def _start_simulator(settings: Settings, bootstrap: str, stop: threading.Event) -> None:
+    if settings.simulate_rate_hz <= 0:
+        return
+    from pipelines.simulator import parse_machines, run_kafka
+
+    machines = parse_machines(settings.simulate_machines)
+
+    def loop() -> None:
+        while not stop.is_set():
+            try:
+                asyncio.run(run_kafka(bootstrap, settings.features_topic, machines, settings.simulate_rate_hz,
+                                      stop=stop.is_set))
+            except Exception as exc:  # broker restarting: try again
+                print(f"simulator: {exc}; retrying", file=sys.stderr, flush=True)
+                stop.wait(1.0)
+
+    threading.Thread(target=loop, name="simulator", daemon=True).start()
 
 
 def _down(args: argparse.Namespace) -> int:
@@ -138,6 +197,8 @@ def collect_status(settings: Settings) -> dict[str, Any]:
         out["health"] = {"ingress": "down"}
         return out
     out.update({k: state[k] for k in ("pid", "http_url", "metrics_url", "dashboard_url", "ray_gcs_address")})
+    if state.get("stream"):
+        out.update(state["stream"])
     api = f"{state['http_url']}/api/v1/serve-ml"
     health: dict[str, Any] = {}
     try:
@@ -148,6 +209,11 @@ def collect_status(settings: Settings) -> dict[str, Any]:
             bundles = c.get(f"{api}/bundles").json()["bundles"]
             out["live"] = [{k: b[k] for k in ("equipment_id", "power", "model_version")}
                            for b in bundles if b["live"]]
+            if state.get("stream"):
+                sh = c.get(f"{api}/stream/health").json()
+                health["stream"] = sh["status"]
+                out["stream_actors"] = sh["actors"]
+                out["stream_lag"] = sum(a.get("lag") or 0 for a in sh["actors"].values())
     except (httpx.HTTPError, ValueError, KeyError) as exc:
         health["ingress"] = f"unreachable: {type(exc).__name__}"
     out["health"] = health
@@ -184,3 +250,58 @@ def _predict(args: argparse.Namespace) -> int:
     r = httpx.post(f"{url}/api/v1/serve-ml/predict", json=body, timeout=30)
     print(json.dumps(r.json(), indent=2))
     return 0 if r.status_code == 200 else 1
+
+
+def register_stream(sub: argparse._SubParsersAction) -> None:
+    sim = sub.add_parser("simulate", help="publish simulated sensor readings to Kafka or MQTT")
+    sim.add_argument("--machines", help="equipment:power[:profile[:ai4i]],... (default SERVE_ML_SIMULATE_MACHINES)")
+    sim.add_argument("--rate-hz", type=float, default=10.0, help="readings/s per machine (0: as fast as possible)")
+    sim.add_argument("--count", type=int, help="stop after this many readings")
+    sim.add_argument("--to", choices=("kafka", "mqtt"), default="kafka")
+    sim.add_argument("--bootstrap", help="Kafka bootstrap (default: KAFKA_BOOTSTRAP or the running system's)")
+    sim.add_argument("--mqtt-url", help="mqtt://host:port (default SERVE_ML_MQTT_URL)")
+    sim.set_defaults(func=_simulate)
+    db = sub.add_parser("db", help="database schema")
+    dsub = db.add_subparsers(dest="db_command", required=True)
+    mig = dsub.add_parser("migrate", help="apply pending migrations (DATABASE_URL or the running system's)")
+    mig.set_defaults(func=_migrate)
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from urllib.parse import urlsplit
+
+    from pipelines.simulator import parse_machines, run_kafka, run_mqtt
+
+    s = Settings()
+    machines = parse_machines(args.machines or s.simulate_machines)
+    if args.to == "mqtt":
+        url = urlsplit(args.mqtt_url or s.mqtt_url or "mqtt://127.0.0.1:1883")
+        sent = asyncio.run(run_mqtt(url.hostname or "127.0.0.1", url.port or 1883, machines, args.rate_hz,
+                                    total=args.count))
+    else:
+        stream = (read_state(s) or {}).get("stream") or {}
+        bootstrap = args.bootstrap or s.kafka_bootstrap or stream.get("kafka_bootstrap")
+        if not bootstrap:
+            print("no Kafka: pass --bootstrap, set KAFKA_BOOTSTRAP, or start the system with `make up`",
+                  file=sys.stderr)
+            return 1
+        print(f"publishing to {bootstrap} topic {s.features_topic}: {', '.join(m.equipment_id for m in machines)}",
+              flush=True)
+        sent = asyncio.run(run_kafka(bootstrap, s.features_topic, machines, args.rate_hz, total=args.count))
+    print(f"sent {sent} readings")
+    return 0
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    from pipelines.stack import prepare_database
+
+    s = Settings()
+    running = ((read_state(s) or {}).get("stream") or {}).get("database_url", "")
+    url = s.database_url or (running if running and "***" not in running else None)
+    if url is None:
+        from pipelines.services import EmbeddedPostgres
+
+        url = EmbeddedPostgres(s.state_dir / "pgdata").start()
+    mode = asyncio.run(prepare_database(url, s))
+    print(f"schema up to date; storage mode: {mode}")
+    return 0

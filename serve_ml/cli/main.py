@@ -13,6 +13,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     bundle.register(sub)
     cluster.register(sub)
+    cluster.register_stream(sub)
     bench.register(sub)
     return p
 

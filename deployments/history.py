@@ -1,0 +1,69 @@
+"""Read side of the stored stream: predictions, readings and alerts per equipment.
+
+Lives in ``deployments`` (the ingress serves it) and only reads the tables that
+``pipelines.schema`` creates; every value is a bound parameter.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import asyncpg
+import orjson
+
+from serve_ml.errors import Unavailable
+
+MAX_ROWS = 10_000
+
+
+class History:
+    def __init__(self, database_url: str | None) -> None:
+        self.database_url = database_url
+        self._pool: asyncpg.Pool | None = None
+
+    async def _get_pool(self) -> asyncpg.Pool:
+        if self.database_url is None:
+            raise Unavailable("no database is configured (set DATABASE_URL or run `make up`)")
+        if self._pool is None:
+            try:
+                self._pool = await asyncpg.create_pool(self.database_url, min_size=0, max_size=4)
+            except (OSError, asyncpg.PostgresError) as exc:
+                raise Unavailable(f"database unavailable: {type(exc).__name__}") from None
+        return self._pool
+
+    async def _fetch(self, sql: str, *args: Any) -> list[dict[str, Any]]:
+        pool = await self._get_pool()
+        try:
+            rows = await pool.fetch(sql, *args)
+        except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError) as exc:
+            raise Unavailable(f"database unavailable: {type(exc).__name__}") from None
+        return [_jsonable(dict(r)) for r in rows]
+
+    async def predictions(self, equipment_id: str, start: dt.datetime, end: dt.datetime, limit: int) -> list[dict]:
+        return await self._fetch(
+            "SELECT time, equipment_id, power, model_version, anomaly, score, modalities, fault_label, "
+            "fault_probabilities FROM serve_ml_predictions WHERE equipment_id = $1 AND time >= $2 AND time < $3 "
+            "ORDER BY time DESC LIMIT $4", equipment_id, start, end, min(limit, MAX_ROWS))
+
+    async def readings(self, equipment_id: str, start: dt.datetime, end: dt.datetime, limit: int) -> list[dict]:
+        return await self._fetch(
+            "SELECT time, equipment_id, power, features, source FROM serve_ml_readings "
+            "WHERE equipment_id = $1 AND time >= $2 AND time < $3 ORDER BY time DESC LIMIT $4",
+            equipment_id, start, end, min(limit, MAX_ROWS))
+
+    async def alerts(self, equipment_id: str | None, status: str | None, limit: int) -> list[dict]:
+        return await self._fetch(
+            "SELECT id, equipment_id, power, model_version, status, severity, opened_at, last_seen_at, "
+            "resolved_at, peak_score, anomalies, fault_label, modalities FROM serve_ml_alerts "
+            "WHERE ($1::text IS NULL OR equipment_id = $1) AND ($2::text IS NULL OR status = $2) "
+            "ORDER BY opened_at DESC LIMIT $3", equipment_id, status, min(limit, MAX_ROWS))
+
+
+def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
+    for k, v in row.items():
+        if isinstance(v, dt.datetime):
+            row[k] = v.isoformat()
+        elif isinstance(v, str) and k in ("modalities", "fault_probabilities", "features"):
+            row[k] = orjson.loads(v)
+    return row
