@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install up down test test-unit test-integration bench clean demo-bundles
+.PHONY: install up down test test-unit test-integration test-deps bench clean demo-bundles
 
 install: $(STAMP)
 
@@ -27,13 +27,19 @@ up: install demo-bundles
 down: install
 	$(BIN)/serve-ml down
 
-test: install
+# Mosquitto is the real MQTT broker the stream tests start on a free port.
+test-deps:
+	@command -v mosquitto >/dev/null 2>&1 || test -x /usr/sbin/mosquitto || { \
+	  echo "installing mosquitto (MQTT broker used by the tests)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null; }
+
+test: install test-deps
 	$(BIN)/python -m pytest -q tests
 
 test-unit: install
 	$(BIN)/python -m pytest -q tests/unit
 
-test-integration: install
+test-integration: install test-deps
 	$(BIN)/python -m pytest -q tests/integration
 
 bench: install

@@ -40,7 +40,8 @@ class Stack:
         return {
             "database_url": mask_url(self.database_url), "storage_mode": self.mode,
             "database": "embedded" if self.postgres else "external",
-            "kafka_bootstrap": self.bootstrap, "kafka": "embedded (in-memory)" if self.kafka else "external",
+            "kafka_bootstrap": self.bootstrap, "kafka": ("embedded Tansu, in-memory: unconsumed messages are lost if it restarts" if self.kafka
+                      else "external"),
             "topics": {"features": self.settings.features_topic, "alerts": self.settings.alerts_topic,
                        "dead_letter": self.settings.dead_letter_topic},
             "mqtt": self.settings.mqtt_url,
