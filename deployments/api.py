@@ -4,15 +4,18 @@ plain-uvicorn baseline. Errors are translated to HTTP here and only here."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import time
 import uuid
+from collections.abc import Callable, Coroutine
 from typing import Any, Literal, Protocol
 
 import orjson
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
+from fastapi.routing import APIRoute
 
 import serve_ml
 from bundles.batch import Reading, Result
@@ -33,7 +36,8 @@ class Core(Protocol):
     max_bulk_rows: int
     history: History
 
-    async def score(self, readings: list[Reading], *, bulk: bool) -> list[Result]: ...
+    async def score(self, readings: list[Reading]) -> list[Result]: ...
+    async def score_bulk(self, readings: list[Reading]) -> tuple[int, bytes]: ...
     def describe(self) -> list[dict[str, Any]]: ...
     async def sync(self) -> dict[str, Any]: ...
     async def ready(self) -> tuple[bool, dict[str, Any]]: ...
@@ -53,17 +57,43 @@ def _reading(r: PredictRequest) -> Reading:
     return Reading(r.equipment_id, r.features, r.power, r.model_version)
 
 
+class _OrjsonRequest(Request):
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            body = await self.body()
+            try:
+                self._json = orjson.loads(body)
+            except orjson.JSONDecodeError:
+                # The stdlib accepts NaN/Infinity literals, so the scorer can then name
+                # the non-finite feature; truly malformed JSON raises here (-> 422).
+                self._json = json.loads(body)
+        return self._json
+
+
+class _OrjsonRoute(APIRoute):
+    """Parses JSON bodies with orjson: ~5x faster than the stdlib for bulk bodies."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def route(request: Request) -> Response:
+            return await handler(_OrjsonRequest(request.scope, request.receive))
+
+        return route
+
+
 def create_api(core: Core, *, max_request_bytes: int) -> FastAPI:
     # Routes go on the app itself: FastAPI >= 0.137 keeps include_router()ed routes
     # lazy, and the edge middleware needs the full path list for its metric labels.
     app = FastAPI(title="serve-ml", version=serve_ml.__version__,
                   description="Predictive-maintenance scoring of factory sensor readings.")
+    app.router.route_class = _OrjsonRoute
 
     @app.post(f"{PREFIX}/predict", response_model=PredictResponse, responses=ERRORS)
     async def predict(req: PredictRequest) -> Response:
         """Score one reading against its equipment's bundle."""
         t0 = time.perf_counter()
-        (res,) = await core.score([_reading(req)], bulk=False)
+        (res,) = await core.score([_reading(req)])
         if isinstance(res, ServeMLError):
             return error_response(res)
         res["latency_ms"] = (time.perf_counter() - t0) * 1e3
@@ -74,21 +104,18 @@ def create_api(core: Core, *, max_request_bytes: int) -> FastAPI:
         """Score many readings in one round trip; one result per reading, in order.
 
         A reading that fails carries its own ``{status, error}``; the others are scored.
+        ``latency_ms`` is given once, for the whole request.
         """
         if len(req.readings) > core.max_bulk_rows:
             raise PayloadTooLarge(f"bulk request has {len(req.readings)} readings; the limit is {core.max_bulk_rows}")
         t0 = time.perf_counter()
-        results = await core.score([_reading(r) for r in req.readings], bulk=True)
+        errors, items = await core.score_bulk(
+            [Reading(r["equipment_id"], r["features"], r.get("power"), r.get("model_version")) for r in req.readings])
         elapsed = (time.perf_counter() - t0) * 1e3
-        out, errors = [], 0
-        for r in results:
-            if isinstance(r, ServeMLError):
-                errors += 1
-                out.append({"status": r.status_code, "error": r.to_dict()})
-            else:
-                r["latency_ms"] = elapsed
-                out.append(r)
-        return json_response({"results": out, "errors": errors, "latency_ms": elapsed})
+        # ``items`` is already a JSON array: splice it in rather than parse and re-encode.
+        body = b'{"results":' + items + b',"errors":' + str(errors).encode() + b',"latency_ms":' + \
+            orjson.dumps(elapsed) + b"}"
+        return Response(body, media_type="application/json")
 
     @app.get(f"{PREFIX}/bundles")
     async def bundles(equipment_id: str | None = Query(default=None, max_length=128),

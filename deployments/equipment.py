@@ -12,6 +12,7 @@ from bundles.batch import Reading, Result
 from deployments.control import GenerationWatcher, get_control
 from deployments.metrics import Metrics
 from deployments.service import ScoringService
+from deployments.wire import decode_readings, encode_results
 
 
 @serve.deployment(logging_config={"enable_access_log": False})
@@ -33,6 +34,10 @@ class EquipmentModel:
 
     def score(self, readings: list[Reading]) -> list[Result]:
         return self.service.score(readings)
+
+    def score_wire(self, payload: bytes) -> tuple[int, bytes]:
+        """Bulk path: orjson bytes in, ``(errors, JSON array of result items)`` out."""
+        return encode_results(self.service.score(decode_readings(payload)))
 
     def describe(self) -> list[dict[str, Any]]:
         return self.service.describe()

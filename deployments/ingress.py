@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import orjson
 import ray
 from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
@@ -27,7 +28,8 @@ from deployments.control import GenerationWatcher, get_control
 from deployments.history import History
 from deployments.metrics import Metrics
 from deployments.service import ScoringService
-from serve_ml.errors import GatewayTimeout, Overloaded
+from deployments.wire import encode_readings, encode_results
+from serve_ml.errors import GatewayTimeout, Overloaded, ServeMLError
 
 log = logging.getLogger("serve_ml.ingress")
 
@@ -65,28 +67,34 @@ class Ingress:
     def __serve_build_asgi_app__(self) -> Any:
         return create_api(self, max_request_bytes=self.args.max_request_bytes)
 
-    async def score(self, readings: list[Reading], *, bulk: bool) -> list[Result]:
-        if not bulk and self.args.fast_path:
+    async def score(self, readings: list[Reading]) -> list[Result]:
+        if self.args.fast_path:
             return self.service.score(readings)
+        errors, items = await self.score_bulk(readings)
+        return [_error_from_item(i) if "error" in i and "status" in i else i for i in orjson.loads(items)]
+
+    async def score_bulk(self, readings: list[Reading]) -> tuple[int, bytes]:
         by_eq: dict[str, list[int]] = {}
         for i, r in enumerate(readings):
             by_eq.setdefault(r.equipment_id if r.equipment_id in self.handles else "", []).append(i)
-        out: list[Result | None] = [None] * len(readings)
 
-        async def run(eq: str, idx: list[int]) -> None:
-            part = [readings[i] for i in idx]
+        async def run(eq: str, idx: list[int]) -> tuple[int, bytes]:
+            part = readings if len(by_eq) == 1 else [readings[i] for i in idx]
             if eq:
-                results = await self._remote(eq, part)
-            else:
-                results = await asyncio.to_thread(self.service.score, part)
-            for i, r in zip(idx, results, strict=True):
-                out[i] = r
+                return await self._remote(eq, encode_readings(part))
+            return await asyncio.to_thread(lambda: encode_results(self.service.score(part)))
 
-        await asyncio.gather(*(run(eq, idx) for eq, idx in by_eq.items()))
-        return out  # type: ignore[return-value]
+        if len(by_eq) == 1:
+            return await run(*next(iter(by_eq.items())))
+        parts = await asyncio.gather(*(run(eq, idx) for eq, idx in by_eq.items()))
+        out: list[Any] = [None] * len(readings)
+        for idx, (_, items) in zip(by_eq.values(), parts, strict=True):
+            for i, item in zip(idx, orjson.loads(items), strict=True):
+                out[i] = item
+        return sum(e for e, _ in parts), orjson.dumps(out)
 
-    async def _remote(self, eq: str, part: list[Reading]) -> list[Result]:
-        response = self.handles[eq].score.remote(part)
+    async def _remote(self, eq: str, payload: bytes) -> tuple[int, bytes]:
+        response = self.handles[eq].score_wire.remote(payload)
         try:
             return await asyncio.wait_for(response, self.args.request_timeout_s)
         except asyncio.TimeoutError:
@@ -153,3 +161,17 @@ async def stream_actors_health(timeout_s: float = 3.0) -> dict[str, Any]:
             return {"state": f"unavailable: {type(exc).__name__}"}
 
     return dict(zip(sorted(names), await asyncio.gather(*(one(n) for n in sorted(names))), strict=True))
+
+
+class _RemoteError(ServeMLError):
+    """An error item returned by an equipment deployment, re-raised verbatim."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.body
+
+
+def _error_from_item(item: dict[str, Any]) -> ServeMLError:
+    err = _RemoteError(item["error"]["message"], detail=item["error"].get("detail"))
+    err.status_code = item["status"]
+    err.body = item["error"]
+    return err

@@ -16,6 +16,7 @@ from deployments.api import create_api
 from deployments.history import History
 from deployments.metrics import Metrics, NoMetrics
 from deployments.service import ScoringService
+from deployments.wire import encode_results
 from serve_ml.settings import Settings
 
 
@@ -26,10 +27,13 @@ class LocalCore:
         self.max_bulk_rows = max_bulk_rows
         self.history = History(database_url)
 
-    async def score(self, readings: list[Reading], *, bulk: bool) -> list[Result]:
-        if bulk and len(readings) > 64:  # keep large batches off the event loop
-            return await asyncio.to_thread(self.service.score, readings)
+    async def score(self, readings: list[Reading]) -> list[Result]:
         return self.service.score(readings)
+
+    async def score_bulk(self, readings: list[Reading]) -> tuple[int, bytes]:
+        if len(readings) > 64:  # keep large batches off the event loop
+            return await asyncio.to_thread(lambda: encode_results(self.service.score(readings)))
+        return encode_results(self.service.score(readings))
 
     def describe(self) -> list[dict[str, Any]]:
         return self.service.describe()

@@ -12,6 +12,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--repeats", type=int, default=5)
     s.add_argument("--xgb", action="store_true", help="also run the classifier")
     s.set_defaults(func=_score)
+    h = bsub.add_parser("http", help="Serve HTTP vs plain uvicorn vs in-process, 1 and 16 clients, bulk")
+    h.add_argument("--repeats", type=int, default=3)
+    h.add_argument("--duration-s", type=float, default=5.0)
+    h.set_defaults(func=_http)
 
 
 def _score(args: argparse.Namespace) -> int:
@@ -20,4 +24,13 @@ def _score(args: argparse.Namespace) -> int:
     rep = score.run(repeats=args.repeats, enable_xgb=args.xgb)
     print(rep.table())
     print(f"wrote {rep.write('score')}")
+    return 0
+
+
+def _http(args: argparse.Namespace) -> int:
+    from serve_ml.bench import http
+
+    rep = http.run(repeats=args.repeats, duration_s=args.duration_s)
+    print(rep.table())
+    print(f"wrote {rep.write('http')}")
     return 0

@@ -1,0 +1,87 @@
+"""``bench http``: single-row and bulk predict through Ray Serve's HTTP entry point
+against plain uvicorn + FastAPI (same API, same scoring code, no Ray) and against
+the in-process scorer, alternating baseline and candidate in every repeat."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import orjson
+
+from bundles.batch import Reading, score_readings
+from bundles.catalog import Catalog
+from serve_ml.bench.common import Figure, Report, time_it
+from serve_ml.bench.loadgen import LoadResult, run_load, write_bodies
+from serve_ml.bench.servers import API, serve_cluster, uvicorn_baseline
+from serve_ml.settings import Settings
+
+BULK_ROWS = 1000
+
+
+def sample_bodies(root: Path) -> tuple[list[bytes], list[bytes], list[dict]]:
+    """Single-row bodies (press-02 and pump-03, both power classes) and 1000-row bulk bodies."""
+    readings = []
+    for eq in ("press-02", "pump-03"):
+        for power in ("5.5kW", "7.5kW"):
+            rows = json.loads((root / eq / power / "1.0.0" / "warmup.json").read_text())["rows"]
+            readings += [{"equipment_id": eq, "power": power, "features": r} for r in rows]
+    single = [orjson.dumps(r) for r in readings]
+    bulk_rows = [readings[i % len(readings)] for i in range(BULK_ROWS)]
+    bulk = [orjson.dumps({"readings": bulk_rows[k:] + bulk_rows[:k]}) for k in range(0, 40, 10)]
+    return single, bulk, bulk_rows
+
+
+def _fig(rep: Report, name: str, unit: str, runs: list[float], target: str = "", met: bool | None = None) -> Figure:
+    return rep.add(Figure(name, unit, runs, target or None, met))
+
+
+def run(repeats: int = 3, duration_s: float = 5.0, root: Path | None = None) -> Report:
+    root = root or Settings().root
+    single, bulk, bulk_rows = sample_bodies(root)
+    single_file, bulk_file = write_bodies(single), write_bodies(bulk)
+    cat = Catalog.scan(root)
+    reads = [Reading(r["equipment_id"], r["features"], r["power"]) for r in bulk_rows]
+    res: dict[str, list[LoadResult]] = {}
+    inproc: list[float] = []
+
+    def load(key: str, base: str, path: str, body_file: Path, conc: int) -> None:
+        res.setdefault(key, []).append(run_load(f"{base}{API}{path}", body_file, conc, duration_s))
+
+    with uvicorn_baseline(root) as uv, serve_cluster(root) as sc:
+        for label, base in (("uvicorn", uv), ("serve", sc.http_url)):  # warm-up
+            run_load(f"{base}{API}/predict", single_file, 4, 1.0)
+            run_load(f"{base}{API}/predict/bulk", bulk_file, 2, 1.0)
+        for _ in range(repeats):
+            for conc in (1, 16):
+                load(f"uvicorn-{conc}", uv, "/predict", single_file, conc)
+                load(f"serve-{conc}", sc.http_url, "/predict", single_file, conc)
+            load("uvicorn-bulk", uv, "/predict/bulk", bulk_file, 2)
+            load("serve-bulk", sc.http_url, "/predict/bulk", bulk_file, 2)
+            inproc.append(BULK_ROWS / time_it(lambda: score_readings(cat, reads, enable_xgb=False), min_time_s=1.0))
+
+    rep = Report(f"bench http: single-row and bulk predict ({repeats} x {duration_s:g}s per cell, "
+                 f"load by {res['serve-1'][0].tool})")
+    errors = sum(r.errors for rs in res.values() for r in rs)
+    for conc in (1, 16):
+        for who in ("uvicorn", "serve"):
+            rs = res[f"{who}-{conc}"]
+            _fig(rep, f"{who} single-row, {conc} client(s)", "req/s", [r.rps for r in rs])
+            p50 = _fig(rep, f"{who} single-row, {conc} client(s) p50", "ms", [r.p50_ms for r in rs])
+            p99 = _fig(rep, f"{who} single-row, {conc} client(s) p99", "ms", [r.p99_ms for r in rs])
+            if who == "serve" and conc == 1:
+                p50.target, p50.met = "<= 2 ms", p50.median <= 2.0
+            if who == "serve" and conc == 16:
+                p99.target, p99.met = "<= 15 ms", p99.median <= 15.0
+        ratios = [s.rps / u.rps for s, u in zip(res[f"serve-{conc}"], res[f"uvicorn-{conc}"], strict=True)]
+        f = _fig(rep, f"serve / uvicorn req/s, {conc} client(s)", "ratio", ratios)
+        if conc == 16:
+            f.target, f.met = ">= 0.5", f.median >= 0.5
+    for who in ("uvicorn", "serve"):
+        _fig(rep, f"{who} bulk {BULK_ROWS}-row, 2 clients", "rows/s", [r.rps * BULK_ROWS for r in res[f"{who}-bulk"]])
+    _fig(rep, f"in-process score_readings, batch {BULK_ROWS}", "rows/s", inproc)
+    ratios = [r.rps * BULK_ROWS / ip for r, ip in zip(res["serve-bulk"], inproc, strict=True)]
+    f = _fig(rep, "serve bulk / in-process rows/s", "ratio", ratios, ">= 0.5")
+    f.met = f.median >= 0.5
+    _fig(rep, "client-visible errors (all cells)", "count", [float(errors)], "0", errors == 0)
+    return rep

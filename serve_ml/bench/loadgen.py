@@ -1,0 +1,114 @@
+"""Load generation in its own process: wrk when installed, else our aiohttp client.
+
+Bodies are JSON lines; each request takes the next body. Both generators report
+requests/s, p50/p99 latency and error counts as one JSON object.
+
+    python -m serve_ml.bench.loadgen URL BODIES_FILE CONCURRENCY DURATION_S
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+_LUA = r"""
+local bodies = {}
+for line in io.lines(os.getenv("SERVE_ML_BODIES")) do bodies[#bodies + 1] = line end
+local i = math.random(#bodies)
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+request = function()
+  i = i % #bodies + 1
+  return wrk.format(nil, nil, nil, bodies[i])
+end
+done = function(summary, latency, requests)
+  io.write(string.format('RESULT {"requests": %d, "duration_us": %d, "p50_us": %d, "p99_us": %d, ' ..
+    '"errors": %d}\n', summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
+    summary.errors.status + summary.errors.connect + summary.errors.read + summary.errors.write +
+    summary.errors.timeout))
+end
+"""
+
+
+@dataclass
+class LoadResult:
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+    requests: int
+    tool: str
+
+
+def write_bodies(bodies: list[bytes]) -> Path:
+    f = tempfile.NamedTemporaryFile("wb", suffix=".jsonl", delete=False)
+    for b in bodies:
+        f.write(b.replace(b"\n", b" ") + b"\n")
+    f.close()
+    return Path(f.name)
+
+
+def run_load(url: str, bodies_file: Path, concurrency: int, duration_s: float) -> LoadResult:
+    wrk = shutil.which("wrk")
+    if wrk:
+        with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as lua:
+            lua.write(_LUA)
+        threads = max(1, min(2, concurrency))
+        out = subprocess.run(
+            [wrk, "-t", str(threads), "-c", str(concurrency), "-d", f"{max(1, round(duration_s))}s", "--timeout", "10s",
+             "-s", lua.name, url], capture_output=True, text=True, timeout=duration_s + 60,
+            env={"SERVE_ML_BODIES": str(bodies_file), "PATH": "/usr/bin:/bin"})
+        line = next((ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")), None)
+        if line is None:
+            raise RuntimeError(f"wrk failed: {out.stdout[-500:]} {out.stderr[-500:]}")
+        r = json.loads(line[7:])
+        return LoadResult(r["requests"] / (r["duration_us"] / 1e6), r["p50_us"] / 1e3, r["p99_us"] / 1e3,
+                          r["errors"], r["requests"], "wrk")
+    out = subprocess.run([sys.executable, "-m", "serve_ml.bench.loadgen", url, str(bodies_file), str(concurrency),
+                          str(duration_s)], capture_output=True, text=True, timeout=duration_s + 60)
+    return LoadResult(**json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+async def _client(url: str, bodies: list[bytes], concurrency: int, duration_s: float) -> dict:
+    import aiohttp
+
+    lat: list[float] = []
+    errors = 0
+    stop_at = time.perf_counter() + duration_s
+
+    async def worker(k: int, session: aiohttp.ClientSession) -> None:
+        nonlocal errors
+        i = k
+        while time.perf_counter() < stop_at:
+            i = (i + 1) % len(bodies)
+            t0 = time.perf_counter()
+            try:
+                async with session.post(url, data=bodies[i], headers={"content-type": "application/json"}) as r:
+                    await r.read()
+                    if r.status >= 400:
+                        errors += 1
+            except aiohttp.ClientError:
+                errors += 1
+            lat.append(time.perf_counter() - t0)
+
+    t0 = time.perf_counter()
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as session:
+        await asyncio.gather(*(worker(k, session) for k in range(concurrency)))
+    el = time.perf_counter() - t0
+    q = statistics.quantiles(lat, n=100) if len(lat) > 1 else [lat[0]] * 99
+    return {"rps": len(lat) / el, "p50_ms": q[49] * 1e3, "p99_ms": q[98] * 1e3, "errors": errors,
+            "requests": len(lat), "tool": "serve-ml aiohttp client"}
+
+
+if __name__ == "__main__":
+    url, path, conc, dur = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+    bodies = [ln.encode() for ln in path.read_text().splitlines() if ln]
+    print(json.dumps(asyncio.run(_client(url, bodies, conc, dur))))
