@@ -16,6 +16,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     h.add_argument("--repeats", type=int, default=3)
     h.add_argument("--duration-s", type=float, default=5.0)
     h.set_defaults(func=_http)
+    f = bsub.add_parser("fleet", help="1,000 equipment bundles: startup, p99 spread vs one, memory")
+    f.add_argument("--bundles", type=int, default=1000)
+    f.add_argument("--repeats", type=int, default=3)
+    f.add_argument("--duration-s", type=float, default=5.0)
+    f.set_defaults(func=_fleet)
 
 
 def _score(args: argparse.Namespace) -> int:
@@ -33,4 +38,13 @@ def _http(args: argparse.Namespace) -> int:
     rep = http.run(repeats=args.repeats, duration_s=args.duration_s)
     print(rep.table())
     print(f"wrote {rep.write('http')}")
+    return 0
+
+
+def _fleet(args: argparse.Namespace) -> int:
+    from serve_ml.bench import fleet
+
+    rep = fleet.run(n=args.bundles, repeats=args.repeats, duration_s=args.duration_s)
+    print(rep.table())
+    print(f"wrote {rep.write('fleet')}")
     return 0
