@@ -21,6 +21,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     f.add_argument("--repeats", type=int, default=3)
     f.add_argument("--duration-s", type=float, default=5.0)
     f.set_defaults(func=_fleet)
+    st = bsub.add_parser("stream", help="Kafka -> scorer -> PostgreSQL throughput and latency")
+    st.add_argument("--readings", type=int, default=100_000)
+    st.add_argument("--rate-hz", type=float, default=10_000, help="input rate of the latency phase")
+    st.add_argument("--consumers", type=int, default=1)
+    st.set_defaults(func=_stream)
 
 
 def _score(args: argparse.Namespace) -> int:
@@ -47,4 +52,13 @@ def _fleet(args: argparse.Namespace) -> int:
     rep = fleet.run(n=args.bundles, repeats=args.repeats, duration_s=args.duration_s)
     print(rep.table())
     print(f"wrote {rep.write('fleet')}")
+    return 0
+
+
+def _stream(args: argparse.Namespace) -> int:
+    from serve_ml.bench import stream
+
+    rep = stream.run(n=args.readings, rate_hz=args.rate_hz, consumers=args.consumers)
+    print(rep.table())
+    print(f"wrote {rep.write('stream')}")
     return 0

@@ -1,0 +1,153 @@
+"""``bench stream``: readings/s from Kafka to committed rows in PostgreSQL, against the
+raw consume rate of the same broker measured in the same run; then produce->stored
+and produce->alert-published latency at a fixed input rate.
+
+Runs on the embedded PostgreSQL and Tansu (or DATABASE_URL / KAFKA_BOOTSTRAP) and a
+local Ray instance for the scorer actor(s).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import tempfile
+import time
+from pathlib import Path
+
+import asyncpg
+import orjson
+import ray
+from aiokafka import AIOKafkaConsumer
+
+from pipelines.simulator import Machine, run_kafka
+from pipelines.stack import Stack, start_stack
+from serve_ml.bench.common import Figure, Report
+from serve_ml.settings import Settings
+
+
+def machines(n: int, faulty: int = 0) -> list[Machine]:
+    eqs = ("press-02", "pump-03")
+    out = []
+    for i in range(n):
+        # distinct equipment ids are needed for distinct natural keys: reuse the two
+        # simulator-trained equipment, alternating power classes, one machine each
+        out.append(Machine(eqs[i % 2], ("5.5kW", "7.5kW")[(i // 2) % 2],
+                           "overstrain" if i < faulty else "normal"))
+    return out[: min(n, 4)]
+
+
+async def raw_consume(bootstrap: str, topic: str, n: int) -> float:
+    c = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=f"bench-raw-{time.time_ns()}",
+                         enable_auto_commit=False, auto_offset_reset="earliest", max_poll_records=5000)
+    await c.start()
+    try:
+        got, t0 = 0, time.perf_counter()
+        while got < n:
+            batch = await c.getmany(timeout_ms=500, max_records=5000)
+            got += sum(len(v) for v in batch.values())
+            await c.commit()
+        return got / (time.perf_counter() - t0)
+    finally:
+        await c.stop()
+
+
+async def stored(url: str, since: dt.datetime) -> int:
+    conn = await asyncpg.connect(url)
+    try:
+        return await conn.fetchval("SELECT count(*) FROM serve_ml_predictions WHERE time >= $1", since)
+    finally:
+        await conn.close()
+
+
+async def latencies(url: str, since: dt.datetime) -> tuple[float, float]:
+    conn = await asyncpg.connect(url)
+    try:
+        r = await conn.fetchrow(
+            "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY ms) AS p50, "
+            "percentile_cont(0.99) WITHIN GROUP (ORDER BY ms) AS p99 FROM ("
+            "SELECT extract(epoch FROM scored_at - time) * 1000 AS ms FROM serve_ml_predictions WHERE time >= $1) x",
+            since)
+        return float(r["p50"]), float(r["p99"])
+    finally:
+        await conn.close()
+
+
+async def alert_latencies(bootstrap: str, topic: str, since: dt.datetime) -> list[float]:
+    c = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                         enable_auto_commit=False, group_id=None)
+    await c.start()
+    out = []
+    try:
+        while True:
+            batch = await c.getmany(timeout_ms=2000)
+            if not batch:
+                return out
+            for recs in batch.values():
+                for r in recs:
+                    m = orjson.loads(r.value)
+                    at = dt.datetime.fromisoformat(m["at"])
+                    if m["event"] == "opened" and at >= since:
+                        out.append(r.timestamp - at.timestamp() * 1000)
+    finally:
+        await c.stop()
+
+
+def wait_stored(url: str, since: dt.datetime, n: int, timeout_s: float) -> float:
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < timeout_s:
+        if asyncio.run(stored(url, since)) >= n:
+            return time.perf_counter() - t0
+        time.sleep(0.2)
+    raise TimeoutError(f"only {asyncio.run(stored(url, since))} of {n} stored within {timeout_s}s")
+
+
+def run(n: int = 100_000, rate_hz: float = 10_000, rate_seconds: float = 10.0, consumers: int = 1) -> Report:
+    rep = Report(f"bench stream: {n} readings through Kafka -> scorer -> PostgreSQL ({consumers} consumer(s))")
+    with tempfile.TemporaryDirectory(prefix="serve-ml-stream-") as tmp:
+        s = Settings(state_dir=Path(tmp), stream_consumers=consumers, batch_max_records=5000, batch_wait_ms=50)
+        ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
+        stack: Stack = start_stack(s, actors=False)
+        try:
+            ms = machines(4)
+            t0 = dt.datetime.now(dt.UTC)
+            p0 = time.perf_counter()
+            asyncio.run(run_kafka(stack.bootstrap, s.features_topic, ms, 0, total=n))
+            produce_rate = n / (time.perf_counter() - p0)
+            raw = asyncio.run(raw_consume(stack.bootstrap, s.features_topic, n))
+            stack.settings = s
+            stack.start_actors()
+            # Clock starts at the first consumed batch: actor start-up, bundle loading
+            # and the group join are not stream throughput.
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                h = stack.health()
+                if sum(v.get("consumed", 0) for v in h.values()) > 0:
+                    break
+                time.sleep(0.05)
+            first = sum(v.get("consumed", 0) for v in stack.health().values())
+            e2e_s = wait_stored(stack.database_url, t0, n, timeout_s=600)
+            e2e = (n - first) / e2e_s
+            # Latency at a fixed rate, with one machine in a fault so alerts open.
+            t1 = dt.datetime.now(dt.UTC)
+            per_machine = rate_hz / 4
+            total = int(rate_hz * rate_seconds)
+            asyncio.run(run_kafka(stack.bootstrap, s.features_topic, machines(4, faulty=1), per_machine, total=total))
+            wait_stored(stack.database_url, t1, total, timeout_s=120)
+            p50, p99 = asyncio.run(latencies(stack.database_url, t1))
+            alerts = sorted(asyncio.run(alert_latencies(stack.bootstrap, s.alerts_topic, t1)))
+        finally:
+            stack.stop()
+            ray.shutdown()
+    rep.add(Figure("produce rate (aiokafka, acks=all)", "readings/s", [produce_rate]))
+    rep.add(Figure("raw consume rate, same broker (baseline)", "readings/s", [raw]))
+    rep.add(Figure("end to end: committed to PostgreSQL", "readings/s", [e2e], ">= 100,000", e2e >= 100_000))
+    rep.add(Figure("end to end / raw consume", "ratio", [e2e / raw]))
+    rep.add(Figure(f"produce -> stored p50 at {rate_hz:g}/s", "ms", [p50]))
+    rep.add(Figure(f"produce -> stored p99 at {rate_hz:g}/s", "ms", [p99]))
+    if alerts:
+        a99 = alerts[min(len(alerts) - 1, int(len(alerts) * 0.99))]
+        rep.add(Figure(f"produce -> alert published p50 ({len(alerts)} alerts)", "ms", [alerts[len(alerts) // 2]]))
+        rep.add(Figure(f"produce -> alert published p99 ({len(alerts)} alerts)", "ms", [a99], "<= 1000", a99 <= 1000))
+    else:
+        rep.add(Figure("alerts published", "count", [0.0], ">= 1", False))
+    return rep
