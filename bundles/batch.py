@@ -15,10 +15,8 @@ from typing import Any
 import numpy as np
 
 from bundles.catalog import Catalog
-from bundles.scoring import GroupScore, score_group
-from serve_ml.errors import FeatureError, ServeMLError
-
-Result = dict[str, Any] | ServeMLError
+from bundles.scoring import Result, materialise, score_group
+from serve_ml.errors import ServeMLError
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,36 +47,3 @@ def score_readings(catalog: Catalog, readings: Sequence[Reading], *, enable_xgb:
             for i in idx:
                 out[i] = exc
     return out  # type: ignore[return-value]
-
-
-def materialise(g: GroupScore) -> list[Result]:
-    """Turn a column-oriented group score into one JSON-ready dict per row."""
-    m = g.bundle.manifest
-    ident = {"equipment_id": m.equipment_id, "power": m.power, "model_version": m.model_version}
-    score = g.score.tolist()
-    anomaly = g.anomaly.tolist()
-    mods = [(s.name, s.threshold, s.errors.tolist(), s.anomaly.tolist()) if s.present
-            else (s.name, s.threshold, None, None) for s in g.modalities]
-    if g.classifier_ran:
-        classes = g.bundle.classifier.spec.classes  # type: ignore[union-attr]
-        probs = g.probabilities.tolist()  # type: ignore[union-attr]
-        best = g.probabilities.argmax(axis=1).tolist()  # type: ignore[union-attr]
-    skipped = {"status": "skipped", "reason": g.classifier_reason}
-    rows: list[Result] = []
-    for i in range(g.n):
-        if i in g.bad_rows:
-            rows.append(FeatureError(g.bad_rows[i]))
-            continue
-        detail = {
-            name: ({"status": "scored", "error": err[i], "threshold": thr, "anomaly": an[i]}
-                   if err is not None else {"status": "absent", "threshold": thr})
-            for name, thr, err, an in mods
-        }
-        if g.classifier_ran:
-            clf: dict[str, Any] = {"status": "ran", "label": classes[best[i]],
-                                   "probabilities": dict(zip(classes, probs[i], strict=True))}
-        else:
-            clf = skipped
-        rows.append({**ident, "anomaly": anomaly[i], "score": score[i], "modalities": detail,
-                     "classifier": clf})
-    return rows

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 import serve_ml
 from bundles.autoencoder import build_module
-from bundles.batch import materialise
+from bundles.scoring import materialise
 from bundles.loader import load_bundle, sha256_file
 from bundles.manifest import (
     MANIFEST_NAME, SCHEMA_VERSION, DenseAutoencoder, PowerFromFeature, PowerFromTorqueSpeed,

@@ -17,6 +17,7 @@ from packaging.version import InvalidVersion, Version
 
 from bundles.loader import Bundle, load_bundle
 from bundles.manifest import PowerFromFeature, is_safe_segment
+from bundles.warmup import verify_warmup
 from serve_ml.errors import (
     AmbiguousPower,
     BundleInvalid,
@@ -33,6 +34,16 @@ def version_key(version: str) -> Version:
 
 
 @dataclass(frozen=True, slots=True)
+class Override:
+    """An explicit live version. ``pinned`` overrides stay live whatever appears;
+    unpinned ones yield once a version newer than ``newest_at_set`` is valid."""
+
+    version: str
+    pinned: bool = True
+    newest_at_set: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Rejection:
     path: str
     reason: str
@@ -44,6 +55,7 @@ class Catalog:
     bundles: dict[tuple[str, str, str], Bundle] = field(default_factory=dict)
     rejected: list[Rejection] = field(default_factory=list)
     live: dict[tuple[str, str], str] = field(default_factory=dict)
+    pinned: dict[tuple[str, str], bool] = field(default_factory=dict)
     live_equipment: frozenset[str] = frozenset()
     _powers: dict[str, list[str]] = field(default_factory=dict)
 
@@ -54,7 +66,7 @@ class Catalog:
         root: Path,
         *,
         equipment_ids: set[str] | None = None,
-        live_overrides: Mapping[tuple[str, str], str] | None = None,
+        live_overrides: Mapping[tuple[str, str], Override] | None = None,
         reuse: Mapping[tuple[str, str, str], Bundle] | None = None,
     ) -> Catalog:
         """Load every bundle under ``root`` (optionally only some equipment).
@@ -90,19 +102,25 @@ class Catalog:
             if old is not None and _manifest_digest(path) == old.digest:
                 self.bundles[key] = old
                 return
-            self.bundles[key] = load_bundle(path, self.root)
+            bundle = load_bundle(path, self.root)
+            verify_warmup(bundle)  # nothing that fails its warm-up is ever visible
+            self.bundles[key] = bundle
         except BundleInvalid as exc:
             self.rejected.append(Rejection(str(path), exc.reason))
         except OSError as exc:
             self.rejected.append(Rejection(str(path), f"unreadable: {exc}"))
 
-    def _choose_live(self, overrides: Mapping[tuple[str, str], str]) -> None:
+    def _choose_live(self, overrides: Mapping[tuple[str, str], Override]) -> None:
         by_power: dict[tuple[str, str], list[str]] = {}
         for eq, power, ver in self.bundles:
             by_power.setdefault((eq, power), []).append(ver)
         for key, versions in by_power.items():
-            wanted = overrides.get(key)
-            self.live[key] = wanted if wanted in versions else max(versions, key=version_key)
+            newest = max(versions, key=version_key)
+            o = overrides.get(key)
+            usable = o is not None and o.version in versions and (
+                o.pinned or o.newest_at_set is None or version_key(newest) <= version_key(o.newest_at_set))
+            self.live[key] = o.version if usable else newest  # type: ignore[union-attr]
+            self.pinned[key] = bool(usable and o.pinned)  # type: ignore[union-attr]
         self.live_equipment = frozenset(eq for eq, _ in self.live)
         for eq, power in sorted(self.live):
             self._powers.setdefault(eq, []).append(power)

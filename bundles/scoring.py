@@ -9,11 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from bundles.loader import Bundle
-from serve_ml.errors import FeatureError
+from serve_ml.errors import FeatureError, ServeMLError
+
+Result = dict[str, Any] | ServeMLError
 
 XGB_DISABLED = "disabled: SERVE_ML_ENABLE_XGB is not true"
 XGB_ABSENT = "bundle has no classifier (gate-only)"
@@ -126,3 +129,36 @@ def _non_finite_rows(columns: Mapping[str, np.ndarray], n: int) -> dict[int, dic
             for i in np.flatnonzero(~ok).tolist():
                 bad.setdefault(i, {})[name] = "not a finite number"
     return bad
+
+
+def materialise(g: GroupScore) -> list[Result]:
+    """Turn a column-oriented group score into one JSON-ready dict per row."""
+    m = g.bundle.manifest
+    ident = {"equipment_id": m.equipment_id, "power": m.power, "model_version": m.model_version}
+    score = g.score.tolist()
+    anomaly = g.anomaly.tolist()
+    mods = [(s.name, s.threshold, s.errors.tolist(), s.anomaly.tolist()) if s.present
+            else (s.name, s.threshold, None, None) for s in g.modalities]
+    if g.classifier_ran:
+        classes = g.bundle.classifier.spec.classes  # type: ignore[union-attr]
+        probs = g.probabilities.tolist()  # type: ignore[union-attr]
+        best = g.probabilities.argmax(axis=1).tolist()  # type: ignore[union-attr]
+    skipped = {"status": "skipped", "reason": g.classifier_reason}
+    rows: list[Result] = []
+    for i in range(g.n):
+        if i in g.bad_rows:
+            rows.append(FeatureError(g.bad_rows[i]))
+            continue
+        detail = {
+            name: ({"status": "scored", "error": err[i], "threshold": thr, "anomaly": an[i]}
+                   if err is not None else {"status": "absent", "threshold": thr})
+            for name, thr, err, an in mods
+        }
+        if g.classifier_ran:
+            clf: dict[str, Any] = {"status": "ran", "label": classes[best[i]],
+                                   "probabilities": dict(zip(classes, probs[i], strict=True))}
+        else:
+            clf = skipped
+        rows.append({**ident, "anomaly": anomaly[i], "score": score[i], "modalities": detail,
+                     "classifier": clf})
+    return rows

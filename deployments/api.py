@@ -12,16 +12,19 @@ from collections.abc import Callable, Coroutine
 from typing import Any, Literal, Protocol
 
 import orjson
-from fastapi import FastAPI, Query, Request
+from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from fastapi.routing import APIRoute
 
 import serve_ml
 from bundles.batch import Reading, Result
+from deployments.auth import TokenGuard
 from deployments.history import History
 from deployments.metrics import Metrics
-from deployments.schemas import BulkRequest, BulkResponse, ErrorBody, PredictRequest, PredictResponse, SyncResponse
+from deployments.schemas import (
+    ActivateRequest, BulkRequest, BulkResponse, ChangeRequest, ErrorBody, PredictRequest, PredictResponse, SyncResponse,
+)
 from serve_ml.errors import InvalidQuery, Overloaded, PayloadTooLarge, ServeMLError
 
 log = logging.getLogger("serve_ml.api")
@@ -35,6 +38,7 @@ class Core(Protocol):
     metrics: Metrics
     max_bulk_rows: int
     history: History
+    guard: TokenGuard
 
     async def score(self, readings: list[Reading]) -> list[Result]: ...
     async def score_bulk(self, readings: list[Reading]) -> tuple[int, bytes]: ...
@@ -42,6 +46,9 @@ class Core(Protocol):
     async def sync(self) -> dict[str, Any]: ...
     async def ready(self) -> tuple[bool, dict[str, Any]]: ...
     async def stream_health(self) -> dict[str, Any]: ...
+    async def live_history(self) -> list[dict[str, Any]]: ...
+    async def change_live(self, action: str, eq: str, power: str, *, version: str | None = None,
+                          pin: bool = True, reason: str = "") -> dict[str, Any]: ...
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -89,7 +96,16 @@ def create_api(core: Core, *, max_request_bytes: int) -> FastAPI:
                   description="Predictive-maintenance scoring of factory sensor readings.")
     app.router.route_class = _OrjsonRoute
 
-    @app.post(f"{PREFIX}/predict", response_model=PredictResponse, responses=ERRORS)
+    def admin(authorization: str | None = Header(default=None, description="Bearer <admin token>")) -> None:
+        core.guard.admin(authorization)
+
+    def reader(authorization: str | None = Header(default=None, description="Bearer <read token>, if set")) -> None:
+        core.guard.read(authorization)
+
+    read_only = [Depends(reader)]
+    manage = [Depends(admin)]
+
+    @app.post(f"{PREFIX}/predict", response_model=PredictResponse, responses=ERRORS, dependencies=read_only)
     async def predict(req: PredictRequest) -> Response:
         """Score one reading against its equipment's bundle."""
         t0 = time.perf_counter()
@@ -99,7 +115,7 @@ def create_api(core: Core, *, max_request_bytes: int) -> FastAPI:
         res["latency_ms"] = (time.perf_counter() - t0) * 1e3
         return json_response(res)
 
-    @app.post(f"{PREFIX}/predict/bulk", response_model=BulkResponse, responses=ERRORS)
+    @app.post(f"{PREFIX}/predict/bulk", response_model=BulkResponse, responses=ERRORS, dependencies=read_only)
     async def predict_bulk(req: BulkRequest) -> Response:
         """Score many readings in one round trip; one result per reading, in order.
 
@@ -117,19 +133,38 @@ def create_api(core: Core, *, max_request_bytes: int) -> FastAPI:
             orjson.dumps(elapsed) + b"}"
         return Response(body, media_type="application/json")
 
-    @app.get(f"{PREFIX}/bundles")
+    @app.get(f"{PREFIX}/bundles", dependencies=read_only)
     async def bundles(equipment_id: str | None = Query(default=None, max_length=128),
                       power: str | None = Query(default=None, max_length=128)) -> Response:
         """Every valid bundle (identity, modalities, features, thresholds, classifier, live flag)."""
         items = [b for b in core.describe()
                  if (equipment_id is None or b["equipment_id"] == equipment_id)
                  and (power is None or b["power"] == power)]
-        return json_response({"bundles": items})
+        history = [h for h in await core.live_history()
+                   if (equipment_id is None or h["equipment_id"] == equipment_id)
+                   and (power is None or h["power"] == power)]
+        return json_response({"bundles": items, "history": history})
 
-    @app.post(f"{PREFIX}/sync", response_model=SyncResponse)
+    @app.post(f"{PREFIX}/sync", response_model=SyncResponse, dependencies=manage)
     async def sync() -> Response:
         """Rescan the bundle root and report what changed."""
         return json_response(await core.sync())
+
+    @app.post(f"{PREFIX}/bundles/{{equipment_id}}/{{power}}/activate", dependencies=manage)
+    async def activate_version(equipment_id: str, power: str, body: ActivateRequest) -> Response:
+        """Make ``model_version`` live (``pin``: keep it live even when newer versions appear)."""
+        return json_response(await core.change_live("activate", equipment_id, power, version=body.model_version,
+                                                    pin=body.pin, reason=body.reason))
+
+    @app.post(f"{PREFIX}/bundles/{{equipment_id}}/{{power}}/rollback", dependencies=manage)
+    async def rollback_version(equipment_id: str, power: str, body: ChangeRequest) -> Response:
+        """Back to the version that was live before the current one (pinned)."""
+        return json_response(await core.change_live("rollback", equipment_id, power, reason=body.reason))
+
+    @app.post(f"{PREFIX}/bundles/{{equipment_id}}/{{power}}/unpin", dependencies=manage)
+    async def unpin_version(equipment_id: str, power: str, body: ChangeRequest) -> Response:
+        """Drop the explicit live version: the newest valid one is live again."""
+        return json_response(await core.change_live("unpin", equipment_id, power, reason=body.reason))
 
     @app.get(f"{PREFIX}/health/live")
     async def live() -> Response:
@@ -151,21 +186,21 @@ def create_api(core: Core, *, max_request_bytes: int) -> FastAPI:
             raise InvalidQuery("start must be before end")
         return start, end
 
-    @app.get(f"{PREFIX}/equipment/{{equipment_id}}/predictions")
+    @app.get(f"{PREFIX}/equipment/{{equipment_id}}/predictions", dependencies=read_only)
     async def predictions(equipment_id: str, start: dt.datetime | None = None, end: dt.datetime | None = None,
                           limit: int = Query(default=1000, ge=1, le=10_000)) -> Response:
         """Stored predictions of one equipment in [start, end) (default: the last hour), newest first."""
         s, e = _window(start, end)
         return json_response({"predictions": await core.history.predictions(equipment_id, s, e, limit)})
 
-    @app.get(f"{PREFIX}/equipment/{{equipment_id}}/readings")
+    @app.get(f"{PREFIX}/equipment/{{equipment_id}}/readings", dependencies=read_only)
     async def readings(equipment_id: str, start: dt.datetime | None = None, end: dt.datetime | None = None,
                        limit: int = Query(default=1000, ge=1, le=10_000)) -> Response:
         """Stored raw readings of one equipment in [start, end) (default: the last hour), newest first."""
         s, e = _window(start, end)
         return json_response({"readings": await core.history.readings(equipment_id, s, e, limit)})
 
-    @app.get(f"{PREFIX}/alerts")
+    @app.get(f"{PREFIX}/alerts", dependencies=read_only)
     async def alerts(equipment_id: str | None = Query(default=None, max_length=128),
                      status: Literal["open", "resolved"] | None = None,
                      limit: int = Query(default=100, ge=1, le=10_000)) -> Response:

@@ -10,34 +10,57 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from typing import Any
 
 import ray
 
+from bundles.catalog import Override
 from deployments.service import ScoringService
 
 log = logging.getLogger("serve_ml.control")
 CONTROL_NAME = "serve-ml-control"
 CONTROL_NAMESPACE = "serve-ml"
 
-LiveMap = dict[tuple[str, str], str]
+LiveMap = dict[tuple[str, str], Override]
 
 
 @ray.remote(num_cpus=0, max_restarts=-1)
 class ControlPlane:
+    """Sync generation, explicit live versions and their change history."""
+
     def __init__(self) -> None:
         self.generation = 0
         self.live_overrides: LiveMap = {}
-        self.history: list[dict[str, Any]] = []
+        self.changes: list[dict[str, Any]] = []
+        self.restored = False
 
     def state(self) -> tuple[int, LiveMap]:
         return self.generation, dict(self.live_overrides)
 
+    def history(self) -> list[dict[str, Any]]:
+        return list(self.changes)
+
     def bump(self, reason: str) -> int:
         self.generation += 1
-        self.history.append({"generation": self.generation, "reason": reason, "at": time.time()})
         return self.generation
+
+    def apply(self, key: tuple[str, str], override: Override | None, entry: dict[str, Any]) -> int:
+        if override is None:
+            self.live_overrides.pop(key, None)
+        else:
+            self.live_overrides[key] = override
+        self.changes.append(entry)
+        return self.bump(entry["action"])
+
+    def restore(self, overrides: dict[tuple[str, str], dict[str, Any]], changes: list[dict[str, Any]]) -> bool:
+        """Load persisted state once, before anything changed it in this cluster."""
+        if self.restored or self.changes:
+            return False
+        self.live_overrides = {k: Override(**v) for k, v in overrides.items()}
+        self.changes = list(changes)
+        self.restored = True
+        self.bump("restore")
+        return True
 
 
 def get_control() -> Any:

@@ -67,3 +67,49 @@ def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
         elif isinstance(v, str) and k in ("modalities", "fault_probabilities", "features"):
             row[k] = orjson.loads(v)
     return row
+
+
+async def record_change(history: History, entry: dict[str, Any], override: dict[str, Any] | None) -> bool:
+    """Persist a live-version change; False when no database is configured or reachable."""
+    if history.database_url is None:
+        return False
+    try:
+        pool = await history._get_pool()
+        async with pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                "INSERT INTO serve_ml_model_events (at, equipment_id, power, model_version, event, reason, "
+                "from_version) VALUES (to_timestamp($1), $2, $3, $4, $5, $6, $7)",
+                entry["at"], entry["equipment_id"], entry["power"], entry["to"], entry["action"], entry["reason"],
+                entry["from"])
+            if override is None:
+                await conn.execute("DELETE FROM serve_ml_live_overrides WHERE equipment_id = $1 AND power = $2",
+                                   entry["equipment_id"], entry["power"])
+            else:
+                await conn.execute(
+                    "INSERT INTO serve_ml_live_overrides (equipment_id, power, model_version, pinned, newest_at_set, "
+                    "reason) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (equipment_id, power) DO UPDATE SET "
+                    "model_version = EXCLUDED.model_version, pinned = EXCLUDED.pinned, "
+                    "newest_at_set = EXCLUDED.newest_at_set, reason = EXCLUDED.reason, set_at = now()",
+                    entry["equipment_id"], entry["power"], override["version"], override["pinned"],
+                    override["newest_at_set"], entry["reason"])
+        return True
+    except (Unavailable, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+        return False
+
+
+async def load_state(history: History) -> tuple[dict, list[dict]] | None:
+    """Overrides and change history persisted by earlier runs (None: no database)."""
+    if history.database_url is None:
+        return None
+    try:
+        pool = await history._get_pool()
+        rows = await pool.fetch("SELECT * FROM serve_ml_live_overrides")
+        events = await pool.fetch("SELECT extract(epoch FROM at) AS at, event, equipment_id, power, from_version, "
+                                  "model_version, reason FROM serve_ml_model_events ORDER BY id")
+    except (Unavailable, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+        return None
+    overrides = {(r["equipment_id"], r["power"]): {"version": r["model_version"], "pinned": r["pinned"],
+                                                  "newest_at_set": r["newest_at_set"]} for r in rows}
+    hist = [{"at": float(e["at"]), "action": e["event"], "equipment_id": e["equipment_id"], "power": e["power"],
+             "from": e["from_version"], "to": e["model_version"], "reason": e["reason"]} for e in events]
+    return overrides, hist

@@ -25,7 +25,10 @@ from ray.serve.handle import DeploymentHandle
 from bundles.batch import Reading, Result
 from deployments.api import create_api
 from deployments.control import GenerationWatcher, get_control
-from deployments.history import History
+from deployments.auth import TokenGuard
+from deployments.history import History, record_change
+from deployments.versions import activate, override_dict, rollback, unpin
+from serve_ml.settings import Settings
 from deployments.metrics import Metrics
 from deployments.service import ScoringService
 from deployments.wire import encode_readings, encode_results
@@ -56,6 +59,9 @@ class Ingress:
         self.handles = handles
         self.metrics = Metrics()
         self.history = History(self.args.database_url)
+        settings = Settings()  # tokens come from this process's environment, never from deployment args
+        self.guard = TokenGuard(settings.admin_secret(),
+                                settings.read_token.get_secret_value() if settings.read_token else None)
         self.control = get_control()
         generation, overrides = ray.get(self.control.state.remote())
         self.service = ScoringService(Path(self.args.root), enable_xgb=self.args.enable_xgb,
@@ -105,6 +111,27 @@ class Ingress:
 
     def describe(self) -> list[dict[str, Any]]:
         return self.service.describe()
+
+    async def live_history(self) -> list[dict[str, Any]]:
+        return await self.control.history.remote()
+
+    async def change_live(self, action: str, eq: str, power: str, *, version: str | None = None,
+                          pin: bool = True, reason: str = "") -> dict[str, Any]:
+        cat = self.service.catalog
+        if action == "activate":
+            override, entry = activate(cat, eq, power, version or "", pin=pin, reason=reason)
+        elif action == "unpin":
+            override, entry = unpin(cat, eq, power, reason=reason)
+        else:
+            override, entry = rollback(cat, eq, power, await self.control.history.remote(), reason=reason)
+        generation = await self.control.apply.remote((eq, power), override, entry)
+        _, overrides = await self.control.state.remote()
+        await asyncio.to_thread(self.service.reload, generation, overrides)
+        converged = await self._converge(generation)
+        persisted = await record_change(self.history, entry, override_dict(override))
+        return {**entry, "live": self.service.catalog.live[(eq, power)],
+                "pinned": self.service.catalog.pinned[(eq, power)], "generation": generation,
+                "converged": converged, "persisted": persisted}
 
     async def sync(self) -> dict[str, Any]:
         generation = await self.control.bump.remote("sync")

@@ -110,6 +110,7 @@ def start_cluster(
                        _node_ip_address="127.0.0.1", _metrics_export_port=metrics_port,
                        namespace="serve", log_to_driver=False)
     try:
+        _restore_live_state(settings)
         serve.start(http_options={"host": settings.http_host, "port": http_port})
         serve.run(build_graph(app_args, settings), name=APP_NAME, route_prefix="/")
     except BaseException:
@@ -121,3 +122,20 @@ def start_cluster(
         dashboard_url=ctx.dashboard_url and f"http://{ctx.dashboard_url}", gcs_address=ctx.address_info["gcs_address"],
         started_s=started,
     )
+
+
+def _restore_live_state(settings: Settings) -> None:
+    """Pins and version history persisted by an earlier run, into the control plane."""
+    if settings.database_url is None:
+        return
+    import asyncio
+
+    import ray
+
+    from deployments.control import get_control
+    from deployments.history import History, load_state
+
+    history = History(settings.database_url)
+    state = asyncio.run(load_state(history))
+    if state is not None:
+        ray.get(get_control().restore.remote(*state))

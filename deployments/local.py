@@ -13,7 +13,10 @@ from fastapi import FastAPI
 
 from bundles.batch import Reading, Result
 from deployments.api import create_api
-from deployments.history import History
+from bundles.catalog import Override
+from deployments.auth import TokenGuard
+from deployments.history import History, record_change
+from deployments.versions import activate, override_dict, rollback, unpin
 from deployments.metrics import Metrics, NoMetrics
 from deployments.service import ScoringService
 from deployments.wire import encode_results
@@ -21,11 +24,15 @@ from serve_ml.settings import Settings
 
 
 class LocalCore:
-    def __init__(self, service: ScoringService, *, max_bulk_rows: int, database_url: str | None = None) -> None:
+    def __init__(self, service: ScoringService, *, max_bulk_rows: int, database_url: str | None = None,
+                 guard: TokenGuard | None = None) -> None:
         self.service = service
         self.metrics: Metrics = service.metrics
         self.max_bulk_rows = max_bulk_rows
         self.history = History(database_url)
+        self.guard = guard or TokenGuard(None, None)
+        self.overrides: dict[tuple[str, str], Override] = {}
+        self.changes: list[dict[str, Any]] = []
 
     async def score(self, readings: list[Reading]) -> list[Result]:
         return self.service.score(readings)
@@ -40,8 +47,32 @@ class LocalCore:
 
     async def sync(self) -> dict[str, Any]:
         generation = self.service.generation + 1
-        report = await asyncio.to_thread(self.service.reload, generation)
+        report = await asyncio.to_thread(self.service.reload, generation, self.overrides)
         return {**report, "generation": generation, "converged": True}
+
+    async def live_history(self) -> list[dict[str, Any]]:
+        return list(self.changes)
+
+    async def change_live(self, action: str, eq: str, power: str, *, version: str | None = None,
+                          pin: bool = True, reason: str = "") -> dict[str, Any]:
+        cat = self.service.catalog
+        if action == "activate":
+            override, entry = activate(cat, eq, power, version or "", pin=pin, reason=reason)
+        elif action == "unpin":
+            override, entry = unpin(cat, eq, power, reason=reason)
+        else:
+            override, entry = rollback(cat, eq, power, self.changes, reason=reason)
+        if override is None:
+            self.overrides.pop((eq, power), None)
+        else:
+            self.overrides[(eq, power)] = override
+        self.changes.append(entry)
+        generation = self.service.generation + 1
+        await asyncio.to_thread(self.service.reload, generation, self.overrides)
+        persisted = await record_change(self.history, entry, override_dict(override))
+        return {**entry, "live": self.service.catalog.live[(eq, power)],
+                "pinned": self.service.catalog.pinned[(eq, power)], "generation": generation,
+                "converged": True, "persisted": persisted}
 
     async def stream_health(self) -> dict[str, Any]:
         return {}  # no stream actors without Ray
@@ -54,5 +85,6 @@ class LocalCore:
 def create_local_app(settings: Settings | None = None) -> FastAPI:
     s = settings or Settings()
     service = ScoringService(s.root, enable_xgb=s.enable_xgb, metrics=NoMetrics())
-    core = LocalCore(service, max_bulk_rows=s.max_bulk_rows, database_url=s.database_url)
+    guard = TokenGuard(s.admin_secret(), s.read_token.get_secret_value() if s.read_token else None)
+    core = LocalCore(service, max_bulk_rows=s.max_bulk_rows, database_url=s.database_url, guard=guard)
     return create_api(core, max_request_bytes=s.max_request_bytes)

@@ -99,3 +99,14 @@ class SyncResponse(BaseModel):
     unchanged: list[str]
     rejected: list[dict[str, str]]
     live_changes: list[dict[str, Any]]
+
+
+class ChangeRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field(default="", max_length=500, description="Why; recorded with the change.")
+
+
+class ActivateRequest(ChangeRequest):
+    model_version: Name = Field(description="The version to make live.")
+    pin: bool = Field(default=True, description="Keep it live even when newer versions appear.")

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from bundles.batch import Reading, Result, score_readings
-from bundles.catalog import Catalog
+from bundles.catalog import Catalog, Override
 from deployments.metrics import Metrics, NoMetrics
 
 
@@ -26,7 +26,7 @@ class ScoringService:
         *,
         enable_xgb: bool,
         equipment_ids: set[str] | None = None,
-        live_overrides: Mapping[tuple[str, str], str] | None = None,
+        live_overrides: Mapping[tuple[str, str], Override] | None = None,
         metrics: Metrics | None = None,
     ) -> None:
         self.root = Path(root)
@@ -46,7 +46,7 @@ class ScoringService:
         return results
 
     def reload(
-        self, generation: int, live_overrides: Mapping[tuple[str, str], str] | None = None
+        self, generation: int, live_overrides: Mapping[tuple[str, str], Override] | None = None
     ) -> dict[str, Any]:
         """Rescan the root; swap in the new catalog; report what changed."""
         with self._lock:
@@ -90,6 +90,7 @@ def describe_catalog(catalog: Catalog) -> list[dict[str, Any]]:
         out.append({
             "equipment_id": eq, "power": power, "model_version": ver,
             "live": catalog.live.get((eq, power)) == ver,
+            "pinned": catalog.live.get((eq, power)) == ver and catalog.pinned.get((eq, power), False),
             "power_range_kw": list(m.power_range_kw), "default_power": m.default_power,
             "modalities": {n: {"features": mod.features, "threshold": mod.threshold}
                            for n, mod in m.modalities.items()},

@@ -116,7 +116,23 @@ async def _v1(conn: asyncpg.Connection, mode: str, retention_days: int | None) -
     await conn.execute(_REST)
 
 
-MIGRATIONS = [(1, "initial schema", _v1)]
+async def _v2(conn: asyncpg.Connection, mode: str, retention_days: int | None) -> None:
+    await conn.execute("""
+    CREATE TABLE serve_ml_live_overrides (
+        equipment_id  text NOT NULL,
+        power         text NOT NULL,
+        model_version text NOT NULL,
+        pinned        boolean NOT NULL,
+        newest_at_set text,
+        set_at        timestamptz NOT NULL DEFAULT now(),
+        reason        text,
+        PRIMARY KEY (equipment_id, power)
+    );
+    ALTER TABLE serve_ml_model_events ADD COLUMN from_version text;
+    """)
+
+
+MIGRATIONS = [(1, "initial schema", _v1), (2, "explicit live versions", _v2)]
 
 
 async def detect_mode(conn: asyncpg.Connection) -> str:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -137,6 +137,22 @@ class Settings(BaseSettings):
 
     simulate_rate_hz: float = Field(default=20.0, ge=0)
     """Readings per second per simulated machine in ``make up`` (0: no simulator)."""
+
+    admin_token: SecretStr | None = None
+    """Bearer token for management endpoints (sync, activate, rollback, upload); unset: refused."""
+
+    admin_token_file: Path | None = None
+    """File holding the admin token (read at start; wins over ``SERVE_ML_ADMIN_TOKEN``)."""
+
+    read_token: SecretStr | None = None
+    """Bearer token for predict and read endpoints; unset: they are open."""
+
+    def admin_secret(self) -> str | None:
+        """The admin token in force, or None when management is disabled."""
+        if self.admin_token_file is not None:
+            text = self.admin_token_file.read_text().strip()
+            return text or None
+        return self.admin_token.get_secret_value() if self.admin_token else None
 
     @field_validator("root", "state_dir")
     @classmethod

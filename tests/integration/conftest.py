@@ -3,6 +3,7 @@ of the demo bundles on free ports. Torn down with serve.shutdown()/ray.shutdown(
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +16,8 @@ from serve_ml.settings import Settings
 from tests.conftest import DEMO_ROOT
 
 API = "/api/v1/serve-ml"
+ADMIN_TOKEN = "integration-admin-token"
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
 @pytest.fixture(scope="session")
@@ -26,6 +29,8 @@ def serve_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def cluster(serve_root: Path) -> Iterator[RunningCluster]:
+    # Replicas read the token from their own environment, inherited from this process.
+    os.environ["SERVE_ML_ADMIN_TOKEN"] = ADMIN_TOKEN
     settings = Settings(root=serve_root, http_port=free_port(), max_bulk_rows=2000,
                         max_request_bytes=4 * 1024 * 1024)
     args = app_args_from_config(root=str(serve_root), poll_interval_s=0.3)

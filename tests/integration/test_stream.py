@@ -247,3 +247,21 @@ def test_replayed_batch_is_stored_once_and_alerts_once(stack: Stack) -> None:
     assert second.predictions == 0 and second.readings == 0 and second.duplicates == 20
     assert not second.alerts_opened and not second.alerts_resolved
     assert count(stack, "serve_ml_predictions", "press-02", base) == 20
+
+
+def test_live_version_changes_persist_and_restore(stack: Stack) -> None:
+    """What the ingress records on activate/rollback is what a restart restores."""
+    from deployments.history import History, load_state, record_change
+
+    entry = {"at": time.time(), "action": "pin", "equipment_id": "press-02", "power": "5.5kW",
+             "from": "1.1.0", "to": "1.0.0", "reason": "it's'; DROP TABLE serve_ml_alerts; --"}
+    assert asyncio.run(record_change(History(stack.database_url), entry,
+                                     {"version": "1.0.0", "pinned": True, "newest_at_set": None}))
+    overrides, history = asyncio.run(load_state(History(stack.database_url)))
+    assert overrides[("press-02", "5.5kW")] == {"version": "1.0.0", "pinned": True, "newest_at_set": None}
+    assert history[-1]["reason"] == entry["reason"]  # stored verbatim, bound as a parameter
+    assert q(stack, "SELECT count(*) AS n FROM serve_ml_alerts")[0]["n"] >= 1  # table still there
+    unpin = {**entry, "action": "unpin", "from": "1.0.0", "to": "1.1.0", "reason": "done"}
+    assert asyncio.run(record_change(History(stack.database_url), unpin, None))
+    overrides, _ = asyncio.run(load_state(History(stack.database_url)))
+    assert ("press-02", "5.5kW") not in overrides

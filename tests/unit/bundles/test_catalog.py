@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bundles.catalog import RPM_NM_TO_KW, Catalog
+from bundles.catalog import RPM_NM_TO_KW, Catalog, Override
 from serve_ml.errors import AmbiguousPower, EquipmentNotFound, PowerNotFound, VersionNotFound
 from tests.conftest import build_sim_bundle
 
@@ -23,8 +23,19 @@ def test_newest_pep440_version_is_live(tmp_path: Path) -> None:
     cat = Catalog.scan(tmp_path)
     assert cat.live[("m", "7.5kW")] == "1.10.0"
     assert cat.versions("m", "7.5kW") == ["1.9.2", "1.10.0rc1", "1.10.0"]
-    pinned = Catalog.scan(tmp_path, live_overrides={("m", "7.5kW"): "1.9.2"})
-    assert pinned.live[("m", "7.5kW")] == "1.9.2"
+    pinned = Catalog.scan(tmp_path, live_overrides={("m", "7.5kW"): Override("1.9.2")})
+    assert pinned.live[("m", "7.5kW")] == "1.9.2" and pinned.pinned[("m", "7.5kW")]
+
+
+def test_unpinned_activation_yields_to_a_newer_version(tmp_path: Path) -> None:
+    for v in ("1.0.0", "1.1.0"):
+        build_sim_bundle(tmp_path, "m", "7.5kW", v)
+    o = Override("1.0.0", pinned=False, newest_at_set="1.1.0")
+    assert Catalog.scan(tmp_path, live_overrides={("m", "7.5kW"): o}).live[("m", "7.5kW")] == "1.0.0"
+    build_sim_bundle(tmp_path, "m", "7.5kW", "1.2.0")
+    assert Catalog.scan(tmp_path, live_overrides={("m", "7.5kW"): o}).live[("m", "7.5kW")] == "1.2.0"
+    pinned = Override("1.0.0", pinned=True, newest_at_set="1.1.0")
+    assert Catalog.scan(tmp_path, live_overrides={("m", "7.5kW"): pinned}).live[("m", "7.5kW")] == "1.0.0"
 
 
 def test_invalid_version_directory_is_rejected(root_copy: Path) -> None:

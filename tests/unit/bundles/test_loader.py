@@ -141,3 +141,17 @@ def test_sequence_model_declared_but_refused(root_copy: Path) -> None:
 def test_gate_only_bundle_has_no_classifier(root_copy: Path) -> None:
     b = load_bundle(root_copy / "pump-03" / "7.5kW" / "1.0.0", root_copy)
     assert b.classifier is None and b.manifest.classifier is None
+
+
+def test_warmup_mismatch_is_rejected_by_the_catalog(root_copy: Path) -> None:
+    from bundles.catalog import Catalog
+
+    p = bundle_dir(root_copy)
+    w = json.loads((p / "warmup.json").read_text())
+    w["expected"][0]["score"] *= 1.5
+    (p / "warmup.json").write_text(json.dumps(w))
+    _rewrite_checksums(p)
+    load_bundle(p, root_copy)  # loads: files and shapes are fine ...
+    cat = Catalog.scan(root_copy)  # ... but it never becomes visible
+    assert B not in cat.bundles
+    assert any("warm-up mismatch: row 0 score" in r.reason for r in cat.rejected)
