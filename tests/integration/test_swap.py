@@ -54,3 +54,20 @@ def test_swap_under_load(cluster, http: httpx.Client, serve_root: Path) -> None:
         switches = [i for i in range(1, len(seq)) if seq[i] != seq[i - 1]]
         assert seq[0] == "1.0.0" and seq[-1] == "2.0.0", (path, seq[0], seq[-1])
         assert len(switches) == 1, (path, switches)  # never flips back
+
+
+def test_every_dashboard_metric_is_exported(cluster, http: httpx.Client) -> None:
+    """Runs after a swap, so swap and live-version series exist too."""
+    from tests.unit.test_cluster import dashboard_metrics
+
+    http.post("/predict/bulk", json={"readings": [{"equipment_id": "press-02", "power": "7.5kW",
+                                                   "features": sim_rows("overstrain", 1, "7.5kW")[0]}] * 5})
+    wanted = dashboard_metrics()
+    deadline, missing = time.monotonic() + 60, wanted
+    while time.monotonic() < deadline:
+        text = httpx.get(f"http://127.0.0.1:{cluster.metrics_port}/metrics", timeout=10).text
+        missing = {m for m in wanted if m not in text}
+        if not missing:
+            break
+        time.sleep(2)
+    assert not missing, sorted(missing)

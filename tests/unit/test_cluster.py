@@ -1,0 +1,53 @@
+"""cluster/ deliverables parse and agree with serve_config.yaml."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import yaml
+
+from serve_ml.settings import REPO_ROOT
+
+CLUSTER = REPO_ROOT / "cluster"
+FLAGS = {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
+
+
+def dashboard_metrics() -> set[str]:
+    dash = json.loads((CLUSTER / "grafana-dashboard.json").read_text())
+    exprs = [t["expr"] for p in dash["panels"] for t in p["targets"]]
+    return {m for e in exprs for m in re.findall(r"\b(ray_[a-z_]+)", e)}
+
+
+def test_rayservice_embeds_serve_config() -> None:
+    rs = yaml.safe_load((CLUSTER / "rayservice.yaml").read_text())
+    assert rs["kind"] == "RayService"
+    assert yaml.safe_load(rs["spec"]["serveConfigV2"]) == yaml.safe_load((REPO_ROOT / "serve_config.yaml").read_text())
+    containers = [rs["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"]["containers"][0]] + [
+        g["template"]["spec"]["containers"][0] for g in rs["spec"]["rayClusterConfig"]["workerGroupSpecs"]]
+    for c in containers:
+        env = {e["name"]: e.get("value") for e in c["env"]}
+        assert all(env.get(k) == v for k, v in FLAGS.items()), c["name"]
+        assert "SERVE_ML_ADMIN_TOKEN" in env  # from a secret, never inline
+
+
+def test_cluster_launcher_sets_flags_where_ray_starts() -> None:
+    cfg = yaml.safe_load((CLUSTER / "ray-cluster.yaml").read_text())
+    for key in ("head_start_ray_commands", "worker_start_ray_commands"):
+        start = " ".join(cfg[key])
+        assert all(f"{k}={v}" in start for k, v in FLAGS.items()), key
+
+
+def test_prometheus_scrapes_the_metrics_port() -> None:
+    cfg = yaml.safe_load((CLUSTER / "prometheus.yml").read_text())
+    targets = [t for job in cfg["scrape_configs"] for sc in job["static_configs"] for t in sc["targets"]]
+    assert "127.0.0.1:8080" in targets
+
+
+def test_dashboard_covers_what_sres_asked_for() -> None:
+    names = dashboard_metrics()
+    for needed in ("ray_serve_ml_rows_scored_total", "ray_serve_ml_request_latency_ms_bucket",
+                   "ray_serve_ml_anomalies_total", "ray_serve_ml_live_version_info",
+                   "ray_serve_deployment_replica_healthy", "ray_serve_deployment_queued_queries",
+                   "ray_serve_ml_swaps_total"):
+        assert needed in names, needed
