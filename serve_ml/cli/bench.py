@@ -26,6 +26,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     st.add_argument("--rate-hz", type=float, default=10_000, help="input rate of the latency phase")
     st.add_argument("--consumers", type=int, default=1)
     st.set_defaults(func=_stream)
+    sw = bsub.add_parser("swap", help="live-version swaps under steady load")
+    sw.add_argument("--swaps", type=int, default=6)
+    sw.add_argument("--duration-s", type=float, default=12.0)
+    sw.set_defaults(func=_swap)
+    a = bsub.add_parser("all", help="score, http, fleet, stream and swap, one table each")
+    a.add_argument("--quick", action="store_true", help="fewer repeats, shorter runs")
+    a.set_defaults(func=_all)
 
 
 def _score(args: argparse.Namespace) -> int:
@@ -61,4 +68,35 @@ def _stream(args: argparse.Namespace) -> int:
     rep = stream.run(n=args.readings, rate_hz=args.rate_hz, consumers=args.consumers)
     print(rep.table())
     print(f"wrote {rep.write('stream')}")
+    return 0
+
+
+def _swap(args: argparse.Namespace) -> int:
+    from serve_ml.bench import swap
+
+    rep = swap.run(swaps=args.swaps, duration_s=args.duration_s)
+    print(rep.table())
+    print(f"wrote {rep.write('swap')}")
+    return 0
+
+
+def _all(args: argparse.Namespace) -> int:
+    import time
+
+    from serve_ml.bench import fleet, http, score, stream, swap
+
+    quick = args.quick
+    t0 = time.monotonic()
+    runs = [("score", lambda: score.run(repeats=3)),
+            ("http", lambda: http.run(repeats=2 if quick else 3, duration_s=4 if quick else 5)),
+            ("fleet", lambda: fleet.run(repeats=2 if quick else 3, duration_s=4 if quick else 5)),
+            ("stream", lambda: stream.run(n=50_000 if quick else 100_000)),
+            ("swap", lambda: swap.run(swaps=4 if quick else 6, duration_s=8 if quick else 12))]
+    missed = 0
+    for name, fn in runs:
+        rep = fn()
+        print(rep.table(), flush=True)
+        print(f"wrote {rep.write(name)}\n", flush=True)
+        missed += sum(1 for f in rep.figures if f.met is False)
+    print(f"bench all: {time.monotonic() - t0:.0f}s, {missed} target(s) missed")
     return 0
