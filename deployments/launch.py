@@ -139,3 +139,16 @@ def _restore_live_state(settings: Settings) -> None:
     state = asyncio.run(load_state(history))
     if state is not None:
         ray.get(get_control().restore.remote(*state))
+
+
+def apply_scaling(settings: Settings, app_args: AppArgs, equipment_id: str, scaling: Any) -> AppArgs:
+    """Change one equipment deployment's autoscaling in place (Ray must be connected).
+
+    Only options change, so Serve updates the running deployment without
+    restarting replicas and without reloading any bundle.
+    """
+    from ray import serve
+
+    args = app_args.model_copy(update={"equipment": {**app_args.equipment, equipment_id: scaling}})
+    serve.run(build_graph(args, settings), name=APP_NAME, route_prefix="/")
+    return args

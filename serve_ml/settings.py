@@ -23,7 +23,8 @@ class Settings(BaseSettings):
     """serve-ml settings. Every field is ``SERVE_ML_<NAME>`` unless noted."""
 
     model_config = SettingsConfigDict(
-        env_prefix="SERVE_ML_", extra="forbid", use_attribute_docstrings=True, frozen=True
+        env_prefix="SERVE_ML_", extra="forbid", use_attribute_docstrings=True, frozen=True,
+        populate_by_name=True
     )
 
     root: Path = Field(default_factory=default_bundle_root)

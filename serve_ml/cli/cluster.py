@@ -86,8 +86,9 @@ def _up(args: argparse.Namespace) -> int:
         stack.settings = settings
     print("starting Ray and Ray Serve (HAProxy ingress: %s, throughput-optimised: %s)..."
           % (settings.haproxy, settings.throughput_optimized), flush=True)
+    app_args = app_args_from_config()
     try:
-        cluster = start_cluster(settings, app_args_from_config(), http_port=args.port,
+        cluster = start_cluster(settings, app_args, http_port=args.port,
                                 metrics_port=settings.metrics_port, dashboard=True,
                                 dashboard_port=settings.dashboard_port)
     except BaseException:
@@ -102,7 +103,10 @@ def _up(args: argparse.Namespace) -> int:
              "metrics_url": f"http://127.0.0.1:{cluster.metrics_port}/metrics",
              "dashboard_url": cluster.dashboard_url, "ray_gcs_address": cluster.gcs_address,
              "started_at": time.time(), "startup_s": round(cluster.started_s, 2),
-             "stream": stack.describe() if stack else None}
+             "stream": stack.describe() if stack else None,
+             # what `serve-ml scale` needs to redeploy the same graph (no secrets)
+             "settings": settings.model_dump(mode="json", exclude={"admin_token", "read_token", "admin_token_file"}),
+             "app_args": app_args.model_dump(mode="json")}
     state_path(settings).write_text(json.dumps(state, indent=2))
     api = f"{cluster.http_url}/api/v1/serve-ml"
     print(f"""
@@ -250,6 +254,48 @@ def _predict(args: argparse.Namespace) -> int:
     r = httpx.post(f"{url}/api/v1/serve-ml/predict", json=body, timeout=30)
     print(json.dumps(r.json(), indent=2))
     return 0 if r.status_code == 200 else 1
+
+
+def register_scale(sub: argparse._SubParsersAction) -> None:
+    sc = sub.add_parser("scale", help="change one equipment deployment's autoscaling, in place")
+    sc.add_argument("equipment_id")
+    sc.add_argument("--min", type=int, dest="min_replicas", required=True)
+    sc.add_argument("--max", type=int, dest="max_replicas", required=True)
+    sc.add_argument("--target-ongoing-requests", type=float)
+    sc.add_argument("--upscale-delay-s", type=float, default=5.0)
+    sc.add_argument("--downscale-delay-s", type=float, default=60.0)
+    sc.set_defaults(func=_scale)
+
+
+def _scale(args: argparse.Namespace) -> int:
+    import ray
+
+    from deployments.app import AppArgs, Autoscaling, equipment_dirs
+    from deployments.launch import apply_scaling
+
+    state = read_state(Settings())
+    if state is None or "app_args" not in state:
+        print("serve-ml is not running (start it with `make up`)", file=sys.stderr)
+        return 1
+    settings = Settings(**state["settings"])
+    app_args = AppArgs.model_validate(state["app_args"])
+    dedicated = equipment_dirs(settings.root)[: app_args.max_dedicated_deployments]
+    if args.equipment_id not in dedicated:
+        print(f"{args.equipment_id!r} has no dedicated deployment (dedicated: {', '.join(dedicated)}); "
+              "it is scored by the ingress, which scales with `ingress_autoscaling`", file=sys.stderr)
+        return 2
+    scaling = Autoscaling(min_replicas=args.min_replicas, max_replicas=args.max_replicas,
+                          target_ongoing_requests=args.target_ongoing_requests,
+                          upscale_delay_s=args.upscale_delay_s, downscale_delay_s=args.downscale_delay_s)
+    ray.init(address=state["ray_gcs_address"], namespace="serve", log_to_driver=False)
+    try:
+        new_args = apply_scaling(settings, app_args, args.equipment_id, scaling)
+    finally:
+        ray.shutdown()  # disconnects this driver; the cluster keeps running
+    state["app_args"] = new_args.model_dump(mode="json")
+    state_path(Settings()).write_text(json.dumps(state, indent=2))
+    print(f"equipment-{args.equipment_id}: min {args.min_replicas}, max {args.max_replicas} (applied in place)")
+    return 0
 
 
 def register_stream(sub: argparse._SubParsersAction) -> None:

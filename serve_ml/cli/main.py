@@ -14,6 +14,7 @@ def build_parser() -> argparse.ArgumentParser:
     bundle.register(sub)
     cluster.register(sub)
     cluster.register_stream(sub)
+    cluster.register_scale(sub)
     bench.register(sub)
     return p
 
