@@ -47,6 +47,7 @@ class Core(Protocol):
     async def ready(self) -> tuple[bool, dict[str, Any]]: ...
     async def stream_health(self) -> dict[str, Any]: ...
     async def live_history(self) -> list[dict[str, Any]]: ...
+    async def install(self, archive: bytes) -> str: ...
     async def change_live(self, action: str, eq: str, power: str, *, version: str | None = None,
                           pin: bool = True, reason: str = "") -> dict[str, Any]: ...
 
@@ -149,6 +150,15 @@ def create_api(core: Core, *, max_request_bytes: int) -> FastAPI:
     async def sync() -> Response:
         """Rescan the bundle root and report what changed."""
         return json_response(await core.sync())
+
+    @app.post(f"{PREFIX}/bundles/upload", dependencies=manage,
+              openapi_extra={"requestBody": {"required": True, "content": {
+                  "application/gzip": {"schema": {"type": "string", "format": "binary"}}}}})
+    async def upload_bundle(request: Request) -> Response:
+        """Install a bundle from a ``.tar.gz`` of its files, then sync. 409 if that version exists."""
+        data = await request.body()
+        installed = await core.install(data)
+        return json_response({"installed": installed, "sync": await core.sync()})
 
     @app.post(f"{PREFIX}/bundles/{{equipment_id}}/{{power}}/activate", dependencies=manage)
     async def activate_version(equipment_id: str, power: str, body: ActivateRequest) -> Response:

@@ -25,6 +25,7 @@ from ray.serve.handle import DeploymentHandle
 from bundles.batch import Reading, Result
 from deployments.api import create_api
 from deployments.control import GenerationWatcher, get_control
+from bundles.archive import install_archive
 from deployments.auth import TokenGuard
 from deployments.history import History, record_change
 from deployments.versions import activate, override_dict, rollback, unpin
@@ -111,6 +112,10 @@ class Ingress:
 
     def describe(self) -> list[dict[str, Any]]:
         return self.service.describe()
+
+    async def install(self, archive: bytes) -> str:
+        bundle = await asyncio.to_thread(install_archive, archive, Path(self.args.root))
+        return "/".join(bundle.key)
 
     async def live_history(self) -> list[dict[str, Any]]:
         return await self.control.history.remote()

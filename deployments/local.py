@@ -14,6 +14,7 @@ from fastapi import FastAPI
 from bundles.batch import Reading, Result
 from deployments.api import create_api
 from bundles.catalog import Override
+from bundles.archive import install_archive
 from deployments.auth import TokenGuard
 from deployments.history import History, record_change
 from deployments.versions import activate, override_dict, rollback, unpin
@@ -49,6 +50,10 @@ class LocalCore:
         generation = self.service.generation + 1
         report = await asyncio.to_thread(self.service.reload, generation, self.overrides)
         return {**report, "generation": generation, "converged": True}
+
+    async def install(self, archive: bytes) -> str:
+        bundle = await asyncio.to_thread(install_archive, archive, self.service.root)
+        return "/".join(bundle.key)
 
     async def live_history(self) -> list[dict[str, Any]]:
         return list(self.changes)

@@ -42,6 +42,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     ls.add_argument("--json", action="store_true")
     ls.set_defaults(func=_list)
 
+    for name, helptext in (("activate", "make a version live (pinned unless --no-pin)"),
+                           ("rollback", "back to the previously live version"),
+                           ("unpin", "drop the explicit live version (newest wins)")):
+        a = bsub.add_parser(name, help=helptext + " on the running system")
+        a.add_argument("equipment_id")
+        a.add_argument("power")
+        if name == "activate":
+            a.add_argument("model_version")
+            a.add_argument("--no-pin", action="store_true")
+        a.add_argument("--reason", default="")
+        a.add_argument("--url", help="server URL (default: from `serve-ml status`)")
+        a.set_defaults(func=_change, action=name)
+    up = bsub.add_parser("upload", help="upload a bundle directory to the running system")
+    up.add_argument("path", type=Path)
+    up.add_argument("--url")
+    up.set_defaults(func=_upload)
+
     d = bsub.add_parser("demo", help="build the demo fleet (3 equipment x 2 power classes)")
     d.add_argument("--root", type=Path)
     d.add_argument("--if-missing", action="store_true", help="do nothing when the root already has bundles")
@@ -131,3 +148,37 @@ def _demo(args: argparse.Namespace) -> int:
     for p in build_demo(root, csv=args.csv or AI4I_CSV):
         print(p)
     return 0
+
+
+def admin_request(method: str, path: str, url: str | None, **kw: object) -> int:
+    """Call a management endpoint with SERVE_ML_ADMIN_TOKEN; print the JSON answer."""
+    import httpx
+
+    from serve_ml.cli.cluster import read_state
+
+    s = Settings()
+    base = url or (read_state(s) or {}).get("http_url")
+    if not base:
+        print("serve-ml is not running; start it with `make up` or pass --url", file=sys.stderr)
+        return 1
+    token = s.admin_secret()
+    if not token:
+        print("set SERVE_ML_ADMIN_TOKEN (or SERVE_ML_ADMIN_TOKEN_FILE) to the server's admin token", file=sys.stderr)
+        return 1
+    r = httpx.request(method, f"{base}/api/v1/serve-ml{path}", headers={"Authorization": f"Bearer {token}"},
+                      timeout=120, **kw)  # type: ignore[arg-type]
+    print(json.dumps(r.json(), indent=2))
+    return 0 if r.status_code == 200 else 1
+
+
+def _change(args: argparse.Namespace) -> int:
+    body: dict[str, object] = {"reason": args.reason}
+    if args.action == "activate":
+        body.update(model_version=args.model_version, pin=not args.no_pin)
+    return admin_request("POST", f"/bundles/{args.equipment_id}/{args.power}/{args.action}", args.url, json=body)
+
+
+def _upload(args: argparse.Namespace) -> int:
+    from bundles.archive import pack_bundle
+
+    return admin_request("POST", "/bundles/upload", args.url, content=pack_bundle(args.path))

@@ -32,6 +32,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     st = sub.add_parser("status", help="where the running system is and how healthy it is")
     st.add_argument("--json", action="store_true", help="one JSON object, for scripts")
     st.set_defaults(func=_status)
+    sy = sub.add_parser("sync", help="rescan the bundle root of the running system (needs the admin token)")
+    sy.add_argument("--url")
+    sy.set_defaults(func=_sync)
     pr = sub.add_parser("predict", help="score one reading over HTTP")
     pr.add_argument("equipment_id")
     pr.add_argument("features", nargs="+", metavar="NAME=VALUE")
@@ -175,6 +178,12 @@ def _start_simulator(settings: Settings, bootstrap: str, stop: threading.Event) 
                 stop.wait(1.0)
 
     threading.Thread(target=loop, name="simulator", daemon=True).start()
+
+
+def _sync(args: argparse.Namespace) -> int:
+    from serve_ml.cli.bundle import admin_request
+
+    return admin_request("POST", "/sync", args.url)
 
 
 def _down(args: argparse.Namespace) -> int:

@@ -29,7 +29,7 @@ def env(tmp_path: Path) -> dict[str, str]:
     shutil.copytree(DEMO_ROOT, root)
     return {**os.environ, "SERVE_ML_ROOT": str(root), "SERVE_ML_STATE_DIR": str(tmp_path / "state"),
             "SERVE_ML_HTTP_PORT": str(free_port()), "SERVE_ML_METRICS_PORT": str(free_port()),
-            "SERVE_ML_DASHBOARD_PORT": str(free_port())}
+            "SERVE_ML_DASHBOARD_PORT": str(free_port()), "SERVE_ML_ADMIN_TOKEN": "e2e-token"}
 
 
 def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
@@ -52,6 +52,13 @@ def test_up_status_predict_down(env: dict[str, str], tmp_path: Path) -> None:
         verdict = json.loads(out.stdout)
         assert verdict["power"] == "7.5kW" and verdict["anomaly"] is False
         assert "serve-ml is up" in (tmp_path / "up.log").read_text()
+        sync = cli(env, "sync")
+        assert sync.returncode == 0 and json.loads(sync.stdout)["unchanged"], sync.stdout + sync.stderr
+        act = cli(env, "bundle", "activate", "press-02", "7.5kW", "1.0.0", "--reason", "e2e")
+        assert act.returncode == 0 and json.loads(act.stdout)["pinned"] is True, act.stdout + act.stderr
+        stream = json.loads(cli(env, "status", "--json").stdout)
+        assert stream["storage_mode"] == "postgres-partitioned" and stream["health"]["stream"] == "ok"
+        assert "in-memory" in stream["kafka"]
         down = cli(env, "down")
         assert down.returncode == 0 and "stopped" in down.stdout
         proc.wait(30)

@@ -1,0 +1,106 @@
+"""Install a bundle from an uploaded ``.tar.gz``, safely and atomically.
+
+The archive holds one bundle's files at its top level (``manifest.json`` and the
+files it lists). Extraction never trusts the archive: only regular files with safe
+flat names are written, by us, byte-counted against limits (so a decompression bomb
+stops early); links, devices, directories, absolute paths and ``..`` are refused.
+The bundle is validated (checksums, shapes, warm-up) in ``<root>/.staging`` and then
+renamed into place, so the root never holds a partial bundle.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import tarfile
+import uuid
+from pathlib import Path
+
+from bundles.loader import Bundle, load_bundle
+from bundles.manifest import MANIFEST_NAME, is_safe_segment
+from bundles.warmup import verify_warmup
+from serve_ml.errors import BundleInvalid, ServeMLError
+
+MAX_MEMBERS = 64
+MAX_TOTAL_BYTES = 128 << 20
+
+
+class BundleExists(ServeMLError):
+    status_code = 409
+
+
+def _refuse(reason: str) -> BundleInvalid:
+    return BundleInvalid("upload", reason)
+
+
+def install_archive(data: bytes, root: Path) -> Bundle:
+    root = Path(root).resolve()
+    staging = root / ".staging" / f"upload-{uuid.uuid4().hex}"
+    flat = staging / "flat"
+    flat.mkdir(parents=True)
+    try:
+        _extract(data, flat)
+        try:
+            manifest = json.loads((flat / MANIFEST_NAME).read_bytes())
+            eq, power, version = manifest["equipment_id"], manifest["power"], manifest["model_version"]
+        except (OSError, ValueError, KeyError, TypeError):
+            raise _refuse(f"archive has no readable {MANIFEST_NAME} with equipment_id, power, model_version") from None
+        if not all(isinstance(x, str) and is_safe_segment(x) for x in (eq, power, version)):
+            raise _refuse("manifest identity is not made of safe path segments")
+        bdir = staging / eq / power / version
+        bdir.parent.mkdir(parents=True)
+        os.rename(flat, bdir)
+        bundle = load_bundle(bdir, staging)
+        verify_warmup(bundle)
+        final = root / eq / power / version
+        if final.exists():
+            raise BundleExists(f"{eq}/{power}/{version} already exists; bundles are immutable, upload a new version")
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.rename(bdir, final)
+        return load_bundle(final, root)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _extract(data: bytes, dest: Path) -> None:
+    total = 0
+    try:
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:*") as tar:
+            for count, m in enumerate(tar, start=1):
+                if count > MAX_MEMBERS:
+                    raise _refuse(f"more than {MAX_MEMBERS} members")
+                name = m.name[2:] if m.name.startswith("./") else m.name
+                if m.isdir() and name in ("", "."):
+                    continue
+                if m.issym() or m.islnk():
+                    raise _refuse(f"{m.name!r} is a link; links are not allowed")
+                if not m.isfile():
+                    raise _refuse(f"{m.name!r} is not a regular file")
+                if name.startswith("/") or ".." in name or "/" in name or not is_safe_segment(name):
+                    raise _refuse(f"{m.name!r} is not a safe flat file name")
+                if (dest / name).exists():
+                    raise _refuse(f"{name!r} appears twice")
+                src = tar.extractfile(m)
+                if src is None:
+                    raise _refuse(f"{m.name!r} cannot be read")
+                with (dest / name).open("wb") as out:
+                    while chunk := src.read(1 << 20):
+                        total += len(chunk)
+                        if total > MAX_TOTAL_BYTES:
+                            raise _refuse(f"archive expands beyond {MAX_TOTAL_BYTES} bytes")
+                        out.write(chunk)
+    except (tarfile.TarError, EOFError, OSError) as exc:
+        if isinstance(exc, BundleInvalid):
+            raise
+        raise _refuse(f"not a readable tar archive: {type(exc).__name__}") from None
+
+
+def pack_bundle(path: Path) -> bytes:
+    """A ``.tar.gz`` of one bundle directory, in the layout ``install_archive`` reads."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for f in sorted(Path(path).iterdir()):
+            tar.add(f, arcname=f.name, recursive=False)
+    return buf.getvalue()
