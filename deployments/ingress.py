@@ -28,7 +28,7 @@ from deployments.control import GenerationWatcher, get_control
 from bundles.archive import install_archive
 from deployments.auth import TokenGuard
 from deployments.history import History, record_change
-from deployments.versions import activate, override_dict, rollback, unpin
+from deployments.versions import decide, outcome, override_dict
 from serve_ml.settings import Settings
 from deployments.metrics import Metrics
 from deployments.service import ScoringService
@@ -122,21 +122,16 @@ class Ingress:
 
     async def change_live(self, action: str, eq: str, power: str, *, version: str | None = None,
                           pin: bool = True, reason: str = "") -> dict[str, Any]:
-        cat = self.service.catalog
-        if action == "activate":
-            override, entry = activate(cat, eq, power, version or "", pin=pin, reason=reason)
-        elif action == "unpin":
-            override, entry = unpin(cat, eq, power, reason=reason)
-        else:
-            override, entry = rollback(cat, eq, power, await self.control.history.remote(), reason=reason)
+        history = await self.control.history.remote()
+        override, entry = decide(action, self.service.catalog, eq, power, history, version=version, pin=pin,
+                                 reason=reason)
         generation = await self.control.apply.remote((eq, power), override, entry)
         _, overrides = await self.control.state.remote()
         await asyncio.to_thread(self.service.reload, generation, overrides)
         converged = await self._converge(generation)
         persisted = await record_change(self.history, entry, override_dict(override))
-        return {**entry, "live": self.service.catalog.live[(eq, power)],
-                "pinned": self.service.catalog.pinned[(eq, power)], "generation": generation,
-                "converged": converged, "persisted": persisted}
+        return outcome(entry, self.service.catalog, (eq, power), generation=generation,
+                       converged=converged, persisted=persisted)
 
     async def sync(self) -> dict[str, Any]:
         generation = await self.control.bump.remote("sync")

@@ -17,7 +17,7 @@ from bundles.catalog import Override
 from bundles.archive import install_archive
 from deployments.auth import TokenGuard
 from deployments.history import History, record_change
-from deployments.versions import activate, override_dict, rollback, unpin
+from deployments.versions import decide, outcome, override_dict
 from deployments.metrics import Metrics, NoMetrics
 from deployments.service import ScoringService
 from deployments.wire import encode_results
@@ -60,13 +60,8 @@ class LocalCore:
 
     async def change_live(self, action: str, eq: str, power: str, *, version: str | None = None,
                           pin: bool = True, reason: str = "") -> dict[str, Any]:
-        cat = self.service.catalog
-        if action == "activate":
-            override, entry = activate(cat, eq, power, version or "", pin=pin, reason=reason)
-        elif action == "unpin":
-            override, entry = unpin(cat, eq, power, reason=reason)
-        else:
-            override, entry = rollback(cat, eq, power, self.changes, reason=reason)
+        override, entry = decide(action, self.service.catalog, eq, power, self.changes, version=version,
+                                 pin=pin, reason=reason)
         if override is None:
             self.overrides.pop((eq, power), None)
         else:
@@ -75,9 +70,8 @@ class LocalCore:
         generation = self.service.generation + 1
         await asyncio.to_thread(self.service.reload, generation, self.overrides)
         persisted = await record_change(self.history, entry, override_dict(override))
-        return {**entry, "live": self.service.catalog.live[(eq, power)],
-                "pinned": self.service.catalog.pinned[(eq, power)], "generation": generation,
-                "converged": True, "persisted": persisted}
+        return outcome(entry, self.service.catalog, (eq, power), generation=generation,
+                       converged=True, persisted=persisted)
 
     async def stream_health(self) -> dict[str, Any]:
         return {}  # no stream actors without Ray

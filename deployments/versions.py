@@ -57,3 +57,17 @@ def _entry(action: str, eq: str, power: str, frm: str | None, to: str, reason: s
 
 def override_dict(o: Override | None) -> dict[str, Any] | None:
     return asdict(o) if o else None
+
+
+def decide(action: str, catalog: Catalog, eq: str, power: str, history: list[dict], *, version: str | None,
+           pin: bool, reason: str) -> tuple[Override | None, dict[str, Any]]:
+    """The override and history entry for one management action."""
+    if action == "activate":
+        return activate(catalog, eq, power, version or "", pin=pin, reason=reason)
+    if action == "unpin":
+        return unpin(catalog, eq, power, reason=reason)
+    return rollback(catalog, eq, power, history, reason=reason)
+
+
+def outcome(entry: dict[str, Any], catalog: Catalog, key: Key, **extra: Any) -> dict[str, Any]:
+    return {**entry, "live": catalog.live[key], "pinned": catalog.pinned[key], **extra}

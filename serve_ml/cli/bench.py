@@ -35,51 +35,40 @@ def register(sub: argparse._SubParsersAction) -> None:
     a.set_defaults(func=_all)
 
 
+def _print(name: str, rep: object) -> int:
+    print(rep.table())  # type: ignore[attr-defined]
+    print(f"wrote {rep.write(name)}")  # type: ignore[attr-defined]
+    return 0
+
+
 def _score(args: argparse.Namespace) -> int:
     from serve_ml.bench import score
 
-    rep = score.run(repeats=args.repeats, enable_xgb=args.xgb)
-    print(rep.table())
-    print(f"wrote {rep.write('score')}")
-    return 0
+    return _print("score", score.run(repeats=args.repeats, enable_xgb=args.xgb))
 
 
 def _http(args: argparse.Namespace) -> int:
     from serve_ml.bench import http
 
-    rep = http.run(repeats=args.repeats, duration_s=args.duration_s)
-    print(rep.table())
-    print(f"wrote {rep.write('http')}")
-    return 0
+    return _print("http", http.run(repeats=args.repeats, duration_s=args.duration_s))
 
 
 def _fleet(args: argparse.Namespace) -> int:
     from serve_ml.bench import fleet
 
-    rep = fleet.run(n=args.bundles, repeats=args.repeats, duration_s=args.duration_s)
-    print(rep.table())
-    print(f"wrote {rep.write('fleet')}")
-    return 0
+    return _print("fleet", fleet.run(n=args.bundles, repeats=args.repeats, duration_s=args.duration_s))
 
 
 def _stream(args: argparse.Namespace) -> int:
     from serve_ml.bench import stream
 
-    rep = stream.run(n=args.readings, rate_hz=args.rate_hz, consumers=args.consumers)
-    print(rep.table())
-    print(f"wrote {rep.write('stream')}")
-    return 0
+    return _print("stream", stream.run(n=args.readings, rate_hz=args.rate_hz, consumers=args.consumers))
 
 
 def _swap(args: argparse.Namespace) -> int:
     from serve_ml.bench import swap
 
-    rep = swap.run(swaps=args.swaps, duration_s=args.duration_s)
-    print(rep.table())
-    print(f"wrote {rep.write('swap')}")
-    return 0
-
-
+    return _print("swap", swap.run(swaps=args.swaps, duration_s=args.duration_s))
 def _all(args: argparse.Namespace) -> int:
     import time
 
