@@ -55,7 +55,7 @@ class AppArgs(BaseModel):
     equipment: dict[str, Autoscaling] = Field(default_factory=dict, description="Per-equipment overrides.")
     ingress_autoscaling: Autoscaling = Field(default_factory=Autoscaling, description="The ingress deployment.")
     max_dedicated_deployments: int = Field(
-        default=8, ge=0, description="Equipment ids (sorted) that get their own deployment; the rest are "
+        default=4, ge=0, description="Equipment ids (sorted) that get their own deployment; the rest are "
         "scored by the ingress replicas.")
     poll_interval_s: float = Field(default=1.0, gt=0, description="How often replicas check for a sync.")
     replica_num_cpus: float = Field(
