@@ -222,10 +222,12 @@ def create_api(core: Core, *, max_request_bytes: int) -> FastAPI:
 
     @app.get(f"{PREFIX}/stream/health")
     async def stream_health() -> Response:
-        """State and lag of the stream scorer actors; 503 when any is not running."""
+        """State and lag of the stream scorer actors; 503 unless all are running."""
         health = await core.stream_health()
-        ok = bool(health) and all(h.get("state") == "running" for h in health.values())
-        return json_response({"status": "ok" if ok else "degraded", "actors": health}, 200 if ok else 503)
+        states = {h.get("state") for h in health.values()}
+        status = ("ok" if health and states == {"running"} else
+                  "starting" if health and states <= {"running", "starting"} else "degraded")
+        return json_response({"status": status, "actors": health}, 200 if status == "ok" else 503)
 
     @app.exception_handler(ServeMLError)
     async def _serve_ml_error(_: Request, exc: ServeMLError) -> Response:

@@ -7,11 +7,13 @@ Lives in ``deployments`` (the ingress serves it) and only reads the tables that
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 from typing import Any
 
 import asyncpg
 import orjson
 
+from bundles.catalog import Catalog
 from serve_ml.errors import Unavailable
 
 MAX_ROWS = 10_000
@@ -113,3 +115,39 @@ async def load_state(history: History) -> tuple[dict, list[dict]] | None:
     hist = [{"at": float(e["at"]), "action": e["event"], "equipment_id": e["equipment_id"], "power": e["power"],
              "from": e["from_version"], "to": e["model_version"], "reason": e["reason"]} for e in events]
     return overrides, hist
+
+
+async def record_catalog(history: History, catalog: Catalog) -> bool:
+    """Upsert every known bundle into ``serve_ml_models`` with its status.
+
+    live / loaded / rejected (with the reason) / removed (known before, gone now);
+    ``activated_at`` is stamped when a version becomes live. False without a database.
+    """
+    if history.database_url is None:
+        return False
+    rows = [(eq, p, v, b.digest, "live" if catalog.live.get((eq, p)) == v else "loaded", None,
+             catalog.pinned.get((eq, p), False) and catalog.live.get((eq, p)) == v)
+            for (eq, p, v), b in catalog.bundles.items()]
+    for r in catalog.rejected:
+        parts = Path(r.path).resolve().relative_to(catalog.root).parts if Path(r.path).is_relative_to(
+            catalog.root) else ()
+        if len(parts) == 3:
+            rows.append((*parts, "", "rejected", r.reason[:1000], False))
+    try:
+        pool = await history._get_pool()
+        async with pool.acquire() as conn, conn.transaction():
+            await conn.executemany(
+                "INSERT INTO serve_ml_models (equipment_id, power, model_version, sha256, status, reason, pinned, "
+                "loaded_at, activated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, now(), "
+                "CASE WHEN $5 = 'live' THEN now() END) "
+                "ON CONFLICT (equipment_id, power, model_version) DO UPDATE SET sha256 = EXCLUDED.sha256, "
+                "status = EXCLUDED.status, reason = EXCLUDED.reason, pinned = EXCLUDED.pinned, "
+                "activated_at = CASE WHEN EXCLUDED.status = 'live' AND serve_ml_models.status <> 'live' THEN now() "
+                "ELSE serve_ml_models.activated_at END", rows)
+            await conn.execute(
+                "UPDATE serve_ml_models SET status = 'removed' WHERE status <> 'removed' AND NOT "
+                "((equipment_id, power, model_version) = ANY(SELECT * FROM unnest($1::text[], $2::text[], $3::text[])))",
+                [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows])
+        return True
+    except (Unavailable, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+        return False

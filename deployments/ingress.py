@@ -27,7 +27,7 @@ from deployments.api import create_api
 from deployments.control import GenerationWatcher, get_control
 from bundles.archive import install_archive
 from deployments.auth import TokenGuard
-from deployments.history import History, record_change
+from deployments.history import History, record_catalog, record_change
 from deployments.versions import decide, outcome, override_dict
 from serve_ml.settings import Settings
 from deployments.metrics import Metrics
@@ -130,6 +130,7 @@ class Ingress:
         await asyncio.to_thread(self.service.reload, generation, overrides)
         converged = await self._converge(generation)
         persisted = await record_change(self.history, entry, override_dict(override))
+        await record_catalog(self.history, self.service.catalog)
         return outcome(entry, self.service.catalog, (eq, power), generation=generation,
                        converged=converged, persisted=persisted)
 
@@ -139,6 +140,7 @@ class Ingress:
         report = await asyncio.to_thread(self.service.reload, generation, overrides)
         report["generation"] = generation
         report["converged"] = await self._converge(generation)
+        report["recorded"] = await record_catalog(self.history, self.service.catalog)
         return report
 
     async def _converge(self, generation: int, timeout_s: float = 15.0) -> bool:

@@ -133,12 +133,15 @@ def _restore_live_state(settings: Settings) -> None:
     import ray
 
     from deployments.control import get_control
-    from deployments.history import History, load_state
+    from bundles.catalog import Catalog, Override
+    from deployments.history import History, load_state, record_catalog
 
-    history = History(settings.database_url)
-    state = asyncio.run(load_state(history))
+    state = asyncio.run(load_state(History(settings.database_url)))
     if state is not None:
         ray.get(get_control().restore.remote(*state))
+        overrides = {k: Override(**v) for k, v in state[0].items()}
+        asyncio.run(record_catalog(History(settings.database_url),
+                                   Catalog.scan(settings.root, live_overrides=overrides)))
 
 
 def apply_scaling(settings: Settings, app_args: AppArgs, equipment_id: str, scaling: Any) -> AppArgs:

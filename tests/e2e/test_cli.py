@@ -56,6 +56,8 @@ def test_up_status_predict_down(env: dict[str, str], tmp_path: Path) -> None:
         assert sync.returncode == 0 and json.loads(sync.stdout)["unchanged"], sync.stdout + sync.stderr
         act = cli(env, "bundle", "activate", "press-02", "7.5kW", "1.0.0", "--reason", "e2e")
         assert act.returncode == 0 and json.loads(act.stdout)["pinned"] is True, act.stdout + act.stderr
+        wait_for(lambda: json.loads(cli(env, "status", "--json").stdout)["health"]["stream"] == "ok",
+                 60, "stream healthy")
         stream = json.loads(cli(env, "status", "--json").stdout)
         assert stream["storage_mode"] == "postgres-partitioned" and stream["health"]["stream"] == "ok"
         assert "in-memory" in stream["kafka"]

@@ -29,12 +29,16 @@ def serve_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def cluster(serve_root: Path) -> Iterator[RunningCluster]:
-    # Replicas read the token from their own environment, inherited from this process.
+    # Replicas read the token from their own environment, inherited from this process
+    # when Ray starts; take it out again so it cannot leak into other tests.
     os.environ["SERVE_ML_ADMIN_TOKEN"] = ADMIN_TOKEN
     settings = Settings(root=serve_root, http_port=free_port(), max_bulk_rows=2000,
                         max_request_bytes=4 * 1024 * 1024)
     args = app_args_from_config(root=str(serve_root), poll_interval_s=0.3)
-    running = start_cluster(settings, args, metrics_port=free_port(), num_cpus=2)
+    try:
+        running = start_cluster(settings, args, metrics_port=free_port(), num_cpus=2)
+    finally:
+        del os.environ["SERVE_ML_ADMIN_TOKEN"]
     try:
         yield running
     finally:

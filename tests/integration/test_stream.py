@@ -265,3 +265,15 @@ def test_live_version_changes_persist_and_restore(stack: Stack) -> None:
     assert asyncio.run(record_change(History(stack.database_url), unpin, None))
     overrides, _ = asyncio.run(load_state(History(stack.database_url)))
     assert ("press-02", "5.5kW") not in overrides
+
+
+def test_catalog_recorded_in_serve_ml_models(stack: Stack) -> None:
+    from bundles.catalog import Catalog
+    from deployments.history import History, record_catalog
+
+    cat = Catalog.scan(stack.settings.root)
+    assert asyncio.run(record_catalog(History(stack.database_url), cat))
+    rows = {(r["equipment_id"], r["power"], r["model_version"]): r for r in q(stack, "SELECT * FROM serve_ml_models")}
+    live = rows[("mill-01", "7.5kW", "1.0.0")]
+    assert live["status"] == "live" and live["activated_at"] is not None and len(live["sha256"]) == 64
+    assert len([r for r in rows.values() if r["status"] in ("live", "loaded")]) == len(cat.bundles)

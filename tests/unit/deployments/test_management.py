@@ -21,6 +21,7 @@ MANAGEMENT = [("post", "/sync", None),
 
 
 def client(root: Path, **kw) -> TestClient:
+    kw = {"admin_token": None, "admin_token_file": None, "read_token": None, **kw}  # never from the environment
     return TestClient(create_local_app(Settings(root=root, **kw)))
 
 
