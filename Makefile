@@ -42,7 +42,11 @@ test-unit: install
 test-integration: install test-deps
 	$(BIN)/python -m pytest -q tests/integration
 
+# wrk is the load generator the benchmarks prefer (C, light on a 2-core machine);
+# without it they fall back to the project's own aiohttp client.
 bench: install
+	@command -v wrk >/dev/null 2>&1 || { echo "installing wrk (HTTP load generator)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null || true; }
 	$(BIN)/serve-ml bench all
 
 clean:

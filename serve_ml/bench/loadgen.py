@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -57,7 +58,8 @@ def write_bodies(bodies: list[bytes]) -> Path:
 
 
 def run_load(url: str, bodies_file: Path, concurrency: int, duration_s: float) -> LoadResult:
-    wrk = shutil.which("wrk")
+    """``SERVE_ML_LOADGEN=python`` forces the project's own client even where wrk exists."""
+    wrk = shutil.which("wrk") if os.environ.get("SERVE_ML_LOADGEN", "wrk") == "wrk" else None
     if wrk:
         with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as lua:
             lua.write(_LUA)
