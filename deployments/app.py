@@ -58,6 +58,11 @@ class AppArgs(BaseModel):
         default=4, ge=0, description="Equipment ids (sorted) that get their own deployment; the rest are "
         "scored by the ingress replicas.")
     poll_interval_s: float = Field(default=1.0, gt=0, description="How often replicas check for a sync.")
+    equipment_max_ongoing_requests: int | None = Field(
+        default=None, ge=1, description="Per equipment replica; default SERVE_ML_MAX_ONGOING_REQUESTS.")
+    equipment_max_queued_requests: int | None = Field(
+        default=None, ge=-1, description="Per equipment deployment, beyond which clients get 503; default "
+        "SERVE_ML_MAX_QUEUED_REQUESTS.")
     replica_num_cpus: float = Field(
         default=0.1, ge=0, description="CPUs Ray reserves per replica. Scoring is light and I/O-bound in "
         "practice; 1.0 (Ray's default) would fit only two replicas on a 2-core node.")
@@ -85,11 +90,16 @@ def build_graph(args: AppArgs, s: Settings) -> Application:
     enable_xgb = s.enable_xgb if args.enable_xgb is None else args.enable_xgb
     common = {"max_ongoing_requests": s.max_ongoing_requests, "max_queued_requests": s.max_queued_requests,
               "ray_actor_options": {"num_cpus": args.replica_num_cpus}}
+    equipment_common = {**common}
+    if args.equipment_max_ongoing_requests is not None:
+        equipment_common["max_ongoing_requests"] = args.equipment_max_ongoing_requests
+    if args.equipment_max_queued_requests is not None:
+        equipment_common["max_queued_requests"] = args.equipment_max_queued_requests
     handles = {}
     for eq in equipment_dirs(root)[: args.max_dedicated_deployments]:
         scaling = args.equipment.get(eq, args.autoscaling)
         handles[eq] = EquipmentModel.options(
-            name=f"equipment-{eq}", autoscaling_config=scaling.resolve(s), **common
+            name=f"equipment-{eq}", autoscaling_config=scaling.resolve(s), **equipment_common
         ).bind([eq], str(root), enable_xgb, args.poll_interval_s)
     ingress_args = IngressArgs(
         root=str(root), enable_xgb=enable_xgb, fast_path=args.fast_path, max_bulk_rows=s.max_bulk_rows,
