@@ -126,7 +126,7 @@ def build_bundle(
     bdir = staging / spec.equipment_id / spec.power / spec.model_version
     bdir.mkdir(parents=True)
     try:
-        modalities, files = {}, {}
+        modalities = {}
         for name, feats in spec.modalities.items():
             x = np.column_stack([columns[f] for f in feats]).astype(np.float64)
             mean, scale = x[tr].mean(axis=0), x[tr].std(axis=0) + 1e-9

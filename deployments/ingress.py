@@ -104,7 +104,7 @@ class Ingress:
         response = self.handles[eq].score_wire.remote(payload)
         try:
             return await asyncio.wait_for(response, self.args.request_timeout_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             response.cancel()
             raise GatewayTimeout(f"equipment {eq!r} did not answer within {self.args.request_timeout_s}s") from None
         except (BackPressureError, DeploymentUnavailableError):

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NotRequired
 
 from pydantic import BaseModel, ConfigDict, Field, with_config
-from typing_extensions import NotRequired, TypedDict
+from typing_extensions import TypedDict  # pydantic needs this one on Python < 3.12
 
 Name = Annotated[str, Field(min_length=1, max_length=128)]
 # Strict: a JSON string or boolean is a type error (422), not silently coerced.

@@ -134,8 +134,7 @@ class StreamScorer:
                                               resolve_after=self.s.alert_resolve_after)
                 self.state = "running"
                 return stats
-            except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
-                    asyncpg.CannotConnectNowError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError, asyncpg.CannotConnectNowError) as exc:
                 # Hold the batch, stop consuming, retry: nothing is committed meanwhile.
                 self.state = "degraded"
                 self.counts["db_errors"] += 1

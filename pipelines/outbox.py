@@ -43,6 +43,6 @@ async def run_relay(pool: asyncpg.Pool, producer: AIOKafkaProducer, wake: asynci
             log.warning("outbox relay: %s", exc)
         try:
             await asyncio.wait_for(wake.wait(), idle_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
         wake.clear()

@@ -62,7 +62,7 @@ class ReadingSource:
                             wear_start=self.wear)
             self.wear = float(cols["tool_wear_min"][-1])
             names = AI4I_SIGNALS if self.machine.ai4i else tuple(cols)
-            self.buf = [dict(zip(names, vals, strict=True)) for vals in zip(*(cols[n].tolist() for n in names))]
+            self.buf = [dict(zip(names, vals, strict=True)) for vals in zip(*(cols[n].tolist() for n in names), strict=True)]
             self.buf.reverse()
         now_us = max(int(time.time() * 1e6), self.last_us + 1)
         self.last_us = now_us

@@ -49,7 +49,7 @@ def run(repeats: int = 3, duration_s: float = 5.0, root: Path | None = None) -> 
         res.setdefault(key, []).append(run_load(f"{base}{API}{path}", body_file, conc, duration_s))
 
     with uvicorn_baseline(root) as uv, serve_cluster(root) as sc:
-        for label, base in (("uvicorn", uv), ("serve", sc.http_url)):  # warm-up
+        for base in (uv, sc.http_url):  # warm-up
             run_load(f"{base}{API}/predict", single_file, 4, 1.0)
             run_load(f"{base}{API}/predict/bulk", bulk_file, 2, 1.0)
         for _ in range(repeats):

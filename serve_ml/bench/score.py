@@ -38,9 +38,9 @@ def run(root: Path | None = None, *, equipment_id: str = "press-02", power: str 
         readings = [Reading(equipment_id, r, power) for r in rows]
         core, full = [], []
         for _ in range(repeats):  # alternate the two so drift hits both alike
-            core.append(n / time_it(lambda: score_group(bundle, {k: v.copy() for k, v in cols.items()}, n,
-                                                        enable_xgb=enable_xgb)))
-            full.append(n / time_it(lambda: score_readings(catalog, readings, enable_xgb=enable_xgb)))
+            core.append(n / time_it(lambda c=cols, k=n: score_group(bundle, {f: v.copy() for f, v in c.items()}, k,
+                                                                    enable_xgb=enable_xgb)))
+            full.append(n / time_it(lambda r=readings: score_readings(catalog, r, enable_xgb=enable_xgb)))
         rep.add(Figure(f"model core, batch {n}", "rows/s", core))
         rep.add(Figure(f"score_readings, batch {n}", "rows/s", full))
     return rep

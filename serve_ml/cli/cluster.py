@@ -87,8 +87,8 @@ def _up(args: argparse.Namespace) -> int:
         settings = settings.model_copy(update={"database_url": stack.database_url,
                                                "kafka_bootstrap": stack.bootstrap})
         stack.settings = settings
-    print("starting Ray and Ray Serve (HAProxy ingress: %s, throughput-optimised: %s)..."
-          % (settings.haproxy, settings.throughput_optimized), flush=True)
+    print(f"starting Ray and Ray Serve (HAProxy ingress: {settings.haproxy}, "
+          f"throughput-optimised: {settings.throughput_optimized})...", flush=True)
     app_args = app_args_from_config()
     try:
         cluster = start_cluster(settings, app_args, http_port=args.port,
