@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +14,7 @@ import httpx
 import pytest
 
 from deployments.launch import RunningCluster, app_args_from_config, free_port, start_cluster
+from pipelines.stack import Stack, start_stack
 from serve_ml.settings import Settings
 from tests.conftest import DEMO_ROOT
 
@@ -49,3 +52,28 @@ def cluster(serve_root: Path) -> Iterator[RunningCluster]:
 def http(cluster: RunningCluster) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=cluster.http_url + API, timeout=60) as c:
         yield c
+
+
+@pytest.fixture(scope="session")
+def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    port = free_port()
+    conf = tmp_path_factory.mktemp("mqtt") / "mosquitto.conf"
+    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
+    proc = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.5)
+    assert proc.poll() is None, "mosquitto did not start (make test installs it)"
+    yield port
+    proc.terminate()
+    proc.wait(10)
+
+
+@pytest.fixture(scope="session")
+def stack(cluster, serve_root: Path, mosquitto: int, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    s = Settings(root=serve_root, state_dir=tmp_path_factory.mktemp("state"), batch_wait_ms=50,
+                 alert_resolve_after=5, mqtt_url=f"mqtt://127.0.0.1:{mosquitto}", stream_consumers=1)
+    st = start_stack(s)
+    try:
+        yield st
+    finally:
+        st.stop()

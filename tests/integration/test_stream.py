@@ -5,11 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import shutil
-import subprocess
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import asyncpg
 import orjson
@@ -17,37 +13,10 @@ import pytest
 import ray
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from deployments.launch import free_port
 from pipelines.simulator import Machine, run_kafka, run_mqtt
-from pipelines.stack import Stack, start_stack
-from serve_ml.settings import Settings
+from pipelines.stack import Stack
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="session")
-def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
-    binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-    port = free_port()
-    conf = tmp_path_factory.mktemp("mqtt") / "mosquitto.conf"
-    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
-    proc = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(0.5)
-    assert proc.poll() is None, "mosquitto did not start (make test installs it)"
-    yield port
-    proc.terminate()
-    proc.wait(10)
-
-
-@pytest.fixture(scope="session")
-def stack(cluster, serve_root: Path, mosquitto: int, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    s = Settings(root=serve_root, state_dir=tmp_path_factory.mktemp("state"), batch_wait_ms=50,
-                 alert_resolve_after=5, mqtt_url=f"mqtt://127.0.0.1:{mosquitto}", stream_consumers=1)
-    st = start_stack(s)
-    try:
-        yield st
-    finally:
-        st.stop()
 
 
 def q(stack: Stack, sql: str, *args):
