@@ -85,12 +85,17 @@ class GenerationWatcher(threading.Thread):
         self.stopped = threading.Event()
 
     def run(self) -> None:
+        ticks = 0
         while not self.stopped.wait(self.interval_s):
+            ticks += 1
             try:
                 generation, overrides = ray.get(self.control.state.remote(), timeout=10)
                 if generation != self.service.generation:
                     report = self.service.reload(generation, overrides)
                     log.info("reloaded bundles at generation %s: %s", generation,
                              {k: len(v) for k, v in report.items()})
+                elif ticks * self.interval_s >= 5.0:
+                    ticks = 0
+                    self.service.refresh_gauges()
             except Exception:  # keep serving the current catalog; try again next tick
                 log.exception("bundle watcher tick failed")

@@ -58,6 +58,12 @@ class ScoringService:
             self.metrics.catalog(new.bundles.values(), new.live, old.live)
             return diff_catalogs(old, new)
 
+    def refresh_gauges(self) -> None:
+        """Re-assert the catalog gauges. Ray's metrics agent drops a series when some
+        process that reported it exits, and a gauge set once is never sent again."""
+        catalog = self.catalog
+        self.metrics.catalog(catalog.bundles.values(), catalog.live, catalog.live)
+
     def describe(self) -> list[dict[str, Any]]:
         return describe_catalog(self.catalog)
 
