@@ -221,11 +221,6 @@ def build_bundle(
 
 def _write_and_load(bdir: Path, staging: Path, manifest: dict):
     manifest["files"] = {p.name: sha256_file(p) for p in sorted(bdir.iterdir()) if p.name != MANIFEST_NAME}
-    if manifest.get("warmup") is None:
-        manifest["files"].pop("warmup.json", None)
-        stale = bdir / "warmup.json"
-        if stale.exists():
-            stale.unlink()
     (bdir / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, sort_keys=False))
     return load_bundle(bdir, staging)
 

@@ -179,8 +179,9 @@ STREAM_ACTOR_PREFIX = "serve-ml-stream-"
 
 async def stream_actors_health(timeout_s: float = 3.0) -> dict[str, Any]:
     """Health of every running stream-scorer actor, found by name."""
-    names = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
-             if a["namespace"] == "serve-ml" and a["name"].startswith(STREAM_ACTOR_PREFIX)]
+    # a blocking GCS call: off the event loop, which in throughput-optimised mode serves every request
+    actors = await asyncio.to_thread(ray.util.list_named_actors, all_namespaces=True)
+    names = [a["name"] for a in actors if a["namespace"] == "serve-ml" and a["name"].startswith(STREAM_ACTOR_PREFIX)]
 
     async def one(name: str) -> dict[str, Any]:
         try:

@@ -12,7 +12,7 @@ import logging
 import os
 import socket
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +64,6 @@ class RunningCluster:
     dashboard_url: str | None
     gcs_address: str
     started_s: float
-    _haproxy_pid: int | None = field(default=None, repr=False)
 
     def stop(self) -> None:
         import ray

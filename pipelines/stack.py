@@ -34,6 +34,8 @@ class Stack:
     kafka: EmbeddedKafka | None = None
     scorers: list[Any] = field(default_factory=list)
     bridge: Any = None
+    # ObjectRefs of the actors' run() calls: this process owns them, and with them the
+    # retries Ray makes when it restarts a killed actor.
     _runs: list[Any] = field(default_factory=list)
 
     def describe(self) -> dict[str, Any]:

@@ -70,6 +70,8 @@ async def write_batch(conn: asyncpg.Connection, items: list[Scored], *, partitio
                       orjson.dumps(clf["probabilities"]).decode() if clf.get("probabilities") else None,
                       s.source, s.partition, s.offset))
     async with conn.transaction():
+        # Per batch on purpose: asyncpg resets a pooled connection on release, which drops
+        # its temp tables, so caching "already created" per connection goes stale.
         await conn.execute(_TEMP)
         await conn.copy_records_to_table("_in_readings", records=readings, columns=R_COLS)
         await conn.copy_records_to_table("_in_predictions", records=preds, columns=P_COLS)
