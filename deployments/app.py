@@ -88,7 +88,9 @@ def build_graph(args: AppArgs, s: Settings) -> Application:
     """The scoring graph for explicit settings (used by the launcher and tests)."""
     root = Path(args.root).resolve() if args.root else s.root
     enable_xgb = s.enable_xgb if args.enable_xgb is None else args.enable_xgb
+    # backpressure_config: Serve's own 503 for a full ingress queue carries Retry-After too.
     common = {"max_ongoing_requests": s.max_ongoing_requests, "max_queued_requests": s.max_queued_requests,
+              "backpressure_config": {"status_code": 503, "retry_after_s": s.retry_after_s},
               "ray_actor_options": {"num_cpus": args.replica_num_cpus}}
     equipment_common = {**common}
     if args.equipment_max_ongoing_requests is not None:
@@ -103,7 +105,7 @@ def build_graph(args: AppArgs, s: Settings) -> Application:
         ).bind([eq], str(root), enable_xgb, args.poll_interval_s)
     ingress_args = IngressArgs(
         root=str(root), enable_xgb=enable_xgb, fast_path=args.fast_path, max_bulk_rows=s.max_bulk_rows,
-        max_request_bytes=s.max_request_bytes, request_timeout_s=s.request_timeout_s,
+        max_request_bytes=s.max_request_bytes, request_timeout_s=s.request_timeout_s, retry_after_s=s.retry_after_s,
         poll_interval_s=args.poll_interval_s, database_url=s.database_url,
     )
     return Ingress.options(autoscaling_config=args.ingress_autoscaling.resolve(s), **common).bind(

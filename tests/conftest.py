@@ -12,6 +12,8 @@ from bundles.demo import TORQUE_SPEED
 from bundles.simulation import MECHANICAL, THERMAL, MachineSpec, simulate_dataset
 from serve_ml.settings import REPO_ROOT
 
+pytest_plugins = ["tests.fixtures"]
+
 DEMO_ROOT = REPO_ROOT / "demo-bundles"
 SHARED_AI4I = REPO_ROOT.parent / "shared" / "datasets" / "ai4i2020" / "ai4i2020.csv"
 MODS = {"thermal": list(THERMAL), "mechanical": list(MECHANICAL)}
@@ -40,3 +42,9 @@ def root_copy(tmp_path: Path) -> Path:
     dst = tmp_path / "root"
     shutil.copytree(DEMO_ROOT, dst)
     return dst
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that start their own Ray cluster run first, before the session's shared
+    cluster exists: Serve's HAProxy binds fixed ports, so two clusters cannot coexist."""
+    items.sort(key=lambda item: 0 if item.get_closest_marker("own_cluster") else 1)

@@ -135,6 +135,11 @@ Stop: Ctrl-C or `serve-ml down`
     try:
         while not stop["flag"]:
             time.sleep(0.5)
+            if stack:
+                try:
+                    stack.supervise_broker()
+                except Exception as exc:  # keep serving; try again on the next tick
+                    print(f"could not restart the embedded broker: {exc}", file=sys.stderr, flush=True)
     finally:
         print("stopping serve-ml (Ray Serve drains ingress replicas; this can take ~30s)...", flush=True)
         sim_stop.set()

@@ -18,7 +18,7 @@ from serve_ml.settings import REPO_ROOT
 from tests.conftest import DEMO_ROOT
 from tests.e2e.conftest import BIN, stop_process_tree, wait_for
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.own_cluster]
 FEATURES = ["air_temp_k=300.2", "process_temp_k=310.1", "speed_rpm=1500", "torque_nm=41",
             "tool_wear_min=30", "vibration_rms_mm_s=1.4", "current_a=11.4"]
 

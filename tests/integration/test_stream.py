@@ -11,72 +11,12 @@ import asyncpg
 import orjson
 import pytest
 import ray
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from pipelines.simulator import Machine, run_kafka, run_mqtt
 from pipelines.stack import Stack
+from tests.streamkit import consume_all, count, now, produce_raw, q, wait_count
 
 pytestmark = pytest.mark.integration
-
-
-def q(stack: Stack, sql: str, *args):
-    async def go():
-        conn = await asyncpg.connect(stack.database_url)
-        try:
-            return await conn.fetch(sql, *args)
-        finally:
-            await conn.close()
-    return asyncio.run(go())
-
-
-def count(stack: Stack, table: str, eq: str, since: dt.datetime) -> int:
-    return q(stack, f"SELECT count(*) AS n FROM {table} WHERE equipment_id = $1 AND time >= $2", eq, since)[0]["n"]
-
-
-def wait_count(stack: Stack, table: str, eq: str, since: dt.datetime, n: int, timeout_s: float = 90) -> int:
-    deadline = time.monotonic() + timeout_s
-    got = -1
-    while time.monotonic() < deadline:
-        got = count(stack, table, eq, since)
-        if got >= n:
-            time.sleep(1.0)  # anything beyond n would show up now
-            return count(stack, table, eq, since)
-        time.sleep(0.3)
-    return got
-
-
-def produce_raw(stack: Stack, topic: str, values: list[tuple[bytes, bytes]]) -> None:
-    async def go():
-        p = AIOKafkaProducer(bootstrap_servers=stack.bootstrap, acks="all")
-        await p.start()
-        try:
-            for key, value in values:
-                await p.send_and_wait(topic, value, key=key)
-        finally:
-            await p.stop()
-    asyncio.run(go())
-
-
-def consume_all(stack: Stack, topic: str, idle_s: float = 3.0) -> list:
-    async def go():
-        c = AIOKafkaConsumer(topic, bootstrap_servers=stack.bootstrap, auto_offset_reset="earliest",
-                             enable_auto_commit=False, group_id=None)
-        await c.start()
-        out = []
-        try:
-            while True:
-                batch = await c.getmany(timeout_ms=int(idle_s * 1000))
-                if not batch:
-                    return out
-                for recs in batch.values():
-                    out.extend(recs)
-        finally:
-            await c.stop()
-    return asyncio.run(go())
-
-
-def now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
 
 
 def test_storage_mode_is_reported(stack: Stack) -> None:

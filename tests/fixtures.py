@@ -1,0 +1,81 @@
+"""Session fixtures for the integration and fault suites: one real local Ray instance
+serving a private copy of the demo bundles on free ports, and the stream stack
+(embedded PostgreSQL, Tansu, Mosquitto, Ray actors). Torn down with
+serve.shutdown()/ray.shutdown() and by PID."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from deployments.launch import RunningCluster, app_args_from_config, free_port, start_cluster
+from pipelines.stack import Stack, start_stack
+from serve_ml.settings import Settings
+from tests.conftest import DEMO_ROOT
+
+API = "/api/v1/serve-ml"
+ADMIN_TOKEN = "integration-admin-token"
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
+@pytest.fixture(scope="session")
+def serve_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("serve") / "root"
+    shutil.copytree(DEMO_ROOT, root)
+    return root
+
+
+@pytest.fixture(scope="session")
+def cluster(serve_root: Path) -> Iterator[RunningCluster]:
+    # Replicas read the token from their own environment, inherited from this process
+    # when Ray starts; take it out again so it cannot leak into other tests.
+    os.environ["SERVE_ML_ADMIN_TOKEN"] = ADMIN_TOKEN
+    settings = Settings(root=serve_root, http_port=free_port(), max_bulk_rows=2000,
+                        max_request_bytes=4 * 1024 * 1024)
+    args = app_args_from_config(root=str(serve_root), poll_interval_s=0.3)
+    try:
+        running = start_cluster(settings, args, metrics_port=free_port(), num_cpus=2)
+    finally:
+        del os.environ["SERVE_ML_ADMIN_TOKEN"]
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture(scope="session")
+def http(cluster: RunningCluster) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=cluster.http_url + API, timeout=60) as c:
+        yield c
+
+
+@pytest.fixture(scope="session")
+def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    port = free_port()
+    conf = tmp_path_factory.mktemp("mqtt") / "mosquitto.conf"
+    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
+    proc = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.5)
+    assert proc.poll() is None, "mosquitto did not start (make test installs it)"
+    yield port
+    proc.terminate()
+    proc.wait(10)
+
+
+@pytest.fixture(scope="session")
+def stack(cluster, serve_root: Path, mosquitto: int, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    s = Settings(root=serve_root, state_dir=tmp_path_factory.mktemp("state"), batch_wait_ms=50,
+                 alert_resolve_after=5, mqtt_url=f"mqtt://127.0.0.1:{mosquitto}", stream_consumers=1)
+    st = start_stack(s)
+    try:
+        yield st
+    finally:
+        st.stop()

@@ -1,0 +1,144 @@
+"""Helpers for tests that drive the stream stack: SQL counts, raw produce/consume."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import threading
+import time
+
+import asyncpg
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from pipelines.simulator import Machine, run_kafka
+from pipelines.stack import Stack
+
+
+def q(stack: Stack, sql: str, *args):
+    async def go():
+        conn = await asyncpg.connect(stack.database_url)
+        try:
+            return await conn.fetch(sql, *args)
+        finally:
+            await conn.close()
+    return asyncio.run(go())
+
+
+def count(stack: Stack, table: str, eq: str, since: dt.datetime) -> int:
+    return q(stack, f"SELECT count(*) AS n FROM {table} WHERE equipment_id = $1 AND time >= $2", eq, since)[0]["n"]
+
+
+def wait_count(stack: Stack, table: str, eq: str, since: dt.datetime, n: int, timeout_s: float = 90) -> int:
+    deadline = time.monotonic() + timeout_s
+    got = -1
+    while time.monotonic() < deadline:
+        got = count(stack, table, eq, since)
+        if got >= n:
+            time.sleep(1.0)  # anything beyond n would show up now
+            return count(stack, table, eq, since)
+        time.sleep(0.3)
+    return got
+
+
+def produce_raw(stack: Stack, topic: str, values: list[tuple[bytes, bytes]]) -> None:
+    async def go():
+        p = AIOKafkaProducer(bootstrap_servers=stack.bootstrap, acks="all")
+        await p.start()
+        try:
+            for key, value in values:
+                await p.send_and_wait(topic, value, key=key)
+        finally:
+            await p.stop()
+    asyncio.run(go())
+
+
+def consume_all(stack: Stack, topic: str, idle_s: float = 3.0) -> list:
+    async def go():
+        c = AIOKafkaConsumer(topic, bootstrap_servers=stack.bootstrap, auto_offset_reset="earliest",
+                             enable_auto_commit=False, group_id=None)
+        await c.start()
+        out = []
+        try:
+            while True:
+                batch = await c.getmany(timeout_ms=int(idle_s * 1000))
+                if not batch:
+                    return out
+                for recs in batch.values():
+                    out.extend(recs)
+        finally:
+            await c.stop()
+    return asyncio.run(go())
+
+
+def now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class SteadyProducer:
+    """The simulator (``run_kafka``) at a steady rate in a thread, recording which
+    readings the broker acknowledged and when, so fault tests can count exactly."""
+
+    def __init__(self, stack: Stack, machine: Machine, rate_hz: float, *, seed: int = 0,
+                 total: int | None = None) -> None:
+        self.stack, self.machine, self.rate_hz, self.seed, self.total = stack, machine, rate_hz, seed, total
+        self.acked: list[tuple[dt.datetime, float]] = []  # (reading ts, monotonic time of the ack)
+        self.failed: list[dt.datetime] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="steady-producer", daemon=True)
+        self.error: BaseException | None = None
+
+    def _record(self, payload: bytes, ok: bool) -> None:
+        ts = dt.datetime.fromisoformat(orjson.loads(payload)["ts"])
+        if ok:
+            self.acked.append((ts, time.monotonic()))
+        else:
+            self.failed.append(ts)
+
+    def _run(self) -> None:
+        try:
+            asyncio.run(run_kafka(self.stack.bootstrap, self.stack.settings.features_topic, [self.machine],
+                                  self.rate_hz, total=self.total, seed=self.seed, stop=self._stop.is_set,
+                                  on_delivery=self._record))
+        except BaseException as exc:  # surfaced by stop()
+            self.error = exc
+
+    def __enter__(self) -> SteadyProducer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
+
+    def wait(self, timeout_s: float) -> None:
+        self._thread.join(timeout_s)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(60)
+        if self.error is not None:
+            raise self.error
+
+    def acked_ts(self, *, after: float = 0.0, before: float = float("inf")) -> set[dt.datetime]:
+        return {ts for ts, at in self.acked if after <= at < before}
+
+
+def stored_times(stack: Stack, table: str, eq: str, since: dt.datetime) -> list[dt.datetime]:
+    return [r["time"] for r in q(stack, f"SELECT time FROM {table} WHERE equipment_id = $1 AND time >= $2", eq, since)]
+
+
+def wait_stored(stack: Stack, table: str, eq: str, since: dt.datetime, expected: set[dt.datetime],
+                timeout_s: float = 120) -> list[dt.datetime]:
+    """Poll until every expected reading is stored (or time runs out); return what is stored."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        got = stored_times(stack, table, eq, since)
+        if expected <= set(got) or time.monotonic() > deadline:
+            time.sleep(1.0)  # anything extra (a duplicate) would show up now
+            return stored_times(stack, table, eq, since)
+        time.sleep(0.5)
+
+
+def report(fault: str, **counts: object) -> None:
+    """One line per fault test, greppable in CI logs: ``FAULT name: k=v ...``."""
+    print(f"FAULT {fault}: " + " ".join(f"{k}={v}" for k, v in counts.items()))
