@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -11,6 +12,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import psutil
+
+from deployments.launch import free_port
+from tests.conftest import DEMO_ROOT
 
 BIN = Path(sys.executable).parent
 
@@ -40,3 +44,17 @@ def stop_process_tree(proc: subprocess.Popen, port: int, timeout_s: float = 90) 
     for conn in psutil.net_connections("tcp"):
         if conn.laddr and conn.laddr.port == port and conn.status == psutil.CONN_LISTEN and conn.pid:
             os.kill(conn.pid, signal.SIGKILL)  # a leftover HAProxy on a port this test chose
+
+
+def cli_env(tmp_path: Path) -> dict[str, str]:
+    """Environment for a private `serve-ml up`: a copy of the demo root, free ports."""
+    root = tmp_path / "root"
+    if not root.exists():
+        shutil.copytree(DEMO_ROOT, root)
+    return {**os.environ, "SERVE_ML_ROOT": str(root), "SERVE_ML_STATE_DIR": str(tmp_path / "state"),
+            "SERVE_ML_HTTP_PORT": str(free_port()), "SERVE_ML_METRICS_PORT": str(free_port()),
+            "SERVE_ML_DASHBOARD_PORT": str(free_port()), "SERVE_ML_ADMIN_TOKEN": "e2e-token"}
+
+
+def cli(env: dict[str, str], *args: str, timeout_s: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([str(BIN / "serve-ml"), *args], env=env, capture_output=True, text=True, timeout=timeout_s)

@@ -4,8 +4,6 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -15,8 +13,7 @@ import yaml
 
 from deployments.launch import free_port, port_owner
 from serve_ml.settings import REPO_ROOT
-from tests.conftest import DEMO_ROOT
-from tests.e2e.conftest import BIN, stop_process_tree, wait_for
+from tests.e2e.conftest import BIN, cli, cli_env, stop_process_tree, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.own_cluster]
 FEATURES = ["air_temp_k=300.2", "process_temp_k=310.1", "speed_rpm=1500", "torque_nm=41",
@@ -25,15 +22,7 @@ FEATURES = ["air_temp_k=300.2", "process_temp_k=310.1", "speed_rpm=1500", "torqu
 
 @pytest.fixture()
 def env(tmp_path: Path) -> dict[str, str]:
-    root = tmp_path / "root"
-    shutil.copytree(DEMO_ROOT, root)
-    return {**os.environ, "SERVE_ML_ROOT": str(root), "SERVE_ML_STATE_DIR": str(tmp_path / "state"),
-            "SERVE_ML_HTTP_PORT": str(free_port()), "SERVE_ML_METRICS_PORT": str(free_port()),
-            "SERVE_ML_DASHBOARD_PORT": str(free_port()), "SERVE_ML_ADMIN_TOKEN": "e2e-token"}
-
-
-def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([str(BIN / "serve-ml"), *args], env=env, capture_output=True, text=True, timeout=120)
+    return cli_env(tmp_path)
 
 
 def test_up_status_predict_down(env: dict[str, str], tmp_path: Path) -> None:

@@ -1,0 +1,69 @@
+"""Restart the whole stack (`serve-ml down`, then `serve-ml up` on the same state
+directory): live versions, pins and open alerts are as they were. Starts its own
+cluster, so it runs before the session's shared one (marker ``own_cluster``)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import httpx
+import pytest
+
+from deployments.launch import port_owner
+from tests.conftest import build_sim_bundle
+from tests.e2e.conftest import BIN, cli, cli_env, stop_process_tree, wait_for
+from tests.streamkit import report
+
+pytestmark = [pytest.mark.faults, pytest.mark.e2e, pytest.mark.own_cluster]
+
+
+def start(env: dict[str, str], log: Path) -> subprocess.Popen:
+    out = log.open("a")
+    proc = subprocess.Popen([str(BIN / "serve-ml"), "up"], env=env, stdout=out, stderr=subprocess.STDOUT)
+    out.close()
+    wait_for(lambda: json.loads(cli(env, "status", "--json").stdout)["health"]["ingress"] == "ready",
+             180, "serve-ml up ready")
+    return proc
+
+
+def stop(env: dict[str, str], proc: subprocess.Popen) -> None:
+    down = cli(env, "down")
+    assert down.returncode == 0 and "stopped" in down.stdout, down.stdout + down.stderr
+    proc.wait(60)
+
+
+def snapshot(api: str) -> tuple[dict, set[int]]:
+    bundles = httpx.get(f"{api}/bundles", timeout=30).json()["bundles"]
+    live = {(b["equipment_id"], b["power"]): (b["model_version"], b["pinned"]) for b in bundles if b["live"]}
+    alerts = httpx.get(f"{api}/alerts", params={"status": "open"}, timeout=30).json()["alerts"]
+    return live, {a["id"] for a in alerts}
+
+
+def test_down_then_up_keeps_live_versions_pins_and_open_alerts(tmp_path: Path) -> None:
+    env = {**cli_env(tmp_path), "SERVE_ML_SIMULATE_MACHINES": "pump-03:5.5kW:overstrain",
+           "SERVE_ML_SIMULATE_RATE_HZ": "5", "SERVE_ML_ALERT_RESOLVE_AFTER": "1000"}
+    build_sim_bundle(Path(env["SERVE_ML_ROOT"]), "press-02", "7.5kW", "1.1.0", power_range_kw=(5.5, 100.0))
+    port, log = int(env["SERVE_ML_HTTP_PORT"]), tmp_path / "up.log"
+    api = f"http://127.0.0.1:{port}/api/v1/serve-ml"
+    proc = start(env, log)
+    try:
+        assert snapshot(api)[0][("press-02", "7.5kW")] == ("1.1.0", False)  # newest is live by default
+        act = cli(env, "bundle", "activate", "press-02", "7.5kW", "1.0.0", "--reason", "restart test")
+        assert act.returncode == 0 and json.loads(act.stdout)["pinned"] is True, act.stdout + act.stderr
+        wait_for(lambda: snapshot(api)[1], 90, "an open alert from the overstrained pump")
+        live_before, alerts_before = snapshot(api)
+        stop(env, proc)
+        assert port_owner(port) is None
+        proc = start(env, log)
+        live_after, alerts_after = snapshot(api)
+        report("whole-stack-restart", live_before=len(live_before), live_kept=sum(
+            live_after.get(k) == v for k, v in live_before.items()), open_alerts_before=len(alerts_before),
+            open_alerts_kept=len(alerts_before & alerts_after))
+        assert live_after == live_before
+        assert live_after[("press-02", "7.5kW")] == ("1.0.0", True)
+        assert alerts_before <= alerts_after, (alerts_before, alerts_after)
+        stop(env, proc)
+    finally:
+        stop_process_tree(proc, port)
