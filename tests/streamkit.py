@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import threading
 import time
 
 import asyncpg
-import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from pipelines.simulator import Machine, run_kafka
 from pipelines.stack import Stack
+from serve_ml.bench.producer import SteadyProducer
+
+__all__ = ["SteadyProducer", "consume_all", "count", "now", "produce_raw", "q", "report", "stored_times",
+           "wait_count", "wait_stored"]
 
 
 def q(stack: Stack, sql: str, *args):
@@ -73,54 +74,6 @@ def consume_all(stack: Stack, topic: str, idle_s: float = 3.0) -> list:
 
 def now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
-
-
-class SteadyProducer:
-    """The simulator (``run_kafka``) at a steady rate in a thread, recording which
-    readings the broker acknowledged and when, so fault tests can count exactly."""
-
-    def __init__(self, stack: Stack, machine: Machine, rate_hz: float, *, seed: int = 0,
-                 total: int | None = None) -> None:
-        self.stack, self.machine, self.rate_hz, self.seed, self.total = stack, machine, rate_hz, seed, total
-        self.acked: list[tuple[dt.datetime, float]] = []  # (reading ts, monotonic time of the ack)
-        self.failed: list[dt.datetime] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="steady-producer", daemon=True)
-        self.error: BaseException | None = None
-
-    def _record(self, payload: bytes, ok: bool) -> None:
-        ts = dt.datetime.fromisoformat(orjson.loads(payload)["ts"])
-        if ok:
-            self.acked.append((ts, time.monotonic()))
-        else:
-            self.failed.append(ts)
-
-    def _run(self) -> None:
-        try:
-            asyncio.run(run_kafka(self.stack.bootstrap, self.stack.settings.features_topic, [self.machine],
-                                  self.rate_hz, total=self.total, seed=self.seed, stop=self._stop.is_set,
-                                  on_delivery=self._record))
-        except BaseException as exc:  # surfaced by stop()
-            self.error = exc
-
-    def __enter__(self) -> SteadyProducer:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self.stop()
-
-    def wait(self, timeout_s: float) -> None:
-        self._thread.join(timeout_s)
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(60)
-        if self.error is not None:
-            raise self.error
-
-    def acked_ts(self, *, after: float = 0.0, before: float = float("inf")) -> set[dt.datetime]:
-        return {ts for ts, at in self.acked if after <= at < before}
 
 
 def stored_times(stack: Stack, table: str, eq: str, since: dt.datetime) -> list[dt.datetime]:

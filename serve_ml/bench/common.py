@@ -51,6 +51,7 @@ class Report:
             lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
             if j == 0:
                 lines.append("  ".join("-" * w for w in widths))
+        lines += [f"  * {f.name}: {f.note}" for f in self.figures if f.note]
         return "\n".join(lines)
 
     def write(self, name: str) -> Path:

@@ -30,6 +30,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     sw.add_argument("--swaps", type=int, default=6)
     sw.add_argument("--duration-s", type=float, default=12.0)
     sw.set_defaults(func=_swap)
+    so = bsub.add_parser("soak", help="HTTP + stream load for N minutes with swaps and one fault per minute")
+    so.add_argument("--minutes", type=float, default=10.0)
+    so.add_argument("--http-clients", type=int, default=4, help="single-row clients (half as many bulk)")
+    so.add_argument("--rate-hz", type=float, default=50.0, help="stream readings/s per simulated machine (3)")
+    so.set_defaults(func=_soak)
     a = bsub.add_parser("all", help="score, http, fleet, stream and swap, one table each")
     a.add_argument("--quick", action="store_true", help="fewer repeats, shorter runs")
     a.set_defaults(func=_all)
@@ -63,6 +68,12 @@ def _stream(args: argparse.Namespace) -> int:
     from serve_ml.bench import stream
 
     return _print("stream", stream.run(n=args.readings, rate_hz=args.rate_hz, consumers=args.consumers))
+
+
+def _soak(args: argparse.Namespace) -> int:
+    from serve_ml.bench import soak
+
+    return _print("soak", soak.run(minutes=args.minutes, http_clients=args.http_clients, rate_hz=args.rate_hz))
 
 
 def _swap(args: argparse.Namespace) -> int:
