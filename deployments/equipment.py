@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import ray
 from ray import serve
 
@@ -38,6 +39,12 @@ class EquipmentModel:
     def score_wire(self, payload: bytes) -> tuple[int, bytes]:
         """Bulk path: orjson bytes in, ``(errors, JSON array of result items)`` out."""
         return encode_results(self.service.score(decode_readings(payload)))
+
+    def score_columns(self, equipment_id: str, power: str | None, version: str | None,
+                      columns: dict[str, np.ndarray], n: int) -> tuple[int, bytes]:
+        """Columnar bulk path: numpy columns in (Ray moves them without per-row work),
+        ``(status, JSON body)`` out."""
+        return self.service.score_columns(equipment_id, power, version, columns, n)
 
     def describe(self) -> list[dict[str, Any]]:
         return self.service.describe()

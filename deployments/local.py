@@ -43,6 +43,12 @@ class LocalCore:
             return await asyncio.to_thread(lambda: encode_results(self.service.score(readings)))
         return encode_results(self.service.score(readings))
 
+    async def score_columns(self, eq: str, power: str | None, version: str | None,
+                            columns: dict[str, Any], n: int) -> tuple[int, bytes]:
+        if n > 64:
+            return await asyncio.to_thread(self.service.score_columns, eq, power, version, columns, n)
+        return self.service.score_columns(eq, power, version, columns, n)
+
     def describe(self) -> list[dict[str, Any]]:
         return self.service.describe()
 

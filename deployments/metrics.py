@@ -14,6 +14,9 @@ from __future__ import annotations
 
 from collections import Counter as Tally
 from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
 
 from bundles.batch import Result
 from bundles.loader import Bundle
@@ -73,6 +76,25 @@ class Metrics:
                     if m.get("anomaly"):
                         modal[(eq, name)] += 1
             clf[(eq, r["classifier"]["status"])] += 1
+        self.record(outcome, modal, clf, elapsed_ms)
+
+    def scored_columns(self, result: dict[str, Any], elapsed_ms: float) -> None:
+        """The same series as ``scored``, counted from a columnar result's arrays."""
+        eq = result["equipment_id"]
+        errors = len(result["errors"])
+        anomalies = int(np.count_nonzero(result["anomaly"]))
+        outcome = Tally({(eq, "anomaly"): anomalies, (eq, "normal"): result["rows"] - anomalies - errors,
+                         (eq, "error"): errors})
+        modal = Tally({(eq, name): int(np.count_nonzero(np.asarray(m["anomaly"]) & np.asarray(result["anomaly"])))
+                       for name, m in result["modalities"].items() if "anomaly" in m})
+        groups = result["classifier"] if isinstance(result["classifier"], list) else [result["classifier"]]
+        clf: Tally[tuple[str, str]] = Tally()
+        for g in groups:
+            clf[(eq, g["status"])] += result["rows"] - errors if len(groups) == 1 else len(g["rows"])
+        self.record(+outcome, +modal, +clf, elapsed_ms)
+
+    def record(self, outcome: Tally[tuple[str, str]], modal: Tally[tuple[str, str]], clf: Tally[tuple[str, str]],
+               elapsed_ms: float) -> None:
         for (eq, o), k in outcome.items():
             self.rows.inc(k, {"equipment": eq, "outcome": o})
         for (eq, name), k in modal.items():
@@ -107,6 +129,13 @@ class NoMetrics(Metrics):
         pass
 
     def scored(self, known: Iterable[str], results: Sequence[Result], elapsed_ms: float) -> None:
+        pass
+
+    def scored_columns(self, result: dict[str, Any], elapsed_ms: float) -> None:
+        pass
+
+    def record(self, outcome: Tally[tuple[str, str]], modal: Tally[tuple[str, str]], clf: Tally[tuple[str, str]],
+               elapsed_ms: float) -> None:
         pass
 
     def catalog(self, bundles: Iterable[Bundle], live: dict[tuple[str, str], str], old_live: dict) -> None:

@@ -48,6 +48,37 @@ class BulkRequest(BaseModel):
     readings: list[BulkReading] = Field(min_length=1, description="Readings, any mix of equipment.")
 
 
+class ColumnsRequest(BaseModel):
+    """Many readings of one equipment as columns: ``columns[feature][row]``."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
+        "equipment_id": "press-02", "power": "7.5kW", "columns": {
+            "air_temp_k": [300.1, 300.4], "process_temp_k": [310.2, 310.9]}}]})
+
+    equipment_id: Name = Field(description="Equipment id; every row belongs to it.")
+    power: Name | None = Field(default=None, description="Power class; omitted: chosen per row automatically.")
+    model_version: Name | None = Field(default=None, description="Pin a version; omitted: the live version.")
+    columns: dict[Name, list[Number]] = Field(min_length=1, max_length=256,
+                                              description="Feature name -> one value per row; equal lengths.")
+
+
+class ColumnsResponse(BaseModel):
+    """Output arrays in input order. ``power``/``model_version`` are one string when one
+    bundle scored every row, else one per row; ``classifier`` is then one entry per
+    power class with its ``rows``. Rows in ``errors`` have ``score`` null."""
+
+    equipment_id: str
+    rows: int
+    power: str | list[str]
+    model_version: str | list[str]
+    anomaly: list[bool]
+    score: list[float | None]
+    modalities: dict[str, dict[str, Any]] = Field(description="name -> {threshold, error[], anomaly[]} or absent.")
+    classifier: dict[str, Any] | list[dict[str, Any]]
+    errors: dict[str, Any] = Field(description="Row index -> {status, error} for rows that could not be scored.")
+    latency_ms: float
+
+
 class ModalityResult(BaseModel):
     status: Literal["scored", "absent"]
     threshold: float
@@ -99,6 +130,9 @@ class SyncResponse(BaseModel):
     unchanged: list[str]
     rejected: list[dict[str, str]]
     live_changes: list[dict[str, Any]]
+    deployments: dict[str, Any] = Field(
+        default_factory=dict, description="Dedicated equipment deployments being added or drained and removed "
+        "(a background redeploy of the graph), or why the graph is not managed here.")
 
 
 class ChangeRequest(BaseModel):

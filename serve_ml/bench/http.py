@@ -7,16 +7,30 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import orjson
 
 from bundles.batch import Reading, score_readings
 from bundles.catalog import Catalog
+from bundles.columns import score_columns
 from serve_ml.bench.common import Figure, Report, time_it
 from serve_ml.bench.loadgen import LoadResult, run_load, write_bodies
 from serve_ml.bench.servers import API, serve_cluster, uvicorn_baseline
 from serve_ml.settings import Settings
 
 BULK_ROWS = 1000
+
+
+def column_bodies(root: Path) -> tuple[list[bytes], dict[str, np.ndarray]]:
+    """1000-row columnar bodies (press-02 at 7.5 kW, rotated) and the same columns as arrays."""
+    rows = json.loads((root / "press-02" / "7.5kW" / "1.0.0" / "warmup.json").read_text())["rows"]
+    table = [rows[i % len(rows)] for i in range(BULK_ROWS)]
+    bodies = []
+    for k in range(0, 40, 10):
+        rot = table[k:] + table[:k]
+        bodies.append(orjson.dumps({"equipment_id": "press-02", "power": "7.5kW",
+                                    "columns": {f: [r[f] for r in rot] for f in rot[0]}}))
+    return bodies, {f: np.array([r[f] for r in table]) for f in table[0]}
 
 
 def sample_bodies(root: Path) -> tuple[list[bytes], list[bytes], list[dict]]:
@@ -40,10 +54,13 @@ def run(repeats: int = 3, duration_s: float = 5.0, root: Path | None = None) -> 
     root = root or Settings().root
     single, bulk, bulk_rows = sample_bodies(root)
     single_file, bulk_file = write_bodies(single), write_bodies(bulk)
+    col_bodies, col_arrays = column_bodies(root)
+    columns_file = write_bodies(col_bodies)
     cat = Catalog.scan(root)
     reads = [Reading(r["equipment_id"], r["features"], r["power"]) for r in bulk_rows]
     res: dict[str, list[LoadResult]] = {}
     inproc: list[float] = []
+    inproc_cols: list[float] = []
 
     def load(key: str, base: str, path: str, body_file: Path, conc: int) -> None:
         res.setdefault(key, []).append(run_load(f"{base}{API}{path}", body_file, conc, duration_s))
@@ -52,13 +69,18 @@ def run(repeats: int = 3, duration_s: float = 5.0, root: Path | None = None) -> 
         for base in (uv, sc.http_url):  # warm-up
             run_load(f"{base}{API}/predict", single_file, 4, 1.0)
             run_load(f"{base}{API}/predict/bulk", bulk_file, 2, 1.0)
+            run_load(f"{base}{API}/predict/columns", columns_file, 2, 1.0)
         for _ in range(repeats):
             for conc in (1, 16):
                 load(f"uvicorn-{conc}", uv, "/predict", single_file, conc)
                 load(f"serve-{conc}", sc.http_url, "/predict", single_file, conc)
             load("uvicorn-bulk", uv, "/predict/bulk", bulk_file, 2)
             load("serve-bulk", sc.http_url, "/predict/bulk", bulk_file, 2)
+            load("uvicorn-columns", uv, "/predict/columns", columns_file, 2)
+            load("serve-columns", sc.http_url, "/predict/columns", columns_file, 2)
             inproc.append(BULK_ROWS / time_it(lambda: score_readings(cat, reads, enable_xgb=False), min_time_s=1.0))
+            inproc_cols.append(BULK_ROWS / time_it(lambda: score_columns(
+                cat, "press-02", "7.5kW", None, col_arrays, BULK_ROWS, enable_xgb=False), min_time_s=1.0))
 
     rep = Report(f"bench http: single-row and bulk predict ({repeats} x {duration_s:g}s per cell, "
                  f"load by {res['serve-1'][0].tool})")
@@ -81,7 +103,13 @@ def run(repeats: int = 3, duration_s: float = 5.0, root: Path | None = None) -> 
         _fig(rep, f"{who} bulk {BULK_ROWS}-row, 2 clients", "rows/s", [r.rps * BULK_ROWS for r in res[f"{who}-bulk"]])
     _fig(rep, f"in-process score_readings, batch {BULK_ROWS}", "rows/s", inproc)
     ratios = [r.rps * BULK_ROWS / ip for r, ip in zip(res["serve-bulk"], inproc, strict=True)]
-    f = _fig(rep, "serve bulk / in-process rows/s", "ratio", ratios, ">= 0.5")
+    _fig(rep, "serve bulk (rows) / in-process score_readings", "ratio", ratios)
+    for who in ("uvicorn", "serve"):
+        _fig(rep, f"{who} columnar {BULK_ROWS}-row, 2 clients", "rows/s",
+             [r.rps * BULK_ROWS for r in res[f"{who}-columns"]])
+    _fig(rep, f"in-process score_columns (model core), batch {BULK_ROWS}", "rows/s", inproc_cols)
+    ratios = [r.rps * BULK_ROWS / ip for r, ip in zip(res["serve-columns"], inproc_cols, strict=True)]
+    f = _fig(rep, "serve columnar bulk / in-process score_columns", "ratio", ratios, ">= 0.5")
     f.met = f.median >= 0.5
     _fig(rep, "client-visible errors (all cells)", "count", [float(errors)], "0", errors == 0)
     return rep

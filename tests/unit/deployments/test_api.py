@@ -127,3 +127,31 @@ def test_app_builder_validates_raw_args() -> None:
     with pytest.raises(pydantic.ValidationError, match="no_such_option"):
         build_app({"no_such_option": 1})
     assert AppArgs.model_validate({"fast_path": False}).fast_path is False
+
+
+def test_columns_ok_and_agrees_with_bulk(client: TestClient, demo_root: Path) -> None:
+    rows = json.loads((demo_root / "press-02" / "7.5kW" / "1.0.0" / "warmup.json").read_text())["rows"][:4]
+    cols = {f: [r[f] for r in rows] for f in rows[0]}
+    r = client.post(f"{API}/predict/columns", json={"equipment_id": "press-02", "power": "7.5kW", "columns": cols})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    bulk = client.post(f"{API}/predict/bulk", json={"readings": [
+        {"equipment_id": "press-02", "power": "7.5kW", "features": row} for row in rows]}).json()["results"]
+    assert body["rows"] == 4 and body["power"] == "7.5kW" and body["latency_ms"] >= 0
+    assert body["anomaly"] == [b["anomaly"] for b in bulk]
+    assert body["score"] == pytest.approx([b["score"] for b in bulk], rel=1e-12)
+
+
+@pytest.mark.parametrize("body, status, needle", [
+    ({"equipment_id": "ghost", "columns": {"a": [1.0]}}, 404, "ghost"),
+    ({"equipment_id": "press-02", "power": "7.5kW", "columns": {"air_temp_k": [1.0, 2.0], "process_temp_k": [1.0]}},
+     422, "differ in length"),
+    ({"equipment_id": "press-02", "power": "7.5kW", "columns": {"air_temp_k": ["hot"]}}, 422, "air_temp_k"),
+    ({"equipment_id": "press-02", "power": "7.5kW", "columns": {"air_temp_k": [1.0] * 6, "process_temp_k": [1.0] * 6}},
+     413, "limit is 5"),
+    ({"equipment_id": "press-02", "columns": {}}, 422, "columns"),
+])
+def test_columns_errors_name_the_problem(client: TestClient, body: dict, status: int, needle: str) -> None:
+    r = client.post(f"{API}/predict/columns", json=body)
+    assert r.status_code == status, r.text
+    assert needle in r.text
