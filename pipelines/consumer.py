@@ -23,6 +23,7 @@ from typing import Any
 import asyncpg
 import ray
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
 from bundles.batch import score_readings
 from deployments.control import GenerationWatcher, get_control
@@ -53,7 +54,7 @@ class StreamScorer:
         self.watcher.start()
         self.state = "starting"
         self.counts = {"consumed": 0, "stored": 0, "duplicates": 0, "dead_lettered": 0, "batches": 0,
-                       "alerts_opened": 0, "db_errors": 0}
+                       "alerts_opened": 0, "db_errors": 0, "broker_errors": 0, "commit_failures": 0, "restarts": 0}
         self.last_commit_at: float | None = None
         self.lag: int | None = None
         self.consumer: AIOKafkaConsumer | None = None
@@ -63,6 +64,27 @@ class StreamScorer:
                 **self.counts}
 
     async def run(self) -> None:
+        """Consume until cancelled. A broker error (restart, lost group state, failed
+        commit or dead-letter send) never ends it: the clients are rebuilt after a
+        backoff and consumption resumes from the last committed offsets; what was
+        stored meanwhile is not stored twice (idempotent writes)."""
+        attempt = 0
+        while True:
+            try:
+                await self._run_once()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.state = "degraded"
+                self.counts["restarts"] += 1
+                delay = BACKOFF_S[min(attempt, len(BACKOFF_S) - 1)]
+                log.warning("stream loop failed (%s: %s); restarting its Kafka clients in %.1fs",
+                            type(exc).__name__, exc, delay)
+                attempt += 1
+                await asyncio.sleep(delay)
+
+    async def _run_once(self) -> None:
         s = self.s
         pool = await asyncpg.create_pool(self.database_url, min_size=1, max_size=3)
         producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all", linger_ms=5)
@@ -71,12 +93,13 @@ class StreamScorer:
             enable_auto_commit=False, auto_offset_reset="earliest", max_partition_fetch_bytes=8 << 20,
             fetch_max_bytes=64 << 20, max_poll_records=s.batch_max_records)
         self.consumer = consumer
-        await producer.start()
-        await consumer.start()
-        wake = asyncio.Event()
-        relay = asyncio.create_task(run_relay(pool, producer, wake))
-        self.state = "running"
+        relay = None
         try:
+            await producer.start()
+            await consumer.start()
+            wake = asyncio.Event()
+            relay = asyncio.create_task(run_relay(pool, producer, wake))
+            self.state = "running"
             while True:
                 batch = await consumer.getmany(timeout_ms=s.batch_wait_ms, max_records=s.batch_max_records)
                 records = [r for part in batch.values() for r in part]
@@ -84,15 +107,29 @@ class StreamScorer:
                     stats = await self._process(records, pool, producer)
                     if stats.alerts_opened or stats.alerts_resolved:
                         wake.set()
-                    await consumer.commit()
-                    self.last_commit_at = time.time()
+                    await self._commit(consumer)
                 await self._update_lag(consumer)
         finally:
-            relay.cancel()
+            if relay is not None:
+                relay.cancel()
             self.state = "stopped"
-            await consumer.stop()
-            await producer.stop()
-            await pool.close()
+            for close in (consumer.stop, producer.stop, pool.close):
+                try:
+                    await close()
+                except Exception as exc:  # a broker that is gone cannot be left politely
+                    log.debug("closing %s: %s", close, exc)
+
+    async def _commit(self, consumer: AIOKafkaConsumer) -> None:
+        try:
+            await consumer.commit()
+            self.last_commit_at = time.time()
+        except (CommitFailedError, IllegalStateError) as exc:
+            # The group moved on (rebalance, or a broker that lost its group state): the
+            # batch is stored; whoever owns the partitions now gets it again and the
+            # idempotent write skips it. Not a reason to stop consuming.
+            self.counts["commit_failures"] += 1
+            log.warning("offset commit refused (%s); the batch is stored, a redelivery is deduplicated",
+                        type(exc).__name__)
 
     async def _process(self, records: list[ConsumerRecord], pool: asyncpg.Pool,
                        producer: AIOKafkaProducer) -> WriteStats:
@@ -144,12 +181,26 @@ class StreamScorer:
                 await asyncio.sleep(delay)
 
     async def _dead_letter(self, producer: AIOKafkaProducer, dead: list[tuple[ConsumerRecord, str]]) -> None:
-        futures = []
-        for rec, reason in dead:
-            headers = [("reason", reason.encode()[:1000]), ("source_topic", rec.topic.encode()),
-                       ("source_partition", str(rec.partition).encode()), ("source_offset", str(rec.offset).encode())]
-            futures.append(await producer.send(self.s.dead_letter_topic, rec.value, key=rec.key, headers=headers))
-        await asyncio.gather(*futures)
+        """Publish to the dead-letter topic; hold the batch and retry while the broker is away."""
+        attempt = 0
+        while True:
+            try:
+                futures = []
+                for rec, reason in dead:
+                    headers = [("reason", reason.encode()[:1000]), ("source_topic", rec.topic.encode()),
+                               ("source_partition", str(rec.partition).encode()),
+                               ("source_offset", str(rec.offset).encode())]
+                    futures.append(await producer.send(self.s.dead_letter_topic, rec.value, key=rec.key,
+                                                       headers=headers))
+                await asyncio.gather(*futures)
+                break
+            except KafkaError as exc:
+                self.state = "degraded"
+                self.counts["broker_errors"] += 1
+                delay = BACKOFF_S[min(attempt, len(BACKOFF_S) - 1)]
+                log.warning("dead-letter publish failed (%s); retrying in %.1fs", type(exc).__name__, delay)
+                attempt += 1
+                await asyncio.sleep(delay)
         self.counts["dead_lettered"] += len(dead)
 
     async def _update_lag(self, consumer: AIOKafkaConsumer) -> None:

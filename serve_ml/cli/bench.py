@@ -71,7 +71,12 @@ def _stream(args: argparse.Namespace) -> int:
 
 
 def _soak(args: argparse.Namespace) -> int:
+    import signal
+
     from serve_ml.bench import soak
+
+    # SIGTERM unwinds like Ctrl-C, so the cluster and embedded services it started are stopped.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
 
     return _print("soak", soak.run(minutes=args.minutes, http_clients=args.http_clients, rate_hz=args.rate_hz))
 
