@@ -16,6 +16,7 @@ from ray.serve import Application
 from bundles.manifest import is_safe_segment
 from deployments.equipment import EquipmentModel
 from deployments.ingress import Ingress, IngressArgs
+from deployments.versioning import code_version
 from serve_ml.settings import Settings
 
 
@@ -100,14 +101,19 @@ def build_graph(args: AppArgs, s: Settings) -> Application:
     handles = {}
     for eq in equipment_dirs(root)[: args.max_dedicated_deployments]:
         scaling = args.equipment.get(eq, args.autoscaling)
+        init = ([eq], str(root), enable_xgb, args.poll_interval_s)
+        # version + _internal: Serve's own escape hatch for a stable code version (versioning.py)
         handles[eq] = EquipmentModel.options(
-            name=f"equipment-{eq}", autoscaling_config=scaling.resolve(s), **equipment_common
-        ).bind([eq], str(root), enable_xgb, args.poll_interval_s)
+            name=f"equipment-{eq}", autoscaling_config=scaling.resolve(s), version=code_version(*init),
+            _internal=True, **equipment_common
+        ).bind(*init)
     ingress_args = IngressArgs(
         root=str(root), enable_xgb=enable_xgb, fast_path=args.fast_path, max_bulk_rows=s.max_bulk_rows,
         max_request_bytes=s.max_request_bytes, request_timeout_s=s.request_timeout_s, retry_after_s=s.retry_after_s,
         poll_interval_s=args.poll_interval_s, database_url=s.database_url,
     )
-    return Ingress.options(autoscaling_config=args.ingress_autoscaling.resolve(s), **common).bind(
-        handles, ingress_args.model_dump()
+    ingress_init = ingress_args.model_dump()
+    return Ingress.options(autoscaling_config=args.ingress_autoscaling.resolve(s),
+                           version=code_version(sorted(handles), ingress_init), _internal=True, **common).bind(
+        handles, ingress_init
     )

@@ -79,3 +79,14 @@ def stack(cluster, serve_root: Path, mosquitto: int, tmp_path_factory: pytest.Te
         yield st
     finally:
         st.stop()
+
+
+def replica_actors(app: str, deployment: str = "") -> list[dict]:
+    """Live Serve replica actors (name, pid) of one deployment, or of a whole app when
+    ``deployment`` is empty. Read from the GCS: the test cluster runs without the
+    dashboard that ray.util.state needs."""
+    import ray
+
+    prefix = f"SERVE_REPLICA::{app}#{deployment}#" if deployment else f"SERVE_REPLICA::{app}#"
+    return [{"name": a["Name"], "pid": a["Pid"]} for a in ray._private.state.actors().values()  # noqa: SLF001
+            if a["State"] == "ALIVE" and a["Name"].startswith(prefix)]

@@ -21,6 +21,7 @@ from ray import serve
 from deployments.app import build_graph
 from deployments.launch import app_args_from_config
 from serve_ml.settings import Settings
+from tests.fixtures import replica_actors
 from tests.streamkit import report
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
@@ -31,21 +32,12 @@ def warmup_rows(serve_root: Path, eq: str, power: str) -> list[dict]:
     return json.loads((serve_root / eq / power / "1.0.0" / "warmup.json").read_text())["rows"]
 
 
-def _alive_actors(prefix: str) -> list[dict]:
-    # Straight from the GCS: the test cluster runs without the dashboard that the
-    # ray.util.state API needs.
-    table = ray._private.state.actors()  # noqa: SLF001
-    return [{"name": a["Name"], "pid": a["Pid"]} for a in table.values()
-            if a["State"] == "ALIVE" and a["Name"].startswith(prefix)]
-
-
 def replicas(app: str, deployment: str) -> list[dict]:
-    """Live replica actors of one deployment: name and PID."""
-    return _alive_actors(f"SERVE_REPLICA::{app}#{deployment}#")
+    return replica_actors(app, deployment)
 
 
 def app_pids(app: str) -> list[int]:
-    return [a["pid"] for a in _alive_actors(f"SERVE_REPLICA::{app}#") if a["pid"]]
+    return [a["pid"] for a in replica_actors(app) if a["pid"]]
 
 
 class RssSampler:

@@ -13,6 +13,7 @@ from ray import serve
 
 from deployments.app import Autoscaling
 from deployments.launch import app_args_from_config, apply_scaling
+from tests.fixtures import replica_actors
 from serve_ml.settings import Settings
 from tests.integration.test_http import sim_rows
 
@@ -31,10 +32,13 @@ def test_scale_up_under_load_and_back(cluster, http: httpx.Client, serve_root) -
     args = app_args_from_config(root=str(serve_root), poll_interval_s=0.3)
     fast = Autoscaling(min_replicas=1, max_replicas=3, target_ongoing_requests=1, upscale_delay_s=1,
                        downscale_delay_s=3, metrics_interval_s=0.5, look_back_period_s=2)
+    before = {a["name"] for a in replica_actors("serve-ml")}
     t0 = time.monotonic()
     apply_scaling(settings, args, "pump-03", fast)
     print(f"scaling applied in {time.monotonic() - t0:.1f}s")
     assert running_replicas() == 1
+    # options only: applied to the running replicas, none restarted (stable code versions)
+    assert {a["name"] for a in replica_actors("serve-ml")} == before
     body = {"readings": [{"equipment_id": "pump-03", "power": "5.5kW", "features": f}
                          for f in sim_rows("normal", 400, "5.5kW")]}
     stop, errors, peak = threading.Event(), [], [1]
