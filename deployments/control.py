@@ -15,6 +15,7 @@ from typing import Any
 import ray
 
 from bundles.catalog import Override
+from deployments.reconcile import GraphReconciler
 from deployments.service import ScoringService
 
 log = logging.getLogger("serve_ml.control")
@@ -33,6 +34,17 @@ class ControlPlane:
         self.live_overrides: LiveMap = {}
         self.changes: list[dict[str, Any]] = []
         self.restored = False
+        self.graph = GraphReconciler()
+
+    def set_recipe(self, app_args: dict[str, Any], settings: dict[str, Any], deployed: list[str]) -> None:
+        """How the launcher built the graph, so a sync can redeploy it (see reconcile.py)."""
+        self.graph.set_recipe(app_args, settings, deployed)
+
+    def reconcile(self) -> dict[str, Any]:
+        return self.graph.reconcile()
+
+    def graph_status(self) -> dict[str, Any]:
+        return self.graph.status()
 
     def state(self) -> tuple[int, LiveMap]:
         return self.generation, dict(self.live_overrides)

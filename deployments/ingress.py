@@ -104,11 +104,20 @@ class Ingress:
         return sum(e for e, _ in parts), orjson.dumps(out)
 
     async def _remote(self, eq: str, payload: bytes) -> tuple[int, bytes]:
-        # Scoring is a pure function of the payload, so a call whose replica died
+        return await self._call(eq, "score_wire", payload)
+
+    async def score_columns(self, eq: str, power: str | None, version: str | None,
+                            columns: dict[str, Any], n: int) -> tuple[int, bytes]:
+        if eq in self.handles:
+            return await self._call(eq, "score_columns", eq, power, version, columns, n)
+        return await asyncio.to_thread(self.service.score_columns, eq, power, version, columns, n)
+
+    async def _call(self, eq: str, method: str, *args: Any) -> Any:
+        # Scoring is a pure function of its input, so a call whose replica died
         # (killed, OOM, node lost) is safe to send again; Serve routes the retry to a
         # live or replacement replica.
         for attempt in range(REPLICA_DIED_RETRIES + 1):
-            response = self.handles[eq].score_wire.remote(payload)
+            response = getattr(self.handles[eq], method).remote(*args)
             try:
                 return await asyncio.wait_for(response, self.args.request_timeout_s)
             except TimeoutError:
@@ -156,6 +165,8 @@ class Ingress:
         report["generation"] = generation
         report["converged"] = await self._converge(generation)
         report["recorded"] = await record_catalog(self.history, self.service.catalog)
+        # Which equipment has its own deployment follows the root too (in the background).
+        report["deployments"] = await self.control.reconcile.remote()
         return report
 
     async def _converge(self, generation: int, timeout_s: float = 15.0) -> bool:

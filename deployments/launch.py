@@ -19,8 +19,8 @@ from typing import Any
 import psutil
 import yaml
 
-from deployments.app import AppArgs, build_graph
-from serve_ml.settings import REPO_ROOT, Settings
+from deployments.app import AppArgs, build_graph, equipment_dirs
+from serve_ml.settings import REPO_ROOT, SECRET_FIELDS, Settings
 
 log = logging.getLogger("serve_ml.launch")
 APP_NAME = "serve-ml"
@@ -112,6 +112,7 @@ def start_cluster(
         _restore_live_state(settings)
         serve.start(http_options={"host": settings.http_host, "port": http_port})
         serve.run(build_graph(app_args, settings), name=APP_NAME, route_prefix="/")
+        register_recipe(settings, app_args)
     except BaseException:
         ray.shutdown()
         raise
@@ -153,4 +154,18 @@ def apply_scaling(settings: Settings, app_args: AppArgs, equipment_id: str, scal
 
     args = app_args.model_copy(update={"equipment": {**app_args.equipment, equipment_id: scaling}})
     serve.run(build_graph(args, settings), name=APP_NAME, route_prefix="/")
+    register_recipe(settings, args)
     return args
+
+
+def register_recipe(settings: Settings, app_args: AppArgs) -> None:
+    """Tell the control plane how this graph was built, so a sync that adds or removes
+    equipment can redeploy it (no secrets: replicas read tokens from their environment)."""
+    import ray
+
+    from deployments.control import get_control
+
+    root = Path(app_args.root) if app_args.root else settings.root
+    dedicated = equipment_dirs(root)[: app_args.max_dedicated_deployments]
+    dump = settings.model_dump(mode="json", exclude=set(SECRET_FIELDS))
+    ray.get(get_control().set_recipe.remote(app_args.model_dump(mode="json"), dump, dedicated))

@@ -8,15 +8,34 @@ a call that already holds the old catalog finishes on it.
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import orjson
+
+from bundles.columns import dumps, score_columns
 from bundles.batch import Reading, Result, score_readings
 from bundles.catalog import Catalog, Override
 from deployments.metrics import Metrics, NoMetrics
+from serve_ml.errors import ServeMLError
+
+
+def settle_heap(*, collect: bool) -> None:
+    """Put everything alive now (modules, Ray, torch, the loaded bundles) out of the
+    cyclic collector's reach (``gc.freeze``).
+
+    Scoring allocates many short-lived, acyclic objects (readings, per-row result
+    dicts); every full collection they trigger otherwise walks the whole long-lived
+    heap again. Measured in the stream scorer: 60 % of its CPU per message.
+    """
+    if collect:
+        gc.collect()
+    gc.freeze()
 
 
 class ScoringService:
@@ -37,6 +56,7 @@ class ScoringService:
         self.generation = 0
         self.catalog = Catalog.scan(self.root, equipment_ids=equipment_ids, live_overrides=live_overrides)
         self.metrics.catalog(self.catalog.bundles.values(), self.catalog.live, {})
+        settle_heap(collect=True)
 
     def score(self, readings: Sequence[Reading]) -> list[Result]:
         catalog = self.catalog  # one consistent catalog for the whole call
@@ -44,6 +64,19 @@ class ScoringService:
         results = score_readings(catalog, readings, enable_xgb=self.enable_xgb)
         self.metrics.scored(catalog.live_equipment, results, (time.perf_counter() - t0) * 1e3)
         return results
+
+    def score_columns(self, equipment_id: str, power: str | None, version: str | None,
+                      columns: Mapping[str, np.ndarray], n: int) -> tuple[int, bytes]:
+        """Columnar bulk scoring: ``(HTTP status, JSON body)``, ready to send. Errors
+        are returned, not raised, so they cross a handle hop unchanged."""
+        catalog = self.catalog
+        t0 = time.perf_counter()
+        try:
+            result = score_columns(catalog, equipment_id, power, version, columns, n, enable_xgb=self.enable_xgb)
+        except ServeMLError as exc:
+            return exc.status_code, orjson.dumps(exc.to_dict())
+        self.metrics.scored_columns(result, (time.perf_counter() - t0) * 1e3)
+        return 200, dumps(result)
 
     def reload(
         self, generation: int, live_overrides: Mapping[tuple[str, str], Override] | None = None
@@ -56,6 +89,7 @@ class ScoringService:
             self.catalog = new
             self.generation = generation
             self.metrics.catalog(new.bundles.values(), new.live, old.live)
+            settle_heap(collect=False)  # the new bundles are long-lived too
             return diff_catalogs(old, new)
 
     def refresh_gauges(self) -> None:

@@ -12,6 +12,8 @@ from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+# Never written to state files, deployment args or logs.
+SECRET_FIELDS = frozenset({"admin_token", "admin_token_file", "read_token"})
 
 
 def default_bundle_root() -> Path:

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import psutil
 
-from serve_ml.settings import Settings
+from serve_ml.settings import SECRET_FIELDS, Settings
 
 STATE_FILE = "state.json"
 
@@ -108,7 +108,7 @@ def _up(args: argparse.Namespace) -> int:
              "started_at": time.time(), "startup_s": round(cluster.started_s, 2),
              "stream": stack.describe() if stack else None,
              # what `serve-ml scale` needs to redeploy the same graph (no secrets)
-             "settings": settings.model_dump(mode="json", exclude={"admin_token", "read_token", "admin_token_file"}),
+             "settings": settings.model_dump(mode="json", exclude=set(SECRET_FIELDS)),
              "app_args": app_args.model_dump(mode="json")}
     state_path(settings).write_text(json.dumps(state, indent=2))
     api = f"{cluster.http_url}/api/v1/serve-ml"

@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import shutil
+import threading
+import time
+from collections import Counter
 from pathlib import Path
 
 import httpx
 import pytest
+import ray
+from ray import serve
 
 from bundles.loader import sha256_file
 from tests.conftest import build_sim_bundle
-from tests.integration.conftest import ADMIN
+from deployments.control import get_control
+from tests.fixtures import replica_actors
+from tests.integration.conftest import ADMIN, API
 from tests.integration.test_http import sim_rows
 
 pytestmark = pytest.mark.integration
@@ -55,18 +62,68 @@ def test_corrupt_bundle_rejected_and_live_version_kept(http: httpx.Client, serve
     assert sha256_file(src / "thermal.pt")  # the live bundle's files are untouched
 
 
-def test_new_equipment_servable_after_sync_then_removed(http: httpx.Client, serve_root: Path) -> None:
-    build_sim_bundle(serve_root, "lathe-04", "7.5kW", "1.0.0", classifier=False)
-    assert http.post("/predict", json={"equipment_id": "lathe-04", "features": sim_rows("normal", 1)[0]}).status_code == 404
-    report = http.post("/sync", headers=ADMIN).json()
-    assert report["added"] == ["lathe-04/7.5kW/1.0.0"]
-    assert version_of(http, "lathe-04", "7.5kW", bulk=False) == "1.0.0"
-    assert version_of(http, "lathe-04", "7.5kW", bulk=True) == "1.0.0"
-    shutil.rmtree(serve_root / "lathe-04")
-    report = http.post("/sync", headers=ADMIN).json()
-    assert report["removed"] == ["lathe-04/7.5kW/1.0.0"]
-    r = http.post("/predict", json={"equipment_id": "lathe-04", "features": sim_rows("normal", 1)[0]})
-    assert r.status_code == 404
+def _graph_settled(cluster) -> dict:
+    """Wait for the background redeploy a sync started; return the control plane's view."""
+    control = get_control()
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        status = ray.get(control.graph_status.remote())
+        app = serve.status().applications["serve-ml"]
+        if not status["redeploying"] and app.status == "RUNNING":
+            return {**status, "deployments": sorted(app.deployments)}
+        time.sleep(1.0)
+    raise TimeoutError("the graph redeploy did not finish")
+
+
+def _replicas(deployment: str) -> set[str]:
+    return {a["name"] for a in replica_actors("serve-ml", deployment)}
+
+
+def test_new_equipment_servable_after_sync_then_drained_and_removed(cluster, http: httpx.Client,
+                                                                     serve_root: Path) -> None:
+    """Servable at once after sync (scored by the ingress); then its own deployment is
+    added in the background, and on removal drained and deleted, while a client loop
+    sees no failure and other equipment keeps its replicas."""
+    others = {eq: _replicas(f"equipment-{eq}") for eq in ("mill-01", "press-02", "pump-03")}
+    codes: Counter[int] = Counter()
+    stop = threading.Event()
+    row = sim_rows("normal", 1)[0]
+
+    def client() -> None:
+        with httpx.Client(base_url=cluster.http_url + API, timeout=60) as c:
+            while not stop.is_set():
+                codes[c.post("/predict", json={"equipment_id": "press-02", "power": "7.5kW", "features": row}).status_code] += 1
+                codes[c.post("/predict/bulk", json={"readings": [{"equipment_id": "pump-03", "features": row}] * 20}).status_code] += 1
+
+    loop = threading.Thread(target=client)
+    loop.start()
+    try:
+        build_sim_bundle(serve_root, "lathe-04", "7.5kW", "1.0.0", classifier=False)
+        assert http.post("/predict", json={"equipment_id": "lathe-04", "features": row}).status_code == 404
+        report = http.post("/sync", headers=ADMIN).json()
+        assert report["added"] == ["lathe-04/7.5kW/1.0.0"]
+        assert report["deployments"]["adding"] == ["lathe-04"], report["deployments"]
+        assert version_of(http, "lathe-04", "7.5kW", bulk=False) == "1.0.0"  # before the redeploy finishes
+        assert version_of(http, "lathe-04", "7.5kW", bulk=True) == "1.0.0"
+        graph = _graph_settled(cluster)
+        assert graph["last"]["ok"] and "equipment-lathe-04" in graph["deployments"], graph
+        assert version_of(http, "lathe-04", "7.5kW", bulk=True) == "1.0.0"  # now through its own deployment
+
+        shutil.rmtree(serve_root / "lathe-04")
+        report = http.post("/sync", headers=ADMIN).json()
+        assert report["removed"] == ["lathe-04/7.5kW/1.0.0"]
+        assert report["deployments"]["removing"] == ["lathe-04"], report["deployments"]
+        r = http.post("/predict", json={"equipment_id": "lathe-04", "features": row})
+        assert r.status_code == 404  # no new work reaches it while it drains
+        graph = _graph_settled(cluster)
+        assert graph["last"]["ok"] and "equipment-lathe-04" not in graph["deployments"], graph
+        assert not _replicas("equipment-lathe-04")
+    finally:
+        stop.set()
+        loop.join(60)
+    print(f"requests during add+remove: {dict(codes)}")
+    assert set(codes) == {200}, codes
+    assert {eq: _replicas(f"equipment-{eq}") for eq in others} == others  # not restarted
 
 
 def test_sync_requires_the_admin_token(http: httpx.Client) -> None:
