@@ -52,6 +52,9 @@ class AppArgs(BaseModel):
     root: str | None = Field(default=None, description="Bundle root; default SERVE_ML_ROOT or the demo bundles.")
     enable_xgb: bool | None = Field(default=None, description="Run classifiers; default SERVE_ML_ENABLE_XGB.")
     fast_path: bool = Field(default=True, description="Score single readings in the ingress (no handle hop).")
+    columns_fast_path_max_rows: int = Field(
+        default=4096, ge=0, description="Score columnar requests up to this many rows in the ingress (no handle "
+        "hop: ~1.7 ms here, more than scoring 4096 rows); 0: always on the equipment deployment.")
     autoscaling: Autoscaling = Field(default_factory=Autoscaling, description="Default for equipment deployments.")
     equipment: dict[str, Autoscaling] = Field(default_factory=dict, description="Per-equipment overrides.")
     ingress_autoscaling: Autoscaling = Field(default_factory=Autoscaling, description="The ingress deployment.")
@@ -108,7 +111,8 @@ def build_graph(args: AppArgs, s: Settings) -> Application:
             _internal=True, **equipment_common
         ).bind(*init)
     ingress_args = IngressArgs(
-        root=str(root), enable_xgb=enable_xgb, fast_path=args.fast_path, max_bulk_rows=s.max_bulk_rows,
+        root=str(root), enable_xgb=enable_xgb, fast_path=args.fast_path,
+        columns_fast_path_max_rows=args.columns_fast_path_max_rows, max_bulk_rows=s.max_bulk_rows,
         max_request_bytes=s.max_request_bytes, request_timeout_s=s.request_timeout_s, retry_after_s=s.retry_after_s,
         poll_interval_s=args.poll_interval_s, database_url=s.database_url,
     )

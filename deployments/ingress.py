@@ -46,6 +46,7 @@ class IngressArgs(BaseModel):
     root: str
     enable_xgb: bool
     fast_path: bool = Field(description="Score single readings in the ingress instead of a handle hop.")
+    columns_fast_path_max_rows: int = Field(default=0, description="Columnar requests up to this size too.")
     max_bulk_rows: int
     max_request_bytes: int
     request_timeout_s: float
@@ -108,7 +109,7 @@ class Ingress:
 
     async def score_columns(self, eq: str, power: str | None, version: str | None,
                             columns: dict[str, Any], n: int) -> tuple[int, bytes]:
-        if eq in self.handles:
+        if eq in self.handles and n > self.args.columns_fast_path_max_rows:
             return await self._call(eq, "score_columns", eq, power, version, columns, n)
         return await asyncio.to_thread(self.service.score_columns, eq, power, version, columns, n)
 

@@ -66,6 +66,21 @@ def test_fast_path_and_deployment_path_identical(http: httpx.Client) -> None:
         assert _strip(single) == _strip(via_deployment)
 
 
+def test_columns_fast_path_identical_to_deployment_path(http: httpx.Client) -> None:
+    """Columnar requests this small are scored in the ingress; row bulk goes through
+    the equipment deployment. Same rows, bit-identical numbers."""
+    rows = sim_rows("normal", 20) + sim_rows("overstrain", 20)
+    cols = http.post("/predict/columns", json={"equipment_id": "press-02", "power": "7.5kW",
+                                               "columns": {f: [r[f] for r in rows] for f in rows[0]}}).json()
+    bulk = http.post("/predict/bulk", json={"readings": [
+        {"equipment_id": "press-02", "power": "7.5kW", "features": r} for r in rows]}).json()["results"]
+    assert cols["rows"] == len(rows) and not cols["errors"] and any(cols["anomaly"])
+    assert cols["anomaly"] == [b["anomaly"] for b in bulk]
+    assert cols["score"] == [b["score"] for b in bulk]
+    for name in ("thermal", "mechanical"):
+        assert cols["modalities"][name]["error"] == [b["modalities"][name]["error"] for b in bulk]
+
+
 def test_bulk_batch_agrees_with_single_rows(http: httpx.Client) -> None:
     rows = sim_rows("normal", 10) + sim_rows("tool_wear", 10) + sim_rows("normal", 10, power="5.5kW")
     readings = [{"equipment_id": "press-02", "features": f} for f in rows]
