@@ -18,7 +18,8 @@ import asyncio
 import datetime as dt
 import logging
 import time
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import asyncpg
 import ray
@@ -37,6 +38,9 @@ from serve_ml.settings import Settings
 
 log = logging.getLogger("serve_ml.stream")
 BACKOFF_S = (0.2, 0.5, 1.0, 2.0, 5.0)
+DB_ERRORS = (TimeoutError, OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
+             asyncpg.CannotConnectNowError)
+T = TypeVar("T")
 
 
 @ray.remote(num_cpus=0.1, max_restarts=-1, max_task_retries=-1, max_concurrency=16)
@@ -162,46 +166,43 @@ class StreamScorer:
         return stats
 
     async def _write(self, pool: asyncpg.Pool, items: list[Scored]) -> WriteStats:
-        attempt = 0
-        while True:
-            try:
-                async with pool.acquire() as conn:
-                    stats = await write_batch(conn, items, partitions=self.partitions,
-                                              alerts_topic=self.s.alerts_topic,
-                                              resolve_after=self.s.alert_resolve_after)
-                self.state = "running"
-                return stats
-            except (TimeoutError, OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError, asyncpg.CannotConnectNowError) as exc:
-                # Hold the batch, stop consuming, retry: nothing is committed meanwhile.
-                self.state = "degraded"
-                self.counts["db_errors"] += 1
-                delay = BACKOFF_S[min(attempt, len(BACKOFF_S) - 1)]
-                log.warning("database unavailable (%s); retrying batch in %.1fs", type(exc).__name__, delay)
-                attempt += 1
-                await asyncio.sleep(delay)
+        async def write() -> WriteStats:
+            async with pool.acquire() as conn:
+                return await write_batch(conn, items, partitions=self.partitions, alerts_topic=self.s.alerts_topic,
+                                         resolve_after=self.s.alert_resolve_after)
+
+        return await self._hold_and_retry(write, DB_ERRORS, "db_errors", "database write")
 
     async def _dead_letter(self, producer: AIOKafkaProducer, dead: list[tuple[ConsumerRecord, str]]) -> None:
-        """Publish to the dead-letter topic; hold the batch and retry while the broker is away."""
+        async def publish() -> None:
+            futures = []
+            for rec, reason in dead:
+                headers = [("reason", reason.encode()[:1000]), ("source_topic", rec.topic.encode()),
+                           ("source_partition", str(rec.partition).encode()),
+                           ("source_offset", str(rec.offset).encode())]
+                futures.append(await producer.send(self.s.dead_letter_topic, rec.value, key=rec.key, headers=headers))
+            await asyncio.gather(*futures)
+
+        await self._hold_and_retry(publish, (KafkaError,), "broker_errors", "dead-letter publish")
+        self.counts["dead_lettered"] += len(dead)
+
+    async def _hold_and_retry(self, op: Callable[[], Awaitable[T]], errors: tuple[type[BaseException], ...],
+                              counter: str, what: str) -> T:
+        """Hold the batch and retry ``op`` with backoff while a service is away: nothing
+        is committed meanwhile, and health says ``degraded`` until it succeeds."""
         attempt = 0
         while True:
             try:
-                futures = []
-                for rec, reason in dead:
-                    headers = [("reason", reason.encode()[:1000]), ("source_topic", rec.topic.encode()),
-                               ("source_partition", str(rec.partition).encode()),
-                               ("source_offset", str(rec.offset).encode())]
-                    futures.append(await producer.send(self.s.dead_letter_topic, rec.value, key=rec.key,
-                                                       headers=headers))
-                await asyncio.gather(*futures)
-                break
-            except KafkaError as exc:
+                result = await op()
+                self.state = "running"
+                return result
+            except errors as exc:
                 self.state = "degraded"
-                self.counts["broker_errors"] += 1
+                self.counts[counter] += 1
                 delay = BACKOFF_S[min(attempt, len(BACKOFF_S) - 1)]
-                log.warning("dead-letter publish failed (%s); retrying in %.1fs", type(exc).__name__, delay)
+                log.warning("%s failed (%s); retrying the batch in %.1fs", what, type(exc).__name__, delay)
                 attempt += 1
                 await asyncio.sleep(delay)
-        self.counts["dead_lettered"] += len(dead)
 
     async def _update_lag(self, consumer: AIOKafkaConsumer) -> None:
         lag = 0

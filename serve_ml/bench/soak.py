@@ -15,14 +15,13 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import orjson
-import psutil
 
 from serve_ml.bench.common import Figure, Report
+from serve_ml.bench.memory import MemorySampler
 from serve_ml.bench.loadgen import LoadResult, run_load, write_bodies
 from serve_ml.bench.servers import API, wait_ready
 from serve_ml.settings import Settings
@@ -31,57 +30,6 @@ EQ, POWER = "press-02", "7.5kW"
 MACHINES = "press-02:7.5kW,pump-03:5.5kW:overstrain,mill-01:7.5kW:normal:ai4i"
 SWAP_EVERY_S = 20.0
 BROKER_LOSS_WINDOW_S = 30.0
-
-
-class MemorySampler:
-    """Peak RSS per process (by Ray's process title or executable name) every 2 s."""
-
-    def __init__(self, roots: Callable[[], list[int]]) -> None:
-        self.roots = roots
-        self.peak: dict[str, int] = {}
-        self.peak_total = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _sample(self) -> None:
-        procs: dict[int, psutil.Process] = {}
-        for pid in self.roots():
-            try:
-                p = psutil.Process(pid)
-                procs[pid] = p
-                procs.update({c.pid: c for c in p.children(recursive=True)})
-            except psutil.Error:
-                continue
-        total = 0
-        for p in procs.values():
-            try:
-                rss, name = p.memory_info().rss, _title(p)
-            except psutil.Error:
-                continue
-            total += rss
-            self.peak[name] = max(self.peak.get(name, 0), rss)
-        self.peak_total = max(self.peak_total, total)
-
-    def _run(self) -> None:
-        while not self._stop.wait(2.0):
-            self._sample()
-
-    def __enter__(self) -> MemorySampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-
-def _title(p: psutil.Process) -> str:
-    cmd = p.cmdline()
-    if cmd and cmd[0].startswith("ray::"):  # Ray titles its workers ray::<actor>[.<running method>]
-        title = cmd[0].split()[0]
-        head, _, method = title.rpartition(".")
-        return head if head and method.isidentifier() else title
-    return p.name()
 
 
 def run(minutes: float = 10.0, http_clients: int = 4, rate_hz: float = 50.0) -> Report:

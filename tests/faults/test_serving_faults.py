@@ -13,7 +13,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
-import psutil
 import pytest
 import ray
 from ray import serve
@@ -21,6 +20,7 @@ from ray import serve
 from deployments.app import build_graph
 from deployments.launch import app_args_from_config
 from serve_ml.settings import Settings
+from serve_ml.bench.memory import MemorySampler
 from tests.fixtures import replica_actors
 from tests.streamkit import report
 
@@ -38,31 +38,6 @@ def replicas(app: str, deployment: str) -> list[dict]:
 
 def app_pids(app: str) -> list[int]:
     return [a["pid"] for a in replica_actors(app) if a["pid"]]
-
-
-class RssSampler:
-    """Peak resident memory of a set of processes, sampled in a thread."""
-
-    def __init__(self, pids: list[int]) -> None:
-        self.procs = [psutil.Process(p) for p in pids]
-        self.baseline = self.peak = self._rss()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _rss(self) -> int:
-        return sum(p.memory_info().rss for p in self.procs if p.is_running())
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.2):
-            self.peak = max(self.peak, self._rss())
-
-    def __enter__(self) -> RssSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 def test_equipment_replica_killed_under_load(cluster, http, serve_root: Path) -> None:
@@ -140,13 +115,13 @@ def test_full_queue_gives_503_retry_after_bounded_memory_and_recovers(overload_a
     rows = warmup_rows(serve_root, equipment, "7.5kW")
     body = {"readings": [{"equipment_id": equipment, "power": "7.5kW", "features": rows[i % len(rows)]}
                          for i in range(4000)]}
-    with RssSampler(app_pids("overload")) as rss:
+    with MemorySampler(lambda: app_pids("overload"), interval_s=0.2) as rss:
         responses = flood(overload_app, body, 48, 24)
     codes = Counter(r.status_code for r in responses)
     rejected = [r for r in responses if r.status_code == 503]
     ok = [r.json() for r in responses if r.status_code == 200]
     report(f"queue-full[{equipment}]", requests=len(responses), ok=len(ok), rejected=len(rejected),
-           codes=dict(codes), rss_baseline_mib=rss.baseline >> 20, rss_peak_mib=rss.peak >> 20)
+           codes=dict(codes), rss_baseline_mib=rss.baseline_total >> 20, rss_peak_mib=rss.peak_total >> 20)
     assert set(codes) <= {200, 503}, codes
     assert rejected, "the queue never filled"
     assert ok, "nothing got through"
@@ -158,6 +133,6 @@ def test_full_queue_gives_503_retry_after_bounded_memory_and_recovers(overload_a
             assert "backpressure" in r.text, r.text
     assert all(len(b["results"]) == 4000 and b["errors"] == 0 for b in ok)
     # Rejected work is not buffered: memory grows by a few requests' worth, not 48.
-    assert rss.peak - rss.baseline < 512 << 20, (rss.baseline, rss.peak)
+    assert rss.peak_total - rss.baseline_total < 512 << 20, (rss.baseline_total, rss.peak_total)
     recovered = httpx.post(f"{overload_app}/predict/bulk", json=body, timeout=60)
     assert recovered.status_code == 200  # once the load dropped
