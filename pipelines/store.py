@@ -78,62 +78,85 @@ async def write_batch(conn: asyncpg.Connection, items: list[Scored], *, partitio
         res = await conn.execute(f"INSERT INTO serve_ml_readings ({', '.join(R_COLS)}) "
                                  f"SELECT {', '.join(R_COLS)} FROM _in_readings ON CONFLICT DO NOTHING")
         stats.readings = int(res.rsplit(" ", 1)[1])
-        new = await conn.fetch(
+        # Only the keys come back; the alert logic reads the verdicts from memory.
+        inserted = await conn.fetch(
             f"INSERT INTO serve_ml_predictions ({', '.join(P_COLS)}) SELECT {', '.join(P_COLS)} FROM _in_predictions "
-            "ON CONFLICT DO NOTHING RETURNING time, equipment_id, power, model_version, anomaly, score, fault_label, "
-            "modalities")
-        stats.predictions = len(new)
-        stats.duplicates = len(items) - len(new)
-        if new:
+            "ON CONFLICT DO NOTHING RETURNING time, equipment_id")
+        stats.predictions = len(inserted)
+        stats.duplicates = len(items) - len(inserted)
+        if inserted:
+            by_key = {(s.result["equipment_id"], s.ts): s for s in items}
+            new = [_Verdict.of(by_key[(r["equipment_id"], r["time"])]) for r in inserted]
             await _alerts(conn, new, stats, alerts_topic, resolve_after)
     return stats
 
 
-async def _alerts(conn: asyncpg.Connection, new: list[asyncpg.Record], stats: WriteStats,
+@dataclass(slots=True)
+class _Verdict:
+    """What the alert logic needs of one newly stored prediction."""
+
+    time: dt.datetime
+    equipment_id: str
+    power: str
+    model_version: str
+    anomaly: bool
+    score: float
+    fault_label: str | None
+    modalities: list[str]  # the anomalous ones
+
+    @classmethod
+    def of(cls, s: Scored) -> _Verdict:
+        r = s.result
+        mods = [m for m, d in r["modalities"].items() if d.get("anomaly")] if r["anomaly"] else []
+        return cls(s.ts, r["equipment_id"], r["power"], r["model_version"], r["anomaly"], r["score"],
+                   r["classifier"].get("label"), mods)
+
+
+async def _alerts(conn: asyncpg.Connection, new: list[_Verdict], stats: WriteStats,
                   topic: str, resolve_after: int) -> None:
-    by_eq: dict[str, list[asyncpg.Record]] = defaultdict(list)
+    by_eq: dict[str, list[_Verdict]] = defaultdict(list)
     for row in new:
-        by_eq[row["equipment_id"]].append(row)
+        by_eq[row.equipment_id].append(row)
     open_rows = {r["equipment_id"]: r for r in await conn.fetch(
         "SELECT * FROM serve_ml_alerts WHERE status = 'open' AND equipment_id = ANY($1::text[]) FOR UPDATE",
         list(by_eq))}
     outbox: list[tuple[str, str, str]] = []
     for eq, rows in by_eq.items():
-        rows.sort(key=lambda r: r["time"])
-        anomalies = [r for r in rows if r["anomaly"]]
+        rows.sort(key=lambda r: r.time)
+        anomalies = [r for r in rows if r.anomaly]
         alert = open_rows.get(eq)
         if not anomalies and alert is None:
             continue
         if anomalies:
-            last = max(i for i, r in enumerate(rows) if r["anomaly"])
+            last = max(i for i, r in enumerate(rows) if r.anomaly)
             normals_after = rows[last + 1:]
             streak = len(normals_after)
-            worst = max(anomalies, key=lambda r: r["score"])
-            mods = sorted({m for r in anomalies for m, d in orjson.loads(r["modalities"]).items() if d.get("anomaly")})
+            worst = max(anomalies, key=lambda r: r.score)
+            mods = sorted({m for r in anomalies for m in r.modalities})
             if alert is None:
                 alert_id = await conn.fetchval(
                     "INSERT INTO serve_ml_alerts (equipment_id, power, model_version, status, severity, opened_at, "
                     "last_seen_at, peak_score, anomalies, normal_streak, fault_label, modalities) "
                     "VALUES ($1, $2, $3, 'open', $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id",
-                    eq, worst["power"], worst["model_version"], severity(worst["score"]), anomalies[0]["time"],
-                    anomalies[-1]["time"], worst["score"], len(anomalies), streak, worst["fault_label"], mods)
+                    eq, worst.power, worst.model_version, severity(worst.score), anomalies[0].time,
+                    anomalies[-1].time, worst.score, len(anomalies), streak, worst.fault_label, mods)
                 stats.alerts_opened.append(alert_id)
-                outbox.append((topic, eq, _event("opened", alert_id, eq, worst, anomalies[0]["time"], mods)))
+                outbox.append((topic, eq, _event("opened", alert_id, eq, worst, anomalies[0].time, mods)))
             else:
                 alert_id = alert["id"]
-                peak = max(alert["peak_score"], worst["score"])
+                peak = max(alert["peak_score"], worst.score)
                 await conn.execute(
                     "UPDATE serve_ml_alerts SET last_seen_at = $2, peak_score = $3, severity = $4, "
                     "anomalies = anomalies + $5, normal_streak = $6, "
                     "modalities = ARRAY(SELECT DISTINCT unnest(modalities || $7::text[])) WHERE id = $1",
-                    alert_id, anomalies[-1]["time"], peak, severity(peak), len(anomalies), streak, mods)
+                    alert_id, anomalies[-1].time, peak, severity(peak), len(anomalies), streak, mods)
         else:
             alert_id = alert["id"]
             streak = alert["normal_streak"] + len(rows)
             normals_after = rows
         if streak >= resolve_after:
             prior = 0 if anomalies else alert["normal_streak"]  # type: ignore[index]
-            resolved_at = normals_after[resolve_after - prior - 1]["time"]
+            resolved_at = normals_after[resolve_after - prior - 1].time
             await conn.execute("UPDATE serve_ml_alerts SET status = 'resolved', resolved_at = $2, normal_streak = $3 "
                                "WHERE id = $1", alert_id, resolved_at, streak)
             stats.alerts_resolved.append(alert_id)
@@ -145,8 +168,8 @@ async def _alerts(conn: asyncpg.Connection, new: list[asyncpg.Record], stats: Wr
         await conn.executemany("INSERT INTO serve_ml_outbox (topic, key, payload) VALUES ($1, $2, $3)", outbox)
 
 
-def _event(kind: str, alert_id: int, eq: str, worst: asyncpg.Record, at: dt.datetime, mods: list[str]) -> str:
+def _event(kind: str, alert_id: int, eq: str, worst: _Verdict, at: dt.datetime, mods: list[str]) -> str:
     return orjson.dumps({
-        "event": kind, "alert_id": alert_id, "equipment_id": eq, "power": worst["power"],
-        "model_version": worst["model_version"], "severity": severity(worst["score"]), "score": worst["score"],
-        "fault_label": worst["fault_label"], "modalities": mods, "at": at.isoformat()}).decode()
+        "event": kind, "alert_id": alert_id, "equipment_id": eq, "power": worst.power,
+        "model_version": worst.model_version, "severity": severity(worst.score), "score": worst.score,
+        "fault_label": worst.fault_label, "modalities": mods, "at": at.isoformat()}).decode()

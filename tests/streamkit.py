@@ -77,7 +77,10 @@ def now() -> dt.datetime:
 
 
 def stored_times(stack: Stack, table: str, eq: str, since: dt.datetime) -> list[dt.datetime]:
-    return [r["time"] for r in q(stack, f"SELECT time FROM {table} WHERE equipment_id = $1 AND time >= $2", eq, since)]
+    """Times stored for ``eq`` in the hour from ``since`` (other tests store readings
+    stamped hours ahead; they must not count here)."""
+    return [r["time"] for r in q(stack, f"SELECT time FROM {table} WHERE equipment_id = $1 AND time >= $2 "
+                                        "AND time < $3", eq, since, since + dt.timedelta(hours=1))]
 
 
 def wait_stored(stack: Stack, table: str, eq: str, since: dt.datetime, expected: set[dt.datetime],

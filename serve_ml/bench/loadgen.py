@@ -31,10 +31,11 @@ request = function()
   return wrk.format(nil, nil, nil, bodies[i])
 end
 done = function(summary, latency, requests)
+  local e = summary.errors
   io.write(string.format('RESULT {"requests": %d, "duration_us": %d, "p50_us": %d, "p99_us": %d, ' ..
-    '"errors": %d}\n', summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
-    summary.errors.status + summary.errors.connect + summary.errors.read + summary.errors.write +
-    summary.errors.timeout))
+    '"errors": %d, "error_kinds": {"status": %d, "connect": %d, "read": %d, "write": %d, "timeout": %d}}\n',
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
+    e.status + e.connect + e.read + e.write + e.timeout, e.status, e.connect, e.read, e.write, e.timeout))
 end
 """
 
@@ -47,6 +48,7 @@ class LoadResult:
     errors: int
     requests: int
     tool: str
+    error_kinds: dict[str, int] | None = None  # wrk: status (non-2xx/3xx), connect, read, write, timeout
 
 
 def write_bodies(bodies: list[bytes]) -> Path:
@@ -73,7 +75,7 @@ def run_load(url: str, bodies_file: Path, concurrency: int, duration_s: float) -
             raise RuntimeError(f"wrk failed: {out.stdout[-500:]} {out.stderr[-500:]}")
         r = json.loads(line[7:])
         return LoadResult(r["requests"] / (r["duration_us"] / 1e6), r["p50_us"] / 1e3, r["p99_us"] / 1e3,
-                          r["errors"], r["requests"], "wrk")
+                          r["errors"], r["requests"], "wrk", r["error_kinds"])
     out = subprocess.run([sys.executable, "-m", "serve_ml.bench.loadgen", url, str(bodies_file), str(concurrency),
                           str(duration_s)], capture_output=True, text=True, timeout=duration_s + 60)
     return LoadResult(**json.loads(out.stdout.strip().splitlines()[-1]))

@@ -61,5 +61,9 @@ def _title(p: psutil.Process) -> str:
     if cmd and cmd[0].startswith("ray::"):  # Ray titles its workers ray::<actor>[.<running method>]
         title = cmd[0].split()[0]
         head, _, method = title.rpartition(".")
-        return head if head and method.isidentifier() else title
+        title = head if head and method.isidentifier() else title
+        # A starting replica is titled ray::<actor name>:<class>: keep the class part.
+        if "ServeReplica:" in title:
+            return "ray::" + title[title.index("ServeReplica:"):]
+        return "ray::" + title.rsplit(":", 1)[-1] if title.count(":") > 2 else title
     return p.name()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 import shutil
 import tempfile
 import threading
@@ -32,6 +33,18 @@ SWAP_EVERY_S = 20.0
 BROKER_LOSS_WINDOW_S = 30.0
 
 
+def http_errors_by_status(metrics_port: int) -> dict[str, float]:
+    """4xx/5xx answers the ingress counted (``serve_ml_requests_total``), by status."""
+    text = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).text
+    out: dict[str, float] = {}
+    for m in re.finditer(r'^ray_serve_ml_requests_total\{([^}]*)\} ([0-9.e+]+)$', text, re.M):
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', m.group(1)))
+        if labels.get("status", "200") >= "400":
+            key = f'{labels.get("endpoint")} {labels["status"]}'
+            out[key] = out.get(key, 0.0) + float(m.group(2))
+    return out
+
+
 def run(minutes: float = 10.0, http_clients: int = 4, rate_hz: float = 50.0) -> Report:
     from bundles.builder import BuildSpec, build_bundle
     from bundles.demo import TORQUE_SPEED
@@ -40,7 +53,7 @@ def run(minutes: float = 10.0, http_clients: int = 4, rate_hz: float = 50.0) -> 
     from pipelines.simulator import parse_machines
     from pipelines.stack import start_stack
     from serve_ml.bench.producer import SteadyProducer
-    from serve_ml.bench.soak_faults import FAULTS, lost_and_duplicated
+    from serve_ml.bench.soak_faults import FAULTS, DeadLetterWatcher, lost_and_duplicated
 
     duration_s = minutes * 60
     token = "bench-soak-token"
@@ -75,6 +88,7 @@ def run(minutes: float = 10.0, http_clients: int = 4, rate_hz: float = 50.0) -> 
             t0 = dt.datetime.now(dt.UTC)
             pg_pid = stack.postgres.pid if stack.postgres else None
             with MemorySampler(lambda: [os.getpid(), *([pg_pid] if pg_pid else [])]) as mem, \
+                    DeadLetterWatcher(stack.bootstrap, settings.dead_letter_topic) as dead, \
                     SteadyProducer(stack, parse_machines(MACHINES), rate_hz, seed=11) as producer:
                 for t in threads:
                     t.start()
@@ -101,7 +115,9 @@ def run(minutes: float = 10.0, http_clients: int = 4, rate_hz: float = 50.0) -> 
                     time.sleep(0.2)
                 for t in threads:
                     t.join(duration_s + 120)
-            counts = lost_and_duplicated(stack, producer, t0, broker_restarts, BROKER_LOSS_WINDOW_S)
+                producer.stop()  # nothing new from here on: count what was sent
+                counts = lost_and_duplicated(stack, producer, dead, t0, broker_restarts, BROKER_LOSS_WINDOW_S)
+            server_errors = http_errors_by_status(cluster.metrics_port)
         finally:
             if stack is not None:
                 stack.stop_actors()
@@ -112,15 +128,19 @@ def run(minutes: float = 10.0, http_clients: int = 4, rate_hz: float = 50.0) -> 
     http_errors = sum(r.errors for r in loads.values())
     rep.add(Figure("duration", "min", [minutes]))
     rep.add(Figure("HTTP requests (single + bulk of 100)", "count", [float(http_requests)]))
-    rep.add(Figure("HTTP failed requests", "count", [float(http_errors)], "0", http_errors == 0))
+    kinds = {f"{name} {k}": v for name, r in loads.items() for k, v in (r.error_kinds or {}).items() if v}
+    rep.add(Figure("HTTP failed requests", "count", [float(http_errors)], "0", http_errors == 0,
+                   note=f"client side {kinds or 'none'}; server side by status {server_errors or 'none'}"))
     rep.add(Figure("HTTP single p99", "ms", [loads["single"].p99_ms]))
     rep.add(Figure("live-version swaps (failed calls)", "count", [float(swaps)], "0 failed", swap_failures == 0,
                    note=f"{swap_failures} failed"))
     rep.add(Figure("faults injected", "count", [float(len(faults))], note="; ".join(faults)))
     rep.add(Figure("readings acknowledged by the broker", "count", [float(counts["acked"])]))
     rep.add(Figure("readings stored", "count", [float(counts["stored"])]))
-    rep.add(Figure("readings lost (not explained by the in-memory broker)", "count", [float(counts["lost"])],
-                   "0", counts["lost"] == 0))
+    rep.add(Figure("readings refused to the dead-letter topic", "count", [float(counts["dead_lettered"])],
+                   note=str(counts["dead_letter_reasons"] or "none")))
+    rep.add(Figure("readings lost (not refused, not the in-memory broker)", "count", [float(counts["lost"])],
+                   "0", counts["lost"] == 0, note=", ".join(counts["lost_examples"])))
     rep.add(Figure("readings lost in the in-memory broker's restarts", "count", [float(counts["lost_in_broker"])]))
     rep.add(Figure("readings stored twice", "count", [float(counts["duplicated"])], "0", counts["duplicated"] == 0))
     rep.add(Figure("peak RSS, all processes", "MiB", [mem.peak_total / 2**20]))

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
 import asyncpg
+import orjson
 import ray
 
 from pipelines.stack import Stack
@@ -56,6 +58,48 @@ FAULTS: list[tuple[str, Callable[[Stack, Any], str]]] = [
     ("PostgreSQL stop", stop_postgres), ("broker restart", restart_broker)]
 
 
+class DeadLetterWatcher:
+    """Reads the dead-letter topic for the whole soak (the in-memory broker forgets it
+    on restart, so reading it at the end would miss some): which readings were
+    refused, and why."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        self.bootstrap, self.topic = bootstrap, topic
+        self.refused: dict[tuple[str, dt.datetime], str] = {}
+        self.unparsed = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
+
+    async def _run(self) -> None:
+        from aiokafka import AIOKafkaConsumer
+
+        consumer = AIOKafkaConsumer(self.topic, bootstrap_servers=self.bootstrap, group_id=None,
+                                    auto_offset_reset="earliest", enable_auto_commit=False)
+        await consumer.start()
+        try:
+            while not self._stop.is_set():
+                for records in (await consumer.getmany(timeout_ms=500)).values():
+                    for r in records:
+                        self._record(r.value, dict(r.headers).get("reason", b"").decode(errors="replace"))
+        finally:
+            await consumer.stop()
+
+    def _record(self, value: bytes | None, reason: str) -> None:
+        try:
+            doc = orjson.loads(value or b"")
+            self.refused[(doc["equipment_id"], dt.datetime.fromisoformat(doc["ts"]))] = reason
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            self.unparsed += 1
+
+    def __enter__(self) -> DeadLetterWatcher:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join(30)
+
+
 async def _stored(url: str, eq: str, since: dt.datetime) -> list[dt.datetime]:
     conn = await asyncpg.connect(url)
     try:
@@ -66,12 +110,13 @@ async def _stored(url: str, eq: str, since: dt.datetime) -> list[dt.datetime]:
     return [r["time"] for r in rows]
 
 
-def lost_and_duplicated(stack: Stack, producer: SteadyProducer, since: dt.datetime, broker_restarts: list[float],
-                        window_s: float, timeout_s: float = 180.0) -> dict[str, int]:
+def lost_and_duplicated(stack: Stack, producer: SteadyProducer, dead: DeadLetterWatcher, since: dt.datetime,
+                        broker_restarts: list[float], window_s: float, timeout_s: float = 180.0) -> dict[str, Any]:
     """Wait for the stream to drain, then compare stored readings with acknowledged ones.
 
-    A reading lost with its acknowledgement in the ``window_s`` before a broker
-    restart is attributed to the in-memory broker; any other loss is a real one.
+    An acknowledged reading that is not stored was either refused (in the dead-letter
+    topic, with its reason), lost with the in-memory broker (acknowledged within
+    ``window_s`` before a broker restart), or lost: the figure that must be zero.
     """
     def in_broker_window(at: float) -> bool:
         return any(r - window_s <= at <= r for r in broker_restarts)
@@ -80,14 +125,17 @@ def lost_and_duplicated(stack: Stack, producer: SteadyProducer, since: dt.dateti
     while True:
         stored = {eq: asyncio.run(_stored(stack.database_url, eq, since)) for eq in producer.acked_by_equipment}
         have = {eq: set(times) for eq, times in stored.items()}
-        missing = {eq: [(ts, at) for ts, at in acks if ts not in have[eq]]
-                   for eq, acks in producer.acked_by_equipment.items()}
-        real = sum(1 for m in missing.values() for _, at in m if not in_broker_window(at))
-        if real == 0 or time.monotonic() > deadline:
+        missing = [(eq, ts, at) for eq, acks in producer.acked_by_equipment.items()
+                   for ts, at in acks if ts not in have[eq]]
+        refused = Counter(dead.refused[(eq, ts)] for eq, ts, _ in missing if (eq, ts) in dead.refused)
+        in_broker = sum(1 for eq, ts, at in missing if (eq, ts) not in dead.refused and in_broker_window(at))
+        lost = [(eq, ts) for eq, ts, at in missing if (eq, ts) not in dead.refused and not in_broker_window(at)]
+        if not lost or time.monotonic() > deadline:
             break
         time.sleep(2.0)
-    lost_in_broker = sum(1 for m in missing.values() for _, at in m if in_broker_window(at))
     return {"acked": sum(len(a) for a in producer.acked_by_equipment.values()),
             "stored": sum(len(s) for s in stored.values()),
             "duplicated": sum(n - 1 for s in stored.values() for n in Counter(s).values()),
-            "lost": real, "lost_in_broker": lost_in_broker}
+            "dead_lettered": sum(refused.values()), "dead_letter_reasons": dict(refused.most_common(5)),
+            "lost": len(lost), "lost_examples": [f"{eq}@{ts.isoformat()}" for eq, ts in lost[:5]],
+            "lost_in_broker": in_broker}
