@@ -37,7 +37,8 @@ from deployments.wire import encode_readings, encode_results
 from serve_ml.errors import GatewayTimeout, Overloaded, ServeMLError
 
 log = logging.getLogger("serve_ml.ingress")
-REPLICA_DIED_RETRIES = 2
+REPLICA_DIED_RETRIES = 3
+REPLICA_RETRY_BACKOFF_S = (0.0, 0.2, 0.5)
 
 
 class IngressArgs(BaseModel):
@@ -133,6 +134,9 @@ class Ingress:
                                      self.args.retry_after_s) from None
                 self.metrics.replica_retry(eq)
                 log.warning("a replica of %r died during a call; retrying (%d)", eq, attempt + 1)
+                # The router learns of the death from the controller a moment later; an
+                # immediate retry can pick the same dead replica.
+                await asyncio.sleep(REPLICA_RETRY_BACKOFF_S[attempt])
         raise AssertionError("unreachable")
 
     def describe(self) -> list[dict[str, Any]]:
