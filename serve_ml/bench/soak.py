@@ -95,7 +95,6 @@ def run(minutes: float = 10.0, http_clients: int = 4, rate_hz: float = 50.0) -> 
                 start = time.monotonic()
                 swaps = swap_failures = 0
                 faults: list[str] = []
-                broker_restarts: list[float] = []
                 next_swap, next_fault = start + SWAP_EVERY_S, start + 30.0
                 while time.monotonic() - start < duration_s - 5:
                     now = time.monotonic()
@@ -108,15 +107,13 @@ def run(minutes: float = 10.0, http_clients: int = 4, rate_hz: float = 50.0) -> 
                         next_swap += SWAP_EVERY_S
                     elif now >= next_fault:
                         name, inject = FAULTS[len(faults) % len(FAULTS)]
-                        if name == "broker restart":
-                            broker_restarts.append(time.monotonic())
                         faults.append(f"{name}: {inject(stack, cluster)}")
                         next_fault += 60.0
                     time.sleep(0.2)
                 for t in threads:
                     t.join(duration_s + 120)
                 producer.stop()  # nothing new from here on: count what was sent
-                counts = lost_and_duplicated(stack, producer, dead, t0, broker_restarts, BROKER_LOSS_WINDOW_S)
+                counts = lost_and_duplicated(stack, producer, dead, t0, BROKER_LOSS_WINDOW_S)
             server_errors = http_errors_by_status(cluster.metrics_port)
         finally:
             if stack is not None:

@@ -9,6 +9,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -44,13 +45,31 @@ def stop_postgres(stack: Stack, _cluster: Any, down_s: float = 10.0) -> str:
     return f"PostgreSQL stopped for {down_s:g} s"
 
 
+@dataclass
+class BrokerOutage:
+    """When the fault began, when the old broker process had exited, when the new one
+    listened. The old broker can still acknowledge writes while it shuts down."""
+
+    began: float
+    old_exited: float = 0.0
+    new_up: float = 0.0
+
+
+BROKER_OUTAGES: list[BrokerOutage] = []
+
+
 def restart_broker(stack: Stack, _cluster: Any) -> str:
     if stack.kafka is None:
         return "skipped (external broker)"
+    outage = BrokerOutage(time.monotonic())
+    BROKER_OUTAGES.append(outage)
     stack.kafka.stop()
+    outage.old_exited = time.monotonic()
     time.sleep(3.0)
     stack.restart_broker()
-    return "broker down 3 s, restarted"
+    outage.new_up = time.monotonic()
+    return (f"broker stopped in {outage.old_exited - outage.began:.1f} s, down 3 s, "
+            f"back in {outage.new_up - outage.old_exited:.1f} s")
 
 
 FAULTS: list[tuple[str, Callable[[Stack, Any], str]]] = [
@@ -111,15 +130,23 @@ async def _stored(url: str, eq: str, since: dt.datetime) -> list[dt.datetime]:
 
 
 def lost_and_duplicated(stack: Stack, producer: SteadyProducer, dead: DeadLetterWatcher, since: dt.datetime,
-                        broker_restarts: list[float], window_s: float, timeout_s: float = 180.0) -> dict[str, Any]:
+                        window_s: float, timeout_s: float = 180.0) -> dict[str, Any]:
     """Wait for the stream to drain, then compare stored readings with acknowledged ones.
 
     An acknowledged reading that is not stored was either refused (in the dead-letter
-    topic, with its reason), lost with the in-memory broker (acknowledged within
-    ``window_s`` before a broker restart), or lost: the figure that must be zero.
+    topic, with its reason), lost with the in-memory broker (acknowledged by the old
+    broker: within ``window_s`` before a restart began, or while it shut down), or
+    lost: the figure that must be zero.
     """
     def in_broker_window(at: float) -> bool:
-        return any(r - window_s <= at <= r for r in broker_restarts)
+        return any(o.began - window_s <= at <= o.old_exited for o in BROKER_OUTAGES)
+
+    def explain(at: float) -> str:
+        if not BROKER_OUTAGES:
+            return ""
+        o = min(BROKER_OUTAGES, key=lambda o: abs(at - o.began))
+        return f" (acked {at - o.began:+.1f} s from a broker restart's start; new broker up at " \
+               f"{o.new_up - o.began:+.1f} s)"
 
     deadline = time.monotonic() + timeout_s
     while True:
@@ -129,7 +156,7 @@ def lost_and_duplicated(stack: Stack, producer: SteadyProducer, dead: DeadLetter
                    for ts, at in acks if ts not in have[eq]]
         refused = Counter(dead.refused[(eq, ts)] for eq, ts, _ in missing if (eq, ts) in dead.refused)
         in_broker = sum(1 for eq, ts, at in missing if (eq, ts) not in dead.refused and in_broker_window(at))
-        lost = [(eq, ts) for eq, ts, at in missing if (eq, ts) not in dead.refused and not in_broker_window(at)]
+        lost = [(eq, ts, at) for eq, ts, at in missing if (eq, ts) not in dead.refused and not in_broker_window(at)]
         if not lost or time.monotonic() > deadline:
             break
         time.sleep(2.0)
@@ -137,5 +164,5 @@ def lost_and_duplicated(stack: Stack, producer: SteadyProducer, dead: DeadLetter
             "stored": sum(len(s) for s in stored.values()),
             "duplicated": sum(n - 1 for s in stored.values() for n in Counter(s).values()),
             "dead_lettered": sum(refused.values()), "dead_letter_reasons": dict(refused.most_common(5)),
-            "lost": len(lost), "lost_examples": [f"{eq}@{ts.isoformat()}" for eq, ts in lost[:5]],
+            "lost": len(lost), "lost_examples": [f"{eq}@{ts.isoformat()}{explain(at)}" for eq, ts, at in lost[:5]],
             "lost_in_broker": in_broker}
