@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,12 +34,10 @@ from deployments.versions import decide, outcome, override_dict
 from serve_ml.settings import Settings
 from deployments.metrics import Metrics
 from deployments.service import ScoringService
-from deployments.wire import encode_readings, encode_results
+from deployments.wire import decode_readings, encode_readings, encode_results
 from serve_ml.errors import GatewayTimeout, Overloaded, ServeMLError
 
 log = logging.getLogger("serve_ml.ingress")
-REPLICA_DIED_RETRIES = 3
-REPLICA_RETRY_BACKOFF_S = (0.0, 0.2, 0.5)
 
 
 class IngressArgs(BaseModel):
@@ -106,38 +105,35 @@ class Ingress:
         return sum(e for e, _ in parts), orjson.dumps(out)
 
     async def _remote(self, eq: str, payload: bytes) -> tuple[int, bytes]:
-        return await self._call(eq, "score_wire", payload)
+        return await self._call(eq, "score_wire", payload,
+                                local=lambda: encode_results(self.service.score(decode_readings(payload))))
 
     async def score_columns(self, eq: str, power: str | None, version: str | None,
                             columns: dict[str, Any], n: int) -> tuple[int, bytes]:
-        if eq in self.handles and n > self.args.columns_fast_path_max_rows:
-            return await self._call(eq, "score_columns", eq, power, version, columns, n)
-        return await asyncio.to_thread(self.service.score_columns, eq, power, version, columns, n)
+        def local() -> tuple[int, bytes]:
+            return self.service.score_columns(eq, power, version, columns, n)
 
-    async def _call(self, eq: str, method: str, *args: Any) -> Any:
-        # Scoring is a pure function of its input, so a call whose replica died
-        # (killed, OOM, node lost) is safe to send again; Serve routes the retry to a
-        # live or replacement replica.
-        for attempt in range(REPLICA_DIED_RETRIES + 1):
-            response = getattr(self.handles[eq], method).remote(*args)
-            try:
-                return await asyncio.wait_for(response, self.args.request_timeout_s)
-            except TimeoutError:
-                response.cancel()
-                raise GatewayTimeout(
-                    f"equipment {eq!r} did not answer within {self.args.request_timeout_s}s") from None
-            except (BackPressureError, DeploymentUnavailableError):
-                raise Overloaded(f"equipment deployment {eq!r}", self.args.retry_after_s) from None
-            except RayActorError:
-                if attempt == REPLICA_DIED_RETRIES:
-                    raise Overloaded(f"equipment deployment {eq!r} (its replicas are restarting)",
-                                     self.args.retry_after_s) from None
-                self.metrics.replica_retry(eq)
-                log.warning("a replica of %r died during a call; retrying (%d)", eq, attempt + 1)
-                # The router learns of the death from the controller a moment later; an
-                # immediate retry can pick the same dead replica.
-                await asyncio.sleep(REPLICA_RETRY_BACKOFF_S[attempt])
-        raise AssertionError("unreachable")
+        if eq in self.handles and n > self.args.columns_fast_path_max_rows:
+            return await self._call(eq, "score_columns", eq, power, version, columns, n, local=local)
+        return await asyncio.to_thread(local)
+
+    async def _call(self, eq: str, method: str, *args: Any, local: Callable[[], Any]) -> Any:
+        response = getattr(self.handles[eq], method).remote(*args)
+        try:
+            return await asyncio.wait_for(response, self.args.request_timeout_s)
+        except TimeoutError:
+            response.cancel()
+            raise GatewayTimeout(f"equipment {eq!r} did not answer within {self.args.request_timeout_s}s") from None
+        except BackPressureError:
+            raise Overloaded(f"equipment deployment {eq!r}", self.args.retry_after_s) from None
+        except (RayActorError, DeploymentUnavailableError) as exc:
+            # The replica died mid-call (killed, OOM, node lost) or none is ready while a
+            # replacement starts (~9 s here). Scoring is a pure function of its input and
+            # this replica holds every bundle, so answer here rather than wait: same code,
+            # same answers (tests prove the paths agree), counted as a fallback.
+            self.metrics.replica_fallback(eq)
+            log.warning("equipment deployment %r unavailable (%s); scoring in the ingress", eq, type(exc).__name__)
+            return await asyncio.to_thread(local)
 
     def describe(self) -> list[dict[str, Any]]:
         return self.service.describe()

@@ -49,15 +49,16 @@ class Metrics:
         self.live_version = m.Gauge("serve_ml_live_version_info", "1 for the live version of each power class.",
                                     tag_keys=("equipment", "power", "version"))
         self.swaps = m.Counter("serve_ml_swaps", "Catalog reloads that changed what is live.", tag_keys=("equipment",))
-        self.replica_retries = m.Counter("serve_ml_replica_retries", "Calls re-sent because the replica died.",
-                                         tag_keys=("equipment",))
+        self.replica_fallbacks = m.Counter(
+            "serve_ml_replica_fallbacks", "Calls the ingress scored itself because the equipment replica died "
+            "or none was ready.", tag_keys=("equipment",))
 
     def request(self, endpoint: str, status: int, latency_ms: float) -> None:
         self.requests.inc(1, {"endpoint": endpoint, "status": str(status)})
         self.request_latency.observe(latency_ms, {"endpoint": endpoint})
 
-    def replica_retry(self, equipment: str) -> None:
-        self.replica_retries.inc(1, {"equipment": equipment})
+    def replica_fallback(self, equipment: str) -> None:
+        self.replica_fallbacks.inc(1, {"equipment": equipment})
 
     def scored(self, known: Iterable[str], results: Sequence[Result], elapsed_ms: float) -> None:
         known = set(known)
@@ -125,7 +126,7 @@ class NoMetrics(Metrics):
     def request(self, endpoint: str, status: int, latency_ms: float) -> None:
         pass
 
-    def replica_retry(self, equipment: str) -> None:
+    def replica_fallback(self, equipment: str) -> None:
         pass
 
     def scored(self, known: Iterable[str], results: Sequence[Result], elapsed_ms: float) -> None:

@@ -17,6 +17,8 @@ from deployments.launch import free_port
 from tests.conftest import DEMO_ROOT
 
 BIN = Path(sys.executable).parent
+FEATURES = ["air_temp_k=300.2", "process_temp_k=310.1", "speed_rpm=1500", "torque_nm=41",
+            "tool_wear_min=30", "vibration_rms_mm_s=1.4", "current_a=11.4"]
 
 
 def wait_for(check: Callable[[], bool], timeout_s: float, what: str) -> None:

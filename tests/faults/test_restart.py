@@ -1,4 +1,4 @@
-"""Restart the whole stack (`serve-ml down`, then `serve-ml up` on the same state
+"""`serve-ml up` as a new user runs it, then the whole stack restarted (`serve-ml down`, then `serve-ml up` on the same state
 directory): live versions, pins and open alerts are as they were. Starts its own
 cluster, so it runs before the session's shared one (marker ``own_cluster``)."""
 
@@ -13,7 +13,7 @@ import pytest
 
 from deployments.launch import port_owner
 from tests.conftest import build_sim_bundle
-from tests.e2e.conftest import BIN, cli, cli_env, stop_process_tree, wait_for
+from tests.e2e.conftest import BIN, FEATURES, cli, cli_env, stop_process_tree, wait_for
 from tests.streamkit import report
 
 pytestmark = [pytest.mark.faults, pytest.mark.e2e, pytest.mark.own_cluster]
@@ -41,7 +41,9 @@ def snapshot(api: str) -> tuple[dict, set[int]]:
     return live, {a["id"] for a in alerts}
 
 
-def test_down_then_up_keeps_live_versions_pins_and_open_alerts(tmp_path: Path) -> None:
+def test_up_use_down_then_up_keeps_live_versions_pins_and_open_alerts(tmp_path: Path) -> None:
+    """The README path (`serve-ml up`, status, predict, sync, activate, down) and then
+    the whole stack restarted on the same state directory."""
     env = {**cli_env(tmp_path), "SERVE_ML_SIMULATE_MACHINES": "pump-03:5.5kW:overstrain",
            "SERVE_ML_SIMULATE_RATE_HZ": "5", "SERVE_ML_ALERT_RESOLVE_AFTER": "1000"}
     build_sim_bundle(Path(env["SERVE_ML_ROOT"]), "press-02", "7.5kW", "1.1.0", power_range_kw=(5.5, 100.0))
@@ -49,13 +51,26 @@ def test_down_then_up_keeps_live_versions_pins_and_open_alerts(tmp_path: Path) -
     api = f"http://127.0.0.1:{port}/api/v1/serve-ml"
     proc = start(env, log)
     try:
+        # The README path first: status, predict, sync, activate.
+        status = json.loads(cli(env, "status", "--json").stdout)
+        assert status["running"] is True and status["http_url"].endswith(f":{port}")
+        assert status["root"] == env["SERVE_ML_ROOT"] and "serve-ml is up" in log.read_text()
+        assert status["storage_mode"] == "postgres-partitioned" and "in-memory" in status["kafka"]
+        out = cli(env, "predict", "press-02", *FEATURES)
+        assert out.returncode == 0, out.stderr
+        assert json.loads(out.stdout)["power"] == "7.5kW"
+        sync = cli(env, "sync")
+        assert sync.returncode == 0 and json.loads(sync.stdout)["unchanged"], sync.stdout + sync.stderr
         assert snapshot(api)[0][("press-02", "7.5kW")] == ("1.1.0", False)  # newest is live by default
         act = cli(env, "bundle", "activate", "press-02", "7.5kW", "1.0.0", "--reason", "restart test")
         assert act.returncode == 0 and json.loads(act.stdout)["pinned"] is True, act.stdout + act.stderr
         wait_for(lambda: snapshot(api)[1], 90, "an open alert from the overstrained pump")
+        wait_for(lambda: json.loads(cli(env, "status", "--json").stdout)["health"]["stream"] == "ok",
+                 60, "stream healthy")
         live_before, alerts_before = snapshot(api)
         stop(env, proc)
-        assert port_owner(port) is None
+        assert port_owner(port) is None, "something still listens on the HTTP port"
+        assert cli(env, "status", "--json").returncode == 3
         proc = start(env, log)
         live_after, alerts_after = snapshot(api)
         report("whole-stack-restart", live_before=len(live_before), live_kept=sum(

@@ -41,18 +41,26 @@ def app_pids(app: str) -> list[int]:
 
 
 def test_equipment_replica_killed_under_load(cluster, http, serve_root: Path) -> None:
-    """Ray Serve replaces the killed replica; calls it had taken are re-sent by the
-    ingress (scoring is pure, so this is safe); the client sees no failure."""
+    """Ray Serve replaces the killed replica; no client request fails. The requests in
+    flight at the kill wait for the replacement (measured ~9 s here: process start,
+    imports, bundle load) rather than failing; a call whose replica error does surface
+    is scored by the ingress instead (scoring is pure). Bounded: well under the
+    request timeout."""
     rows = warmup_rows(serve_root, "press-02", "7.5kW")
     body = {"readings": [{"equipment_id": "press-02", "power": "7.5kW", "features": rows[i % len(rows)]}
                          for i in range(200)]}
     codes: Counter[int] = Counter()
     stop = threading.Event()
 
+    slowest: list[tuple[float, float]] = []  # (seconds, when relative to the kill)
+    killed_at = [float("inf")]
+
     def client() -> None:
         with httpx.Client(base_url=cluster.http_url + API, timeout=60) as c:
             while not stop.is_set():
+                t0 = time.monotonic()
                 r = c.post("/predict/bulk", json=body)
+                slowest.append((time.monotonic() - t0, t0 - killed_at[0]))
                 ok = r.status_code == 200 and r.json()["errors"] == 0
                 codes[200 if ok else r.status_code] += 1
 
@@ -63,6 +71,7 @@ def test_equipment_replica_killed_under_load(cluster, http, serve_root: Path) ->
         t.start()
     try:
         time.sleep(2.0)
+        killed_at[0] = time.monotonic()
         for rep in before:
             ray.kill(ray.get_actor(rep["name"], namespace="serve"), no_restart=True)
         deadline = time.monotonic() + 60
@@ -78,10 +87,13 @@ def test_equipment_replica_killed_under_load(cluster, http, serve_root: Path) ->
         for t in threads:
             t.join(90)
     failures = sum(n for code, n in codes.items() if code != 200)
+    worst = max(slowest)
     report("replica-kill", killed=len(before), replacements=len(replaced_after), requests=sum(codes.values()),
-           client_errors=failures, codes=dict(codes))
+           client_errors=failures, codes=dict(codes), slowest_s=round(worst[0], 2),
+           slowest_started_s_after_kill=round(worst[1], 2), over_1s=sum(lat > 1 for lat, _ in slowest))
     assert replaced_after and not set(replaced_after) & {r["name"] for r in before}
     assert failures == 0, codes
+    assert worst[0] < 20.0, f"a request waited {worst[0]:.1f}s for the replacement replica"
     assert http.post("/predict/bulk", json=body).status_code == 200
 
 
