@@ -27,7 +27,10 @@ def q(stack: Stack, sql: str, *args):
 
 
 def count(stack: Stack, table: str, eq: str, since: dt.datetime) -> int:
-    return q(stack, f"SELECT count(*) AS n FROM {table} WHERE equipment_id = $1 AND time >= $2", eq, since)[0]["n"]
+    """Rows for ``eq`` in the hour from ``since``: tests share the database, and one
+    stores readings stamped two hours ahead, which must not count elsewhere."""
+    return q(stack, f"SELECT count(*) AS n FROM {table} WHERE equipment_id = $1 AND time >= $2 AND time < $3",
+             eq, since, since + dt.timedelta(hours=1))[0]["n"]
 
 
 def wait_count(stack: Stack, table: str, eq: str, since: dt.datetime, n: int, timeout_s: float = 90) -> int:
