@@ -23,7 +23,7 @@ import orjson
 
 from bundles.catalog import Catalog
 from bundles.scoring import GroupScore, ModalityScore, score_group
-from serve_ml.errors import FeatureError
+from serve_ml.errors import FeatureError, PayloadTooLarge
 
 JSON_OPTS = orjson.OPT_SERIALIZE_NUMPY
 
@@ -126,8 +126,6 @@ def dumps(result: dict[str, Any]) -> bytes:
 def to_arrays(columns: Mapping[str, Any], max_rows: int) -> tuple[dict[str, np.ndarray], int]:
     """JSON columns -> float64 arrays of one common length (1..max_rows); raises
     FeatureError naming each bad column, PayloadTooLarge over the row limit."""
-    from serve_ml.errors import PayloadTooLarge
-
     out: dict[str, np.ndarray] = {}
     problems: dict[str, str] = {}
     for name, values in columns.items():

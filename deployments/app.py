@@ -79,6 +79,16 @@ def equipment_dirs(root: Path) -> list[str]:
     return sorted(p.name for p in root.iterdir() if p.is_dir() and is_safe_segment(p.name))
 
 
+def graph_root(args: AppArgs, s: Settings) -> Path:
+    """The bundle root a graph serves: ``args.root`` if set, else ``SERVE_ML_ROOT``."""
+    return Path(args.root).resolve() if args.root else s.root
+
+
+def dedicated_equipment(args: AppArgs, s: Settings) -> list[str]:
+    """Equipment that gets its own deployment (the rest are scored by the ingress)."""
+    return equipment_dirs(graph_root(args, s))[: args.max_dedicated_deployments]
+
+
 def build_app(args: AppArgs | dict[str, Any]) -> Application:
     """Serve's entry point (``import_path``): settings come from the environment.
 
@@ -90,7 +100,7 @@ def build_app(args: AppArgs | dict[str, Any]) -> Application:
 
 def build_graph(args: AppArgs, s: Settings) -> Application:
     """The scoring graph for explicit settings (used by the launcher and tests)."""
-    root = Path(args.root).resolve() if args.root else s.root
+    root = graph_root(args, s)
     enable_xgb = s.enable_xgb if args.enable_xgb is None else args.enable_xgb
     # backpressure_config: Serve's own 503 for a full ingress queue carries Retry-After too.
     common = {"max_ongoing_requests": s.max_ongoing_requests, "max_queued_requests": s.max_queued_requests,
@@ -102,7 +112,7 @@ def build_graph(args: AppArgs, s: Settings) -> Application:
     if args.equipment_max_queued_requests is not None:
         equipment_common["max_queued_requests"] = args.equipment_max_queued_requests
     handles = {}
-    for eq in equipment_dirs(root)[: args.max_dedicated_deployments]:
+    for eq in dedicated_equipment(args, s):
         scaling = args.equipment.get(eq, args.autoscaling)
         init = ([eq], str(root), enable_xgb, args.poll_interval_s)
         # version + _internal: Serve's own escape hatch for a stable code version (versioning.py)

@@ -19,7 +19,7 @@ from typing import Any
 import psutil
 import yaml
 
-from deployments.app import AppArgs, build_graph, equipment_dirs
+from deployments.app import AppArgs, build_graph, dedicated_equipment
 from serve_ml.settings import REPO_ROOT, SECRET_FIELDS, Settings
 
 log = logging.getLogger("serve_ml.launch")
@@ -165,7 +165,6 @@ def register_recipe(settings: Settings, app_args: AppArgs) -> None:
 
     from deployments.control import get_control
 
-    root = Path(app_args.root) if app_args.root else settings.root
-    dedicated = equipment_dirs(root)[: app_args.max_dedicated_deployments]
+    dedicated = dedicated_equipment(app_args, settings)
     dump = settings.model_dump(mode="json", exclude=set(SECRET_FIELDS))
     ray.get(get_control().set_recipe.remote(app_args.model_dump(mode="json"), dump, dedicated))

@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 log = logging.getLogger("serve_ml.reconcile")
@@ -62,14 +61,17 @@ class GraphReconciler:
         log.info("redeploying the graph: adding %s, draining and removing %s", adding, removing)
         return {"managed": True, "adding": adding, "removing": removing, "redeploying": True}
 
-    def _wanted(self) -> list[str]:
-        from deployments.app import AppArgs, equipment_dirs
+    def _recipe(self) -> tuple[Any, Any]:
+        from deployments.app import AppArgs
         from serve_ml.settings import Settings
 
         assert self.recipe is not None
-        args = AppArgs.model_validate(self.recipe["app_args"])
-        root = Path(args.root) if args.root else Settings(**self.recipe["settings"]).root
-        return equipment_dirs(root)[: args.max_dedicated_deployments]
+        return AppArgs.model_validate(self.recipe["app_args"]), Settings(**self.recipe["settings"])
+
+    def _wanted(self) -> list[str]:
+        from deployments.app import dedicated_equipment
+
+        return dedicated_equipment(*self._recipe())
 
     def _loop(self) -> None:
         while True:
@@ -93,10 +95,7 @@ class GraphReconciler:
     def _deploy(self) -> None:
         from ray import serve
 
-        from deployments.app import AppArgs, build_graph
+        from deployments.app import build_graph
         from deployments.launch import APP_NAME
-        from serve_ml.settings import Settings
 
-        assert self.recipe is not None
-        args = AppArgs.model_validate(self.recipe["app_args"])
-        serve.run(build_graph(args, Settings(**self.recipe["settings"])), name=APP_NAME, route_prefix="/")
+        serve.run(build_graph(*self._recipe()), name=APP_NAME, route_prefix="/")

@@ -23,9 +23,8 @@ class SteadyProducer:
                  total: int | None = None) -> None:
         self.stack, self.rate_hz, self.seed, self.total = stack, rate_hz, seed, total
         self.machines = machine if isinstance(machine, list) else [machine]
-        self.acked: list[tuple[dt.datetime, float]] = []  # (reading ts, monotonic time of the ack)
+        self.acked: list[tuple[str, dt.datetime, float]] = []  # (equipment, reading ts, monotonic ack time)
         self.failed: list[dt.datetime] = []
-        self.acked_by_equipment: dict[str, list[tuple[dt.datetime, float]]] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="steady-producer", daemon=True)
         self.error: BaseException | None = None
@@ -34,8 +33,7 @@ class SteadyProducer:
         doc = orjson.loads(payload)
         ts = dt.datetime.fromisoformat(doc["ts"])
         if ok:
-            self.acked.append((ts, time.monotonic()))
-            self.acked_by_equipment.setdefault(doc["equipment_id"], []).append((ts, time.monotonic()))
+            self.acked.append((doc["equipment_id"], ts, time.monotonic()))
         else:
             self.failed.append(ts)
 
@@ -64,4 +62,10 @@ class SteadyProducer:
             raise self.error
 
     def acked_ts(self, *, after: float = 0.0, before: float = float("inf")) -> set[dt.datetime]:
-        return {ts for ts, at in self.acked if after <= at < before}
+        return {ts for _, ts, at in self.acked if after <= at < before}
+
+    def acked_by_equipment(self) -> dict[str, list[tuple[dt.datetime, float]]]:
+        out: dict[str, list[tuple[dt.datetime, float]]] = {}
+        for eq, ts, at in self.acked:
+            out.setdefault(eq, []).append((ts, at))
+        return out

@@ -53,9 +53,10 @@ def run(minutes: float = 10.0, http_clients: int = 4, rate_hz: float = 50.0) -> 
     from pipelines.simulator import parse_machines
     from pipelines.stack import start_stack
     from serve_ml.bench.producer import SteadyProducer
-    from serve_ml.bench.soak_faults import FAULTS, DeadLetterWatcher, lost_and_duplicated
+    from serve_ml.bench.soak_faults import BROKER_OUTAGES, FAULTS, DeadLetterWatcher, lost_and_duplicated
 
     duration_s = minutes * 60
+    BROKER_OUTAGES.clear()  # a second run in the same process counts only its own
     token = "bench-soak-token"
     os.environ["SERVE_ML_ADMIN_TOKEN"] = token  # the replicas inherit it from this process
     auth = {"Authorization": f"Bearer {token}"}

@@ -148,11 +148,12 @@ def lost_and_duplicated(stack: Stack, producer: SteadyProducer, dead: DeadLetter
         return f" (acked {at - o.began:+.1f} s from a broker restart's start; new broker up at " \
                f"{o.new_up - o.began:+.1f} s)"
 
+    acked = producer.acked_by_equipment()
     deadline = time.monotonic() + timeout_s
     while True:
-        stored = {eq: asyncio.run(_stored(stack.database_url, eq, since)) for eq in producer.acked_by_equipment}
+        stored = {eq: asyncio.run(_stored(stack.database_url, eq, since)) for eq in acked}
         have = {eq: set(times) for eq, times in stored.items()}
-        missing = [(eq, ts, at) for eq, acks in producer.acked_by_equipment.items()
+        missing = [(eq, ts, at) for eq, acks in acked.items()
                    for ts, at in acks if ts not in have[eq]]
         refused = Counter(dead.refused[(eq, ts)] for eq, ts, _ in missing if (eq, ts) in dead.refused)
         in_broker = sum(1 for eq, ts, at in missing if (eq, ts) not in dead.refused and in_broker_window(at))
@@ -160,7 +161,7 @@ def lost_and_duplicated(stack: Stack, producer: SteadyProducer, dead: DeadLetter
         if not lost or time.monotonic() > deadline:
             break
         time.sleep(2.0)
-    return {"acked": sum(len(a) for a in producer.acked_by_equipment.values()),
+    return {"acked": len(producer.acked),
             "stored": sum(len(s) for s in stored.values()),
             "duplicated": sum(n - 1 for s in stored.values() for n in Counter(s).values()),
             "dead_lettered": sum(refused.values()), "dead_letter_reasons": dict(refused.most_common(5)),

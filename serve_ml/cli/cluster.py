@@ -284,7 +284,7 @@ def register_scale(sub: argparse._SubParsersAction) -> None:
 def _scale(args: argparse.Namespace) -> int:
     import ray
 
-    from deployments.app import AppArgs, Autoscaling, equipment_dirs
+    from deployments.app import AppArgs, Autoscaling, dedicated_equipment
     from deployments.launch import apply_scaling
 
     state = read_state(Settings())
@@ -293,7 +293,7 @@ def _scale(args: argparse.Namespace) -> int:
         return 1
     settings = Settings(**state["settings"])
     app_args = AppArgs.model_validate(state["app_args"])
-    dedicated = equipment_dirs(settings.root)[: app_args.max_dedicated_deployments]
+    dedicated = dedicated_equipment(app_args, settings)
     if args.equipment_id not in dedicated:
         print(f"{args.equipment_id!r} has no dedicated deployment (dedicated: {', '.join(dedicated)}); "
               "it is scored by the ingress, which scales with `ingress_autoscaling`", file=sys.stderr)
