@@ -3,6 +3,7 @@ plain-uvicorn baseline. Errors are translated to HTTP here and only here."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 import logging
@@ -273,6 +274,10 @@ def create_api(core: Core, *, max_request_bytes: int) -> FastAPI:
     return app
 
 
+# nginx's convention for "client closed the request before the answer"
+CLIENT_CLOSED = 499
+
+
 class EdgeMiddleware:
     """Pure-ASGI edge: body size limit (413) and per-request metrics.
 
@@ -332,6 +337,10 @@ class EdgeMiddleware:
 
         try:
             await self.app(scope, replay, capture)
+        except asyncio.CancelledError:
+            if status[0] == 500:  # the client went away before an answer: not a server error
+                status[0] = CLIENT_CLOSED
+            raise
         finally:
             self.metrics.request(endpoint, status[0], (time.perf_counter() - t0) * 1e3)
 

@@ -155,3 +155,35 @@ def test_columns_errors_name_the_problem(client: TestClient, body: dict, status:
     r = client.post(f"{API}/predict/columns", json=body)
     assert r.status_code == status, r.text
     assert needle in r.text
+
+
+async def test_client_gone_before_the_answer_is_not_counted_as_a_server_error() -> None:
+    import asyncio
+
+    from deployments.api import CLIENT_CLOSED, EdgeMiddleware
+    from deployments.metrics import NoMetrics
+
+    class Recorded(NoMetrics):
+        def __init__(self) -> None:
+            self.seen: list[tuple[str, int]] = []
+
+        def request(self, endpoint: str, status: int, latency_ms: float) -> None:
+            self.seen.append((endpoint, status))
+
+    async def slow_app(scope: dict, receive, send) -> None:
+        await asyncio.sleep(60)
+
+    async def receive() -> dict:
+        return {"type": "http.request", "body": b"{}", "more_body": False}
+
+    async def send(_msg: dict) -> None:
+        pass
+
+    metrics = Recorded()
+    edge = EdgeMiddleware(slow_app, metrics=metrics, max_bytes=1024, routes=frozenset({f"{API}/predict"}))
+    task = asyncio.create_task(edge({"type": "http", "path": f"{API}/predict", "headers": []}, receive, send))
+    await asyncio.sleep(0.05)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert metrics.seen == [(f"{API}/predict", CLIENT_CLOSED)]
