@@ -3,7 +3,8 @@
 Loop: take a micro-batch (bounded by ``batch_max_records`` and ``batch_wait_ms``),
 decode, score it in bulk with ``bundles.batch.score_readings`` (the HTTP path's own
 code), write readings + predictions + alerts in one transaction, and only then
-commit the offsets. Malformed messages go to the dead-letter topic with a reason.
+commit the offsets. Scoring batch N+1 overlaps the write of batch N; writes and
+commits stay in order (one write in flight). Malformed messages go to the dead-letter topic with a reason.
 When PostgreSQL is unreachable the batch is held, consumption stops, the write is
 retried with backoff and health reports ``degraded`` until it succeeds.
 
@@ -19,11 +20,12 @@ import datetime as dt
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import asyncpg
 import ray
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
 from bundles.batch import score_readings
@@ -32,15 +34,26 @@ from deployments.service import ScoringService
 from pipelines.decode import Rejected, decode
 from pipelines.outbox import run_relay
 from pipelines.schema import Partitions
-from pipelines.store import Scored, WriteStats, write_batch
+from pipelines.store import Rows, Scored, WriteStats, encode_rows, write_batch
 from serve_ml.errors import ServeMLError
 from serve_ml.settings import Settings
 
 log = logging.getLogger("serve_ml.stream")
+PREPARE_SLICE = 100  # records decoded and scored between two turns of the event loop
 BACKOFF_S = (0.2, 0.5, 1.0, 2.0, 5.0)
 DB_ERRORS = (TimeoutError, OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
              asyncpg.CannotConnectNowError)
 T = TypeVar("T")
+
+
+@dataclass(slots=True)
+class Prepared:
+    """A decoded, scored micro-batch waiting for its write."""
+
+    consumed: int
+    rows: Rows
+    dead: list[tuple[ConsumerRecord, str]]
+    offsets: dict[TopicPartition, int]
 
 
 @ray.remote(num_cpus=0.1, max_restarts=-1, max_task_retries=-1, max_concurrency=16)
@@ -62,10 +75,13 @@ class StreamScorer:
         self.last_commit_at: float | None = None
         self.lag: int | None = None
         self.consumer: AIOKafkaConsumer | None = None
+        # Cumulative seconds per stage: whichever grows fastest limits throughput.
+        self.busy_s = {"fetch": 0.0, "prepare": 0.0, "wait_write": 0.0, "write": 0.0}
 
     async def health(self) -> dict[str, Any]:
         return {"name": self.name, "state": self.state, "lag": self.lag, "last_commit_at": self.last_commit_at,
-                **self.counts}
+                **self.counts,
+                **{f"{k}_s": round(v, 3) for k, v in self.busy_s.items()}}
 
     async def run(self) -> None:
         """Consume until cancelled. A broker error (restart, lost group state, failed
@@ -97,23 +113,40 @@ class StreamScorer:
             enable_auto_commit=False, auto_offset_reset="earliest", max_partition_fetch_bytes=8 << 20,
             fetch_max_bytes=64 << 20, max_poll_records=s.batch_max_records)
         self.consumer = consumer
-        relay = None
+        relay: asyncio.Task[None] | None = None
+        pending: asyncio.Task[None] | None = None
         try:
             await producer.start()
             await consumer.start()
             wake = asyncio.Event()
             relay = asyncio.create_task(run_relay(pool, producer, wake))
             self.state = "running"
+            # Two-stage pipeline: while batch N is written and committed (the database's
+            # work), batch N+1 is fetched, decoded and scored (this process's work). One
+            # write in flight at a time keeps writes, alert state and commits in order.
             while True:
+                t0 = time.perf_counter()
                 batch = await consumer.getmany(timeout_ms=s.batch_wait_ms, max_records=s.batch_max_records)
                 records = [r for part in batch.values() for r in part]
+                t1 = time.perf_counter()
                 if records:
-                    stats = await self._process(records, pool, producer)
-                    if stats.alerts_opened or stats.alerts_resolved:
-                        wake.set()
-                    await self._commit(consumer)
+                    self.busy_s["fetch"] += t1 - t0
+                    prepared = await self._prepare(records)
+                    t2 = time.perf_counter()
+                    self.busy_s["prepare"] += t2 - t1
+                    if pending is not None:
+                        await pending
+                    self.busy_s["wait_write"] += time.perf_counter() - t2
+                    pending = asyncio.create_task(self._store(prepared, pool, producer, consumer, wake))
+                elif pending is not None and pending.done():
+                    await pending
+                    pending = None
                 await self._update_lag(consumer)
         finally:
+            if pending is not None and not pending.done():
+                # Its offsets are not committed: whoever consumes next gets the batch
+                # again and the idempotent write skips what was stored.
+                pending.cancel()
             if relay is not None:
                 relay.cancel()
             self.state = "stopped"
@@ -123,9 +156,9 @@ class StreamScorer:
                 except Exception as exc:  # a broker that is gone cannot be left politely
                     log.debug("closing %s: %s", close, exc)
 
-    async def _commit(self, consumer: AIOKafkaConsumer) -> None:
+    async def _commit(self, consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int]) -> None:
         try:
-            await consumer.commit()
+            await consumer.commit(offsets)
             self.last_commit_at = time.time()
         except (CommitFailedError, IllegalStateError) as exc:
             # The group moved on (rebalance, or a broker that lost its group state): the
@@ -135,40 +168,61 @@ class StreamScorer:
             log.warning("offset commit refused (%s); the batch is stored, a redelivery is deduplicated",
                         type(exc).__name__)
 
-    async def _process(self, records: list[ConsumerRecord], pool: asyncpg.Pool,
-                       producer: AIOKafkaProducer) -> WriteStats:
-        s = self.s
+    async def _prepare(self, records: list[ConsumerRecord]) -> Prepared:
+        """Decode, score and encode one micro-batch. Pure CPU, done in slices that yield
+        to the event loop: the write in flight needs the loop to stream its COPY data
+        and read the server's answers, or the two stages would not overlap."""
         now = dt.datetime.now(dt.UTC)
-        good, goodrec, dead = [], [], []
+        out = Prepared(len(records), Rows([], [], []), [], {})
+        for start in range(0, len(records), PREPARE_SLICE):
+            self._prepare_slice(records[start:start + PREPARE_SLICE], now, out)
+            await asyncio.sleep(0)
+        return out
+
+    def _prepare_slice(self, records: list[ConsumerRecord], now: dt.datetime, out: Prepared) -> None:
+        s = self.s
+        good, goodrec = [], []
         for rec in records:
+            tp = TopicPartition(rec.topic, rec.partition)
+            out.offsets[tp] = max(out.offsets.get(tp, 0), rec.offset + 1)
             try:
                 default_ts = dt.datetime.fromtimestamp(rec.timestamp / 1000, dt.UTC) if rec.timestamp else None
                 good.append(decode(rec.value, max_bytes=s.max_message_bytes, now=now, default_ts=default_ts,
                                    max_age_s=s.max_reading_age_s, max_future_s=s.max_reading_future_s))
                 goodrec.append(rec)
             except Rejected as exc:
-                dead.append((rec, str(exc)))
+                out.dead.append((rec, str(exc)))
         results = score_readings(self.service.catalog, [g.reading for g in good], enable_xgb=s.enable_xgb)
         items = []
         for g, rec, res in zip(good, goodrec, results, strict=True):
             if isinstance(res, ServeMLError):
-                dead.append((rec, res.message))
+                out.dead.append((rec, res.message))
             else:
                 items.append(Scored(g.ts, dict(g.reading.features), res, "kafka", rec.partition, rec.offset))
-        if dead:
-            await self._dead_letter(producer, dead)
-        stats = await self._write(pool, items)
-        self.counts["consumed"] += len(records)
+        out.rows.extend(encode_rows(items))
+
+    async def _store(self, batch: Prepared, pool: asyncpg.Pool, producer: AIOKafkaProducer,
+                     consumer: AIOKafkaConsumer, wake: asyncio.Event) -> None:
+        """Dead-letter, write, then commit: the offsets of a batch are committed only
+        once everything in it is stored or dead-lettered."""
+        if batch.dead:
+            await self._dead_letter(producer, batch.dead)
+        t0 = time.perf_counter()
+        stats = await self._write(pool, batch.rows)
+        self.busy_s["write"] += time.perf_counter() - t0
+        self.counts["consumed"] += batch.consumed
         self.counts["batches"] += 1
         self.counts["stored"] += stats.predictions
         self.counts["duplicates"] += stats.duplicates
         self.counts["alerts_opened"] += len(stats.alerts_opened)
-        return stats
+        if stats.alerts_opened or stats.alerts_resolved:
+            wake.set()
+        await self._commit(consumer, batch.offsets)
 
-    async def _write(self, pool: asyncpg.Pool, items: list[Scored]) -> WriteStats:
+    async def _write(self, pool: asyncpg.Pool, rows: Rows) -> WriteStats:
         async def write() -> WriteStats:
             async with pool.acquire() as conn:
-                return await write_batch(conn, items, partitions=self.partitions, alerts_topic=self.s.alerts_topic,
+                return await write_batch(conn, rows, partitions=self.partitions, alerts_topic=self.s.alerts_topic,
                                          resolve_after=self.s.alert_resolve_after)
 
         return await self._hold_and_retry(write, DB_ERRORS, "db_errors", "database write")

