@@ -8,14 +8,14 @@ One bad reading never fails the others.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from bundles.catalog import Catalog
-from bundles.scoring import Result, materialise, score_group
+from bundles.scoring import GroupScore, Result, materialise, score_group
 from serve_ml.errors import ServeMLError
 
 
@@ -27,8 +27,11 @@ class Reading:
     model_version: str | None = None
 
 
-def score_readings(catalog: Catalog, readings: Sequence[Reading], *, enable_xgb: bool) -> list[Result]:
-    out: list[Result | None] = [None] * len(readings)
+def score_groups(catalog: Catalog, readings: Sequence[Reading], *,
+                 enable_xgb: bool) -> Iterator[tuple[list[int], GroupScore | ServeMLError]]:
+    """Group the readings and score each group with a few vectorised calls. Yields
+    ``(input positions, column-oriented result)``, or the error that fails all of
+    those positions (unknown equipment, power, version or feature names)."""
     groups: dict[tuple[Any, ...], list[int]] = {}
     for i, r in enumerate(readings):
         key = (r.equipment_id, r.power, r.model_version, tuple(sorted(r.features)))
@@ -37,13 +40,26 @@ def score_readings(catalog: Catalog, readings: Sequence[Reading], *, enable_xgb:
         try:
             matrix = np.array([[readings[i].features[f] for f in names] for i in idx], dtype=np.float64)
             columns = {f: np.ascontiguousarray(matrix[:, j]) for j, f in enumerate(names)}
+            parts = []
             for bundle, sub in catalog.resolve(eq, power, version, columns, len(idx)):
                 rows = idx if sub is None else [idx[k] for k in sub.tolist()]
                 cols = columns if sub is None else {f: c[sub] for f, c in columns.items()}
-                scored = score_group(bundle, cols, len(rows), enable_xgb=enable_xgb)
-                for pos, res in zip(rows, materialise(scored), strict=True):
-                    out[pos] = res
+                parts.append((rows, score_group(bundle, cols, len(rows), enable_xgb=enable_xgb)))
         except ServeMLError as exc:
+            yield idx, exc
+            continue
+        yield from parts
+
+
+def score_readings(catalog: Catalog, readings: Sequence[Reading], *, enable_xgb: bool) -> list[Result]:
+    """One JSON-ready verdict dict (or the ServeMLError explaining the failure) per
+    reading, in input order."""
+    out: list[Result | None] = [None] * len(readings)
+    for idx, scored in score_groups(catalog, readings, enable_xgb=enable_xgb):
+        if isinstance(scored, ServeMLError):
             for i in idx:
-                out[i] = exc
+                out[i] = scored
+        else:
+            for pos, res in zip(idx, materialise(scored), strict=True):
+                out[pos] = res
     return out  # type: ignore[return-value]

@@ -1,7 +1,7 @@
 """The stream scorer: a Ray actor in a Kafka consumer group.
 
 Loop: take a micro-batch (bounded by ``batch_max_records`` and ``batch_wait_ms``),
-decode, score it in bulk with ``bundles.batch.score_readings`` (the HTTP path's own
+decode, score it in bulk with ``bundles.batch.score_groups`` (the HTTP path's own
 code), write readings + predictions + alerts in one transaction, and only then
 commit the offsets. Scoring batch N+1 overlaps the write of batch N; writes and
 commits stay in order (one write in flight). Malformed messages go to the dead-letter topic with a reason.
@@ -28,13 +28,14 @@ import ray
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
-from bundles.batch import score_readings
+from bundles.batch import score_groups
 from deployments.control import GenerationWatcher, get_control
 from deployments.service import ScoringService
 from pipelines.decode import Rejected, decode
 from pipelines.outbox import run_relay
 from pipelines.schema import Partitions
-from pipelines.store import Rows, Scored, WriteStats, encode_rows, write_batch
+from pipelines.encode import Origin, Rows
+from pipelines.store import WriteStats, write_batch
 from serve_ml.errors import ServeMLError
 from serve_ml.settings import Settings
 
@@ -192,14 +193,14 @@ class StreamScorer:
                 goodrec.append(rec)
             except Rejected as exc:
                 out.dead.append((rec, str(exc)))
-        results = score_readings(self.service.catalog, [g.reading for g in good], enable_xgb=s.enable_xgb)
-        items = []
-        for g, rec, res in zip(good, goodrec, results, strict=True):
-            if isinstance(res, ServeMLError):
-                out.dead.append((rec, res.message))
-            else:
-                items.append(Scored(g.ts, dict(g.reading.features), res, "kafka", rec.partition, rec.offset))
-        out.rows.extend(encode_rows(items))
+        for idx, scored in score_groups(self.service.catalog, [g.reading for g in good], enable_xgb=s.enable_xgb):
+            if isinstance(scored, ServeMLError):
+                out.dead += [(goodrec[i], scored.message) for i in idx]
+                continue
+            origins = [Origin(good[i].ts, good[i].reading.features, "kafka", goodrec[i].partition, goodrec[i].offset)
+                       for i in idx]
+            for row, error in out.rows.add_group(scored, origins):
+                out.dead.append((goodrec[idx[row]], error.message))
 
     async def _store(self, batch: Prepared, pool: asyncpg.Pool, producer: AIOKafkaProducer,
                      consumer: AIOKafkaConsumer, wake: asyncio.Event) -> None:

@@ -16,32 +16,18 @@ from __future__ import annotations
 import datetime as dt
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any
 
 import asyncpg
 import orjson
 
+from pipelines.encode import P_COLS, R_COLS, Rows, Scored, Verdict, encode_rows
 from pipelines.schema import Partitions
 
 _TEMP = """
 CREATE TEMP TABLE IF NOT EXISTS _in_readings (LIKE serve_ml_readings INCLUDING DEFAULTS) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS _in_predictions (LIKE serve_ml_predictions INCLUDING DEFAULTS) ON COMMIT DELETE ROWS;
 """
-R_COLS = ("time", "equipment_id", "power", "features", "source", "source_partition", "source_offset")
-P_COLS = ("time", "equipment_id", "power", "model_version", "anomaly", "score", "modalities", "fault_label",
-          "fault_probabilities", "source", "source_partition", "source_offset")
-
-
-@dataclass(slots=True)
-class Scored:
-    """One reading and its verdict, with where it came from."""
-
-    ts: dt.datetime
-    features: dict[str, float]
-    result: dict[str, Any]
-    source: str
-    partition: int | None = None
-    offset: int | None = None
+__all__ = ["Rows", "Scored", "WriteStats", "encode_rows", "write_batch"]
 
 
 @dataclass
@@ -55,41 +41,6 @@ class WriteStats:
 
 def severity(peak_score: float) -> str:
     return "critical" if peak_score >= 3 else "major" if peak_score >= 1.5 else "minor"
-
-
-@dataclass(slots=True)
-class Rows:
-    """A micro-batch encoded for COPY, with what the alert logic needs of each row."""
-
-    readings: list[tuple[Any, ...]]
-    predictions: list[tuple[Any, ...]]
-    verdicts: list[_Verdict]
-
-    def __len__(self) -> int:
-        return len(self.readings)
-
-    def extend(self, other: Rows) -> None:
-        self.readings += other.readings
-        self.predictions += other.predictions
-        self.verdicts += other.verdicts
-
-
-def encode_rows(items: list[Scored]) -> Rows:
-    """Turn scored readings into COPY rows. Pure CPU: the stream scorer runs it while
-    the previous batch is being written."""
-    readings, preds, verdicts = [], [], []
-    dumps = orjson.dumps
-    for s in items:
-        r = s.result
-        eq, power = r["equipment_id"], r["power"]
-        clf = r["classifier"]
-        readings.append((s.ts, eq, power, dumps(s.features).decode(), s.source, s.partition, s.offset))
-        preds.append((s.ts, eq, power, r["model_version"], r["anomaly"], r["score"],
-                      dumps(r["modalities"]).decode(), clf.get("label"),
-                      dumps(clf["probabilities"]).decode() if clf.get("probabilities") else None,
-                      s.source, s.partition, s.offset))
-        verdicts.append(_Verdict.of(s))
-    return Rows(readings, preds, verdicts)
 
 
 async def write_batch(conn: asyncpg.Connection, rows: Rows | list[Scored], *, partitions: Partitions,
@@ -114,7 +65,7 @@ async def write_batch(conn: asyncpg.Connection, rows: Rows | list[Scored], *, pa
     return stats
 
 
-async def _insert_skipping_duplicates(conn: asyncpg.Connection, rows: Rows, stats: WriteStats) -> list[_Verdict]:
+async def _insert_skipping_duplicates(conn: asyncpg.Connection, rows: Rows, stats: WriteStats) -> list[Verdict]:
     # Per batch on purpose: asyncpg resets a pooled connection on release, which drops
     # its temp tables, so caching "already created" per connection goes stale.
     await conn.execute(_TEMP)
@@ -133,30 +84,9 @@ async def _insert_skipping_duplicates(conn: asyncpg.Connection, rows: Rows, stat
     return [by_key[(r["equipment_id"], r["time"])] for r in inserted]
 
 
-@dataclass(slots=True)
-class _Verdict:
-    """What the alert logic needs of one newly stored prediction."""
-
-    time: dt.datetime
-    equipment_id: str
-    power: str
-    model_version: str
-    anomaly: bool
-    score: float
-    fault_label: str | None
-    modalities: list[str]  # the anomalous ones
-
-    @classmethod
-    def of(cls, s: Scored) -> _Verdict:
-        r = s.result
-        mods = [m for m, d in r["modalities"].items() if d.get("anomaly")] if r["anomaly"] else []
-        return cls(s.ts, r["equipment_id"], r["power"], r["model_version"], r["anomaly"], r["score"],
-                   r["classifier"].get("label"), mods)
-
-
-async def _alerts(conn: asyncpg.Connection, new: list[_Verdict], stats: WriteStats,
+async def _alerts(conn: asyncpg.Connection, new: list[Verdict], stats: WriteStats,
                   topic: str, resolve_after: int) -> None:
-    by_eq: dict[str, list[_Verdict]] = defaultdict(list)
+    by_eq: dict[str, list[Verdict]] = defaultdict(list)
     for row in new:
         by_eq[row.equipment_id].append(row)
     open_rows = {r["equipment_id"]: r for r in await conn.fetch(
@@ -210,7 +140,7 @@ async def _alerts(conn: asyncpg.Connection, new: list[_Verdict], stats: WriteSta
         await conn.executemany("INSERT INTO serve_ml_outbox (topic, key, payload) VALUES ($1, $2, $3)", outbox)
 
 
-def _event(kind: str, alert_id: int, eq: str, worst: _Verdict, at: dt.datetime, mods: list[str]) -> str:
+def _event(kind: str, alert_id: int, eq: str, worst: Verdict, at: dt.datetime, mods: list[str]) -> str:
     return orjson.dumps({
         "event": kind, "alert_id": alert_id, "equipment_id": eq, "power": worst.power,
         "model_version": worst.model_version, "severity": severity(worst.score), "score": worst.score,

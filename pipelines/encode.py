@@ -1,0 +1,174 @@
+"""Scored readings -> rows for COPY into ``serve_ml_readings`` / ``serve_ml_predictions``.
+
+Two ways in, one row format out:
+
+* :func:`encode_rows` takes JSON-ready verdicts (``score_readings``' output), one
+  dict per reading; simple, used where batches are small.
+* :meth:`Rows.add_group` takes a column-oriented :class:`GroupScore` straight from
+  the scorer and writes each row's stored columns from its arrays, without building
+  the per-reading verdict dicts first. The stream scorer uses it: at tens of
+  thousands of readings a second those dicts were a fifth of its CPU.
+
+Both produce the same stored values; a unit test holds them to it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from bundles.scoring import GroupScore, ModalityScore, materialise
+from serve_ml.errors import FeatureError
+
+R_COLS = ("time", "equipment_id", "power", "features", "source", "source_partition", "source_offset")
+P_COLS = ("time", "equipment_id", "power", "model_version", "anomaly", "score", "modalities", "fault_label",
+          "fault_probabilities", "source", "source_partition", "source_offset")
+
+
+@dataclass(slots=True)
+class Scored:
+    """One reading and its verdict, with where it came from."""
+
+    ts: dt.datetime
+    features: Mapping[str, float]
+    result: dict[str, Any]
+    source: str
+    partition: int | None = None
+    offset: int | None = None
+
+
+@dataclass(slots=True)
+class Origin:
+    """One reading as it arrived: when it was taken, its features, where from."""
+
+    ts: dt.datetime
+    features: Mapping[str, float]
+    source: str
+    partition: int | None = None
+    offset: int | None = None
+
+
+@dataclass(slots=True)
+class Verdict:
+    """What the alert logic needs of one stored prediction."""
+
+    time: dt.datetime
+    equipment_id: str
+    power: str
+    model_version: str
+    anomaly: bool
+    score: float
+    fault_label: str | None
+    modalities: list[str]  # the anomalous ones
+
+    @classmethod
+    def of(cls, s: Scored) -> Verdict:
+        r = s.result
+        mods = [m for m, d in r["modalities"].items() if d.get("anomaly")] if r["anomaly"] else []
+        return cls(s.ts, r["equipment_id"], r["power"], r["model_version"], r["anomaly"], r["score"],
+                   r["classifier"].get("label"), mods)
+
+
+@dataclass(slots=True)
+class Rows:
+    """A micro-batch encoded for COPY, with what the alert logic needs of each row."""
+
+    readings: list[tuple[Any, ...]]
+    predictions: list[tuple[Any, ...]]
+    verdicts: list[Verdict]
+
+    def __len__(self) -> int:
+        return len(self.readings)
+
+    def extend(self, other: Rows) -> None:
+        self.readings += other.readings
+        self.predictions += other.predictions
+        self.verdicts += other.verdicts
+
+    def add_group(self, g: GroupScore, origins: Sequence[Origin]) -> list[tuple[int, FeatureError]]:
+        """Append the rows of one scored group (``origins[i]`` is row ``i``). Rows
+        the scorer could not judge (non-finite inputs) are not stored; they come
+        back as ``(row, error)`` for the dead-letter topic."""
+        m = g.bundle.manifest
+        eq, power, version = m.equipment_id, m.power, m.model_version
+        mod_json = _modalities_json(g)
+        if mod_json is None:  # a non-finite model output: let orjson write it (as null)
+            results = materialise(g)
+            mod_json = [None if isinstance(r, FeatureError) else orjson.dumps(r["modalities"]).decode()
+                        for r in results]
+        labels, probs = _classifier_columns(g)
+        score, anomaly = g.score.tolist(), g.anomaly.tolist()
+        flags = [(s.name, s.anomaly.tolist()) for s in g.modalities if s.present]
+        dumps = orjson.dumps
+        rejected = []
+        for i, o in enumerate(origins):
+            if i in g.bad_rows:
+                rejected.append((i, FeatureError(g.bad_rows[i])))
+                continue
+            self.readings.append((o.ts, eq, power, dumps(o.features).decode(), o.source, o.partition, o.offset))
+            self.predictions.append((o.ts, eq, power, version, anomaly[i], score[i], mod_json[i], labels[i],
+                                     probs[i], o.source, o.partition, o.offset))
+            self.verdicts.append(Verdict(o.ts, eq, power, version, anomaly[i], score[i], labels[i],
+                                         [name for name, an in flags if an[i]] if anomaly[i] else []))
+        return rejected
+
+
+def encode_rows(items: Sequence[Scored]) -> Rows:
+    """Turn JSON-ready verdicts into COPY rows."""
+    readings, preds, verdicts = [], [], []
+    dumps = orjson.dumps
+    for s in items:
+        r = s.result
+        eq, power = r["equipment_id"], r["power"]
+        clf = r["classifier"]
+        readings.append((s.ts, eq, power, dumps(s.features).decode(), s.source, s.partition, s.offset))
+        preds.append((s.ts, eq, power, r["model_version"], r["anomaly"], r["score"],
+                      dumps(r["modalities"]).decode(), clf.get("label"),
+                      dumps(clf["probabilities"]).decode() if clf.get("probabilities") else None,
+                      s.source, s.partition, s.offset))
+        verdicts.append(Verdict.of(s))
+    return Rows(readings, preds, verdicts)
+
+
+def _modalities_json(g: GroupScore) -> list[str] | None:
+    """Each row's per-modality detail as JSON text, written from the arrays with one
+    f-string per modality and row; the same document ``materialise`` builds. None
+    when a value is not finite (``repr`` would not be JSON)."""
+    columns: list[list[str]] = []
+    for s in g.modalities:
+        threshold = float(s.threshold)  # a numpy scalar's repr is not JSON
+        if not math.isfinite(threshold):
+            return None
+        head = orjson.dumps(s.name).decode() + ':{"status":'
+        if not s.present:
+            columns.append([f'{head}"absent","threshold":{threshold!r}}}'] * g.n)
+            continue
+        scored = _scored_modality(head, threshold, s)
+        if scored is None:
+            return None
+        columns.append(scored)
+    return ["{" + ",".join(parts) + "}" for parts in zip(*columns, strict=True)] if columns else ["{}"] * g.n
+
+
+def _scored_modality(head: str, threshold: float, s: ModalityScore) -> list[str] | None:
+    errors = s.errors.tolist()  # type: ignore[union-attr]
+    if not all(map(math.isfinite, errors)):
+        return None
+    tail = f',"threshold":{threshold!r},"anomaly":'
+    return [f'{head}"scored","error":{e!r}{tail}{"true" if a else "false"}}}'
+            for e, a in zip(errors, s.anomaly.tolist(), strict=True)]  # type: ignore[union-attr]
+
+
+def _classifier_columns(g: GroupScore) -> tuple[list[str | None], list[str | None]]:
+    if not g.classifier_ran:
+        return [None] * g.n, [None] * g.n
+    classes = g.bundle.classifier.spec.classes  # type: ignore[union-attr]
+    probs = g.probabilities.tolist()  # type: ignore[union-attr]
+    best = g.probabilities.argmax(axis=1).tolist()  # type: ignore[union-attr]
+    return ([classes[b] for b in best],
+            [orjson.dumps(dict(zip(classes, p, strict=True))).decode() for p in probs])
