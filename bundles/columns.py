@@ -26,6 +26,9 @@ from bundles.scoring import GroupScore, ModalityScore, score_group
 from serve_ml.errors import FeatureError, PayloadTooLarge
 
 JSON_OPTS = orjson.OPT_SERIALIZE_NUMPY
+BINARY_DTYPES = {"float64": np.dtype("<f8"), "float32": np.dtype("<f4")}
+MAX_COLUMNS = 256
+MAX_NAME = 128
 
 
 def score_columns(catalog: Catalog, equipment_id: str, power: str | None, version: str | None,
@@ -145,3 +148,36 @@ def to_arrays(columns: Mapping[str, Any], max_rows: int) -> tuple[dict[str, np.n
     if n > max_rows:
         raise PayloadTooLarge(f"columnar request has {n} rows; the limit is {max_rows}")
     return out, n
+
+
+def from_binary(body: bytes, features: str, dtype: str, max_rows: int) -> tuple[dict[str, np.ndarray], int]:
+    """A raw binary columnar body -> float64 arrays, without touching a value in Python.
+
+    ``features`` is the comma-separated column order; ``body`` holds each column's
+    values back to back (all of the first feature's rows, then the second's...) as
+    little-endian ``dtype``. Raises FeatureError naming what does not add up,
+    PayloadTooLarge over the row limit."""
+    names = features.split(",")
+    problems: dict[str, str] = {}
+    if dtype not in BINARY_DTYPES:
+        problems["dtype"] = f"expected one of {', '.join(BINARY_DTYPES)}, got {dtype[:40]!r}"
+    if len(names) > MAX_COLUMNS:
+        problems["features"] = f"more than {MAX_COLUMNS} names"
+    elif any(not n or len(n) > MAX_NAME for n in names):
+        problems["features"] = f"expected comma-separated names of 1 to {MAX_NAME} characters"
+    elif len(set(names)) != len(names):
+        problems["features"] = "a feature name appears twice"
+    if problems:
+        raise FeatureError(problems)
+    item = BINARY_DTYPES[dtype]
+    row_bytes = item.itemsize * len(names)
+    if not body or len(body) % row_bytes:
+        raise FeatureError({"body": f"{len(body)} bytes is not a whole number of rows of {len(names)} {dtype} "
+                                    f"values ({row_bytes} bytes per row)"})
+    n = len(body) // row_bytes
+    if n > max_rows:
+        raise PayloadTooLarge(f"columnar request has {n} rows; the limit is {max_rows}")
+    matrix = np.frombuffer(body, dtype=item).reshape(len(names), n)
+    if item != np.float64:
+        matrix = matrix.astype(np.float64)
+    return {name: matrix[j] for j, name in enumerate(names)}, n

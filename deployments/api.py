@@ -20,7 +20,7 @@ from fastapi.routing import APIRoute
 
 import serve_ml
 from bundles.batch import Reading, Result
-from bundles.columns import to_arrays
+from bundles.columns import from_binary, to_arrays
 from deployments.auth import TokenGuard
 from deployments.history import History
 from deployments.metrics import Metrics
@@ -28,8 +28,9 @@ from deployments.schemas import (
     ActivateRequest, BulkRequest, BulkResponse, ChangeRequest, ColumnsRequest, ColumnsResponse, ErrorBody,
     PredictRequest, PredictResponse, SyncResponse,
 )
-from serve_ml.errors import InvalidQuery, Overloaded, PayloadTooLarge, ServeMLError
+from serve_ml.errors import InvalidQuery, Overloaded, PayloadTooLarge, ServeMLError, UnsupportedMediaType
 
+BINARY_MEDIA_TYPE = "application/octet-stream"
 log = logging.getLogger("serve_ml.api")
 PREFIX = "/api/v1/serve-ml"
 ERRORS = {s: {"model": ErrorBody} for s in (400, 404, 413, 422, 503)}
@@ -154,6 +155,37 @@ def create_api(core: Core, *, max_request_bytes: int) -> FastAPI:
         t0 = time.perf_counter()
         status, body = await core.score_columns(req.equipment_id, req.power, req.model_version, columns, n)
         if status == 200:  # splice the latency in rather than parse and re-encode the body
+            body = body[:-1] + b',"latency_ms":' + orjson.dumps((time.perf_counter() - t0) * 1e3) + b"}"
+        return Response(body, status_code=status, media_type="application/json")
+
+    @app.post(f"{PREFIX}/predict/columns/binary", response_model=ColumnsResponse, responses=ERRORS,
+              dependencies=read_only, openapi_extra={"requestBody": {"required": True, "content": {
+                  BINARY_MEDIA_TYPE: {"schema": {"type": "string", "format": "binary"}}}}})
+    async def predict_columns_binary(
+        request: Request,
+        equipment_id: str = Query(min_length=1, max_length=128, description="Equipment id; every row belongs to it."),
+        features: str = Query(min_length=1, max_length=33_000,
+                              description="Comma-separated feature names: the order of the columns in the body."),
+        power: str | None = Query(default=None, min_length=1, max_length=128,
+                                  description="Power class; omitted: chosen per row automatically."),
+        model_version: str | None = Query(default=None, min_length=1, max_length=128,
+                                          description="Pin a version; omitted: the live version."),
+        dtype: str = Query(default="float64", description="float64 or float32, little-endian."),
+    ) -> Response:
+        """Score many readings of one equipment sent as raw binary columns.
+
+        The body is each feature's values back to back, in the order of ``features``
+        (all rows of the first, then all rows of the second, ...), as little-endian
+        ``dtype`` (numpy: ``np.stack(cols).astype("<f8").tobytes()``). No JSON is parsed
+        on the way in; the answer is the same as ``/predict/columns``.
+        """
+        media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if media != BINARY_MEDIA_TYPE:
+            raise UnsupportedMediaType(f"expected Content-Type {BINARY_MEDIA_TYPE}, got {media[:80] or 'none'!r}")
+        columns, n = from_binary(await request.body(), features, dtype, core.max_bulk_rows)
+        t0 = time.perf_counter()
+        status, body = await core.score_columns(equipment_id, power, model_version, columns, n)
+        if status == 200:
             body = body[:-1] + b',"latency_ms":' + orjson.dumps((time.perf_counter() - t0) * 1e3) + b"}"
         return Response(body, status_code=status, media_type="application/json")
 

@@ -111,6 +111,10 @@ class PayloadTooLarge(ServeMLError):
     status_code = 413
 
 
+class UnsupportedMediaType(ServeMLError):
+    status_code = 415
+
+
 class Unauthorized(ServeMLError):
     status_code = 401
 

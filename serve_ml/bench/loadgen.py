@@ -1,9 +1,10 @@
 """Load generation in its own process: wrk when installed, else our aiohttp client.
 
-Bodies are JSON lines; each request takes the next body. Both generators report
-requests/s, p50/p99 latency and error counts as one JSON object.
+Bodies are stored length-prefixed (``<bytes>\n<body>``, so binary bodies work too);
+each request takes the next one. Both generators report requests/s, p50/p99 latency
+and error counts as one JSON object.
 
-    python -m serve_ml.bench.loadgen URL BODIES_FILE CONCURRENCY DURATION_S
+    python -m serve_ml.bench.loadgen URL BODIES_FILE CONCURRENCY DURATION_S [CONTENT_TYPE]
 """
 
 from __future__ import annotations
@@ -22,10 +23,19 @@ from pathlib import Path
 
 _LUA = r"""
 local bodies = {}
-for line in io.lines(os.getenv("SERVE_ML_BODIES")) do bodies[#bodies + 1] = line end
+local f = io.open(os.getenv("SERVE_ML_BODIES"), "rb")
+local data = f:read("*a")
+f:close()
+local pos = 1
+while pos <= #data do
+  local nl = string.find(data, "\n", pos, true)
+  local len = tonumber(string.sub(data, pos, nl - 1))
+  bodies[#bodies + 1] = string.sub(data, nl + 1, nl + len)
+  pos = nl + len + 1
+end
 local i = math.random(#bodies)
 wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Content-Type"] = os.getenv("SERVE_ML_CONTENT_TYPE")
 request = function()
   i = i % #bodies + 1
   return wrk.format(nil, nil, nil, bodies[i])
@@ -52,14 +62,25 @@ class LoadResult:
 
 
 def write_bodies(bodies: list[bytes]) -> Path:
-    f = tempfile.NamedTemporaryFile("wb", suffix=".jsonl", delete=False)
+    f = tempfile.NamedTemporaryFile("wb", suffix=".bodies", delete=False)
     for b in bodies:
-        f.write(b.replace(b"\n", b" ") + b"\n")
+        f.write(b"%d\n%s" % (len(b), b))
     f.close()
     return Path(f.name)
 
 
-def run_load(url: str, bodies_file: Path, concurrency: int, duration_s: float) -> LoadResult:
+def read_bodies(path: Path) -> list[bytes]:
+    data, pos, out = path.read_bytes(), 0, []
+    while pos < len(data):
+        nl = data.index(b"\n", pos)
+        size = int(data[pos:nl])
+        out.append(data[nl + 1:nl + 1 + size])
+        pos = nl + 1 + size
+    return out
+
+
+def run_load(url: str, bodies_file: Path, concurrency: int, duration_s: float,
+             content_type: str = "application/json") -> LoadResult:
     """``SERVE_ML_LOADGEN=python`` forces the project's own client even where wrk exists."""
     wrk = shutil.which("wrk") if os.environ.get("SERVE_ML_LOADGEN", "wrk") == "wrk" else None
     if wrk:
@@ -69,7 +90,7 @@ def run_load(url: str, bodies_file: Path, concurrency: int, duration_s: float) -
         out = subprocess.run(
             [wrk, "-t", str(threads), "-c", str(concurrency), "-d", f"{max(1, round(duration_s))}s", "--timeout", "10s",
              "-s", lua.name, url], capture_output=True, text=True, timeout=duration_s + 60,
-            env={"SERVE_ML_BODIES": str(bodies_file), "PATH": "/usr/bin:/bin"})
+            env={"SERVE_ML_BODIES": str(bodies_file), "SERVE_ML_CONTENT_TYPE": content_type, "PATH": "/usr/bin:/bin"})
         line = next((ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")), None)
         if line is None:
             raise RuntimeError(f"wrk failed: {out.stdout[-500:]} {out.stderr[-500:]}")
@@ -77,11 +98,11 @@ def run_load(url: str, bodies_file: Path, concurrency: int, duration_s: float) -
         return LoadResult(r["requests"] / (r["duration_us"] / 1e6), r["p50_us"] / 1e3, r["p99_us"] / 1e3,
                           r["errors"], r["requests"], "wrk", r["error_kinds"])
     out = subprocess.run([sys.executable, "-m", "serve_ml.bench.loadgen", url, str(bodies_file), str(concurrency),
-                          str(duration_s)], capture_output=True, text=True, timeout=duration_s + 60)
+                          str(duration_s), content_type], capture_output=True, text=True, timeout=duration_s + 60)
     return LoadResult(**json.loads(out.stdout.strip().splitlines()[-1]))
 
 
-async def _client(url: str, bodies: list[bytes], concurrency: int, duration_s: float) -> dict:
+async def _client(url: str, bodies: list[bytes], concurrency: int, duration_s: float, content_type: str) -> dict:
     import aiohttp
 
     lat: list[float] = []
@@ -95,7 +116,7 @@ async def _client(url: str, bodies: list[bytes], concurrency: int, duration_s: f
             i = (i + 1) % len(bodies)
             t0 = time.perf_counter()
             try:
-                async with session.post(url, data=bodies[i], headers={"content-type": "application/json"}) as r:
+                async with session.post(url, data=bodies[i], headers={"content-type": content_type}) as r:
                     await r.read()
                     if r.status >= 400:
                         errors += 1
@@ -114,5 +135,5 @@ async def _client(url: str, bodies: list[bytes], concurrency: int, duration_s: f
 
 if __name__ == "__main__":
     url, path, conc, dur = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
-    bodies = [ln.encode() for ln in path.read_text().splitlines() if ln]
-    print(json.dumps(asyncio.run(_client(url, bodies, conc, dur))))
+    ctype = sys.argv[5] if len(sys.argv) > 5 else "application/json"
+    print(json.dumps(asyncio.run(_client(url, read_bodies(path), conc, dur, ctype))))

@@ -81,6 +81,27 @@ def test_columns_fast_path_identical_to_deployment_path(http: httpx.Client) -> N
         assert cols["modalities"][name]["error"] == [b["modalities"][name]["error"] for b in bulk]
 
 
+def test_binary_columns_through_serve_agree_with_json_columns(http: httpx.Client) -> None:
+    """The raw float64 body through Serve's entry point gives the JSON columns' answer."""
+    import numpy as np
+
+    rows = sim_rows("normal", 20) + sim_rows("overstrain", 20)
+    names = list(rows[0])
+    raw = np.array([[r[f] for r in rows] for f in names], dtype="<f8").tobytes()
+    got = http.post("/predict/columns/binary", content=raw, headers={"content-type": "application/octet-stream"},
+                    params={"equipment_id": "press-02", "power": "7.5kW", "features": ",".join(names)})
+    assert got.status_code == 200, got.text
+    want = http.post("/predict/columns", json={"equipment_id": "press-02", "power": "7.5kW",
+                                               "columns": {f: [r[f] for r in rows] for f in names}}).json()
+    got_body = got.json()
+    assert got_body["rows"] == 40 and any(got_body["anomaly"])
+    for key in ("anomaly", "score", "modalities", "classifier", "errors", "power", "model_version"):
+        assert got_body[key] == want[key], key
+    bad = http.post("/predict/columns/binary", content=raw[:-3], headers={"content-type": "application/octet-stream"},
+                    params={"equipment_id": "press-02", "power": "7.5kW", "features": ",".join(names)})
+    assert bad.status_code == 422 and "not a whole number of rows" in bad.text
+
+
 def test_bulk_batch_agrees_with_single_rows(http: httpx.Client) -> None:
     rows = sim_rows("normal", 10) + sim_rows("tool_wear", 10) + sim_rows("normal", 10, power="5.5kW")
     readings = [{"equipment_id": "press-02", "features": f} for f in rows]

@@ -157,6 +157,46 @@ def test_columns_errors_name_the_problem(client: TestClient, body: dict, status:
     assert needle in r.text
 
 
+BIN = {"content-type": "application/octet-stream"}
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_binary_columns_answer_as_json_columns(client: TestClient, demo_root: Path, dtype: str) -> None:
+    import numpy as np
+
+    rows = json.loads((demo_root / "press-02" / "7.5kW" / "1.0.0" / "warmup.json").read_text())["rows"][:4]
+    names = list(rows[0])
+    raw = np.array([[r[f] for r in rows] for f in names], dtype="<f8" if dtype == "float64" else "<f4")
+    cols = {f: raw[j].astype(float).tolist() for j, f in enumerate(names)}  # what the server will see
+    r = client.post(f"{API}/predict/columns/binary", content=raw.tobytes(), headers=BIN,
+                    params={"equipment_id": "press-02", "power": "7.5kW", "features": ",".join(names), "dtype": dtype})
+    assert r.status_code == 200, r.text
+    j = client.post(f"{API}/predict/columns", json={"equipment_id": "press-02", "power": "7.5kW", "columns": cols})
+    got, want = r.json(), j.json()
+    assert got["rows"] == 4
+    assert {k: v for k, v in got.items() if k != "latency_ms"} == {k: v for k, v in want.items() if k != "latency_ms"}
+
+
+@pytest.mark.parametrize("params, body, headers, status, needle", [
+    ({"equipment_id": "press-02", "features": "air_temp_k,process_temp_k"}, b"\0" * 24, BIN, 422,
+     "24 bytes is not a whole number of rows of 2 float64 values"),
+    ({"equipment_id": "press-02", "features": "air_temp_k,air_temp_k"}, b"\0" * 16, BIN, 422, "appears twice"),
+    ({"equipment_id": "press-02", "features": "air_temp_k,,x"}, b"\0" * 24, BIN, 422, "comma-separated names"),
+    ({"equipment_id": "press-02", "features": "air_temp_k", "dtype": "int8"}, b"\0" * 8, BIN, 422, "dtype"),
+    ({"equipment_id": "press-02", "features": "air_temp_k"}, b"", BIN, 422, "0 bytes"),
+    ({"equipment_id": "press-02", "power": "7.5kW", "features": "air_temp_k"}, b"\0" * 48, BIN, 413, "limit is 5"),
+    ({"equipment_id": "press-02", "features": "air_temp_k"}, b"\0" * 8, {"content-type": "application/json"}, 415,
+     "application/octet-stream"),
+    ({"features": "air_temp_k"}, b"\0" * 8, BIN, 422, "equipment_id"),
+    ({"equipment_id": "ghost", "features": "a"}, b"\0" * 8, BIN, 404, "ghost"),
+])
+def test_binary_columns_errors_name_the_problem(client: TestClient, params: dict, body: bytes, headers: dict,
+                                                status: int, needle: str) -> None:
+    r = client.post(f"{API}/predict/columns/binary", content=body, params=params, headers=headers)
+    assert r.status_code == status, r.text
+    assert needle in r.text
+
+
 async def test_client_gone_before_the_answer_is_not_counted_as_a_server_error() -> None:
     import asyncio
 
