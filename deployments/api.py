@@ -143,6 +143,14 @@ def create_api(core: Core, *, max_request_bytes: int) -> FastAPI:
             orjson.dumps(elapsed) + b"}"
         return Response(body, media_type="application/json")
 
+    async def columns_response(eq: str, power: str | None, version: str | None, columns: dict[str, Any],
+                               n: int) -> Response:
+        t0 = time.perf_counter()
+        status, body = await core.score_columns(eq, power, version, columns, n)
+        if status == 200:  # splice the latency in rather than parse and re-encode the body
+            body = body[:-1] + b',"latency_ms":' + orjson.dumps((time.perf_counter() - t0) * 1e3) + b"}"
+        return Response(body, status_code=status, media_type="application/json")
+
     @app.post(f"{PREFIX}/predict/columns", response_model=ColumnsResponse, responses=ERRORS,
               dependencies=read_only)
     async def predict_columns(req: ColumnsRequest) -> Response:
@@ -152,11 +160,7 @@ def create_api(core: Core, *, max_request_bytes: int) -> FastAPI:
         in input order; rows that could not be scored are listed in ``errors``.
         """
         columns, n = to_arrays(req.columns, core.max_bulk_rows)
-        t0 = time.perf_counter()
-        status, body = await core.score_columns(req.equipment_id, req.power, req.model_version, columns, n)
-        if status == 200:  # splice the latency in rather than parse and re-encode the body
-            body = body[:-1] + b',"latency_ms":' + orjson.dumps((time.perf_counter() - t0) * 1e3) + b"}"
-        return Response(body, status_code=status, media_type="application/json")
+        return await columns_response(req.equipment_id, req.power, req.model_version, columns, n)
 
     @app.post(f"{PREFIX}/predict/columns/binary", response_model=ColumnsResponse, responses=ERRORS,
               dependencies=read_only, openapi_extra={"requestBody": {"required": True, "content": {
@@ -183,11 +187,7 @@ def create_api(core: Core, *, max_request_bytes: int) -> FastAPI:
         if media != BINARY_MEDIA_TYPE:
             raise UnsupportedMediaType(f"expected Content-Type {BINARY_MEDIA_TYPE}, got {media[:80] or 'none'!r}")
         columns, n = from_binary(await request.body(), features, dtype, core.max_bulk_rows)
-        t0 = time.perf_counter()
-        status, body = await core.score_columns(equipment_id, power, model_version, columns, n)
-        if status == 200:
-            body = body[:-1] + b',"latency_ms":' + orjson.dumps((time.perf_counter() - t0) * 1e3) + b"}"
-        return Response(body, status_code=status, media_type="application/json")
+        return await columns_response(equipment_id, power, model_version, columns, n)
 
     @app.get(f"{PREFIX}/bundles", dependencies=read_only)
     async def bundles(equipment_id: str | None = Query(default=None, max_length=128),

@@ -4,7 +4,8 @@ Loop: take a micro-batch (bounded by ``batch_max_records`` and ``batch_wait_ms``
 decode, score it in bulk with ``bundles.batch.score_groups`` (the HTTP path's own
 code), write readings + predictions + alerts in one transaction, and only then
 commit the offsets. Scoring batch N+1 overlaps the write of batch N; writes and
-commits stay in order (one write in flight). Malformed messages go to the dead-letter topic with a reason.
+commits stay in order (one write in flight). Malformed messages go to the
+dead-letter topic with a reason.
 When PostgreSQL is unreachable the batch is held, consumption stops, the write is
 retried with backoff and health reports ``degraded`` until it succeeds.
 
@@ -28,15 +29,13 @@ import ray
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
-from bundles.batch import score_groups
 from deployments.control import GenerationWatcher, get_control
 from deployments.service import ScoringService
 from pipelines.decode import Rejected, decode
 from pipelines.outbox import run_relay
 from pipelines.schema import Partitions
-from pipelines.encode import Origin, Rows
+from pipelines.encode import Origin, Rows, encode_scored
 from pipelines.store import WriteStats, write_batch
-from serve_ml.errors import ServeMLError
 from serve_ml.settings import Settings
 
 log = logging.getLogger("serve_ml.stream")
@@ -193,14 +192,12 @@ class StreamScorer:
                 goodrec.append(rec)
             except Rejected as exc:
                 out.dead.append((rec, str(exc)))
-        for idx, scored in score_groups(self.service.catalog, [g.reading for g in good], enable_xgb=s.enable_xgb):
-            if isinstance(scored, ServeMLError):
-                out.dead += [(goodrec[i], scored.message) for i in idx]
-                continue
-            origins = [Origin(good[i].ts, good[i].reading.features, "kafka", goodrec[i].partition, goodrec[i].offset)
-                       for i in idx]
-            for row, error in out.rows.add_group(scored, origins):
-                out.dead.append((goodrec[idx[row]], error.message))
+        origins = [Origin(g.ts, g.reading.features, "kafka", rec.partition, rec.offset)
+                   for g, rec in zip(good, goodrec, strict=True)]
+        rows, rejected = encode_scored(self.service.catalog, [g.reading for g in good], origins,
+                                       enable_xgb=s.enable_xgb)
+        out.rows.extend(rows)
+        out.dead += [(goodrec[i], reason) for i, reason in rejected]
 
     async def _store(self, batch: Prepared, pool: asyncpg.Pool, producer: AIOKafkaProducer,
                      consumer: AIOKafkaConsumer, wake: asyncio.Event) -> None:

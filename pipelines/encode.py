@@ -1,15 +1,10 @@
-"""Scored readings -> rows for COPY into ``serve_ml_readings`` / ``serve_ml_predictions``.
+"""Readings -> scored rows for COPY into ``serve_ml_readings`` / ``serve_ml_predictions``.
 
-Two ways in, one row format out:
-
-* :func:`encode_rows` takes JSON-ready verdicts (``score_readings``' output), one
-  dict per reading; simple, used where batches are small.
-* :meth:`Rows.add_group` takes a column-oriented :class:`GroupScore` straight from
-  the scorer and writes each row's stored columns from its arrays, without building
-  the per-reading verdict dicts first. The stream scorer uses it: at tens of
-  thousands of readings a second those dicts were a fifth of its CPU.
-
-Both produce the same stored values; a unit test holds them to it.
+:func:`encode_scored` scores readings with ``bundles.batch.score_groups`` (the HTTP
+path's code) and writes each row's stored columns straight from the column-oriented
+result, without building ``score_readings``' per-reading verdict dicts first: at
+tens of thousands of readings a second those dicts were a fifth of the stream
+scorer's CPU. A unit test holds the stored values to what the dicts say.
 """
 
 from __future__ import annotations
@@ -22,24 +17,14 @@ from typing import Any
 
 import orjson
 
+from bundles.batch import Reading, score_groups
+from bundles.catalog import Catalog
 from bundles.scoring import GroupScore, ModalityScore, materialise
-from serve_ml.errors import FeatureError
+from serve_ml.errors import FeatureError, ServeMLError
 
 R_COLS = ("time", "equipment_id", "power", "features", "source", "source_partition", "source_offset")
 P_COLS = ("time", "equipment_id", "power", "model_version", "anomaly", "score", "modalities", "fault_label",
           "fault_probabilities", "source", "source_partition", "source_offset")
-
-
-@dataclass(slots=True)
-class Scored:
-    """One reading and its verdict, with where it came from."""
-
-    ts: dt.datetime
-    features: Mapping[str, float]
-    result: dict[str, Any]
-    source: str
-    partition: int | None = None
-    offset: int | None = None
 
 
 @dataclass(slots=True)
@@ -65,13 +50,6 @@ class Verdict:
     score: float
     fault_label: str | None
     modalities: list[str]  # the anomalous ones
-
-    @classmethod
-    def of(cls, s: Scored) -> Verdict:
-        r = s.result
-        mods = [m for m, d in r["modalities"].items() if d.get("anomaly")] if r["anomaly"] else []
-        return cls(s.ts, r["equipment_id"], r["power"], r["model_version"], r["anomaly"], r["score"],
-                   r["classifier"].get("label"), mods)
 
 
 @dataclass(slots=True)
@@ -118,21 +96,20 @@ class Rows:
         return rejected
 
 
-def encode_rows(items: Sequence[Scored]) -> Rows:
-    """Turn JSON-ready verdicts into COPY rows."""
-    readings, preds, verdicts = [], [], []
-    dumps = orjson.dumps
-    for s in items:
-        r = s.result
-        eq, power = r["equipment_id"], r["power"]
-        clf = r["classifier"]
-        readings.append((s.ts, eq, power, dumps(s.features).decode(), s.source, s.partition, s.offset))
-        preds.append((s.ts, eq, power, r["model_version"], r["anomaly"], r["score"],
-                      dumps(r["modalities"]).decode(), clf.get("label"),
-                      dumps(clf["probabilities"]).decode() if clf.get("probabilities") else None,
-                      s.source, s.partition, s.offset))
-        verdicts.append(Verdict.of(s))
-    return Rows(readings, preds, verdicts)
+def encode_scored(catalog: Catalog, readings: Sequence[Reading], origins: Sequence[Origin], *,
+                  enable_xgb: bool) -> tuple[Rows, list[tuple[int, str]]]:
+    """Score ``readings`` (``origins[i]`` says where reading ``i`` came from) and encode
+    them for COPY. Returns the rows and, for each reading that cannot be stored, its
+    position and the reason (unknown equipment, power, version or features; a
+    non-finite value)."""
+    rows, rejected = Rows([], [], []), []
+    for idx, scored in score_groups(catalog, readings, enable_xgb=enable_xgb):
+        if isinstance(scored, ServeMLError):
+            rejected += [(i, scored.message) for i in idx]
+            continue
+        for row, error in rows.add_group(scored, [origins[i] for i in idx]):
+            rejected.append((idx[row], error.message))
+    return rows, rejected
 
 
 def _modalities_json(g: GroupScore) -> list[str] | None:

@@ -20,16 +20,13 @@ from dataclasses import dataclass, field
 import asyncpg
 import orjson
 
-from pipelines.encode import P_COLS, R_COLS, Rows, Scored, Verdict, encode_rows
+from pipelines.encode import P_COLS, R_COLS, Rows, Verdict
 from pipelines.schema import Partitions
 
 _TEMP = """
 CREATE TEMP TABLE IF NOT EXISTS _in_readings (LIKE serve_ml_readings INCLUDING DEFAULTS) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS _in_predictions (LIKE serve_ml_predictions INCLUDING DEFAULTS) ON COMMIT DELETE ROWS;
 """
-__all__ = ["Rows", "Scored", "WriteStats", "encode_rows", "write_batch"]
-
-
 @dataclass
 class WriteStats:
     readings: int = 0
@@ -43,10 +40,8 @@ def severity(peak_score: float) -> str:
     return "critical" if peak_score >= 3 else "major" if peak_score >= 1.5 else "minor"
 
 
-async def write_batch(conn: asyncpg.Connection, rows: Rows | list[Scored], *, partitions: Partitions,
+async def write_batch(conn: asyncpg.Connection, rows: Rows, *, partitions: Partitions,
                       alerts_topic: str, resolve_after: int) -> WriteStats:
-    if not isinstance(rows, Rows):
-        rows = encode_rows(rows)
     stats = WriteStats()
     if not rows:
         return stats

@@ -92,29 +92,35 @@ def test_mqtt_readings_scored_and_stored(stack: Stack, mosquitto: int) -> None:
 
 def test_replayed_batch_is_stored_once_and_alerts_once(stack: Stack) -> None:
     """Writes are idempotent on (equipment_id, time): the same batch twice stores once."""
-    from bundles.batch import Reading, score_readings
+    from bundles.batch import Reading
     from bundles.catalog import Catalog
+    from pipelines.encode import Origin, encode_scored
     from pipelines.schema import Partitions
-    from pipelines.store import Scored, write_batch
+    from pipelines.store import write_batch
     from tests.integration.test_http import sim_rows
 
     cat = Catalog.scan(stack.settings.root)
     rows = sim_rows("overstrain", 20, power="5.5kW", seed=42)
-    results = score_readings(cat, [Reading("press-02", r, "5.5kW") for r in rows], enable_xgb=False)
     base = now() + dt.timedelta(hours=2)
-    items = [Scored(base + dt.timedelta(seconds=i), r, res, "test", 0, i)
-             for i, (r, res) in enumerate(zip(rows, results, strict=True))]
 
-    # A replay that straddles what is stored: its first half is old, its second new.
-    later = [Scored(base + dt.timedelta(seconds=20 + i), r, res, "test", 0, 20 + i)
-             for i, (r, res) in enumerate(zip(rows[:10], results[:10], strict=True))]
+    def batch(offsets: range, first_second: int):
+        readings = [Reading("press-02", rows[i % 20], "5.5kW") for i in offsets]
+        origins = [Origin(base + dt.timedelta(seconds=first_second + k), r.features, "test", 0, first_second + k)
+                   for k, r in enumerate(readings)]
+        encoded, rejected = encode_scored(cat, readings, origins, enable_xgb=False)
+        assert not rejected
+        return encoded
+
+    items = batch(range(20), 0)
+    # A replay that straddles what is stored: its first half is old (seconds 10-19), its second new (20-29).
+    straddle = batch(range(10, 30), 10)
 
     async def writes():
         conn = await asyncpg.connect(stack.database_url)
         try:
             kw = {"partitions": Partitions(stack.mode), "alerts_topic": "t", "resolve_after": 5}
             return (await write_batch(conn, items, **kw), await write_batch(conn, items, **kw),
-                    await write_batch(conn, items[10:] + later, **kw))
+                    await write_batch(conn, straddle, **kw))
         finally:
             await conn.close()
 

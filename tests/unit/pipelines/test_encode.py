@@ -1,5 +1,6 @@
-"""The stream's columnar row encoder stores exactly what the dict path stores, row for
-row: mixed power classes, a modality absent, non-finite inputs, classifier on/off."""
+"""The stream's columnar row encoder stores exactly what the verdict dicts of
+``score_readings`` (the HTTP answer) say, row for row: mixed power classes, a
+modality absent, non-finite inputs, a failed group, classifier on and off."""
 
 from __future__ import annotations
 
@@ -9,9 +10,9 @@ from pathlib import Path
 import orjson
 import pytest
 
-from bundles.batch import Reading, score_groups, score_readings
+from bundles.batch import Reading, score_readings
 from bundles.catalog import Catalog
-from pipelines.encode import Origin, Rows, Scored, encode_rows
+from pipelines.encode import Origin, Verdict, encode_scored
 from serve_ml.errors import FeatureError, ServeMLError
 from tests.unit.bundles.test_columns import mixed_power_rows
 
@@ -40,35 +41,44 @@ def decoded(row: tuple, json_cols: tuple[int, ...]) -> tuple:
     return tuple(orjson.loads(v) if i in json_cols and v is not None else v for i, v in enumerate(row))
 
 
+def rows_from_verdicts(origins: list[Origin], results: list) -> tuple[list, list, list]:
+    """The reference: each stored column read off the JSON-ready verdict dict."""
+    readings, preds, verdicts = [], [], []
+    for o, r in zip(origins, results, strict=True):
+        if isinstance(r, ServeMLError):
+            continue
+        clf = r["classifier"]
+        probs = clf.get("probabilities")
+        readings.append((o.ts, r["equipment_id"], r["power"], orjson.dumps(dict(o.features)).decode(), o.source,
+                         o.partition, o.offset))
+        preds.append((o.ts, r["equipment_id"], r["power"], r["model_version"], r["anomaly"], r["score"],
+                      orjson.dumps(r["modalities"]).decode(), clf.get("label"),
+                      orjson.dumps(probs).decode() if probs else None, o.source, o.partition, o.offset))
+        verdicts.append(Verdict(o.ts, r["equipment_id"], r["power"], r["model_version"], r["anomaly"], r["score"],
+                                clf.get("label"),
+                                [m for m, d in r["modalities"].items() if d.get("anomaly")] if r["anomaly"] else []))
+    return readings, preds, verdicts
+
+
 @pytest.mark.parametrize("xgb", [False, True])
-def test_columnar_rows_equal_dict_rows(cat: Catalog, xgb: bool) -> None:
+def test_columnar_rows_equal_verdict_dicts(cat: Catalog, xgb: bool) -> None:
     rs = readings()
     origins = [Origin(T0 + dt.timedelta(seconds=i), r.features, "kafka", 0, i) for i, r in enumerate(rs)]
-
-    columnar, rejected, failed = Rows([], [], []), {}, {}
-    for idx, scored in score_groups(cat, rs, enable_xgb=xgb):
-        if isinstance(scored, ServeMLError):
-            failed |= dict.fromkeys(idx, scored.message)
-            continue
-        for row, err in columnar.add_group(scored, [origins[i] for i in idx]):
-            rejected[idx[row]] = err.message
+    columnar, rejected = encode_scored(cat, rs, origins, enable_xgb=xgb)
 
     results = score_readings(cat, rs, enable_xgb=xgb)
-    good = [Scored(o.ts, o.features, r, o.source, o.partition, o.offset)
-            for o, r in zip(origins, results, strict=True) if not isinstance(r, ServeMLError)]
-    expected = encode_rows(good)
+    want_readings, want_preds, want_verdicts = rows_from_verdicts(origins, results)
 
-    assert failed == {len(rs) - 1: results[-1].message}
-    assert rejected == {len(rs) - 2: results[-2].message}
-    assert isinstance(results[-2], FeatureError)
+    assert dict(rejected) == {len(rs) - 2: results[-2].message, len(rs) - 1: results[-1].message}
+    assert isinstance(results[-2], FeatureError)  # the non-finite row
     order = sorted(range(len(columnar)), key=lambda k: columnar.readings[k][0])  # groups come out grouped
-    assert len(columnar) == len(expected) == len(rs) - 2
+    assert len(columnar) == len(want_readings) == len(rs) - 2
     assert [decoded(columnar.readings[k], JSON_COLS) for k in order] == [decoded(r, JSON_COLS)
-                                                                          for r in expected.readings]
+                                                                          for r in want_readings]
     assert [decoded(columnar.predictions[k], P_JSON_COLS) for k in order] == [decoded(p, P_JSON_COLS)
-                                                                               for p in expected.predictions]
-    assert [columnar.verdicts[k] for k in order] == expected.verdicts
-    assert any(v.anomaly for v in expected.verdicts) and any(not v.anomaly for v in expected.verdicts)
+                                                                               for p in want_preds]
+    assert [columnar.verdicts[k] for k in order] == want_verdicts
+    assert any(v.anomaly for v in want_verdicts) and any(not v.anomaly for v in want_verdicts)
     assert any('"absent"' in p[6] for p in columnar.predictions)
     assert any(p[8] is not None for p in columnar.predictions) is xgb
     assert {p[2] for p in columnar.predictions} == {"5.5kW", "7.5kW"}
