@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,17 +19,12 @@ import psutil
 import yaml
 
 from deployments.app import AppArgs, build_graph, dedicated_equipment
+from serve_ml.ports import free_port
 from serve_ml.settings import REPO_ROOT, SECRET_FIELDS, Settings
 
 log = logging.getLogger("serve_ml.launch")
 APP_NAME = "serve-ml"
 SERVE_CONFIG = REPO_ROOT / "serve_config.yaml"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def port_owner(port: int) -> psutil.Process | None:

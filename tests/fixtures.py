@@ -15,8 +15,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from deployments.launch import RunningCluster, app_args_from_config, free_port, start_cluster
+from deployments.launch import RunningCluster, app_args_from_config, start_cluster
 from pipelines.stack import Stack, start_stack
+from serve_ml.ports import free_port
 from serve_ml.settings import Settings
 from tests.conftest import DEMO_ROOT
 

@@ -13,7 +13,8 @@ from pathlib import Path
 import httpx
 
 from deployments.app import AppArgs
-from deployments.launch import RunningCluster, app_args_from_config, free_port, start_cluster
+from deployments.launch import RunningCluster, app_args_from_config, start_cluster
+from serve_ml.ports import free_port
 from serve_ml.settings import Settings
 
 API = "/api/v1/serve-ml"

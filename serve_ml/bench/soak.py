@@ -49,7 +49,8 @@ def run(minutes: float = 10.0, http_clients: int = 4, rate_hz: float = 50.0) -> 
     from bundles.builder import BuildSpec, build_bundle
     from bundles.demo import TORQUE_SPEED
     from bundles.simulation import MECHANICAL, THERMAL, MachineSpec, simulate_dataset
-    from deployments.launch import app_args_from_config, free_port, start_cluster
+    from deployments.launch import app_args_from_config, start_cluster
+    from serve_ml.ports import free_port
     from pipelines.simulator import parse_machines
     from pipelines.stack import start_stack
     from serve_ml.bench.producer import SteadyProducer

@@ -11,7 +11,7 @@ import httpx
 import pytest
 import yaml
 
-from deployments.launch import free_port
+from serve_ml.ports import free_port
 from serve_ml.settings import REPO_ROOT
 from tests.e2e.conftest import FEATURES, BIN, cli_env, stop_process_tree, wait_for
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from deployments.launch import free_port
+from serve_ml.ports import free_port
 from pipelines.stack import Stack
 from serve_ml.bench.servers import wait_ready
 
