@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -96,19 +96,29 @@ class Rows:
         return rejected
 
 
+def encode_groups(catalog: Catalog, readings: Sequence[Reading], origins: Sequence[Origin], *,
+                  enable_xgb: bool) -> Iterator[tuple[Rows, list[tuple[int, str]]]]:
+    """Score ``readings`` (``origins[i]`` says where reading ``i`` came from) and encode
+    them for COPY, one group (equipment, version, feature names) at a time, so a caller
+    can yield to its event loop between groups. Yields each group's rows and, for each
+    reading that cannot be stored, its position and the reason (unknown equipment,
+    power, version or features; a non-finite value)."""
+    for idx, scored in score_groups(catalog, readings, enable_xgb=enable_xgb):
+        rows: Rows = Rows([], [], [])
+        if isinstance(scored, ServeMLError):
+            yield rows, [(i, scored.message) for i in idx]
+            continue
+        rejected = rows.add_group(scored, [origins[i] for i in idx])
+        yield rows, [(idx[row], error.message) for row, error in rejected]
+
+
 def encode_scored(catalog: Catalog, readings: Sequence[Reading], origins: Sequence[Origin], *,
                   enable_xgb: bool) -> tuple[Rows, list[tuple[int, str]]]:
-    """Score ``readings`` (``origins[i]`` says where reading ``i`` came from) and encode
-    them for COPY. Returns the rows and, for each reading that cannot be stored, its
-    position and the reason (unknown equipment, power, version or features; a
-    non-finite value)."""
+    """:func:`encode_groups` in one call: all the rows, and every rejected reading."""
     rows, rejected = Rows([], [], []), []
-    for idx, scored in score_groups(catalog, readings, enable_xgb=enable_xgb):
-        if isinstance(scored, ServeMLError):
-            rejected += [(i, scored.message) for i in idx]
-            continue
-        for row, error in rows.add_group(scored, [origins[i] for i in idx]):
-            rejected.append((idx[row], error.message))
+    for group_rows, group_rejected in encode_groups(catalog, readings, origins, enable_xgb=enable_xgb):
+        rows.extend(group_rows)
+        rejected += group_rejected
     return rows, rejected
 
 
