@@ -76,7 +76,7 @@ class StreamScorer:
         self.lag: int | None = None
         self.consumer: AIOKafkaConsumer | None = None
         # Cumulative seconds per stage: whichever grows fastest limits throughput.
-        self.busy_s = {"fetch": 0.0, "prepare": 0.0, "wait_write": 0.0, "write": 0.0}
+        self.busy_s = {"fetch": 0.0, "poll_empty": 0.0, "lag": 0.0, "prepare": 0.0, "wait_write": 0.0, "write": 0.0}
 
     async def health(self) -> dict[str, Any]:
         return {"name": self.name, "state": self.state, "lag": self.lag, "last_commit_at": self.last_commit_at,
@@ -139,10 +139,14 @@ class StreamScorer:
                         await pending
                     self.busy_s["wait_write"] += time.perf_counter() - t2
                     pending = asyncio.create_task(self._store(prepared, pool, producer, consumer, wake))
-                elif pending is not None and pending.done():
-                    await pending
-                    pending = None
+                else:
+                    self.busy_s["poll_empty"] += t1 - t0
+                    if pending is not None and pending.done():
+                        await pending
+                        pending = None
+                t3 = time.perf_counter()
                 await self._update_lag(consumer)
+                self.busy_s["lag"] += time.perf_counter() - t3
         finally:
             if pending is not None and not pending.done():
                 # Its offsets are not committed: whoever consumes next gets the batch

@@ -115,7 +115,8 @@ def wait_stored(url: str, since: dt.datetime, n: int, timeout_s: float) -> float
 def stage_us(health: dict[str, dict[str, float]], n: int) -> dict[str, float]:
     """Wall time per reading of each stage of the scorers' pipeline: the stage that
     approaches the end-to-end time per reading is the one that limits it."""
-    names = {"fetch_s": "fetch", "prepare_s": "decode+score+encode", "write_s": "write (COPY + alerts + commit)",
+    names = {"fetch_s": "fetch", "poll_empty_s": "polls that found no records", "lag_s": "lag bookkeeping",
+             "prepare_s": "decode+score+encode", "write_s": "write (COPY + alerts + commit)",
              "wait_write_s": "waiting for the previous write"}
     return {label: sum(h.get(key, 0.0) for h in health.values()) / n * 1e6 for key, label in names.items()}
 
