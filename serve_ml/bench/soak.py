@@ -22,8 +22,8 @@ import httpx
 import orjson
 
 from serve_ml.bench.common import Figure, Report
-from serve_ml.bench.memory import MemorySampler
 from serve_ml.bench.loadgen import LoadResult, run_load, write_bodies
+from serve_ml.bench.memory import MemorySampler
 from serve_ml.bench.servers import API, wait_ready
 from serve_ml.settings import Settings
 
