@@ -111,7 +111,8 @@ async def _v1(conn: asyncpg.Connection, mode: str, retention_days: int | None) -
     else:
         await conn.execute(_READINGS + " PARTITION BY RANGE (time);" + _PREDICTIONS + " PARTITION BY RANGE (time);")
     # The primary keys (equipment_id, time) serve "latest per equipment" (backward
-    # index scan) and "time range per equipment"; this one serves fleet-wide ranges.
+    # index scan) and "time range per equipment"; this one serves fleet-wide ranges
+    # (replaced by a BRIN index in migration 4).
     await conn.execute("CREATE INDEX serve_ml_predictions_time ON serve_ml_predictions (time DESC)")
     await conn.execute(_REST)
 
@@ -145,8 +146,19 @@ async def _v3(conn: asyncpg.Connection, mode: str, retention_days: int | None) -
     """)
 
 
+async def _v4(conn: asyncpg.Connection, mode: str, retention_days: int | None) -> None:
+    # Fleet-wide time ranges over predictions. A btree on time cost ~0.8 µs of
+    # PostgreSQL CPU per stored reading (measured: 5.2-5.5 -> 4.3-4.8 µs for the two
+    # COPYs); rows arrive in time order, so a BRIN index (a few pages per partition)
+    # answers the same range queries for almost nothing. TimescaleDB's hypertable
+    # already carries its own (time DESC) index per chunk, so ours was a duplicate there.
+    await conn.execute("DROP INDEX IF EXISTS serve_ml_predictions_time")
+    if mode != TIMESCALE:
+        await conn.execute("CREATE INDEX serve_ml_predictions_time ON serve_ml_predictions USING brin (time)")
+
+
 MIGRATIONS = [(1, "initial schema", _v1), (2, "explicit live versions", _v2),
-              (3, "per-row documents as json", _v3)]
+              (3, "per-row documents as json", _v3), (4, "BRIN time index on predictions", _v4)]
 
 
 async def detect_mode(conn: asyncpg.Connection) -> str:

@@ -88,3 +88,46 @@ def test_jsonb_documents_survive_the_move_to_json(fresh_db: str, monkeypatch: py
             await conn.close()
 
     asyncio.run(go())
+
+
+def test_fleet_wide_time_ranges_use_a_brin_index(fresh_db: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Migration 4 swaps the btree on predictions' time for BRIN, on the partitions too."""
+    t = dt.datetime(2026, 11, 2, 8, tzinfo=dt.UTC)
+
+    async def index_methods(conn: asyncpg.Connection) -> set[tuple[str, str]]:
+        rows = await conn.fetch(
+            "SELECT c.relname, am.amname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+            "JOIN pg_am am ON am.oid = c.relam JOIN pg_class t ON t.oid = i.indrelid "
+            "JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = i.indkey[0] "
+            "WHERE t.relname LIKE 'serve_ml_predictions%' AND a.attname = 'time' AND i.indnatts = 1")
+        return {(r["relname"], r["amname"]) for r in rows}
+
+    async def go() -> None:
+        conn = await asyncpg.connect(fresh_db)
+        try:
+            with monkeypatch.context() as m:
+                m.setattr(schema, "MIGRATIONS", schema.MIGRATIONS[:3])
+                mode = await schema.migrate(conn)
+            await schema.Partitions(mode).ensure(conn, [t])
+            assert {am for _, am in await index_methods(conn)} == {"btree"}
+            await schema.migrate(conn)
+            await schema.Partitions(mode).ensure(conn, [t + dt.timedelta(days=1)])
+            methods = await index_methods(conn)
+            assert {am for _, am in methods} == {"brin"}
+            assert len(methods) == 3  # the parent and both daily partitions
+            # Many machines, so the primary key (equipment first) is a poor way in.
+            await conn.execute(
+                "INSERT INTO serve_ml_predictions (time, equipment_id, power, model_version, anomaly, score, "
+                "modalities, source) SELECT $1::timestamptz + g * interval '1 s', 'eq-' || (g % 500), '7.5kW', "
+                "'v1', false, 0.1, '{}', 'kafka' FROM generate_series(0, 19999) g", t)
+            await conn.execute("ANALYZE serve_ml_predictions")
+            await conn.execute("SET enable_seqscan = off")
+            plan = "\n".join(r[0] for r in await conn.fetch(
+                "EXPLAIN SELECT count(*) FROM serve_ml_predictions WHERE time >= $1 AND time < $2",
+                t, t + dt.timedelta(hours=1)))
+            brin = {name for name, am in methods if name != "serve_ml_predictions_time"}
+            assert any(f"Bitmap Index Scan on {name}" in plan for name in brin), plan
+        finally:
+            await conn.close()
+
+    asyncio.run(go())
