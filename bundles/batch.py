@@ -9,8 +9,7 @@ One bad reading never fails the others.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -19,8 +18,10 @@ from bundles.scoring import GroupScore, Result, materialise, score_group
 from serve_ml.errors import ServeMLError
 
 
-@dataclass(frozen=True, slots=True)
-class Reading:
+class Reading(NamedTuple):
+    """One reading to score. A named tuple: the stream builds tens of thousands a
+    second, and a frozen dataclass costs three times as much to construct."""
+
     equipment_id: str
     features: Mapping[str, float]
     power: str | None = None

@@ -13,7 +13,7 @@ import datetime as dt
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -27,9 +27,9 @@ P_COLS = ("time", "equipment_id", "power", "model_version", "anomaly", "score", 
           "fault_probabilities", "source", "source_partition", "source_offset")
 
 
-@dataclass(slots=True)
-class Origin:
-    """One reading as it arrived: when it was taken, its features, where from."""
+class Origin(NamedTuple):
+    """One reading as it arrived: when it was taken, its features, where from.
+    Named tuples here: the stream builds one of each per reading."""
 
     ts: dt.datetime
     features: Mapping[str, float]
@@ -38,8 +38,7 @@ class Origin:
     offset: int | None = None
 
 
-@dataclass(slots=True)
-class Verdict:
+class Verdict(NamedTuple):
     """What the alert logic needs of one stored prediction."""
 
     time: dt.datetime

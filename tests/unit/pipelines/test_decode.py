@@ -68,3 +68,17 @@ def test_megabyte_string_is_rejected_by_size() -> None:
 def test_mqtt_equipment_from_topic() -> None:
     r = dec(b'{"ts": 1795435200, "features": {"x": 1}}', equipment_id="pump-03")
     assert r.reading.equipment_id == "pump-03"
+
+
+def test_feature_checks_agree_on_the_fast_and_the_slow_path() -> None:
+    """All-float features take a few C-level checks; anything else the per-feature loop."""
+    base = b'{"equipment_id": "a", "ts": 1795435200, "features": '
+    # Finite values whose sum overflows: the fast path's sum test fails, the loop accepts.
+    assert dec(base + b'{"x": 1e308, "y": 1e308}}').reading.features == {"x": 1e308, "y": 1e308}
+    # Integers are stored as floats, as before.
+    feats = dec(base + b'{"x": 1, "y": 2.5}}').reading.features
+    assert feats == {"x": 1.0, "y": 2.5} and all(type(v) is float for v in feats.values())
+    with pytest.raises(Rejected, match="name longer than 128"):
+        dec(base + b'{"' + b"n" * 129 + b'": 1.5}}')
+    with pytest.raises(Rejected, match="features.y: expected a number"):
+        dec(base + b'{"x": 1.5, "y": null}}')
