@@ -73,6 +73,7 @@ class StreamScorer:
         self.counts = {"consumed": 0, "stored": 0, "duplicates": 0, "dead_lettered": 0, "batches": 0,
                        "alerts_opened": 0, "db_errors": 0, "broker_errors": 0, "commit_failures": 0, "restarts": 0}
         self.last_commit_at: float | None = None
+        self.last_stored_at: float | None = None  # when the latest write transaction committed
         self.lag: int | None = None
         self.consumer: AIOKafkaConsumer | None = None
         # Cumulative seconds per stage: whichever grows fastest limits throughput.
@@ -80,6 +81,7 @@ class StreamScorer:
 
     async def health(self) -> dict[str, Any]:
         return {"name": self.name, "state": self.state, "lag": self.lag, "last_commit_at": self.last_commit_at,
+                "last_stored_at": self.last_stored_at,
                 **self.counts,
                 **{f"{k}_s": round(v, 3) for k, v in self.busy_s.items()}}
 
@@ -230,6 +232,7 @@ class StreamScorer:
         self.counts["consumed"] += batch.consumed
         self.counts["batches"] += 1
         self.counts["stored"] += stats.predictions
+        self.last_stored_at = time.time()
         self.counts["duplicates"] += stats.duplicates
         self.counts["alerts_opened"] += len(stats.alerts_opened)
         if stats.alerts_opened or stats.alerts_resolved:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -96,11 +97,22 @@ class Stack:
         self.restart_broker()
         return True
 
-    def stop_actors(self) -> None:
+    def stop_actors(self, timeout_s: float = 10.0) -> None:
+        """Kill the stream actors and wait until their names are free again, so a
+        following :meth:`start_actors` does not collide with the dying ones."""
+        names = [f"serve-ml-stream-{i}" for i in range(len(self.scorers))] + (["serve-ml-mqtt"] if self.bridge else [])
         for a in [*self.scorers, self.bridge]:
             if a is not None:
                 ray.kill(a, no_restart=True)
         self.scorers, self.bridge, self._runs = [], None, []
+        deadline = time.monotonic() + timeout_s
+        for name in names:
+            while time.monotonic() < deadline:
+                try:
+                    ray.get_actor(name, namespace="serve-ml")
+                except ValueError:
+                    break
+                time.sleep(0.05)
 
     def stop(self) -> None:
         if ray.is_initialized():
