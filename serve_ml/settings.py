@@ -118,7 +118,9 @@ class Settings(BaseSettings):
     at low rates batches stay small anyway (``batch_wait_ms`` bounds them)."""
 
     batch_wait_ms: int = Field(default=100, ge=1)
-    """Longest wait for a micro-batch to fill."""
+    """Longest wait for a micro-batch to fill; also the longest a broker may hold a
+    fetch that found nothing new (Tansu answers such a fetch only when that wait runs
+    out, so it bounds the delivery latency of a quiet stream)."""
 
     max_message_bytes: int = Field(default=64 * 1024, ge=256)
     """Largest accepted stream message; larger ones are dead-lettered."""
