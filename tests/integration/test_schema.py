@@ -41,6 +41,17 @@ async def _column_types(conn: asyncpg.Connection) -> dict[str, str]:
     return {r["c"]: r["data_type"] for r in rows}
 
 
+async def migrate_up_to(conn: asyncpg.Connection, version: int, monkeypatch: pytest.MonkeyPatch,
+                        day: dt.datetime) -> str:
+    """Apply migrations 1..version only (a database as an older release left it), with
+    the partition for ``day``; returns the storage mode."""
+    with monkeypatch.context() as m:
+        m.setattr(schema, "MIGRATIONS", [step for step in schema.MIGRATIONS if step[0] <= version])
+        mode = await schema.migrate(conn)
+    await schema.Partitions(mode).ensure(conn, [day])
+    return mode
+
+
 def test_fresh_database_gets_every_migration_once(fresh_db: str) -> None:
     async def go() -> None:
         conn = await asyncpg.connect(fresh_db)
@@ -65,10 +76,7 @@ def test_jsonb_documents_survive_the_move_to_json(fresh_db: str, monkeypatch: py
     async def go() -> None:
         conn = await asyncpg.connect(fresh_db)
         try:
-            with monkeypatch.context() as m:
-                m.setattr(schema, "MIGRATIONS", schema.MIGRATIONS[:2])
-                mode = await schema.migrate(conn)
-            await schema.Partitions(mode).ensure(conn, [t])
+            await migrate_up_to(conn, 2, monkeypatch, t)
             assert set((await _column_types(conn)).values()) == {"jsonb"}
             await conn.execute(
                 "INSERT INTO serve_ml_readings (time, equipment_id, power, features, source) "
@@ -105,10 +113,7 @@ def test_fleet_wide_time_ranges_use_a_brin_index(fresh_db: str, monkeypatch: pyt
     async def go() -> None:
         conn = await asyncpg.connect(fresh_db)
         try:
-            with monkeypatch.context() as m:
-                m.setattr(schema, "MIGRATIONS", schema.MIGRATIONS[:3])
-                mode = await schema.migrate(conn)
-            await schema.Partitions(mode).ensure(conn, [t])
+            mode = await migrate_up_to(conn, 3, monkeypatch, t)
             assert {am for _, am in await index_methods(conn)} == {"btree"}
             await schema.migrate(conn)
             await schema.Partitions(mode).ensure(conn, [t + dt.timedelta(days=1)])
