@@ -40,8 +40,7 @@ def score_groups(catalog: Catalog, readings: Sequence[Reading], *,
         groups.setdefault(key, []).append(i)
     for (eq, power, version, names), idx in groups.items():
         try:
-            row = itemgetter(*names)  # one C call per reading instead of a lookup per feature
-            matrix = np.array([row(readings[i].features) for i in idx], dtype=np.float64).reshape(len(idx), -1)
+            matrix = _matrix(readings, idx, names)
             columns = {f: np.ascontiguousarray(matrix[:, j]) for j, f in enumerate(names)}
             parts = []
             for bundle, sub in catalog.resolve(eq, power, version, columns, len(idx)):
@@ -52,6 +51,16 @@ def score_groups(catalog: Catalog, readings: Sequence[Reading], *,
             yield idx, exc
             continue
         yield from parts
+
+
+def _matrix(readings: Sequence[Reading], idx: list[int], names: tuple[str, ...]) -> np.ndarray:
+    """The group's values as a rows x features matrix: one itemgetter call (C) per
+    reading instead of a dict lookup per feature. No names (``features: {}``): an
+    empty matrix, for the feature check to refuse with its own message."""
+    if not names:
+        return np.empty((len(idx), 0))
+    row = itemgetter(*names)
+    return np.array([row(readings[i].features) for i in idx], dtype=np.float64).reshape(len(idx), len(names))
 
 
 def score_readings(catalog: Catalog, readings: Sequence[Reading], *, enable_xgb: bool) -> list[Result]:

@@ -70,6 +70,14 @@ def test_unknown_feature_is_named(cat: Catalog) -> None:
     assert isinstance(err, FeatureError) and "flux_capacitor" in err.message
 
 
+def test_no_features_and_one_feature_are_refused_with_a_reason(cat: Catalog) -> None:
+    """Degenerate groups (no names, a single name) reach the feature check, not a crash."""
+    for features in ({}, {"air_temp_k": 300.0}):
+        err = one(cat, features)
+        assert isinstance(err, FeatureError) and err.status_code == 422, features
+        assert "no modality is complete" in err.message or "missing" in err.message
+
+
 def test_non_finite_row_fails_alone(cat: Catalog) -> None:
     good = rows("normal", 2)
     bad = {**good[0], "torque_nm": float("nan")}
