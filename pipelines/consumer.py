@@ -36,11 +36,14 @@ from pipelines.encode import Origin, Rows, encode_groups
 from pipelines.outbox import run_relay
 from pipelines.schema import Partitions
 from pipelines.store import WriteStats, write_batch
+from pipelines.watchdog import ConsumerStalled, StallWatch, positions
 from serve_ml.settings import Settings
 
 log = logging.getLogger("serve_ml.stream")
 PREPARE_SLICE = 500  # records decoded, or encoded, between two turns of the event loop
 BACKOFF_S = (0.2, 0.5, 1.0, 2.0, 5.0)
+METADATA_MAX_AGE_MS = 10_000
+CLOSE_TIMEOUT_S = 10.0  # leaving politely is not worth more when the broker is in a bad way
 DB_ERRORS = (TimeoutError, OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
              asyncpg.CannotConnectNowError)
 T = TypeVar("T")
@@ -71,10 +74,12 @@ class StreamScorer:
         self.watcher.start()
         self.state = "starting"
         self.counts = {"consumed": 0, "stored": 0, "duplicates": 0, "dead_lettered": 0, "batches": 0,
-                       "alerts_opened": 0, "db_errors": 0, "broker_errors": 0, "commit_failures": 0, "restarts": 0}
+                       "alerts_opened": 0, "db_errors": 0, "broker_errors": 0, "commit_failures": 0, "restarts": 0,
+                       "stalls": 0}
         self.last_commit_at: float | None = None
         self.last_stored_at: float | None = None  # when the latest write transaction committed
         self.lag: int | None = None
+        self.next_offsets: dict[TopicPartition, int] = {}  # per partition, the offset after the last one taken
         self.consumer: AIOKafkaConsumer | None = None
         # Cumulative seconds per stage: whichever grows fastest limits throughput.
         self.busy_s = {"fetch": 0.0, "poll_empty": 0.0, "lag": 0.0, "prepare": 0.0, "wait_write": 0.0, "write": 0.0}
@@ -121,10 +126,15 @@ class StreamScorer:
             # stream, produce->stored p99 ~300 -> ~50 ms, and end to end a median of
             # 52.5k -> 70.1k readings/s over 3 alternating runs (the old setting swung
             # 41-70k; the new one still dropped to 51k once in 6 runs).
-            fetch_max_wait_ms=s.batch_wait_ms)
+            fetch_max_wait_ms=s.batch_wait_ms,
+            # A broker that comes back without a topic, or with it recreated, is noticed
+            # at the next metadata refresh (the default is every 5 minutes).
+            metadata_max_age_ms=METADATA_MAX_AGE_MS)
         self.consumer = consumer
+        self.next_offsets = {}
         relay: asyncio.Task[None] | None = None
         pending: asyncio.Task[None] | None = None
+        stall = StallWatch(s.stream_stall_timeout_s)
         try:
             await producer.start()
             await consumer.start()
@@ -140,8 +150,10 @@ class StreamScorer:
                 records = [r for part in batch.values() for r in part]
                 t1 = time.perf_counter()
                 if records:
+                    stall.progressed()
                     self.busy_s["fetch"] += t1 - t0
                     offsets = {tp: part[-1].offset + 1 for tp, part in batch.items() if part}
+                    self.next_offsets.update(offsets)
                     prepared = await self._prepare(records, offsets)
                     t2 = time.perf_counter()
                     self.busy_s["prepare"] += t2 - t1
@@ -149,14 +161,20 @@ class StreamScorer:
                         await pending
                     self.busy_s["wait_write"] += time.perf_counter() - t2
                     pending = asyncio.create_task(self._store(prepared, pool, producer, consumer, wake))
+                    t3 = time.perf_counter()
+                    self._update_lag(consumer)
+                    self.busy_s["lag"] += time.perf_counter() - t3
                 else:
                     self.busy_s["poll_empty"] += t1 - t0
                     if pending is not None and pending.done():
                         await pending
                         pending = None
-                t3 = time.perf_counter()
-                await self._update_lag(consumer)
-                self.busy_s["lag"] += time.perf_counter() - t3
+                    seen = await positions(consumer)
+                    self.lag = seen.lag
+                    if stall.stalled(time.monotonic(), seen):
+                        self.counts["stalls"] += 1
+                        raise ConsumerStalled(f"no record taken for {s.stream_stall_timeout_s:g}s while behind "
+                                              f"({seen.describe()})")
         finally:
             if pending is not None and not pending.done():
                 # Its offsets are not committed: whoever consumes next gets the batch
@@ -167,14 +185,20 @@ class StreamScorer:
             self.state = "stopped"
             for close in (consumer.stop, producer.stop, pool.close):
                 try:
-                    await close()
+                    await asyncio.wait_for(close(), CLOSE_TIMEOUT_S)
                 except Exception as exc:  # a broker that is gone cannot be left politely
                     log.debug("closing %s: %s", close, exc)
 
     async def _commit(self, consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int]) -> None:
         try:
-            await consumer.commit(offsets)
+            # aiokafka retries a commit for as long as it finds no group coordinator;
+            # past the stall timeout the clients are rebuilt instead (the batch is
+            # stored, a redelivery is deduplicated).
+            await asyncio.wait_for(consumer.commit(offsets), self.s.stream_stall_timeout_s)
             self.last_commit_at = time.time()
+        except TimeoutError as exc:
+            self.counts["stalls"] += 1
+            raise ConsumerStalled(f"offset commit unanswered for {self.s.stream_stall_timeout_s:g}s") from exc
         except (CommitFailedError, IllegalStateError) as exc:
             # The group moved on (rebalance, or a broker that lost its group state): the
             # batch is stored; whoever owns the partitions now gets it again and the
@@ -278,10 +302,13 @@ class StreamScorer:
                 attempt += 1
                 await asyncio.sleep(delay)
 
-    async def _update_lag(self, consumer: AIOKafkaConsumer) -> None:
+    def _update_lag(self, consumer: AIOKafkaConsumer) -> None:
+        """Records behind the broker's high watermark, from the offsets this loop has
+        taken; synchronous, so the busy path costs no await per batch (an empty poll
+        reads the positions themselves, see ``watchdog.positions``)."""
         lag = 0
         for tp in consumer.assignment():
-            hw = consumer.highwater(tp)
-            if hw is not None:
-                lag += max(0, hw - await consumer.position(tp))
+            hw, taken = consumer.highwater(tp), self.next_offsets.get(tp)
+            if hw is not None and taken is not None:
+                lag += max(0, hw - taken)
         self.lag = lag

@@ -122,6 +122,13 @@ class Settings(BaseSettings):
     fetch that found nothing new (Tansu answers such a fetch only when that wait runs
     out, so it bounds the delivery latency of a quiet stream)."""
 
+    stream_stall_timeout_s: float = Field(default=20.0, gt=0)
+    """A stream scorer that is behind (records waiting, or a partition with no position
+    or one past the log end) yet takes no record for this long, or whose offset commit
+    goes unanswered this long, rebuilds its Kafka clients and resumes from the
+    committed offsets. Kafka clients can come out of a broker restart fetching nothing
+    without noticing."""
+
     max_message_bytes: int = Field(default=64 * 1024, ge=256)
     """Largest accepted stream message; larger ones are dead-lettered."""
 
