@@ -97,6 +97,7 @@ class StreamScorer:
         stored meanwhile is not stored twice (idempotent writes)."""
         attempt = 0
         while True:
+            batches = self.counts["batches"]
             try:
                 await self._run_once()
                 return
@@ -105,6 +106,8 @@ class StreamScorer:
             except Exception as exc:
                 self.state = "degraded"
                 self.counts["restarts"] += 1
+                if self.counts["batches"] > batches:  # the backoff is for failures in a row
+                    attempt = 0
                 delay = BACKOFF_S[min(attempt, len(BACKOFF_S) - 1)]
                 log.warning("stream loop failed (%s: %s); restarting its Kafka clients in %.1fs",
                             type(exc).__name__, exc, delay)
