@@ -42,6 +42,7 @@ from serve_ml.settings import Settings
 log = logging.getLogger("serve_ml.stream")
 PREPARE_SLICE = 500  # records decoded, or encoded, between two turns of the event loop
 BACKOFF_S = (0.2, 0.5, 1.0, 2.0, 5.0)
+POSITION_CHECK_S = 0.5  # how often an idle loop reads its positions (lag, stall watch)
 METADATA_MAX_AGE_MS = 10_000
 CLOSE_TIMEOUT_S = 10.0  # leaving politely is not worth more when the broker is in a bad way
 DB_ERRORS = (TimeoutError, OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
@@ -137,7 +138,7 @@ class StreamScorer:
         self.next_offsets = {}
         relay: asyncio.Task[None] | None = None
         pending: asyncio.Task[None] | None = None
-        stall = StallWatch(s.stream_stall_timeout_s)
+        stall, next_check_s = StallWatch(s.stream_stall_timeout_s), 0.0
         try:
             await producer.start()
             await consumer.start()
@@ -172,6 +173,11 @@ class StreamScorer:
                     if pending is not None and pending.done():
                         await pending
                         pending = None
+                    if time.monotonic() < next_check_s:
+                        continue
+                    # Each position read costs a turn of the event loop: twice a
+                    # second is enough for a lag figure and a 20 s stall watch.
+                    next_check_s = time.monotonic() + POSITION_CHECK_S
                     seen = await positions(consumer)
                     self.lag = seen.lag
                     if stall.stalled(time.monotonic(), seen):
