@@ -178,7 +178,7 @@ class StreamScorer:
                     # Each position read costs a turn of the event loop: twice a
                     # second is enough for a lag figure and a 20 s stall watch.
                     next_check_s = time.monotonic() + POSITION_CHECK_S
-                    seen = await positions(consumer)
+                    seen = await positions(consumer, s.features_topic, s.stream_consumers)
                     self.lag = seen.lag
                     if stall.stalled(time.monotonic(), seen):
                         self.counts["stalls"] += 1

@@ -37,20 +37,30 @@ class Positions:
     past_end: int = 0
     """Partitions positioned beyond their high watermark: the broker lost that log."""
 
+    unassigned: bool = False
+    """No partition assigned although the topic has at least one per group member."""
+
     @property
     def behind(self) -> bool:
-        return self.lag > 0 or self.unknown > 0 or self.past_end > 0
+        return self.lag > 0 or self.unknown > 0 or self.past_end > 0 or self.unassigned
 
     def describe(self) -> str:
+        if self.unassigned:
+            return "no partition assigned although the topic has enough for every member"
         return (f"lag {self.lag}, {self.unknown} partition(s) without a position, "
                 f"{self.past_end} positioned past the log end")
 
 
-async def positions(consumer: AIOKafkaConsumer) -> Positions:
+async def positions(consumer: AIOKafkaConsumer, topic: str, members: int) -> Positions:
     """Read every assigned partition's position without waiting for one that is not
-    there: ``consumer.position()`` alone waits for as long as that takes."""
+    there: ``consumer.position()`` alone waits for as long as that takes. ``members``
+    is the group's intended size: with at least that many partitions in ``topic``,
+    an empty assignment means this member was left out."""
+    assigned = consumer.assignment()
+    if not assigned:
+        return Positions(unassigned=len(consumer.partitions_for_topic(topic) or ()) >= members)
     out = Positions()
-    for tp in consumer.assignment():
+    for tp in assigned:
         try:
             pos = await asyncio.wait_for(consumer.position(tp), POSITION_WAIT_S)
         except TimeoutError:

@@ -31,7 +31,8 @@ def test_caught_up_is_never_a_stall() -> None:
     assert not any(watch.stalled(float(t), CAUGHT_UP) for t in range(100))
 
 
-def test_a_missing_position_or_one_past_the_log_end_counts_as_behind() -> None:
+def test_a_missing_position_one_past_the_log_end_or_no_assignment_counts_as_behind() -> None:
     assert Positions(unknown=1).behind and Positions(past_end=1).behind and Positions(lag=1).behind
+    assert Positions(unassigned=True).behind and "no partition assigned" in Positions(unassigned=True).describe()
     assert not CAUGHT_UP.behind
     assert "1 positioned past the log end" in Positions(past_end=1).describe()
