@@ -33,7 +33,7 @@ from deployments.history import History, record_catalog, record_change
 from deployments.versions import decide, outcome, override_dict
 from serve_ml.settings import Settings
 from deployments.metrics import Metrics
-from deployments.service import ScoringService
+from deployments.service import ScoringService, diff_catalogs
 from deployments.wire import decode_readings, encode_readings, encode_results
 from serve_ml.errors import GatewayTimeout, Overloaded, ServeMLError
 
@@ -168,9 +168,14 @@ class Ingress:
                        converged=converged, persisted=persisted)
 
     async def sync(self) -> dict[str, Any]:
+        # This replica's own generation watcher polls the counter bumped here and may
+        # rescan first; reporting what this reload changed would then say nothing was
+        # added (seen once in the suite). Report against the catalog before the bump.
+        before = self.service.catalog
         generation = await self.control.bump.remote("sync")
         _, overrides = await self.control.state.remote()
-        report = await asyncio.to_thread(self.service.reload, generation, overrides)
+        await asyncio.to_thread(self.service.reload, generation, overrides)
+        report = diff_catalogs(before, self.service.catalog)
         report["generation"] = generation
         report["converged"] = await self._converge(generation)
         report["recorded"] = await record_catalog(self.history, self.service.catalog)
