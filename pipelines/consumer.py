@@ -31,7 +31,8 @@ from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
 from deployments.control import GenerationWatcher, get_control
 from deployments.service import ScoringService
-from pipelines.decode import Rejected, decode
+from pipelines.decode import Rejected
+from pipelines.decode_many import decode_many
 from pipelines.encode import Origin, Rows, encode_groups
 from pipelines.outbox import run_relay
 from pipelines.schema import Partitions
@@ -229,18 +230,21 @@ class StreamScorer:
         readings, origins, accepted = [], [], []
         last_ms, default_ts = None, None  # records of one producer batch share a timestamp
         for start in range(0, len(records), PREPARE_SLICE):
-            for rec in records[start:start + PREPARE_SLICE]:
+            chunk = records[start:start + PREPARE_SLICE]
+            defaults = []
+            for rec in chunk:
                 if rec.timestamp != last_ms:
                     last_ms = rec.timestamp
                     default_ts = dt.datetime.fromtimestamp(last_ms / 1000, dt.UTC) if last_ms else None
-                try:
-                    r = decode(rec.value, max_bytes=s.max_message_bytes, now=now, default_ts=default_ts,
-                               max_age_s=s.max_reading_age_s, max_future_s=s.max_reading_future_s)
-                except Rejected as exc:
-                    out.dead.append((rec, str(exc)))
+                defaults.append(default_ts)
+            decoded = decode_many([rec.value for rec in chunk], defaults, max_bytes=s.max_message_bytes, now=now,
+                                  max_age_s=s.max_reading_age_s, max_future_s=s.max_reading_future_s)
+            for rec, r in zip(chunk, decoded, strict=True):
+                if isinstance(r, Rejected):
+                    out.dead.append((rec, str(r)))
                     continue
-                readings.append(r.reading)
-                origins.append(Origin(r.ts, r.reading.features, "kafka", rec.partition, rec.offset))
+                readings.append(r.reading)  # type: ignore[union-attr]
+                origins.append(Origin(r.ts, r.reading.features, "kafka", rec.partition, rec.offset))  # type: ignore[union-attr]
                 accepted.append(rec)
             await asyncio.sleep(0)
         encoded = 0
