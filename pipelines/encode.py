@@ -82,17 +82,18 @@ class Rows:
         labels, probs = _classifier_columns(g)
         score, anomaly = g.score.tolist(), g.anomaly.tolist()
         flags = [(s.name, s.anomaly.tolist()) for s in g.modalities if s.present]
-        dumps = orjson.dumps
-        rejected = []
-        for i, o in enumerate(origins):
-            if i in g.bad_rows:
-                rejected.append((i, FeatureError(g.bad_rows[i])))
-                continue
-            self.readings.append((o.ts, eq, power, dumps(o.features).decode(), o.source, o.partition, o.offset))
-            self.predictions.append((o.ts, eq, power, version, anomaly[i], score[i], mod_json[i], labels[i],
-                                     probs[i], o.source, o.partition, o.offset))
-            self.verdicts.append(Verdict(o.ts, eq, power, version, anomaly[i], score[i], labels[i],
-                                         [name for name, an in flags if an[i]] if anomaly[i] else []))
+        rejected = [(i, FeatureError(reason)) for i, reason in sorted(g.bad_rows.items())]
+        keep = range(len(origins)) if not rejected else [i for i in range(len(origins)) if i not in g.bad_rows]
+        # Comprehensions, and tuple.__new__ for the named tuple (its own __new__ is a
+        # Python function): this runs once per reading at stream rate.
+        dumps, new = orjson.dumps, tuple.__new__
+        self.readings += [(o.ts, eq, power, dumps(o.features).decode(), o.source, o.partition, o.offset)
+                          for o in map(origins.__getitem__, keep)]
+        self.predictions += [(o.ts, eq, power, version, anomaly[i], score[i], mod_json[i], labels[i], probs[i],
+                              o.source, o.partition, o.offset) for i, o in zip(keep, map(origins.__getitem__, keep))]
+        self.verdicts += [new(Verdict, (o.ts, eq, power, version, anomaly[i], score[i], labels[i],
+                                        [name for name, an in flags if an[i]] if anomaly[i] else []))
+                          for i, o in zip(keep, map(origins.__getitem__, keep))]
         return rejected
 
 
