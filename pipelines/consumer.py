@@ -3,8 +3,9 @@
 Loop: take a micro-batch (bounded by ``batch_max_records`` and ``batch_wait_ms``),
 decode, score it in bulk with ``bundles.batch.score_groups`` (the HTTP path's own
 code), write readings + predictions + alerts in one transaction, and only then
-commit the offsets. Scoring batch N+1 overlaps the write of batch N; writes and
-commits stay in order (one write in flight). Malformed messages go to the
+commit the offsets. Scoring batch N+1 overlaps the write of batch N, and its copy
+overlaps N's alert logic and commit (two writes in flight at most); alert state,
+database commits and offset commits stay in batch order. Malformed messages go to the
 dead-letter topic with a reason.
 When PostgreSQL is unreachable the batch is held, consumption stops, the write is
 retried with backoff and health reports ``degraded`` until it succeeds.
@@ -125,7 +126,8 @@ class StreamScorer:
 
     async def _run_once(self) -> None:
         s = self.s
-        pool = await asyncpg.create_pool(self.database_url, min_size=1, max_size=3, reset=_keep_session)
+        # Two writes and the outbox relay.
+        pool = await asyncpg.create_pool(self.database_url, min_size=1, max_size=4, reset=_keep_session)
         producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all", linger_ms=5)
         consumer = AIOKafkaConsumer(
             s.features_topic, bootstrap_servers=self.bootstrap, group_id=s.consumer_group,
@@ -145,6 +147,9 @@ class StreamScorer:
         self.consumer = consumer
         self.next_offsets = {}
         relay: asyncio.Task[None] | None = None
+        # Two writes in flight at most: batch N+1 is copied while batch N runs its alert
+        # logic and commits (see _store for what stays in order).
+        older: asyncio.Task[None] | None = None
         pending: asyncio.Task[None] | None = None
         stall, next_check_s = StallWatch(s.stream_stall_timeout_s), 0.0
         try:
@@ -153,9 +158,10 @@ class StreamScorer:
             wake = asyncio.Event()
             relay = asyncio.create_task(run_relay(pool, producer, wake))
             self.state = "running"
-            # Two-stage pipeline: while batch N is written and committed (the database's
-            # work), batch N+1 is fetched, decoded and scored (this process's work). One
-            # write in flight at a time keeps writes, alert state and commits in order.
+            # Pipeline: while batch N is written and committed (the database's work),
+            # batch N+1 is fetched, decoded and scored (this process's work), and its
+            # copy may start before N has committed. Alert logic, database commits and
+            # offset commits stay in batch order (see _store).
             while True:
                 t0 = time.perf_counter()
                 batch = await consumer.getmany(timeout_ms=s.batch_wait_ms, max_records=s.batch_max_records)
@@ -169,15 +175,19 @@ class StreamScorer:
                     prepared = await self._prepare(records, offsets)
                     t2 = time.perf_counter()
                     self.busy_s["prepare"] += t2 - t1
-                    if pending is not None:
-                        await pending
+                    if older is not None:
+                        await older
                     self.busy_s["wait_write"] += time.perf_counter() - t2
-                    pending = asyncio.create_task(self._store(prepared, pool, producer, consumer, wake))
+                    older, pending = pending, asyncio.create_task(
+                        self._store(prepared, pool, producer, consumer, wake, after=pending))
                     t3 = time.perf_counter()
                     self._update_lag(consumer)
                     self.busy_s["lag"] += time.perf_counter() - t3
                 else:
                     self.busy_s["poll_empty"] += t1 - t0
+                    if older is not None and older.done():
+                        await older
+                        older = None
                     if pending is not None and pending.done():
                         await pending
                         pending = None
@@ -193,10 +203,14 @@ class StreamScorer:
                         raise ConsumerStalled(f"no record taken for {s.stream_stall_timeout_s:g}s while behind "
                                               f"({seen.describe()})")
         finally:
-            if pending is not None and not pending.done():
-                # Its offsets are not committed: whoever consumes next gets the batch
-                # again and the idempotent write skips what was stored.
-                pending.cancel()
+            for task in (pending, older):
+                if task is not None and not task.done():
+                    # Its offsets are not committed: whoever consumes next gets the batch
+                    # again and the idempotent write skips what was stored.
+                    task.cancel()
+                elif task is not None and not task.cancelled() and task.exception() is not None:
+                    # a later batch fails with the earlier one's error, which is the one raised
+                    log.debug("write of a later batch failed too: %s", task.exception())
             if relay is not None:
                 relay.cancel()
             self.state = "stopped"
@@ -265,13 +279,21 @@ class StreamScorer:
         return out
 
     async def _store(self, batch: Prepared, pool: asyncpg.Pool, producer: AIOKafkaProducer,
-                     consumer: AIOKafkaConsumer, wake: asyncio.Event) -> None:
+                     consumer: AIOKafkaConsumer, wake: asyncio.Event, after: asyncio.Task[None] | None) -> None:
         """Dead-letter, write, then commit: the offsets of a batch are committed only
-        once everything in it is stored or dead-lettered."""
+        once everything in it is stored or dead-lettered.
+
+        ``after`` is the previous batch's store, still running. This batch's rows are
+        copied meanwhile, but its alert logic, its database commit and its offset
+        commit wait for that one to finish: alert state and offsets move in batch
+        order, and a failure of the previous batch fails this one (nothing of it
+        committed)."""
         if batch.dead:
             await self._dead_letter(producer, batch.dead)
         t0 = time.perf_counter()
-        stats = await self._write(pool, batch.rows)
+        stats = await self._write(pool, batch.rows, after)
+        if after is not None:
+            await asyncio.shield(after)  # an empty batch writes nothing, so waited for nothing
         self.busy_s["write"] += time.perf_counter() - t0
         self.counts["consumed"] += batch.consumed
         self.counts["batches"] += 1
@@ -283,11 +305,16 @@ class StreamScorer:
             wake.set()
         await self._commit(consumer, batch.offsets)
 
-    async def _write(self, pool: asyncpg.Pool, rows: Rows) -> WriteStats:
+    async def _write(self, pool: asyncpg.Pool, rows: Rows, after: asyncio.Task[None] | None) -> WriteStats:
+        async def previous() -> None:
+            if after is not None:
+                # shield: cancelling this write must not cancel the previous one.
+                await asyncio.shield(after)
+
         async def write() -> WriteStats:
             async with pool.acquire() as conn:
                 return await write_batch(conn, rows, partitions=self.partitions, alerts_topic=self.s.alerts_topic,
-                                         resolve_after=self.s.alert_resolve_after)
+                                         resolve_after=self.s.alert_resolve_after, before_alerts=previous)
 
         return await self._hold_and_retry(write, DB_ERRORS, "db_errors", "database write")
 

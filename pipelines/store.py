@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import asyncpg
@@ -42,8 +43,11 @@ def severity(peak_score: float) -> str:
     return "critical" if peak_score >= 3 else "major" if peak_score >= 1.5 else "minor"
 
 
-async def write_batch(conn: asyncpg.Connection, rows: Rows, *, partitions: Partitions,
-                      alerts_topic: str, resolve_after: int) -> WriteStats:
+async def write_batch(conn: asyncpg.Connection, rows: Rows, *, partitions: Partitions, alerts_topic: str,
+                      resolve_after: int, before_alerts: Callable[[], Awaitable[None]] | None = None) -> WriteStats:
+    """Store ``rows`` in one transaction. ``before_alerts`` is awaited after the copy
+    and before the alert logic: the stream scorer passes "the previous batch is
+    stored", so batches copy in parallel but open and resolve alerts in order."""
     if not rows:
         return WriteStats()
     await partitions.ensure(conn, (v.time for v in rows.verdicts))
@@ -52,6 +56,8 @@ async def write_batch(conn: asyncpg.Connection, rows: Rows, *, partitions: Parti
             await conn.copy_records_to_table("serve_ml_readings", records=rows.readings, columns=R_COLS)
             await conn.copy_records_to_table("serve_ml_predictions", records=rows.predictions, columns=P_COLS)
             stats = WriteStats(readings=len(rows), predictions=len(rows))
+            if before_alerts is not None:
+                await before_alerts()
             await _alerts(conn, rows.verdicts, stats, alerts_topic, resolve_after)
         return stats
     except asyncpg.UniqueViolationError:
@@ -59,6 +65,8 @@ async def write_batch(conn: asyncpg.Connection, rows: Rows, *, partitions: Parti
     stats = WriteStats()
     async with conn.transaction():
         new = await _insert_skipping_duplicates(conn, rows, stats)
+        if before_alerts is not None:
+            await before_alerts()
         if new:
             await _alerts(conn, new, stats, alerts_topic, resolve_after)
     return stats

@@ -133,6 +133,58 @@ def test_replayed_batch_is_stored_once_and_alerts_once(stack: Stack) -> None:
     assert count(stack, "serve_ml_readings", "press-02", base) == 30
 
 
+
+def test_overlapping_writes_open_and_resolve_alerts_in_batch_order(stack: Stack) -> None:
+    """The scorer copies batch N+1 while batch N is still uncommitted; N+1's alert logic
+    waits for N (``before_alerts``). Here N opens an alert and is held uncommitted while
+    N+1, all normal readings, reaches its alert step: N+1 must see N's alert and resolve
+    it. Alert logic run before N committed would not see it, leaving it open for good."""
+    from bundles.batch import Reading
+    from bundles.catalog import Catalog
+    from pipelines.encode import Origin, encode_scored
+    from pipelines.schema import Partitions
+    from pipelines.store import write_batch
+    from tests.integration.test_http import sim_rows
+
+    cat = Catalog.scan(stack.settings.root)
+    base = now() + dt.timedelta(hours=3)
+
+    def batch(profile: str, first_second: int, seed: int):
+        readings = [Reading("pump-03", f, "5.5kW") for f in sim_rows(profile, 20, power="5.5kW", seed=seed)]
+        origins = [Origin(base + dt.timedelta(seconds=first_second + k), r.features, "test", 1, first_second + k)
+                   for k, r in enumerate(readings)]
+        encoded, rejected = encode_scored(cat, readings, origins, enable_xgb=False)
+        assert not rejected
+        return encoded
+
+    settle, faulty, normal = batch("normal", 0, 7), batch("overstrain", 100, 42), batch("normal", 200, 7)
+    assert not any(v.anomaly for v in normal.verdicts) and sum(v.anomaly for v in faulty.verdicts) >= 10
+
+    async def scenario():
+        kw = {"partitions": Partitions(stack.mode), "alerts_topic": "t", "resolve_after": 5}
+        c1, c2 = await asyncpg.connect(stack.database_url), await asyncpg.connect(stack.database_url)
+        try:
+            await write_batch(c1, settle, **kw)  # resolves whatever an earlier test left open on pump-03
+            copied = asyncio.Event()
+
+            async def hold_first() -> None:  # batch N, copied, waits uncommitted
+                copied.set()
+                await asyncio.sleep(1.0)
+
+            first = asyncio.create_task(write_batch(c1, faulty, before_alerts=hold_first, **kw))
+            await copied.wait()
+            second = await write_batch(c2, normal, before_alerts=lambda: asyncio.shield(first), **kw)
+            return await first, second
+        finally:
+            await c1.close()
+            await c2.close()
+
+    first, second = asyncio.run(scenario())
+    assert len(first.alerts_opened) == 1
+    assert second.alerts_resolved == first.alerts_opened
+    status = q(stack, "SELECT status FROM serve_ml_alerts WHERE id = $1", first.alerts_opened[0])
+    assert status[0]["status"] == "resolved"
+
 def test_live_version_changes_persist_and_restore(stack: Stack) -> None:
     """What the ingress records on activate/rollback is what a restart restores."""
     from deployments.history import History, load_state, record_change
