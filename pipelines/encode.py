@@ -4,7 +4,10 @@
 path's code) and writes each row's stored columns straight from the column-oriented
 result, without building ``score_readings``' per-reading verdict dicts first: at
 tens of thousands of readings a second those dicts were a fifth of the stream
-scorer's CPU. A unit test holds the stored values to what the dicts say.
+scorer's CPU. The rows come out in PostgreSQL's binary COPY format, encoded column
+by column (:mod:`pipelines.pgcopy`): asyncpg's record-by-record encoder and the
+tuples it needed were most of the rest. A unit test holds the stored values to
+what the dicts say.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import datetime as dt
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 import orjson
@@ -21,6 +24,21 @@ import orjson
 from bundles.batch import Reading, score_groups
 from bundles.catalog import Catalog
 from bundles.scoring import GroupScore, ModalityScore, materialise
+from pipelines.pgcopy import (
+    BOOL,
+    FLOAT8,
+    HEADER,
+    INT4,
+    INT8,
+    TIMESTAMPTZ,
+    TRAILER,
+    Const,
+    Fixed,
+    Var,
+    encode_rows,
+    nullable,
+    timestamps_us,
+)
 from serve_ml.errors import FeatureError, ServeMLError
 
 R_COLS = ("time", "equipment_id", "power", "features", "source", "source_partition", "source_offset")
@@ -54,19 +72,29 @@ class Verdict(NamedTuple):
 
 @dataclass(slots=True)
 class Rows:
-    """A micro-batch encoded for COPY, with what the alert logic needs of each row."""
+    """A micro-batch encoded for COPY in PostgreSQL's binary format (one chunk of
+    rows per scored group, see :mod:`pipelines.pgcopy`), with what the alert logic
+    needs of each row."""
 
-    readings: list[tuple[Any, ...]]
-    predictions: list[tuple[Any, ...]]
+    readings: list[bytes]
+    predictions: list[bytes]
     verdicts: list[Verdict]
 
     def __len__(self) -> int:
-        return len(self.readings)
+        return len(self.verdicts)
 
     def extend(self, other: Rows) -> None:
         self.readings += other.readings
         self.predictions += other.predictions
         self.verdicts += other.verdicts
+
+    def copy_readings(self) -> memoryview:
+        """The ``serve_ml_readings`` rows (columns :data:`R_COLS`) as one COPY payload."""
+        return _payload(self.readings)
+
+    def copy_predictions(self) -> memoryview:
+        """The ``serve_ml_predictions`` rows (columns :data:`P_COLS`) as one COPY payload."""
+        return _payload(self.predictions)
 
     def add_group(self, g: GroupScore, origins: Sequence[Origin]) -> list[tuple[int, FeatureError]]:
         """Append the rows of one scored group (``origins[i]`` is row ``i``). Rows
@@ -77,23 +105,40 @@ class Rows:
         mod_json = _modalities_json(g)
         if mod_json is None:  # a non-finite model output: let orjson write it (as null)
             results = materialise(g)
-            mod_json = [None if isinstance(r, FeatureError) else orjson.dumps(r["modalities"]).decode()
-                        for r in results]
+            mod_json = [None if isinstance(r, FeatureError) else orjson.dumps(r["modalities"]) for r in results]
         labels, probs = _classifier_columns(g)
-        score, anomaly = g.score.tolist(), g.anomaly.tolist()
-        flags = [(s.name, s.anomaly.tolist()) for s in g.modalities if s.present]
         rejected = [(i, FeatureError(reason)) for i, reason in sorted(g.bad_rows.items())]
-        keep = range(len(origins)) if not rejected else [i for i in range(len(origins)) if i not in g.bad_rows]
-        # Comprehensions, and tuple.__new__ for the named tuple (its own __new__ is a
-        # Python function): this runs once per reading at stream rate.
-        dumps, new = orjson.dumps, tuple.__new__
-        self.readings += [(o.ts, eq, power, dumps(o.features).decode(), o.source, o.partition, o.offset)
-                          for o in map(origins.__getitem__, keep)]
-        self.predictions += [(o.ts, eq, power, version, anomaly[i], score[i], mod_json[i], labels[i], probs[i],
-                              o.source, o.partition, o.offset) for i, o in zip(keep, map(origins.__getitem__, keep))]
-        self.verdicts += [new(Verdict, (o.ts, eq, power, version, anomaly[i], score[i], labels[i],
-                                        [name for name, an in flags if an[i]] if anomaly[i] else []))
-                          for i, o in zip(keep, map(origins.__getitem__, keep))]
+        score, anomaly = g.score, g.anomaly
+        flags = [(s.name, s.anomaly.tolist()) for s in g.modalities if s.present]
+        if rejected:
+            keep = [i for i in range(len(origins)) if i not in g.bad_rows]
+            origins = [origins[i] for i in keep]
+            score, anomaly = score[keep], anomaly[keep]
+            mod_json, labels, probs = ([col[i] for i in keep] for col in (mod_json, labels, probs))
+            flags = [(name, [an[i] for i in keep]) for name, an in flags]
+        n = len(origins)
+        if n == 0:
+            return rejected
+        times = [o.ts for o in origins]
+        sources = {o.source for o in origins}
+        source = Const(sources.pop().encode()) if len(sources) == 1 else Var([o.source.encode() for o in origins])
+        partition = nullable(INT4, [o.partition for o in origins])
+        offset = nullable(INT8, [o.offset for o in origins])
+        time_col, eq_col, power_col = Fixed(TIMESTAMPTZ, timestamps_us(times)), Const(eq.encode()), Const(power.encode())
+        dumps = orjson.dumps
+        self.readings.append(encode_rows(n, [
+            time_col, eq_col, power_col, Var([dumps(o.features) for o in origins]), source, partition, offset]))
+        self.predictions.append(encode_rows(n, [
+            time_col, eq_col, power_col, Const(version.encode()), Fixed(BOOL, anomaly), Fixed(FLOAT8, score),
+            Var(mod_json), Var(labels) if g.classifier_ran else Const(None),
+            Var(probs) if g.classifier_ran else Const(None), source, partition, offset]))
+        # tuple.__new__ for the named tuple (its own __new__ is a Python function):
+        # this runs once per reading at stream rate.
+        new, score_l, anomaly_l = tuple.__new__, score.tolist(), anomaly.tolist()
+        label_s = [None if b is None else b.decode() for b in labels] if g.classifier_ran else labels
+        self.verdicts += [new(Verdict, (t, eq, power, version, anomaly_l[i], score_l[i], label_s[i],
+                                        [name for name, an in flags if an[i]] if anomaly_l[i] else []))
+                          for i, t in enumerate(times)]
         return rejected
 
 
@@ -123,45 +168,52 @@ def encode_scored(catalog: Catalog, readings: Sequence[Reading], origins: Sequen
     return rows, rejected
 
 
-def _modalities_json(g: GroupScore) -> list[str] | None:
-    """Each row's per-modality detail as JSON text, written from the arrays with one
-    f-string per modality and row; the same document ``materialise`` builds. None
-    when a value is not finite (``repr`` would not be JSON)."""
-    columns: list[list[str]] = []
+def _payload(chunks: list[bytes]) -> memoryview:
+    # a memoryview: asyncpg takes bytes for a file name
+    return memoryview(b"".join([HEADER, *chunks, TRAILER]))
+
+
+def _modalities_json(g: GroupScore) -> list[bytes] | None:
+    """Each row's per-modality detail as JSON, written from the arrays with a few
+    concatenations per modality and row; the same document ``materialise`` builds.
+    None when a value is not finite (``repr`` would not be JSON)."""
+    columns: list[list[bytes]] = []
     for s in g.modalities:
         threshold = float(s.threshold)  # a numpy scalar's repr is not JSON
         if not math.isfinite(threshold):
             return None
-        head = orjson.dumps(s.name).decode() + ':{"status":'
+        head = orjson.dumps(s.name) + b':{"status":'
         if not s.present:
-            columns.append([f'{head}"absent","threshold":{threshold!r}}}'] * g.n)
+            columns.append([head + b'"absent","threshold":' + repr(threshold).encode() + b"}"] * g.n)
             continue
         scored = _scored_modality(head, threshold, s)
         if scored is None:
             return None
         columns.append(scored)
-    return ["{" + ",".join(parts) + "}" for parts in zip(*columns, strict=True)] if columns else ["{}"] * g.n
+    if not columns:
+        return [b"{}"] * g.n
+    return [b"{" + b",".join(parts) + b"}" for parts in zip(*columns, strict=True)]
 
 
-def _scored_modality(head: str, threshold: float, s: ModalityScore) -> list[str] | None:
+def _scored_modality(head: bytes, threshold: float, s: ModalityScore) -> list[bytes] | None:
     errors = s.errors
     if not np.isfinite(errors).all():  # type: ignore[arg-type]
         return None
     # orjson writes the whole column's numbers in C (a shortest round-trip form, as
     # repr does); a Python repr per value cost four times as much.
-    texts = orjson.dumps(errors, option=orjson.OPT_SERIALIZE_NUMPY).decode()[1:-1].split(",")
-    pre = f'{head}"scored","error":'
-    tail = f',"threshold":{threshold!r},"anomaly":'
-    flagged, normal = tail + "true}", tail + "false}"
+    texts = orjson.dumps(errors, option=orjson.OPT_SERIALIZE_NUMPY)[1:-1].split(b",")
+    pre = head + b'"scored","error":'
+    tail = b',"threshold":' + repr(threshold).encode() + b',"anomaly":'
+    flagged, normal = tail + b"true}", tail + b"false}"
     return [pre + e + (flagged if a else normal)
             for e, a in zip(texts, s.anomaly.tolist(), strict=True)]  # type: ignore[union-attr]
 
 
-def _classifier_columns(g: GroupScore) -> tuple[list[str | None], list[str | None]]:
+def _classifier_columns(g: GroupScore) -> tuple[list[bytes | None], list[bytes | None]]:
     if not g.classifier_ran:
         return [None] * g.n, [None] * g.n
     classes = g.bundle.classifier.spec.classes  # type: ignore[union-attr]
+    names = [c.encode() for c in classes]
     probs = g.probabilities.tolist()  # type: ignore[union-attr]
     best = g.probabilities.argmax(axis=1).tolist()  # type: ignore[union-attr]
-    return ([classes[b] for b in best],
-            [orjson.dumps(dict(zip(classes, p, strict=True))).decode() for p in probs])
+    return [names[b] for b in best], [orjson.dumps(dict(zip(classes, p, strict=True))) for p in probs]

@@ -53,8 +53,8 @@ async def write_batch(conn: asyncpg.Connection, rows: Rows, *, partitions: Parti
     await partitions.ensure(conn, (v.time for v in rows.verdicts))
     try:
         async with conn.transaction():
-            await conn.copy_records_to_table("serve_ml_readings", records=rows.readings, columns=R_COLS)
-            await conn.copy_records_to_table("serve_ml_predictions", records=rows.predictions, columns=P_COLS)
+            await _copy(conn, "serve_ml_readings", rows)
+            await _copy(conn, "serve_ml_predictions", rows)
             stats = WriteStats(readings=len(rows), predictions=len(rows))
             if before_alerts is not None:
                 await before_alerts()
@@ -76,8 +76,8 @@ async def _insert_skipping_duplicates(conn: asyncpg.Connection, rows: Rows, stat
     # Per batch on purpose: the pool replaces a broken connection with a new one, so
     # caching "already created" per connection could go stale.
     await conn.execute(_TEMP)
-    await conn.copy_records_to_table("_in_readings", records=rows.readings, columns=R_COLS)
-    await conn.copy_records_to_table("_in_predictions", records=rows.predictions, columns=P_COLS)
+    await _copy(conn, "_in_readings", rows)
+    await _copy(conn, "_in_predictions", rows)
     res = await conn.execute(f"INSERT INTO serve_ml_readings ({', '.join(R_COLS)}) "
                              f"SELECT {', '.join(R_COLS)} FROM _in_readings ON CONFLICT DO NOTHING")
     stats.readings = int(res.rsplit(" ", 1)[1])
@@ -89,6 +89,13 @@ async def _insert_skipping_duplicates(conn: asyncpg.Connection, rows: Rows, stat
     stats.duplicates = len(rows) - len(inserted)
     by_key = {(v.equipment_id, v.time): v for v in rows.verdicts}
     return [by_key[(r["equipment_id"], r["time"])] for r in inserted]
+
+
+async def _copy(conn: asyncpg.Connection, table: str, rows: Rows) -> None:
+    if table.endswith("_readings"):
+        await conn.copy_to_table(table, source=rows.copy_readings(), columns=R_COLS, format="binary")
+    else:
+        await conn.copy_to_table(table, source=rows.copy_predictions(), columns=P_COLS, format="binary")
 
 
 async def _alerts(conn: asyncpg.Connection, new: list[Verdict], stats: WriteStats,

@@ -134,6 +134,46 @@ def test_replayed_batch_is_stored_once_and_alerts_once(stack: Stack) -> None:
 
 
 
+@pytest.mark.parametrize("xgb", [False, True])
+def test_binary_copy_stores_what_asyncpg_stores(stack: Stack, xgb: bool) -> None:
+    """PostgreSQL itself reads the column-wise binary COPY rows as the same values
+    asyncpg's own encoder stores for the reference rows (read off the verdict dicts)."""
+    from bundles.batch import score_readings
+    from bundles.catalog import Catalog
+    from pipelines.encode import P_COLS, R_COLS, Origin, encode_scored
+    from tests.unit.pipelines.test_encode import T0, readings, rows_from_verdicts
+
+    cat = Catalog.scan(stack.settings.root)
+    rs = readings()
+    origins = [Origin(T0 + dt.timedelta(seconds=i, microseconds=i), r.features, "kafka" if i % 4 else "mqtt",
+                      None if i % 3 == 0 else 0, None if i % 3 == 0 else i) for i, r in enumerate(rs)]
+    encoded, _ = encode_scored(cat, rs, origins, enable_xgb=xgb)
+    want_readings, want_preds, _ = rows_from_verdicts(origins, score_readings(cat, rs, enable_xgb=xgb))
+
+    async def both() -> list[list[list[tuple]]]:
+        conn = await asyncpg.connect(stack.database_url)
+        try:
+            out = []
+            for table, cols, payload, records in (("serve_ml_readings", R_COLS, encoded.copy_readings(), want_readings),
+                                                  ("serve_ml_predictions", P_COLS, encoded.copy_predictions(),
+                                                   want_preds)):
+                await conn.execute(f"CREATE TEMP TABLE bin (LIKE {table} INCLUDING DEFAULTS); "
+                                   f"CREATE TEMP TABLE ref (LIKE {table} INCLUDING DEFAULTS)")
+                await conn.copy_to_table("bin", source=payload, columns=cols, format="binary")
+                await conn.copy_records_to_table("ref", records=records, columns=cols)
+                # json columns compared as text: both sides must have sent the same document
+                order = f"SELECT {', '.join(f'{c}::text' for c in cols)} FROM {{}} ORDER BY equipment_id, time"
+                out.append([[tuple(r) for r in await conn.fetch(order.format(t))] for t in ("bin", "ref")])
+                await conn.execute("DROP TABLE bin, ref")
+            return out
+        finally:
+            await conn.close()
+
+    for stored, reference in asyncio.run(both()):
+        assert len(stored) == len(rs) - 2
+        assert stored == reference
+
+
 def test_overlapping_writes_open_and_resolve_alerts_in_batch_order(stack: Stack) -> None:
     """The scorer copies batch N+1 while batch N is still uncommitted; N+1's alert logic
     waits for N (``before_alerts``). Here N opens an alert and is held uncommitted while

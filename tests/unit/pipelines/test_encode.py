@@ -14,11 +14,14 @@ from bundles.batch import Reading, score_readings
 from bundles.catalog import Catalog
 from pipelines.encode import Origin, Verdict, encode_scored
 from serve_ml.errors import FeatureError, ServeMLError
+from tests.pgcopy_reader import read_rows
 from tests.unit.bundles.test_columns import mixed_power_rows
 
 T0 = dt.datetime(2026, 11, 23, tzinfo=dt.UTC)
 JSON_COLS = (3,)  # readings.features
 P_JSON_COLS = (6, 8)  # predictions.modalities, predictions.fault_probabilities
+R_KINDS = ("timestamptz", "text", "text", "json", "text", "int4", "int8")
+P_KINDS = ("timestamptz", "text", "text", "text", "bool", "float8", "json", "text", "json", "text", "int4", "int8")
 
 
 @pytest.fixture(scope="module")
@@ -63,22 +66,26 @@ def rows_from_verdicts(origins: list[Origin], results: list) -> tuple[list, list
 @pytest.mark.parametrize("xgb", [False, True])
 def test_columnar_rows_equal_verdict_dicts(cat: Catalog, xgb: bool) -> None:
     rs = readings()
-    origins = [Origin(T0 + dt.timedelta(seconds=i), r.features, "kafka", 0, i) for i, r in enumerate(rs)]
-    columnar, rejected = encode_scored(cat, rs, origins, enable_xgb=xgb)
+    # Mostly Kafka, some MQTT-like rows with no partition or offset: constant and per-row columns both.
+    origins = [Origin(T0 + dt.timedelta(seconds=i, microseconds=i), r.features, "kafka" if i % 4 else "mqtt",
+                      None if i % 3 == 0 else 0, None if i % 3 == 0 else i) for i, r in enumerate(rs)]
+    encoded, rejected = encode_scored(cat, rs, origins, enable_xgb=xgb)
+    stored_readings = read_rows(encoded.copy_readings(), R_KINDS)
+    stored_preds = read_rows(encoded.copy_predictions(), P_KINDS)
 
     results = score_readings(cat, rs, enable_xgb=xgb)
     want_readings, want_preds, want_verdicts = rows_from_verdicts(origins, results)
 
     assert dict(rejected) == {len(rs) - 2: results[-2].message, len(rs) - 1: results[-1].message}
     assert isinstance(results[-2], FeatureError)  # the non-finite row
-    order = sorted(range(len(columnar)), key=lambda k: columnar.readings[k][0])  # groups come out grouped
-    assert len(columnar) == len(want_readings) == len(rs) - 2
-    assert [decoded(columnar.readings[k], JSON_COLS) for k in order] == [decoded(r, JSON_COLS)
-                                                                          for r in want_readings]
-    assert [decoded(columnar.predictions[k], P_JSON_COLS) for k in order] == [decoded(p, P_JSON_COLS)
-                                                                               for p in want_preds]
-    assert [columnar.verdicts[k] for k in order] == want_verdicts
+    order = sorted(range(len(encoded)), key=lambda k: stored_readings[k][0])  # groups come out grouped
+    assert len(encoded) == len(stored_readings) == len(stored_preds) == len(want_readings) == len(rs) - 2
+    assert [decoded(stored_readings[k], JSON_COLS) for k in order] == [decoded(r, JSON_COLS)
+                                                                        for r in want_readings]
+    assert [decoded(stored_preds[k], P_JSON_COLS) for k in order] == [decoded(p, P_JSON_COLS)
+                                                                       for p in want_preds]
+    assert [encoded.verdicts[k] for k in order] == want_verdicts
     assert any(v.anomaly for v in want_verdicts) and any(not v.anomaly for v in want_verdicts)
-    assert any('"absent"' in p[6] for p in columnar.predictions)
-    assert any(p[8] is not None for p in columnar.predictions) is xgb
-    assert {p[2] for p in columnar.predictions} == {"5.5kW", "7.5kW"}
+    assert any('"absent"' in p[6] for p in stored_preds)
+    assert any(p[8] is not None for p in stored_preds) is xgb
+    assert {p[2] for p in stored_preds} == {"5.5kW", "7.5kW"}
