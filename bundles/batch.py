@@ -9,7 +9,8 @@ One bad reading never fails the others.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from operator import itemgetter
+from itertools import chain
+from operator import attrgetter, itemgetter
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -29,16 +30,15 @@ class Reading(NamedTuple):
     model_version: str | None = None
 
 
+_features = attrgetter("features")
+
+
 def score_groups(catalog: Catalog, readings: Sequence[Reading], *,
                  enable_xgb: bool) -> Iterator[tuple[list[int], GroupScore | ServeMLError]]:
     """Group the readings and score each group with a few vectorised calls. Yields
     ``(input positions, column-oriented result)``, or the error that fails all of
     those positions (unknown equipment, power, version or feature names)."""
-    groups: dict[tuple[Any, ...], list[int]] = {}
-    for i, r in enumerate(readings):
-        key = (r.equipment_id, r.power, r.model_version, tuple(sorted(r.features)))
-        groups.setdefault(key, []).append(i)
-    for (eq, power, version, names), idx in groups.items():
+    for (eq, power, version, names), idx in _groups(readings).items():
         try:
             matrix = _matrix(readings, idx, names)
             columns = {f: np.ascontiguousarray(matrix[:, j]) for j, f in enumerate(names)}
@@ -53,14 +53,34 @@ def score_groups(catalog: Catalog, readings: Sequence[Reading], *,
         yield from parts
 
 
+def _groups(readings: Sequence[Reading]) -> dict[tuple[Any, ...], list[int]]:
+    """Positions by (identity, sorted feature names). Keyed first by the names in
+    the order they came (one producer writes them in one order), then merged by the
+    sorted names: a sort per group instead of one per reading."""
+    by_order: dict[tuple[Any, ...], list[int]] = {}
+    for i, r in enumerate(readings):
+        by_order.setdefault((r.equipment_id, r.power, r.model_version, tuple(r.features)), []).append(i)
+    groups: dict[tuple[Any, ...], list[int]] = {}
+    for (eq, power, version, names), idx in by_order.items():
+        key = (eq, power, version, tuple(sorted(names)))
+        if key in groups:  # the same names in another order: keep input order
+            groups[key] = sorted(groups[key] + idx)
+        else:
+            groups[key] = idx
+    return groups
+
+
 def _matrix(readings: Sequence[Reading], idx: list[int], names: tuple[str, ...]) -> np.ndarray:
     """The group's values as a rows x features matrix: one itemgetter call (C) per
-    reading instead of a dict lookup per feature. No names (``features: {}``): an
+    reading instead of a dict lookup per feature, flattened straight into the array. No names (``features: {}``): an
     empty matrix, for the feature check to refuse with its own message."""
     if not names:
         return np.empty((len(idx), 0))
     row = itemgetter(*names)
-    return np.array([row(readings[i].features) for i in idx], dtype=np.float64).reshape(len(idx), len(names))
+    values = map(row, map(_features, map(readings.__getitem__, idx)))
+    if len(names) > 1:  # itemgetter of one name gives the value, not a 1-tuple
+        values = chain.from_iterable(values)
+    return np.fromiter(values, np.float64, len(idx) * len(names)).reshape(len(idx), len(names))
 
 
 def score_readings(catalog: Catalog, readings: Sequence[Reading], *, enable_xgb: bool) -> list[Result]:
