@@ -23,7 +23,7 @@ import orjson
 
 from bundles.batch import Reading, score_groups
 from bundles.catalog import Catalog
-from bundles.scoring import GroupScore, ModalityScore, materialise
+from bundles.scoring import GroupScore, materialise
 from pipelines.pgcopy import (
     BOOL,
     FLOAT8,
@@ -34,11 +34,13 @@ from pipelines.pgcopy import (
     TRAILER,
     Const,
     Fixed,
+    Parts,
     Var,
     encode_rows,
     nullable,
     timestamps_us,
 )
+from pipelines.verdicts import Judged
 from serve_ml.errors import FeatureError, ServeMLError
 
 R_COLS = ("time", "equipment_id", "power", "features", "source", "source_partition", "source_offset")
@@ -57,19 +59,6 @@ class Origin(NamedTuple):
     offset: int | None = None
 
 
-class Verdict(NamedTuple):
-    """What the alert logic needs of one stored prediction."""
-
-    time: dt.datetime
-    equipment_id: str
-    power: str
-    model_version: str
-    anomaly: bool
-    score: float
-    fault_label: str | None
-    modalities: list[str]  # the anomalous ones
-
-
 @dataclass(slots=True)
 class Rows:
     """A micro-batch encoded for COPY in PostgreSQL's binary format (one chunk of
@@ -78,15 +67,15 @@ class Rows:
 
     readings: list[bytes]
     predictions: list[bytes]
-    verdicts: list[Verdict]
+    judged: list[Judged]
 
     def __len__(self) -> int:
-        return len(self.verdicts)
+        return sum(map(len, self.judged))
 
     def extend(self, other: Rows) -> None:
         self.readings += other.readings
         self.predictions += other.predictions
-        self.verdicts += other.verdicts
+        self.judged += other.judged
 
     def copy_readings(self) -> memoryview:
         """The ``serve_ml_readings`` rows (columns :data:`R_COLS`) as one COPY payload."""
@@ -105,17 +94,18 @@ class Rows:
         mod_json = _modalities_json(g)
         if mod_json is None:  # a non-finite model output: let orjson write it (as null)
             results = materialise(g)
-            mod_json = [None if isinstance(r, FeatureError) else orjson.dumps(r["modalities"]) for r in results]
+            mod_json = Var([None if isinstance(r, FeatureError) else orjson.dumps(r["modalities"]) for r in results])
         labels, probs = _classifier_columns(g)
         rejected = [(i, FeatureError(reason)) for i, reason in sorted(g.bad_rows.items())]
         score, anomaly = g.score, g.anomaly
-        flags = [(s.name, s.anomaly.tolist()) for s in g.modalities if s.present]
+        flags = [(s.name, s.anomaly) for s in g.modalities if s.present]
         if rejected:
             keep = [i for i in range(len(origins)) if i not in g.bad_rows]
             origins = [origins[i] for i in keep]
             score, anomaly = score[keep], anomaly[keep]
-            mod_json, labels, probs = ([col[i] for i in keep] for col in (mod_json, labels, probs))
-            flags = [(name, [an[i] for i in keep]) for name, an in flags]
+            mod_json = mod_json.take(keep)
+            labels, probs = ([col[i] for i in keep] for col in (labels, probs))
+            flags = [(name, an[keep]) for name, an in flags]
         n = len(origins)
         if n == 0:
             return rejected
@@ -124,21 +114,17 @@ class Rows:
         source = Const(sources.pop().encode()) if len(sources) == 1 else Var([o.source.encode() for o in origins])
         partition = nullable(INT4, [o.partition for o in origins])
         offset = nullable(INT8, [o.offset for o in origins])
-        time_col, eq_col, power_col = Fixed(TIMESTAMPTZ, timestamps_us(times)), Const(eq.encode()), Const(power.encode())
+        time_us = timestamps_us(times)
+        time_col, eq_col, power_col = Fixed(TIMESTAMPTZ, time_us), Const(eq.encode()), Const(power.encode())
         dumps = orjson.dumps
         self.readings.append(encode_rows(n, [
             time_col, eq_col, power_col, Var([dumps(o.features) for o in origins]), source, partition, offset]))
         self.predictions.append(encode_rows(n, [
             time_col, eq_col, power_col, Const(version.encode()), Fixed(BOOL, anomaly), Fixed(FLOAT8, score),
-            Var(mod_json), Var(labels) if g.classifier_ran else Const(None),
+            mod_json, Var(labels) if g.classifier_ran else Const(None),
             Var(probs) if g.classifier_ran else Const(None), source, partition, offset]))
-        # tuple.__new__ for the named tuple (its own __new__ is a Python function):
-        # this runs once per reading at stream rate.
-        new, score_l, anomaly_l = tuple.__new__, score.tolist(), anomaly.tolist()
         label_s = [None if b is None else b.decode() for b in labels] if g.classifier_ran else labels
-        self.verdicts += [new(Verdict, (t, eq, power, version, anomaly_l[i], score_l[i], label_s[i],
-                                        [name for name, an in flags if an[i]] if anomaly_l[i] else []))
-                          for i, t in enumerate(times)]
+        self.judged.append(Judged(eq, power, version, times, time_us, anomaly, score, label_s, flags))
         return rejected
 
 
@@ -173,40 +159,30 @@ def _payload(chunks: list[bytes]) -> memoryview:
     return memoryview(b"".join([HEADER, *chunks, TRAILER]))
 
 
-def _modalities_json(g: GroupScore) -> list[bytes] | None:
-    """Each row's per-modality detail as JSON, written from the arrays with a few
-    concatenations per modality and row; the same document ``materialise`` builds.
-    None when a value is not finite (``repr`` would not be JSON)."""
-    columns: list[list[bytes]] = []
+def _modalities_json(g: GroupScore) -> Parts | None:
+    """Each row's per-modality detail as JSON pieces: constant text, then per scored
+    modality the error (orjson writes the column's numbers in C, the shortest
+    round-trip form, as ``repr`` does) and the flag, as ``materialise`` builds the
+    document. None when a value is not finite (``repr`` would not be JSON)."""
+    pieces: list[bytes | Sequence[bytes]] = []
+    text = b"{"
     for s in g.modalities:
         threshold = float(s.threshold)  # a numpy scalar's repr is not JSON
         if not math.isfinite(threshold):
             return None
-        head = orjson.dumps(s.name) + b':{"status":'
+        text += (b"," if text != b"{" or pieces else b"") + orjson.dumps(s.name) + b':{"status":'
         if not s.present:
-            columns.append([head + b'"absent","threshold":' + repr(threshold).encode() + b"}"] * g.n)
+            text += b'"absent","threshold":' + repr(threshold).encode() + b"}"
             continue
-        scored = _scored_modality(head, threshold, s)
-        if scored is None:
+        if not np.isfinite(s.errors).all():  # type: ignore[arg-type]
             return None
-        columns.append(scored)
-    if not columns:
-        return [b"{}"] * g.n
-    return [b"{" + b",".join(parts) + b"}" for parts in zip(*columns, strict=True)]
-
-
-def _scored_modality(head: bytes, threshold: float, s: ModalityScore) -> list[bytes] | None:
-    errors = s.errors
-    if not np.isfinite(errors).all():  # type: ignore[arg-type]
-        return None
-    # orjson writes the whole column's numbers in C (a shortest round-trip form, as
-    # repr does); a Python repr per value cost four times as much.
-    texts = orjson.dumps(errors, option=orjson.OPT_SERIALIZE_NUMPY)[1:-1].split(b",")
-    pre = head + b'"scored","error":'
-    tail = b',"threshold":' + repr(threshold).encode() + b',"anomaly":'
-    flagged, normal = tail + b"true}", tail + b"false}"
-    return [pre + e + (flagged if a else normal)
-            for e, a in zip(texts, s.anomaly.tolist(), strict=True)]  # type: ignore[union-attr]
+        tail = b',"threshold":' + repr(threshold).encode() + b',"anomaly":'
+        flags = np.array([tail + b"false}", tail + b"true}"], dtype=object)
+        pieces += [text + b'"scored","error":',
+                   orjson.dumps(s.errors, option=orjson.OPT_SERIALIZE_NUMPY)[1:-1].split(b","),
+                   flags[s.anomaly.astype(np.intp)].tolist()]  # type: ignore[union-attr]
+        text = b""
+    return Parts([*pieces, text + b"}"])
 
 
 def _classifier_columns(g: GroupScore) -> tuple[list[bytes | None], list[bytes | None]]:

@@ -25,7 +25,8 @@ import numpy as np
 
 HEADER = b"PGCOPY\n\xff\r\n\x00" + b"\x00\x00\x00\x00" + b"\x00\x00\x00\x00"
 TRAILER = b"\xff\xff"
-_PG_EPOCH_S = int(dt.datetime(2000, 1, 1, tzinfo=dt.UTC).timestamp())
+PG_EPOCH = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)  # timestamptz counts microseconds from here
+_PG_EPOCH_S = int(PG_EPOCH.timestamp())
 
 INT4, INT8, FLOAT8, BOOL, TIMESTAMPTZ = ">i4", ">i8", ">f8", "?", ">i8"
 
@@ -53,8 +54,25 @@ class Var:
 
     values: Sequence[bytes | None]
 
+    def take(self, rows: Sequence[int]) -> Var:
+        """Only ``rows``, in that order."""
+        return Var([self.values[i] for i in rows])
 
-Column = Fixed | Const | Var
+
+@dataclass(frozen=True, slots=True)
+class Parts:
+    """A variable-length value (never NULL) written as consecutive pieces: each
+    piece is one ``bytes`` for every row or a sequence of one per row. Nothing is
+    concatenated per row; the pieces go straight into the payload's one join."""
+
+    pieces: Sequence[bytes | Sequence[bytes]]
+
+    def take(self, rows: Sequence[int]) -> Parts:
+        """Only ``rows``, in that order."""
+        return Parts([p if isinstance(p, bytes) else [p[i] for i in rows] for p in self.pieces])
+
+
+Column = Fixed | Const | Var | Parts
 
 
 def timestamps_us(times: Sequence[dt.datetime]) -> np.ndarray:
@@ -92,10 +110,8 @@ def encode_rows(n: int, columns: Sequence[Column]) -> bytes:
             if col.value is None:
                 packed.append((">i4", -1))
             else:
-                packed.append((">i4", len(col.value)))
-                if col.value:
-                    packed.append((f"V{len(col.value)}", np.frombuffer(col.value, f"V{len(col.value)}")[0]))
-        else:
+                packed += [(">i4", len(col.value)), *_constant(col.value)]
+        elif isinstance(col, Var):
             values = col.values
             if None in values:
                 lengths = np.fromiter((-1 if v is None else len(v) for v in values), np.int32, n)
@@ -106,6 +122,19 @@ def encode_rows(n: int, columns: Sequence[Column]) -> bytes:
             segments.append(_pack(n, packed))
             segments.append(values)
             packed = []
+        else:
+            total: np.ndarray | int = 0
+            for piece in col.pieces:
+                total = total + (len(piece) if isinstance(piece, bytes) else np.fromiter(map(len, piece), np.int32, n))
+            packed.append((">i4", total))
+            for piece in col.pieces:
+                if isinstance(piece, bytes):  # constant pieces travel in the packed structs
+                    packed += _constant(piece)
+                    continue
+                if packed:
+                    segments.append(_pack(n, packed))
+                segments.append(piece)
+                packed = []
     if packed:
         segments.append(_pack(n, packed))
     if len(segments) == 1:
@@ -114,6 +143,11 @@ def encode_rows(n: int, columns: Sequence[Column]) -> bytes:
     for k, seg in enumerate(segments):
         pieces[k::len(segments)] = seg
     return b"".join(pieces)
+
+
+def _constant(value: bytes) -> list[tuple[str, object]]:
+    """A packed field holding ``value`` in every row (none for empty bytes)."""
+    return [(f"V{len(value)}", np.frombuffer(value, f"V{len(value)}")[0])] if value else []
 
 
 def _pack(n: int, fields: list[tuple[str, object]]) -> list[bytes]:

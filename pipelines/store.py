@@ -23,8 +23,9 @@ from dataclasses import dataclass, field
 import asyncpg
 import orjson
 
-from pipelines.encode import P_COLS, R_COLS, Rows, Verdict
+from pipelines.encode import P_COLS, R_COLS, Rows
 from pipelines.schema import Partitions
+from pipelines.verdicts import Judged, Timeline, Verdict, days
 
 _TEMP = """
 CREATE TEMP TABLE IF NOT EXISTS _in_readings (LIKE serve_ml_readings INCLUDING DEFAULTS) ON COMMIT DELETE ROWS;
@@ -50,7 +51,7 @@ async def write_batch(conn: asyncpg.Connection, rows: Rows, *, partitions: Parti
     stored", so batches copy in parallel but open and resolve alerts in order."""
     if not rows:
         return WriteStats()
-    await partitions.ensure(conn, (v.time for v in rows.verdicts))
+    await partitions.ensure(conn, days(rows.judged))
     try:
         async with conn.transaction():
             await _copy(conn, "serve_ml_readings", rows)
@@ -58,7 +59,7 @@ async def write_batch(conn: asyncpg.Connection, rows: Rows, *, partitions: Parti
             stats = WriteStats(readings=len(rows), predictions=len(rows))
             if before_alerts is not None:
                 await before_alerts()
-            await _alerts(conn, rows.verdicts, stats, alerts_topic, resolve_after)
+            await _alerts(conn, rows.judged, stats, alerts_topic, resolve_after)
         return stats
     except asyncpg.UniqueViolationError:
         pass  # a replay: nothing of this transaction stays; take the slow way
@@ -67,12 +68,12 @@ async def write_batch(conn: asyncpg.Connection, rows: Rows, *, partitions: Parti
         new = await _insert_skipping_duplicates(conn, rows, stats)
         if before_alerts is not None:
             await before_alerts()
-        if new:
+        if any(map(len, new)):
             await _alerts(conn, new, stats, alerts_topic, resolve_after)
     return stats
 
 
-async def _insert_skipping_duplicates(conn: asyncpg.Connection, rows: Rows, stats: WriteStats) -> list[Verdict]:
+async def _insert_skipping_duplicates(conn: asyncpg.Connection, rows: Rows, stats: WriteStats) -> list[Judged]:
     # Per batch on purpose: the pool replaces a broken connection with a new one, so
     # caching "already created" per connection could go stale.
     await conn.execute(_TEMP)
@@ -87,8 +88,8 @@ async def _insert_skipping_duplicates(conn: asyncpg.Connection, rows: Rows, stat
         "ON CONFLICT DO NOTHING RETURNING time, equipment_id")
     stats.predictions = len(inserted)
     stats.duplicates = len(rows) - len(inserted)
-    by_key = {(v.equipment_id, v.time): v for v in rows.verdicts}
-    return [by_key[(r["equipment_id"], r["time"])] for r in inserted]
+    keys = {(r["equipment_id"], r["time"]) for r in inserted}
+    return [j.take([i for i, t in enumerate(j.times) if (j.equipment_id, t) in keys]) for j in rows.judged]
 
 
 async def _copy(conn: asyncpg.Connection, table: str, rows: Rows) -> None:
@@ -98,25 +99,27 @@ async def _copy(conn: asyncpg.Connection, table: str, rows: Rows) -> None:
         await conn.copy_to_table(table, source=rows.copy_predictions(), columns=P_COLS, format="binary")
 
 
-async def _alerts(conn: asyncpg.Connection, new: list[Verdict], stats: WriteStats,
+async def _alerts(conn: asyncpg.Connection, judged: list[Judged], stats: WriteStats,
                   topic: str, resolve_after: int) -> None:
-    by_eq: dict[str, list[Verdict]] = defaultdict(list)
-    for row in new:
-        by_eq[row.equipment_id].append(row)
+    by_eq: dict[str, list[Judged]] = defaultdict(list)
+    for group in judged:
+        if len(group):
+            by_eq[group.equipment_id].append(group)
     open_rows = {r["equipment_id"]: r for r in await conn.fetch(
         "SELECT * FROM serve_ml_alerts WHERE status = 'open' AND equipment_id = ANY($1::text[]) FOR UPDATE",
         list(by_eq))}
     outbox: list[tuple[str, str, str]] = []
-    for eq, rows in by_eq.items():
-        rows.sort(key=lambda r: r.time)
-        anomalies = [r for r in rows if r.anomaly]
+    for eq, groups in by_eq.items():
+        rows = Timeline(groups)
         alert = open_rows.get(eq)
-        if not anomalies and alert is None:
+        if not len(rows.anomalous) and alert is None:
             continue
+        # Verdicts are built for the anomalies only; normal rows count, and one of
+        # them may give the time an alert resolved.
+        anomalies = [rows.verdict(int(p)) for p in rows.anomalous]
         if anomalies:
-            last = max(i for i, r in enumerate(rows) if r.anomaly)
-            normals_after = rows[last + 1:]
-            streak = len(normals_after)
+            first_normal = int(rows.anomalous[-1]) + 1  # the normal rows after the last anomaly
+            streak = len(rows) - first_normal
             worst = max(anomalies, key=lambda r: r.score)
             mods = sorted({m for r in anomalies for m in r.modalities})
             if alert is None:
@@ -139,10 +142,10 @@ async def _alerts(conn: asyncpg.Connection, new: list[Verdict], stats: WriteStat
         else:
             alert_id = alert["id"]
             streak = alert["normal_streak"] + len(rows)
-            normals_after = rows
+            first_normal = 0
         if streak >= resolve_after:
             prior = 0 if anomalies else alert["normal_streak"]  # type: ignore[index]
-            resolved_at = normals_after[resolve_after - prior - 1].time
+            resolved_at = rows.time(first_normal + resolve_after - prior - 1)
             await conn.execute("UPDATE serve_ml_alerts SET status = 'resolved', resolved_at = $2, normal_streak = $3 "
                                "WHERE id = $1", alert_id, resolved_at, streak)
             stats.alerts_resolved.append(alert_id)

@@ -184,6 +184,7 @@ def test_overlapping_writes_open_and_resolve_alerts_in_batch_order(stack: Stack)
     from pipelines.encode import Origin, encode_scored
     from pipelines.schema import Partitions
     from pipelines.store import write_batch
+    from pipelines.verdicts import all_verdicts
     from tests.integration.test_http import sim_rows
 
     cat = Catalog.scan(stack.settings.root)
@@ -198,7 +199,8 @@ def test_overlapping_writes_open_and_resolve_alerts_in_batch_order(stack: Stack)
         return encoded
 
     settle, faulty, normal = batch("normal", 0, 7), batch("overstrain", 100, 42), batch("normal", 200, 7)
-    assert not any(v.anomaly for v in normal.verdicts) and sum(v.anomaly for v in faulty.verdicts) >= 10
+    assert not any(v.anomaly for v in all_verdicts(normal.judged))
+    assert sum(v.anomaly for v in all_verdicts(faulty.judged)) >= 10
 
     async def scenario():
         kw = {"partitions": Partitions(stack.mode), "alerts_topic": "t", "resolve_after": 5}
@@ -222,8 +224,16 @@ def test_overlapping_writes_open_and_resolve_alerts_in_batch_order(stack: Stack)
     first, second = asyncio.run(scenario())
     assert len(first.alerts_opened) == 1
     assert second.alerts_resolved == first.alerts_opened
-    status = q(stack, "SELECT status FROM serve_ml_alerts WHERE id = $1", first.alerts_opened[0])
-    assert status[0]["status"] == "resolved"
+    alert = q(stack, "SELECT * FROM serve_ml_alerts WHERE id = $1", first.alerts_opened[0])[0]
+    assert alert["status"] == "resolved"
+    # The same alert walked row by row: opened at the first anomaly, resolved at the
+    # 5th normal reading after the last one, across the two batches.
+    rows = sorted(all_verdicts(faulty.judged) + all_verdicts(normal.judged), key=lambda v: v.time)
+    flagged = [k for k, v in enumerate(rows) if v.anomaly]
+    assert alert["opened_at"] == rows[flagged[0]].time and alert["last_seen_at"] == rows[flagged[-1]].time
+    assert alert["anomalies"] == len(flagged)
+    assert alert["peak_score"] == max(rows[k].score for k in flagged)
+    assert alert["resolved_at"] == rows[flagged[-1] + 5].time
 
 def test_live_version_changes_persist_and_restore(stack: Stack) -> None:
     """What the ingress records on activate/rollback is what a restart restores."""

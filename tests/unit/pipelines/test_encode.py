@@ -12,7 +12,8 @@ import pytest
 
 from bundles.batch import Reading, score_readings
 from bundles.catalog import Catalog
-from pipelines.encode import Origin, Verdict, encode_scored
+from pipelines.encode import Origin, encode_scored
+from pipelines.verdicts import Verdict, all_verdicts
 from serve_ml.errors import FeatureError, ServeMLError
 from tests.pgcopy_reader import read_rows
 from tests.unit.bundles.test_columns import mixed_power_rows
@@ -84,7 +85,8 @@ def test_columnar_rows_equal_verdict_dicts(cat: Catalog, xgb: bool) -> None:
                                                                         for r in want_readings]
     assert [decoded(stored_preds[k], P_JSON_COLS) for k in order] == [decoded(p, P_JSON_COLS)
                                                                        for p in want_preds]
-    assert [encoded.verdicts[k] for k in order] == want_verdicts
+    verdicts = all_verdicts(encoded.judged)
+    assert [verdicts[k] for k in order] == want_verdicts
     assert any(v.anomaly for v in want_verdicts) and any(not v.anomaly for v in want_verdicts)
     assert any('"absent"' in p[6] for p in stored_preds)
     assert any(p[8] is not None for p in stored_preds) is xgb

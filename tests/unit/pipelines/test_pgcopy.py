@@ -21,6 +21,7 @@ from pipelines.pgcopy import (
     TRAILER,
     Const,
     Fixed,
+    Parts,
     Var,
     encode_rows,
     nullable,
@@ -57,6 +58,13 @@ def tables(draw: st.DrawFn) -> tuple[int, list, list[str], list[list]]:
             columns.append(Const(value))
             kinds.append("text")
             expected.append([None if value is None else value.decode()] * n)
+            continue
+        if draw(st.booleans()) and draw(st.booleans()):  # a value written as pieces
+            pieces = draw(st.lists(st.one_of(text, st.lists(text, min_size=n, max_size=n)), min_size=1, max_size=4))
+            columns.append(Parts(pieces))
+            kinds.append("text")
+            expected.append([b"".join(p if isinstance(p, bytes) else p[i] for p in pieces).decode()
+                             for i in range(n)])
             continue
         kind = draw(st.sampled_from(sorted(KINDS)))
         strategy, build, want = KINDS[kind]
@@ -103,3 +111,10 @@ def test_special_floats_survive() -> None:
     got = read_rows(HEADER + encode_rows(5, [Fixed(FLOAT8, np.array(values))]) + TRAILER, ("float8",))
     assert [r[0] for r in got] == values
     assert math.copysign(1, got[2][0]) == -1
+
+
+def test_take_keeps_the_rows_asked_for() -> None:
+    parts = Parts([b"<", [b"a", b"b", b"c"], b">"]).take([2, 0])
+    var = Var([b"x", None, b"z"]).take([1, 2])
+    got = read_rows(HEADER + encode_rows(2, [parts, var]) + TRAILER, ("text", "text"))
+    assert got == [("<c>", None), ("<a>", "z")]
