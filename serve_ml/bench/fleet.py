@@ -30,10 +30,12 @@ from serve_ml.settings import Settings
 TEMPLATE = ("pump-03", "7.5kW", "1.0.0")
 
 
-def generate_fleet(root: Path, n: int, source_root: Path) -> list[str]:
+def generate_fleet(root: Path, n: int, source_root: Path, *, ids: list[str] | None = None) -> list[str]:
+    """``n`` copies of the template bundle under new equipment ids (``fleet-NNNN``
+    unless ``ids`` are given)."""
     src = source_root.joinpath(*TEMPLATE)
     manifest = json.loads((src / "manifest.json").read_text())
-    ids = [f"fleet-{i:04d}" for i in range(n)]
+    ids = ids if ids is not None else [f"fleet-{i:04d}" for i in range(n)]
     for eq in ids:
         dst = root / eq / TEMPLATE[1] / TEMPLATE[2]
         shutil.copytree(src, dst)

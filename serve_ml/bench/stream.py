@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import itertools
 import shutil
 import statistics
 import tempfile
@@ -21,9 +22,10 @@ import asyncpg
 import orjson
 import ray
 from aiokafka import AIOKafkaConsumer
+from aiokafka.partitioner import murmur2
 
 from pipelines.simulator import Machine, run_kafka
-from pipelines.stack import Stack, start_stack
+from pipelines.stack import FEATURE_PARTITIONS, Stack, start_stack
 from serve_ml.bench.common import Figure, Report
 from serve_ml.bench.fleet import TEMPLATE, generate_fleet
 from serve_ml.settings import Settings
@@ -31,12 +33,35 @@ from serve_ml.settings import Settings
 
 def machines(n: int, faulty: int = 0) -> list[Machine]:
     """Up to 4 machines on the simulator-trained demo equipment (two ids, both power
-    classes); beyond that, ``fleet-NNNN`` copies of a demo bundle (see :func:`fleet_root`)."""
+    classes); beyond that, generated copies of a demo bundle (see :func:`fleet_ids`)."""
     eqs = ("press-02", "pump-03")
     out = [Machine(eqs[i % 2], ("5.5kW", "7.5kW")[(i // 2) % 2], "overstrain" if i < faulty else "normal")
            for i in range(min(n, 4))]
-    out += [Machine(f"fleet-{i:04d}", TEMPLATE[1], "normal") for i in range(max(0, n - 4))]
+    out += [Machine(eq, TEMPLATE[1], "normal") for eq in fleet_ids(n)]
     return out
+
+
+def fleet_ids(n: int) -> list[str]:
+    """Ids for the ``n - 4`` generated machines, picked so that every partition of the
+    features topic carries as many machines as any other. Readings are keyed by
+    equipment and hashed as Kafka's default partitioner does: 16 ``fleet-NNNN``
+    machines in a row landed 7/3/5/1 on the 4 partitions, and a consumer group is
+    only as fast as its busiest member. A real fleet of hundreds evens out by itself."""
+    def partition(eq: str) -> int:
+        return (murmur2(eq.encode()) & 0x7FFFFFFF) % FEATURE_PARTITIONS
+
+    load = [0] * FEATURE_PARTITIONS
+    for eq in ("press-02", "pump-03", "press-02", "pump-03")[:n]:
+        load[partition(eq)] += 1
+    ids: list[str] = []
+    for i in itertools.count():
+        if len(ids) >= n - 4:
+            return ids
+        eq = f"fleet-{i:04d}"
+        if load[k := partition(eq)] == min(load):
+            load[k] += 1
+            ids.append(eq)
+    raise AssertionError("unreachable")
 
 
 def fleet_root(tmp: Path, n: int) -> Path:
@@ -45,7 +70,7 @@ def fleet_root(tmp: Path, n: int) -> Path:
     root = tmp / "root"
     shutil.copytree(Settings().root, root)
     if n > 4:
-        generate_fleet(root, n - 4, Settings().root)
+        generate_fleet(root, n - 4, Settings().root, ids=fleet_ids(n))
     return root
 
 
@@ -182,18 +207,27 @@ def throughput_round(stack: Stack, s: Settings, n: int, n_machines: int, *, keep
     return {"produce": produce_rate, "raw": raw, "e2e": count / e2e_s, "stages": stage_us(h0, h1, count)}
 
 
-def run(n: int = 100_000, rate_hz: float = 10_000, rate_seconds: float = 10.0, consumers: int = 1,
-        n_machines: int = 16, rounds: int = 3) -> Report:
+def run(n: int = 100_000, rate_hz: float = 10_000, rate_seconds: float = 10.0, consumers: int = 2,
+        n_machines: int = 16, rounds: int = 3, compare_with: int | None = 1) -> Report:
+    """``rounds`` backlogs through ``consumers`` scorer actors and, alternating with
+    them, through ``compare_with`` actors (None: no comparison rounds)."""
     rep = Report(f"bench stream: {rounds} x {n} readings from {n_machines} machines through Kafka -> scorer -> "
-                 f"PostgreSQL ({consumers} consumer(s))")
+                 f"PostgreSQL ({consumers} scorer actor(s)"
+                 + (f"; alternating with {compare_with})" if compare_with else ")"))
     with tempfile.TemporaryDirectory(prefix="serve-ml-stream-") as tmp:
         s = Settings(state_dir=Path(tmp), root=fleet_root(Path(tmp), n_machines), stream_consumers=consumers,
                      batch_wait_ms=50)
+        other = s.model_copy(update={"stream_consumers": compare_with}) if compare_with else None
         ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
         stack: Stack = start_stack(s, actors=False)
         try:
-            stack.settings = s
-            res = [throughput_round(stack, s, n, n_machines, keep_actors=i == rounds - 1) for i in range(rounds)]
+            res, cmp = [], []
+            for i in range(rounds):
+                if other is not None:
+                    stack.settings = other
+                    cmp.append(throughput_round(stack, other, n, n_machines, keep_actors=False))
+                stack.settings = s
+                res.append(throughput_round(stack, s, n, n_machines, keep_actors=i == rounds - 1))
             # Latency at a fixed rate, with one machine in a fault so alerts open.
             t1 = dt.datetime.now(dt.UTC)
             per_machine = rate_hz / 4
@@ -209,8 +243,11 @@ def run(n: int = 100_000, rate_hz: float = 10_000, rate_seconds: float = 10.0, c
     mid = statistics.median(e2e)
     rep.add(Figure("produce rate (aiokafka, acks=all)", "readings/s", [r["produce"] for r in res]))
     rep.add(Figure("raw consume rate, same broker (baseline)", "readings/s", [r["raw"] for r in res]))
-    rep.add(Figure("end to end: committed to PostgreSQL", "readings/s", e2e, ">= 100,000", mid >= 100_000))
+    rep.add(Figure(f"end to end: committed to PostgreSQL ({consumers} actors)", "readings/s", e2e, ">= 100,000",
+                   mid >= 100_000))
     rep.add(Figure("end to end / raw consume", "ratio", [r["e2e"] / r["raw"] for r in res]))
+    if cmp:
+        rep.add(Figure(f"end to end, {compare_with} actor(s), alternating", "readings/s", [r["e2e"] for r in cmp]))
     for stage in res[0]["stages"]:
         rep.add(Figure(f"scorer stage: {stage}", "µs/reading", [r["stages"][stage] for r in res]))
     rep.add(Figure(f"produce -> stored p50 at {rate_hz:g}/s", "ms", [p50]))

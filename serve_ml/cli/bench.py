@@ -24,7 +24,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     st = bsub.add_parser("stream", help="Kafka -> scorer -> PostgreSQL throughput and latency")
     st.add_argument("--readings", type=int, default=100_000)
     st.add_argument("--rate-hz", type=float, default=10_000, help="input rate of the latency phase")
-    st.add_argument("--consumers", type=int, default=1, help="scorer actors in the consumer group")
+    st.add_argument("--consumers", type=int, default=2, help="scorer actors in the consumer group")
+    st.add_argument("--compare-with", type=int, default=1,
+                    help="scorer actors of the comparison rounds, alternating with the others (0: none)")
     st.add_argument("--machines", type=int, default=16,
                     help="simulated machines; beyond 4, generated equipment spread over every partition")
     st.set_defaults(func=_stream)
@@ -70,7 +72,7 @@ def _stream(args: argparse.Namespace) -> int:
     from serve_ml.bench import stream
 
     return _print("stream", stream.run(n=args.readings, rate_hz=args.rate_hz, consumers=args.consumers,
-                                          n_machines=args.machines))
+                                       compare_with=args.compare_with or None, n_machines=args.machines))
 
 
 def _soak(args: argparse.Namespace) -> int:
