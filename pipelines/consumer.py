@@ -97,6 +97,7 @@ class StreamScorer:
     async def health(self) -> dict[str, Any]:
         return {"name": self.name, "state": self.state, "lag": self.lag, "last_commit_at": self.last_commit_at,
                 "last_stored_at": self.last_stored_at,
+                "partitions": len(self.consumer.assignment()) if self.consumer is not None else 0,
                 **self.counts,
                 **{f"{k}_s": round(v, 3) for k, v in self.busy_s.items()}}
 
