@@ -24,22 +24,8 @@ import orjson
 from bundles.batch import Reading, score_groups
 from bundles.catalog import Catalog
 from bundles.scoring import GroupScore, materialise
-from pipelines.pgcopy import (
-    BOOL,
-    FLOAT8,
-    HEADER,
-    INT4,
-    INT8,
-    TIMESTAMPTZ,
-    TRAILER,
-    Const,
-    Fixed,
-    Parts,
-    Var,
-    encode_rows,
-    nullable,
-    timestamps_us,
-)
+from pipelines.pgcopy import (BOOL, FLOAT8, HEADER, INT4, INT8, TIMESTAMPTZ, TRAILER, Const, Fixed, Parts, Var,
+                              encode_rows, nullable, timestamps_us)
 from pipelines.verdicts import Judged
 from serve_ml.errors import FeatureError, ServeMLError
 
