@@ -38,7 +38,7 @@ from pipelines.encode import Origin, Rows, encode_groups
 from pipelines.outbox import run_relay
 from pipelines.schema import Partitions
 from pipelines.store import WriteStats, write_batch
-from pipelines.watchdog import ConsumerStalled, StallWatch, positions
+from pipelines.watchdog import ConsumerStalled, LogGuard, Positions, StallWatch, positions
 from serve_ml.settings import Settings
 
 log = logging.getLogger("serve_ml.stream")
@@ -67,6 +67,9 @@ class Prepared:
     rows: Rows
     dead: list[tuple[ConsumerRecord, str]]
     offsets: dict[TopicPartition, int]
+    epoch: int
+    """The consumer's epoch when the batch was taken: its offsets are committed only
+    under the same one (see ``StreamScorer._commit``)."""
 
 
 @ray.remote(num_cpus=0.1, max_restarts=-1, max_task_retries=-1, max_concurrency=16)
@@ -85,12 +88,16 @@ class StreamScorer:
         self.state = "starting"
         self.counts = {"consumed": 0, "stored": 0, "duplicates": 0, "dead_lettered": 0, "batches": 0,
                        "alerts_opened": 0, "db_errors": 0, "broker_errors": 0, "commit_failures": 0, "restarts": 0,
-                       "stalls": 0}
+                       "stalls": 0, "offset_resets": 0, "commits_skipped": 0}
         self.last_commit_at: float | None = None
         self.last_stored_at: float | None = None  # when the latest write transaction committed
         self.lag: int | None = None
         self.next_offsets: dict[TopicPartition, int] = {}  # per partition, the offset after the last one taken
         self.consumer: AIOKafkaConsumer | None = None
+        # Only the embedded broker loses logs as a matter of course; a durable Kafka's
+        # high watermark can dip during a leader failover, and re-reading a partition
+        # from the beginning there would replay its whole retention (see LogGuard).
+        self.guard = LogGuard(in_memory_broker=settings.kafka_bootstrap is None)
         # Cumulative seconds per stage: whichever grows fastest limits throughput.
         self.busy_s = {"fetch": 0.0, "poll_empty": 0.0, "lag": 0.0, "prepare": 0.0, "wait_write": 0.0, "write": 0.0}
 
@@ -131,7 +138,7 @@ class StreamScorer:
         pool = await asyncpg.create_pool(self.database_url, min_size=1, max_size=4, reset=_keep_session)
         producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all", linger_ms=5)
         consumer = AIOKafkaConsumer(
-            s.features_topic, bootstrap_servers=self.bootstrap, group_id=s.consumer_group,
+            bootstrap_servers=self.bootstrap, group_id=s.consumer_group,
             enable_auto_commit=False, auto_offset_reset="earliest", max_partition_fetch_bytes=8 << 20,
             fetch_max_bytes=64 << 20, max_poll_records=s.batch_max_records,
             # A fetch that finds nothing new is answered by Tansu when its max wait runs
@@ -153,9 +160,15 @@ class StreamScorer:
         older: asyncio.Task[None] | None = None
         pending: asyncio.Task[None] | None = None
         stall, next_check_s = StallWatch(s.stream_stall_timeout_s), 0.0
+        guard = self.guard
+
+        def read_positions() -> Awaitable[Positions]:
+            return positions(consumer, s.features_topic, s.stream_consumers)
+
         try:
             await producer.start()
             await consumer.start()
+            consumer.subscribe([s.features_topic], listener=guard.assignment)
             wake = asyncio.Event()
             relay = asyncio.create_task(run_relay(pool, producer, wake))
             self.state = "running"
@@ -173,7 +186,8 @@ class StreamScorer:
                     self.busy_s["fetch"] += t1 - t0
                     offsets = {tp: part[-1].offset + 1 for tp, part in batch.items() if part}
                     self.next_offsets.update(offsets)
-                    prepared = await self._prepare(records, offsets)
+                    epoch = guard.epoch
+                    prepared = await self._prepare(records, offsets, epoch)
                     t2 = time.perf_counter()
                     self.busy_s["prepare"] += t2 - t1
                     if older is not None:
@@ -183,6 +197,10 @@ class StreamScorer:
                         self._store(prepared, pool, producer, consumer, wake, after=pending))
                     t3 = time.perf_counter()
                     self._update_lag(consumer)
+                    # A rebalance hands over positions from committed offsets, which a broker
+                    # that lost its logs may hold from the old ones: checked now, not at the
+                    # next idle poll, which a busy loop may not reach for a long while.
+                    self._count_resets(await guard.check(consumer, None, read_positions))
                     self.busy_s["lag"] += time.perf_counter() - t3
                 else:
                     self.busy_s["poll_empty"] += t1 - t0
@@ -197,8 +215,10 @@ class StreamScorer:
                     # Each position read costs a turn of the event loop: twice a
                     # second is enough for a lag figure and a 20 s stall watch.
                     next_check_s = time.monotonic() + POSITION_CHECK_S
-                    seen = await positions(consumer, s.features_topic, s.stream_consumers)
+                    seen = await read_positions()
                     self.lag = seen.lag
+                    if self._count_resets(await guard.check(consumer, seen, read_positions)):
+                        continue  # reading resumes from the beginning: not a stall
                     if stall.stalled(time.monotonic(), seen):
                         self.counts["stalls"] += 1
                         raise ConsumerStalled(f"no record taken for {s.stream_stall_timeout_s:g}s while behind "
@@ -221,7 +241,21 @@ class StreamScorer:
                 except Exception as exc:  # a broker that is gone cannot be left politely
                     log.debug("closing %s: %s", close, exc)
 
-    async def _commit(self, consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int]) -> None:
+    def _count_resets(self, tps: list[TopicPartition]) -> bool:
+        for tp in tps:
+            self.next_offsets.pop(tp, None)
+        self.counts["offset_resets"] += len(tps)
+        return bool(tps)
+
+    async def _commit(self, consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int], epoch: int) -> None:
+        if epoch != self.guard.epoch:
+            # Taken before a rebalance or a reset: the partitions may belong to another
+            # member now, or their log to another life of the broker, which (the
+            # embedded one) accepts a commit from a membership it no longer knows.
+            # Not committing is safe: whoever reads them next gets the batch again and
+            # the idempotent write skips it.
+            self.counts["commits_skipped"] += 1
+            return
         try:
             # aiokafka retries a commit for as long as it finds no group coordinator;
             # past the stall timeout the clients are rebuilt instead (the batch is
@@ -239,7 +273,8 @@ class StreamScorer:
             log.warning("offset commit refused (%s); the batch is stored, a redelivery is deduplicated",
                         type(exc).__name__)
 
-    async def _prepare(self, records: list[ConsumerRecord], offsets: dict[TopicPartition, int]) -> Prepared:
+    async def _prepare(self, records: list[ConsumerRecord], offsets: dict[TopicPartition, int],
+                       epoch: int) -> Prepared:
         """Decode, score and encode one micro-batch. Pure CPU, done in slices that yield
         to the event loop: the write in flight needs the loop to stream its COPY data
         and read the server's answers, or the two stages would not overlap. Scoring
@@ -248,7 +283,7 @@ class StreamScorer:
         twice the CPU per reading)."""
         s = self.s
         now = dt.datetime.now(dt.UTC)
-        out = Prepared(len(records), Rows([], [], []), [], offsets)
+        out = Prepared(len(records), Rows([], [], []), [], offsets, epoch)
         readings, origins, accepted = [], [], []
         last_ms, default_ts = None, None  # records of one producer batch share a timestamp
         for start in range(0, len(records), PREPARE_SLICE):
@@ -304,7 +339,7 @@ class StreamScorer:
         self.counts["alerts_opened"] += len(stats.alerts_opened)
         if stats.alerts_opened or stats.alerts_resolved:
             wake.set()
-        await self._commit(consumer, batch.offsets)
+        await self._commit(consumer, batch.offsets, batch.epoch)
 
     async def _write(self, pool: asyncpg.Pool, rows: Rows, after: asyncio.Task[None] | None) -> WriteStats:
         async def previous() -> None:

@@ -12,11 +12,15 @@ offsets; idempotent writes make the replay harmless.
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import IllegalStateError
 
+log = logging.getLogger("serve_ml.stream")
 POSITION_WAIT_S = 0.01  # a valid position is answered at once; a missing one is waited for
 
 
@@ -36,6 +40,18 @@ class Positions:
 
     past_end: int = 0
     """Partitions positioned beyond their high watermark: the broker lost that log."""
+
+    past_end_partitions: tuple[TopicPartition, ...] = ()
+    """Which ones (see :class:`LogGuard`)."""
+
+    unmeasured: int = 0
+    """Partitions with a position but no high watermark yet (no fetch answered since
+    the assignment): neither behind nor known to be in order."""
+
+    @property
+    def complete(self) -> bool:
+        """Every assigned partition had a position and a high watermark."""
+        return self.unknown == 0 and self.unmeasured == 0
 
     unassigned: bool = False
     """No partition assigned although the topic has at least one per group member."""
@@ -60,6 +76,7 @@ async def positions(consumer: AIOKafkaConsumer, topic: str, members: int) -> Pos
     if not assigned:
         return Positions(unassigned=len(consumer.partitions_for_topic(topic) or ()) >= members)
     out = Positions()
+    beyond: list[TopicPartition] = []
     for tp in assigned:
         try:
             pos = await asyncio.wait_for(consumer.position(tp), POSITION_WAIT_S)
@@ -70,11 +87,13 @@ async def positions(consumer: AIOKafkaConsumer, topic: str, members: int) -> Pos
             continue
         hw = consumer.highwater(tp)
         if hw is None:
+            out.unmeasured += 1
             continue
         if pos > hw:
-            out.past_end += 1
+            beyond.append(tp)
         else:
             out.lag += hw - pos
+    out.past_end, out.past_end_partitions = len(beyond), tuple(beyond)
     return out
 
 
@@ -96,3 +115,89 @@ class StallWatch:
         if self.behind_since is None:
             self.behind_since = now_s
         return now_s - self.behind_since >= self.timeout_s
+
+
+class AssignmentEpoch(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka ships no type hints
+    """Counts partition revocations and assignments: a batch whose epoch is no longer
+    current was taken under a membership that has since changed."""
+
+    def __init__(self) -> None:
+        self.value = 0
+
+    async def on_partitions_revoked(self, revoked: object) -> None:
+        self.value += 1
+
+    async def on_partitions_assigned(self, assigned: object) -> None:
+        self.value += 1
+
+
+class LogGuard:
+    """Finds partitions whose log the broker lost and reads them again from the start.
+
+    Kafka answers a fetch beyond the end of a log with ``OFFSET_OUT_OF_RANGE`` and
+    the client resets by its policy. The embedded broker (Tansu, in memory) restarts
+    with empty logs, answers such a fetch with no records, and once the new log grows
+    past the position delivers from there: the start of the new log is skipped
+    without a word. It also accepts an offset commit from a membership it no longer
+    knows, so a commit retried through the outage lands old-log offsets on the new
+    log (both seen against the real broker, ``tests/integration/test_stream_watchdog``).
+    Two signs give it away: a position beyond the high watermark (checked after every
+    rebalance and on idle polls), and, with the embedded broker only, a high
+    watermark lower than one seen before. A durable Kafka's high watermark can dip
+    during a leader failover, and re-reading from the beginning there would replay a
+    partition's whole retention. Such a partition goes back to the beginning of its
+    log, as Kafka's ``earliest`` reset would; idempotent writes skip what was stored.
+    A restart whose new log outgrew both the old high watermark and the stale
+    position before the first fetch shows neither sign: the embedded broker's
+    in-memory loss, documented as such.
+
+    ``epoch`` changes with every rebalance and every reset: a batch taken under an
+    older one must not have its offsets committed.
+    """
+
+    def __init__(self, *, in_memory_broker: bool) -> None:
+        self.in_memory_broker = in_memory_broker
+        self.assignment = AssignmentEpoch()
+        self.high: dict[TopicPartition, int] = {}
+        self.resets = 0
+        self.checked = -1  # the assignment epoch whose positions were all seen
+
+    @property
+    def epoch(self) -> int:
+        return self.assignment.value + self.resets
+
+    def shrunk(self, consumer: AIOKafkaConsumer) -> list[TopicPartition]:
+        """Assigned partitions whose high watermark went backwards since the last call."""
+        out = []
+        for tp in consumer.assignment():
+            hw = consumer.highwater(tp)
+            if hw is None:
+                continue
+            if hw < self.high.get(tp, 0):
+                out.append(tp)
+            self.high[tp] = hw
+        return out
+
+    async def check(self, consumer: AIOKafkaConsumer, seen: Positions | None, read: Callable[[], Awaitable[Positions]]
+                    ) -> list[TopicPartition]:
+        """Send lost logs back to their beginning; return those partitions. ``seen`` is
+        a fresh position read, or None: then ``read`` is called, but only when a
+        rebalance has not been checked yet (the busy loop's case)."""
+        lost = self.shrunk(consumer) if self.in_memory_broker else []
+        why = {tp: "its high watermark went backwards" for tp in lost}
+        if seen is None and self.checked != self.assignment.value:
+            seen = await read()
+        if seen is not None:
+            if seen.complete:
+                self.checked = self.assignment.value
+            why.update((tp, "its position is beyond the log end") for tp in seen.past_end_partitions)
+        tps = [tp for tp in why if tp in consumer.assignment()]
+        if tps:
+            await consumer.seek_to_beginning(*tps)
+            for tp in tps:
+                self.high.pop(tp, None)
+            self.resets += 1
+            log.warning("%s: the broker lost that log (the embedded broker keeps it in memory); reading it "
+                        "again from the beginning, what was stored is skipped",
+                        "; ".join(f"{tp.topic}[{tp.partition}]: {why[tp]}" for tp in tps))
+        return tps

@@ -3,7 +3,9 @@ taken, or nothing left to take, starts the count again."""
 
 from __future__ import annotations
 
-from pipelines.watchdog import Positions, StallWatch
+import asyncio
+
+from pipelines.watchdog import LogGuard, Positions, StallWatch
 
 BEHIND = Positions(lag=5)
 CAUGHT_UP = Positions()
@@ -36,3 +38,17 @@ def test_a_missing_position_one_past_the_log_end_or_no_assignment_counts_as_behi
     assert Positions(unassigned=True).behind and "no partition assigned" in Positions(unassigned=True).describe()
     assert not CAUGHT_UP.behind
     assert "1 positioned past the log end" in Positions(past_end=1).describe()
+
+
+def test_the_log_guard_epoch_moves_with_every_rebalance_step_and_reset() -> None:
+    """A batch's offsets are committed only under the epoch it was taken in."""
+    guard = LogGuard(in_memory_broker=True)
+    taken = guard.epoch
+    asyncio.run(guard.assignment.on_partitions_revoked(set()))
+    assert guard.epoch != taken
+    taken = guard.epoch
+    asyncio.run(guard.assignment.on_partitions_assigned(set()))
+    assert guard.epoch != taken
+    taken = guard.epoch
+    guard.resets += 1
+    assert guard.epoch != taken
