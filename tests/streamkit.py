@@ -7,12 +7,13 @@ import datetime as dt
 import time
 
 import asyncpg
+import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from pipelines.stack import Stack
 from serve_ml.bench.producer import SteadyProducer
 
-__all__ = ["SteadyProducer", "consume_all", "count", "now", "produce_raw", "q", "report", "stored_times",
+__all__ = ["SteadyProducer", "consume_all", "count", "locate", "now", "produce_raw", "q", "report", "stored_times",
            "wait_count", "wait_stored"]
 
 
@@ -101,3 +102,29 @@ def wait_stored(stack: Stack, table: str, eq: str, since: dt.datetime, expected:
 def report(fault: str, **counts: object) -> None:
     """One line per fault test, greppable in CI logs: ``FAULT name: k=v ...``."""
     print(f"FAULT {fault}: " + " ".join(f"{k}={v}" for k, v in counts.items()))
+
+
+def locate(stack: Stack, missing: set[dt.datetime], eq: str) -> str:
+    """Where readings that should have been stored went, for a failure message: in
+    the broker's log (at which offsets), dead-lettered (why), or in neither; which
+    source offsets were stored; what the scorers counted."""
+    def ts(value: bytes) -> dt.datetime | None:
+        try:
+            return dt.datetime.fromisoformat(orjson.loads(value)["ts"])
+        except Exception:
+            return None
+
+    in_log = sorted((r.partition, r.offset) for r in consume_all(stack, stack.settings.features_topic)
+                    if ts(r.value) in missing)
+    dead = [dict(r.headers).get("reason", b"").decode() for r in consume_all(stack, stack.settings.dead_letter_topic)
+            if ts(r.value) in missing]
+    spans = q(stack, "SELECT source_partition AS p, min(source_offset) AS lo, max(source_offset) AS hi, count(*) AS n "
+                     "FROM serve_ml_readings WHERE equipment_id = $1 AND time >= $2 GROUP BY 1 ORDER BY 1",
+              eq, min(missing) - dt.timedelta(minutes=5))
+    counters = {name: {k: h.get(k) for k in ("offset_resets", "commits_skipped", "commit_failures", "stalls",
+                                             "restarts", "dead_lettered")}
+                for name, h in stack.health().items() if name.startswith("stream-")}
+    return (f"{len(missing)} missing; in the broker's log: {len(in_log)} at (partition, offset) "
+            f"{in_log[:3]}..{in_log[-3:]}; dead-lettered: {len(dead)} {sorted(set(dead))[:3]}; in neither: "
+            f"{len(missing) - len(in_log) - len(dead)}; stored source offsets per partition: "
+            f"{[(r['p'], r['lo'], r['hi'], r['n']) for r in spans]}; scorers: {counters}")
