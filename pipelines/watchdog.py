@@ -38,15 +38,17 @@ class Positions:
     unknown: int = 0
     """Assigned partitions with no valid position (waiting for a committed offset or a reset)."""
 
-    past_end: int = 0
-    """Partitions positioned beyond their high watermark: the broker lost that log."""
-
     past_end_partitions: tuple[TopicPartition, ...] = ()
-    """Which ones (see :class:`LogGuard`)."""
+    """Partitions positioned beyond their high watermark: the broker lost that log
+    (see :class:`LogGuard`)."""
 
     unmeasured: int = 0
     """Partitions with a position but no high watermark yet (no fetch answered since
     the assignment): neither behind nor known to be in order."""
+
+    @property
+    def past_end(self) -> int:
+        return len(self.past_end_partitions)
 
     @property
     def complete(self) -> bool:
@@ -93,7 +95,7 @@ async def positions(consumer: AIOKafkaConsumer, topic: str, members: int) -> Pos
             beyond.append(tp)
         else:
             out.lag += hw - pos
-    out.past_end, out.past_end_partitions = len(beyond), tuple(beyond)
+    out.past_end_partitions = tuple(beyond)
     return out
 
 
@@ -197,7 +199,7 @@ class LogGuard:
             for tp in tps:
                 self.high.pop(tp, None)
             self.resets += 1
-            log.warning("%s: the broker lost that log (the embedded broker keeps it in memory); reading it "
-                        "again from the beginning, what was stored is skipped",
-                        "; ".join(f"{tp.topic}[{tp.partition}]: {why[tp]}" for tp in tps))
+            log.warning("%s: the broker lost that log%s; reading it again from the beginning, what was "
+                        "stored is skipped", "; ".join(f"{tp.topic}[{tp.partition}]: {why[tp]}" for tp in tps),
+                        " (the embedded broker keeps logs in memory)" if self.in_memory_broker else "")
         return tps

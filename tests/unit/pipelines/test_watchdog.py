@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import asyncio
 
+from aiokafka import TopicPartition
+
 from pipelines.watchdog import LogGuard, Positions, StallWatch
+
+LOST = TopicPartition("serve-ml.features", 0)
 
 BEHIND = Positions(lag=5)
 CAUGHT_UP = Positions()
@@ -34,10 +38,10 @@ def test_caught_up_is_never_a_stall() -> None:
 
 
 def test_a_missing_position_one_past_the_log_end_or_no_assignment_counts_as_behind() -> None:
-    assert Positions(unknown=1).behind and Positions(past_end=1).behind and Positions(lag=1).behind
+    assert Positions(unknown=1).behind and Positions(past_end_partitions=(LOST,)).behind and Positions(lag=1).behind
     assert Positions(unassigned=True).behind and "no partition assigned" in Positions(unassigned=True).describe()
     assert not CAUGHT_UP.behind
-    assert "1 positioned past the log end" in Positions(past_end=1).describe()
+    assert "1 positioned past the log end" in Positions(past_end_partitions=(LOST,)).describe()
 
 
 def test_the_log_guard_epoch_moves_with_every_rebalance_step_and_reset() -> None:
