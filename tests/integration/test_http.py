@@ -148,6 +148,9 @@ def test_health(http: httpx.Client) -> None:
     assert http.get("/health/live").status_code == 200
     ready = http.get("/health/ready").json()
     assert ready["status"] == "ready" and ready["unavailable_deployments"] == []
+    # The cluster runs throughput-optimised, so hops to equipment deployments go over
+    # gRPC, although the test process imported Ray Serve before that flag was set.
+    assert ready["handle_transport"] == ["gRPC"]
 
 
 def test_docs_served(cluster) -> None:
