@@ -6,14 +6,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from urllib.parse import urlencode
+from urllib.parse import parse_qs, urlencode
 
 import numpy as np
 import orjson
 
 from bundles.batch import Reading, score_readings
 from bundles.catalog import Catalog
-from bundles.columns import score_columns
+from bundles.columns import from_binary, score_columns
+from deployments.service import ScoringService
+from serve_ml.bench import floor
 from serve_ml.bench.common import Figure, Report, time_it
 from serve_ml.bench.loadgen import LoadResult, run_load, write_bodies
 from serve_ml.bench.servers import API, serve_cluster, uvicorn_baseline
@@ -51,6 +53,16 @@ def sample_bodies(root: Path) -> tuple[list[bytes], list[bytes], list[dict]]:
     return single, bulk, bulk_rows
 
 
+def real_answer(root: Path, body: bytes, query: str) -> bytes:
+    """The answer the binary endpoint gives for ``body``, as the floor app's fixed answer."""
+    q = {k: v[0] for k, v in parse_qs(query).items()}
+    columns, n = from_binary(body, q["features"], "float64", BULK_ROWS)
+    status, answer = ScoringService(root, enable_xgb=False).score_columns("press-02", "7.5kW", None, columns, n)
+    if status != 200:
+        raise RuntimeError(f"scoring the floor's answer failed: {answer[:200]!r}")
+    return answer[:-1] + b',"latency_ms":0.25}'
+
+
 def _fig(rep: Report, name: str, unit: str, runs: list[float], target: str = "", met: bool | None = None) -> Figure:
     return rep.add(Figure(name, unit, runs, target or None, met))
 
@@ -73,11 +85,14 @@ def run(repeats: int = 3, duration_s: float = 5.0, root: Path | None = None) -> 
     binary_path, octets = f"/predict/columns/binary?{bin_query}", "application/octet-stream"
 
     with uvicorn_baseline(root) as uv, serve_cluster(root) as sc:
+        floor.deploy(real_answer(root, bin_bodies[0], bin_query))
+        floor_url = f"{sc.http_url}{floor.ROUTE}"
         for base in (uv, sc.http_url):  # warm-up
             run_load(f"{base}{API}/predict", single_file, 4, 1.0)
             run_load(f"{base}{API}/predict/bulk", bulk_file, 2, 1.0)
             run_load(f"{base}{API}/predict/columns", columns_file, 2, 1.0)
             run_load(f"{base}{API}{binary_path}", binary_file, 2, 1.0, octets)
+        run_load(floor_url, binary_file, 2, 1.0, octets)
         for _ in range(repeats):
             for conc in (1, 16):
                 load(f"uvicorn-{conc}", uv, "/predict", single_file, conc)
@@ -88,6 +103,7 @@ def run(repeats: int = 3, duration_s: float = 5.0, root: Path | None = None) -> 
             load("serve-columns", sc.http_url, "/predict/columns", columns_file, 2)
             load("uvicorn-binary", uv, binary_path, binary_file, 2, octets)
             load("serve-binary", sc.http_url, binary_path, binary_file, 2, octets)
+            res.setdefault("floor", []).append(run_load(floor_url, binary_file, 2, duration_s, octets))
             inproc.append(BULK_ROWS / time_it(lambda: score_readings(cat, reads, enable_xgb=False), min_time_s=1.0))
             inproc_cols.append(BULK_ROWS / time_it(lambda: score_columns(
                 cat, "press-02", "7.5kW", None, col_arrays, BULK_ROWS, enable_xgb=False), min_time_s=1.0))
@@ -127,5 +143,12 @@ def run(repeats: int = 3, duration_s: float = 5.0, root: Path | None = None) -> 
     ratios = [r.rps * BULK_ROWS / ip for r, ip in zip(res["serve-binary"], inproc_cols, strict=True)]
     f = _fig(rep, "serve columnar binary / in-process score_columns", "ratio", ratios, ">= 0.5")
     f.met = f.median >= 0.5
+    # What bounds that ratio on this machine: Serve's own per-request cost, measured.
+    floors = [r.rps * BULK_ROWS for r in res["floor"]]
+    _fig(rep, f"serve floor: bare deployment, fixed {BULK_ROWS}-row answer, 2 clients", "rows/s", floors)
+    _fig(rep, "serve floor / in-process score_columns", "ratio",
+         [fl / ip for fl, ip in zip(floors, inproc_cols, strict=True)])
+    _fig(rep, "ceiling: floor + model core in one replica / in-process", "ratio",
+         [floor.ceiling(fl, ip) / ip for fl, ip in zip(floors, inproc_cols, strict=True)])
     _fig(rep, "client-visible errors (all cells)", "count", [float(errors)], "0", errors == 0)
     return rep
