@@ -223,7 +223,8 @@ def own_transport(handles: dict[str, DeploymentHandle]) -> dict[str, DeploymentH
     ``serve.run`` builds the graph in the driver, and ``serve-ml up``, the tests and
     the benchmarks import Ray Serve there before the launcher sets
     ``RAY_SERVE_THROUGHPUT_OPTIMIZED``: every hop went over actor calls although
-    the cluster runs gRPC (1,000-row ``/predict/bulk``: 43k rows/s, 60k over gRPC).
+    the cluster runs gRPC (single-row predict through the hop, 16 clients: 179-250
+    req/s over actor calls, 275-343 over gRPC).
     """
     return {eq: serve.get_deployment_handle(h.deployment_name, h.app_name) for eq, h in handles.items()}
 

@@ -2,9 +2,9 @@
 
 A bare deployment (no FastAPI, no parsing, no scoring) that reads the request body and
 answers a fixed, pre-encoded 1,000-row answer: everything Serve, HAProxy and uvicorn
-cost per request on this machine, and nothing of ours. It runs in the same cluster,
-with the same flags and deployment options as the ingress, so its rows/s bounds what
-any handler can reach there. With the model run in the same replica on top of it
+cost per request on this machine, and nothing of ours. It runs in the same cluster
+with the same Ray Serve flags, access log off like the ingress, so its rows/s bounds
+what any handler can reach there. With the model run in the same replica on top of it
 (the model core holds the GIL, so it cannot overlap), the bound is
 ``1 / (1 / floor + 1 / core)``: that is the ceiling the bulk target is set against.
 """
