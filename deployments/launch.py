@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,12 +60,26 @@ class RunningCluster:
     gcs_address: str
     started_s: float
 
+    def gcs_reachable(self, timeout_s: float = 1.0) -> bool:
+        host, port = self.gcs_address.rsplit(":", 1)
+        try:
+            socket.create_connection((host, int(port)), timeout=timeout_s).close()
+            return True
+        except OSError:
+            return False
+
     def stop(self) -> None:
         import ray
         from ray import serve
 
         try:
-            serve.shutdown()
+            # A signal sent to the whole process group (`timeout`, systemd, a supervisor)
+            # reaches Ray's own processes too. Against a dead GCS, serve.shutdown() blocks
+            # for 60 s and then Ray aborts this process, so nothing after it would run.
+            if self.gcs_reachable():
+                serve.shutdown()
+            else:
+                log.warning("Ray's GCS at %s is gone; skipping Ray Serve's shutdown", self.gcs_address)
         finally:
             ray.shutdown()
         # ray.shutdown() can leave HAProxy holding the HTTP port (see the shared notes);

@@ -143,12 +143,14 @@ Stop: Ctrl-C or `serve-ml down`
     finally:
         print("stopping serve-ml (Ray Serve drains ingress replicas; this can take ~30s)...", flush=True)
         sim_stop.set()
-        if stack:
-            stack.stop_actors()
-        cluster.stop()
-        if stack:
-            stack.stop()
-        state_path(settings).unlink(missing_ok=True)
+        try:
+            if stack and cluster.gcs_reachable():  # else the actors died with Ray (see RunningCluster.stop)
+                stack.stop_actors()
+            cluster.stop()
+        finally:
+            if stack:  # PostgreSQL and the broker do not depend on Ray: stop them whatever happened to it
+                stack.stop()
+            state_path(settings).unlink(missing_ok=True)
         print("stopped.")
     return 0
 

@@ -5,10 +5,13 @@ cluster, so it runs before the session's shared one (marker ``own_cluster``)."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 
 from deployments.launch import port_owner
@@ -82,3 +85,38 @@ def test_up_use_down_then_up_keeps_live_versions_pins_and_open_alerts(tmp_path: 
         stop(env, proc)
     finally:
         stop_process_tree(proc, port)
+
+
+def test_a_signal_to_the_whole_process_group_still_stops_everything(tmp_path: Path) -> None:
+    """`timeout`, systemd and most supervisors signal the whole process group, which
+    reaches Ray's own processes as well as `serve-ml up`. The embedded PostgreSQL, the
+    broker and HAProxy run in sessions of their own and survive that signal, so `up` must
+    stop them itself, without waiting on the Ray that died beside it."""
+    env = {**cli_env(tmp_path), "SERVE_ML_SIMULATE_RATE_HZ": "0"}
+    port, log = int(env["SERVE_ML_HTTP_PORT"]), tmp_path / "up.log"
+    with log.open("a") as out:
+        proc = subprocess.Popen([str(BIN / "serve-ml"), "up"], env=env, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    leftovers: list[psutil.Process] = []
+    try:
+        wait_for(lambda: json.loads(cli(env, "status", "--json").stdout)["health"]["ingress"] == "ready",
+                 180, "serve-ml up ready")
+        state = json.loads((Path(env["SERVE_ML_STATE_DIR"]) / "state.json").read_text())
+        kafka_port = int(state["stream"]["kafka_bootstrap"].rsplit(":", 1)[1])
+        pgdata = str(Path(env["SERVE_ML_STATE_DIR"]) / "pgdata")
+        postgres = [p for p in psutil.process_iter(["cmdline"]) if pgdata in " ".join(p.info["cmdline"] or [])]
+        broker, haproxy = port_owner(kafka_port), port_owner(port)
+        assert postgres and broker is not None and haproxy is not None
+        leftovers = [*postgres, broker, haproxy]
+        os.killpg(proc.pid, signal.SIGTERM)
+        # well inside the 60 s serve.shutdown() spent on a dead GCS before Ray aborted `up`
+        assert proc.wait(50) == 0, log.read_text()[-2000:]
+        gone, alive = psutil.wait_procs(leftovers, timeout=10)
+        assert not alive, f"still running after `up` exited: {[p.pid for p in alive]}"
+        assert port_owner(port) is None and port_owner(kafka_port) is None
+        assert "stopped." in log.read_text()
+    finally:
+        stop_process_tree(proc, port)
+        for p in leftovers:  # by PID, only what this test's `up` started
+            if p.is_running():
+                p.kill()
