@@ -22,12 +22,17 @@ from tests.streamkit import report
 pytestmark = [pytest.mark.faults, pytest.mark.e2e, pytest.mark.own_cluster]
 
 
-def start(env: dict[str, str], log: Path) -> subprocess.Popen:
+def start(env: dict[str, str], log: Path, *, own_session: bool = False) -> subprocess.Popen:
     out = log.open("a")
-    proc = subprocess.Popen([str(BIN / "serve-ml"), "up"], env=env, stdout=out, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen([str(BIN / "serve-ml"), "up"], env=env, stdout=out, stderr=subprocess.STDOUT,
+                            start_new_session=own_session)
     out.close()
-    wait_for(lambda: json.loads(cli(env, "status", "--json").stdout)["health"]["ingress"] == "ready",
-             180, "serve-ml up ready")
+    try:
+        wait_for(lambda: json.loads(cli(env, "status", "--json").stdout)["health"]["ingress"] == "ready",
+                 180, "serve-ml up ready")
+    except BaseException:  # the caller's cleanup never sees a process that did not come up
+        stop_process_tree(proc, int(env["SERVE_ML_HTTP_PORT"]))
+        raise
     return proc
 
 
@@ -94,13 +99,9 @@ def test_a_signal_to_the_whole_process_group_still_stops_everything(tmp_path: Pa
     stop them itself, without waiting on the Ray that died beside it."""
     env = {**cli_env(tmp_path), "SERVE_ML_SIMULATE_RATE_HZ": "0"}
     port, log = int(env["SERVE_ML_HTTP_PORT"]), tmp_path / "up.log"
-    with log.open("a") as out:
-        proc = subprocess.Popen([str(BIN / "serve-ml"), "up"], env=env, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+    proc = start(env, log, own_session=True)  # its own process group, to signal all of it
     leftovers: list[psutil.Process] = []
     try:
-        wait_for(lambda: json.loads(cli(env, "status", "--json").stdout)["health"]["ingress"] == "ready",
-                 180, "serve-ml up ready")
         state = json.loads((Path(env["SERVE_ML_STATE_DIR"]) / "state.json").read_text())
         kafka_port = int(state["stream"]["kafka_bootstrap"].rsplit(":", 1)[1])
         pgdata = str(Path(env["SERVE_ML_STATE_DIR"]) / "pgdata")
