@@ -1,7 +1,8 @@
 """``bench score``: the in-process floor. Rows/s of scoring a demo bundle directly in
 Python, no HTTP, at batch sizes 1, 64 and 4096: once on the model core (columns in,
 arrays out) and once through ``score_readings`` (dict readings in, JSON-ready dicts
-out: what the servers actually run)."""
+out: what the servers actually run). Then the hot-path audit (``hotpath.py``): file
+reads, bundle validation and per-row Python work in warm requests, each against 0."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import numpy as np
 from bundles.batch import Reading, score_readings
 from bundles.catalog import Catalog
 from bundles.scoring import score_group
+from serve_ml.bench import hotpath
 from serve_ml.bench.common import Figure, Report, time_it
 from serve_ml.settings import Settings
 
@@ -43,4 +45,5 @@ def run(root: Path | None = None, *, equipment_id: str = "press-02", power: str 
             full.append(n / time_it(lambda r=readings: score_readings(catalog, r, enable_xgb=enable_xgb)))
         rep.add(Figure(f"model core, batch {n}", "rows/s", core))
         rep.add(Figure(f"score_readings, batch {n}", "rows/s", full))
+    hotpath.add_figures(rep, catalog.root)
     return rep

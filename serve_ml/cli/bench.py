@@ -8,7 +8,7 @@ import argparse
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="benchmarks (each prints a table and writes JSON)")
     bsub = p.add_subparsers(dest="bench_command", required=True)
-    s = bsub.add_parser("score", help="in-process scoring throughput at batch 1, 64, 4096")
+    s = bsub.add_parser("score", help="in-process scoring throughput at batch 1, 64, 4096; hot-path audit")
     s.add_argument("--repeats", type=int, default=5)
     s.add_argument("--xgb", action="store_true", help="also run the classifier")
     s.set_defaults(func=_score)
