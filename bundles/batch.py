@@ -9,8 +9,8 @@ One bad reading never fails the others.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from itertools import chain
-from operator import attrgetter, itemgetter
+from itertools import chain, repeat
+from operator import itemgetter
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -30,38 +30,75 @@ class Reading(NamedTuple):
     model_version: str | None = None
 
 
-_features = attrgetter("features")
+class ReadingColumns(NamedTuple):
+    """Many readings as four parallel lists. Built with C-level ``map`` calls, so a
+    bulk request becomes scorable groups without a Python line per reading."""
+
+    equipment_ids: list[str]
+    powers: list[str | None]
+    versions: list[str | None]
+    features: list[Mapping[str, float]]
+
+    @property
+    def n(self) -> int:
+        return len(self.equipment_ids)
+
+    @classmethod
+    def of_readings(cls, readings: Sequence[Reading]) -> ReadingColumns:
+        if not readings:
+            return cls([], [], [], [])
+        eqs, features, powers, versions = map(list, zip(*readings, strict=True))  # Reading's field order
+        return cls(eqs, powers, versions, features)
+
+    @classmethod
+    def of_dicts(cls, items: Sequence[Mapping[str, Any]]) -> ReadingColumns:
+        """From JSON reading objects; ``power`` and ``model_version`` may be absent."""
+        get = dict.get
+        return cls(list(map(itemgetter("equipment_id"), items)), list(map(get, items, repeat("power"))),
+                   list(map(get, items, repeat("model_version"))), list(map(itemgetter("features"), items)))
+
+    def take(self, idx: Sequence[int]) -> ReadingColumns:
+        """The readings at positions ``idx``, in that order."""
+        return ReadingColumns(*(list(map(col.__getitem__, idx)) for col in self))
 
 
-def score_groups(catalog: Catalog, readings: Sequence[Reading], *,
+def score_groups(catalog: Catalog, readings: Sequence[Reading] | ReadingColumns, *,
                  enable_xgb: bool) -> Iterator[tuple[list[int], GroupScore | ServeMLError]]:
     """Group the readings and score each group with a few vectorised calls. Yields
     ``(input positions, column-oriented result)``, or the error that fails all of
     those positions (unknown equipment, power, version or feature names)."""
-    for (eq, power, version, names), idx in _groups(readings).items():
+    cols = readings if isinstance(readings, ReadingColumns) else ReadingColumns.of_readings(readings)
+    for (eq, power, version, names), idx in _groups(cols).items():
         try:
-            matrix = _matrix(readings, idx, names)
+            matrix = _matrix(cols.features, idx, names)
             columns = {f: np.ascontiguousarray(matrix[:, j]) for j, f in enumerate(names)}
             parts = []
             for bundle, sub in catalog.resolve(eq, power, version, columns, len(idx)):
-                rows = idx if sub is None else [idx[k] for k in sub.tolist()]
-                cols = columns if sub is None else {f: c[sub] for f, c in columns.items()}
-                parts.append((rows, score_group(bundle, cols, len(rows), enable_xgb=enable_xgb)))
+                rows = idx if sub is None else list(map(idx.__getitem__, sub.tolist()))
+                cols_ = columns if sub is None else {f: c[sub] for f, c in columns.items()}
+                parts.append((rows, score_group(bundle, cols_, len(rows), enable_xgb=enable_xgb)))
         except ServeMLError as exc:
             yield idx, exc
             continue
         yield from parts
 
 
-def _groups(readings: Sequence[Reading]) -> dict[tuple[Any, ...], list[int]]:
-    """Positions by (identity, sorted feature names). Keyed first by the names in
-    the order they came (one producer writes them in one order), then merged by the
-    sorted names: a sort per group instead of one per reading."""
-    by_order: dict[tuple[Any, ...], list[int]] = {}
-    for i, r in enumerate(readings):
-        by_order.setdefault((r.equipment_id, r.power, r.model_version, tuple(r.features)), []).append(i)
+def _groups(cols: ReadingColumns) -> dict[tuple[Any, ...], list[int]]:
+    """Positions by (identity, sorted feature names), groups in order of first
+    appearance. Keyed first by the names in the order they came (one producer writes
+    them in one order), then merged by the sorted names: a sort per group, not per
+    reading. The per-reading steps (key, group id, positions) are C-level calls."""
+    keys = list(zip(cols.equipment_ids, cols.powers, cols.versions, map(tuple, cols.features), strict=True))
+    first = dict.fromkeys(keys)
+    if len(first) <= 1:
+        parts: list[list[int]] = [list(range(len(keys)))] if keys else []
+    else:
+        index = dict(zip(first, range(len(first)), strict=True))
+        ids = np.fromiter(map(index.__getitem__, keys), np.intp, len(keys))
+        order = np.argsort(ids, kind="stable")
+        parts = [p.tolist() for p in np.split(order, np.cumsum(np.bincount(ids))[:-1])]
     groups: dict[tuple[Any, ...], list[int]] = {}
-    for (eq, power, version, names), idx in by_order.items():
+    for (eq, power, version, names), idx in zip(first, parts, strict=True):
         key = (eq, power, version, tuple(sorted(names)))
         if key in groups:  # the same names in another order: keep input order
             groups[key] = sorted(groups[key] + idx)
@@ -70,14 +107,14 @@ def _groups(readings: Sequence[Reading]) -> dict[tuple[Any, ...], list[int]]:
     return groups
 
 
-def _matrix(readings: Sequence[Reading], idx: list[int], names: tuple[str, ...]) -> np.ndarray:
+def _matrix(features: Sequence[Mapping[str, float]], idx: list[int], names: tuple[str, ...]) -> np.ndarray:
     """The group's values as a rows x features matrix: one itemgetter call (C) per
     reading instead of a dict lookup per feature, flattened straight into the array. No names (``features: {}``): an
     empty matrix, for the feature check to refuse with its own message."""
     if not names:
         return np.empty((len(idx), 0))
     row = itemgetter(*names)
-    values = map(row, map(_features, map(readings.__getitem__, idx)))
+    values = map(row, map(features.__getitem__, idx))
     if len(names) > 1:  # itemgetter of one name gives the value, not a 1-tuple
         values = chain.from_iterable(values)
     return np.fromiter(values, np.float64, len(idx) * len(names)).reshape(len(idx), len(names))

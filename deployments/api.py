@@ -19,7 +19,7 @@ from fastapi.responses import Response
 from fastapi.routing import APIRoute
 
 import serve_ml
-from bundles.batch import Reading, Result
+from bundles.batch import Reading, ReadingColumns, Result
 from bundles.columns import from_binary, to_arrays
 from deployments.auth import TokenGuard
 from deployments.history import History
@@ -45,7 +45,7 @@ class Core(Protocol):
     guard: TokenGuard
 
     async def score(self, readings: list[Reading]) -> list[Result]: ...
-    async def score_bulk(self, readings: list[Reading]) -> tuple[int, bytes]: ...
+    async def score_bulk(self, readings: ReadingColumns) -> tuple[int, bytes]: ...
     async def score_columns(self, eq: str, power: str | None, version: str | None,
                             columns: dict[str, Any], n: int) -> tuple[int, bytes]: ...
     def describe(self) -> list[dict[str, Any]]: ...
@@ -135,8 +135,7 @@ def create_api(core: Core, *, max_request_bytes: int) -> FastAPI:
         if len(req.readings) > core.max_bulk_rows:
             raise PayloadTooLarge(f"bulk request has {len(req.readings)} readings; the limit is {core.max_bulk_rows}")
         t0 = time.perf_counter()
-        errors, items = await core.score_bulk(
-            [Reading(r["equipment_id"], r["features"], r.get("power"), r.get("model_version")) for r in req.readings])
+        errors, items = await core.score_bulk(ReadingColumns.of_dicts(req.readings))
         elapsed = (time.perf_counter() - t0) * 1e3
         # ``items`` is already a JSON array: splice it in rather than parse and re-encode.
         body = b'{"results":' + items + b',"errors":' + str(errors).encode() + b',"latency_ms":' + \

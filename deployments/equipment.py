@@ -13,7 +13,7 @@ from bundles.batch import Reading, Result
 from deployments.control import GenerationWatcher, get_control
 from deployments.metrics import Metrics
 from deployments.service import ScoringService
-from deployments.wire import decode_readings, encode_results
+from deployments.wire import decode_readings
 
 
 @serve.deployment(logging_config={"enable_access_log": False})
@@ -38,7 +38,7 @@ class EquipmentModel:
 
     def score_wire(self, payload: bytes) -> tuple[int, bytes]:
         """Bulk path: orjson bytes in, ``(errors, JSON array of result items)`` out."""
-        return encode_results(self.service.score(decode_readings(payload)))
+        return self.service.score_bulk(decode_readings(payload))
 
     def score_columns(self, equipment_id: str, power: str | None, version: str | None,
                       columns: dict[str, np.ndarray], n: int) -> tuple[int, bytes]:

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
 import ray
 from pydantic import BaseModel, ConfigDict, Field
@@ -24,7 +25,7 @@ from ray.exceptions import RayActorError
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 from ray.serve.handle import DeploymentHandle
 
-from bundles.batch import Reading, Result
+from bundles.batch import Reading, ReadingColumns, Result
 from deployments.api import create_api
 from deployments.control import GenerationWatcher, get_control
 from bundles.archive import install_archive
@@ -34,7 +35,7 @@ from deployments.versions import decide, outcome, override_dict
 from serve_ml.settings import Settings
 from deployments.metrics import Metrics
 from deployments.service import ScoringService, diff_catalogs
-from deployments.wire import decode_readings, encode_readings, encode_results
+from deployments.wire import encode_readings, merge_items
 from serve_ml.errors import GatewayTimeout, Overloaded, ServeMLError
 
 log = logging.getLogger("serve_ml.ingress")
@@ -84,32 +85,28 @@ class Ingress:
     async def score(self, readings: list[Reading]) -> list[Result]:
         if self.args.fast_path:
             return self.service.score(readings)
-        errors, items = await self.score_bulk(readings)
+        errors, items = await self.score_bulk(ReadingColumns.of_readings(readings))
         return [_error_from_item(i) if "error" in i and "status" in i else i for i in orjson.loads(items)]
 
-    async def score_bulk(self, readings: list[Reading]) -> tuple[int, bytes]:
-        by_eq: dict[str, list[int]] = {}
-        for i, r in enumerate(readings):
-            by_eq.setdefault(r.equipment_id if r.equipment_id in self.handles else "", []).append(i)
+    async def score_bulk(self, readings: ReadingColumns) -> tuple[int, bytes]:
+        # Route per equipment id, not per reading: the per-reading steps are C-level.
+        route = {eq: eq if eq in self.handles else "" for eq in dict.fromkeys(readings.equipment_ids)}
+        targets = list(dict.fromkeys(route.values()))
+        if len(targets) == 1:
+            return await self._score_part(targets[0], readings)
+        dest = np.array(list(map(route.__getitem__, readings.equipment_ids)), dtype=object)
+        idxs = [np.flatnonzero(dest == t).tolist() for t in targets]
+        parts = await asyncio.gather(*(self._score_part(t, readings.take(idx)) for t, idx in zip(targets, idxs,
+                                                                                                strict=True)))
+        errors = sum(e for e, _ in parts)
+        return errors, merge_items(readings.n, [(idx, items) for idx, (_, items) in zip(idxs, parts, strict=True)])
 
-        async def run(eq: str, idx: list[int]) -> tuple[int, bytes]:
-            part = readings if len(by_eq) == 1 else [readings[i] for i in idx]
-            if eq:
-                return await self._remote(eq, encode_readings(part))
-            return await asyncio.to_thread(lambda: encode_results(self.service.score(part)))
-
-        if len(by_eq) == 1:
-            return await run(*next(iter(by_eq.items())))
-        parts = await asyncio.gather(*(run(eq, idx) for eq, idx in by_eq.items()))
-        out: list[Any] = [None] * len(readings)
-        for idx, (_, items) in zip(by_eq.values(), parts, strict=True):
-            for i, item in zip(idx, orjson.loads(items), strict=True):
-                out[i] = item
-        return sum(e for e, _ in parts), orjson.dumps(out)
-
-    async def _remote(self, eq: str, payload: bytes) -> tuple[int, bytes]:
-        return await self._call(eq, "score_wire", payload,
-                                local=lambda: encode_results(self.service.score(decode_readings(payload))))
+    async def _score_part(self, eq: str, readings: ReadingColumns) -> tuple[int, bytes]:
+        """On ``eq``'s deployment, or here ("": no dedicated deployment)."""
+        if eq:
+            return await self._call(eq, "score_wire", encode_readings(readings),
+                                    local=lambda: self.service.score_bulk(readings))
+        return await asyncio.to_thread(self.service.score_bulk, readings)
 
     async def score_columns(self, eq: str, power: str | None, version: str | None,
                             columns: dict[str, Any], n: int) -> tuple[int, bytes]:

@@ -11,7 +11,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from bundles.batch import Reading, Result
+from bundles.batch import Reading, ReadingColumns, Result
 from deployments.api import create_api
 from bundles.catalog import Override
 from bundles.archive import install_archive
@@ -20,7 +20,6 @@ from deployments.history import History, record_change
 from deployments.versions import decide, outcome, override_dict
 from deployments.metrics import Metrics, NoMetrics
 from deployments.service import ScoringService
-from deployments.wire import encode_results
 from serve_ml.settings import Settings
 
 
@@ -38,10 +37,10 @@ class LocalCore:
     async def score(self, readings: list[Reading]) -> list[Result]:
         return self.service.score(readings)
 
-    async def score_bulk(self, readings: list[Reading]) -> tuple[int, bytes]:
-        if len(readings) > 64:  # keep large batches off the event loop
-            return await asyncio.to_thread(lambda: encode_results(self.service.score(readings)))
-        return encode_results(self.service.score(readings))
+    async def score_bulk(self, readings: ReadingColumns) -> tuple[int, bytes]:
+        if readings.n > 64:  # keep large batches off the event loop
+            return await asyncio.to_thread(self.service.score_bulk, readings)
+        return self.service.score_bulk(readings)
 
     async def score_columns(self, eq: str, power: str | None, version: str | None,
                             columns: dict[str, Any], n: int) -> tuple[int, bytes]:

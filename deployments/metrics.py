@@ -20,6 +20,7 @@ import numpy as np
 
 from bundles.batch import Result
 from bundles.loader import Bundle
+from bundles.scoring import GroupScore
 from serve_ml.errors import ServeMLError
 
 LATENCY_BUCKETS_MS = [0.25, 0.5, 1, 2, 5, 10, 20, 50, 100, 250, 500, 1000, 5000]
@@ -94,6 +95,32 @@ class Metrics:
             clf[(eq, g["status"])] += result["rows"] - errors if len(groups) == 1 else len(g["rows"])
         self.record(+outcome, +modal, +clf, elapsed_ms)
 
+    def scored_groups(self, known: Iterable[str], scored: Sequence[tuple[Sequence[int], GroupScore | ServeMLError]],
+                      elapsed_ms: float) -> None:
+        """The same series as ``scored``, counted per group from its arrays (the bulk
+        path, which builds no per-reading dicts). Rows with non-finite values count as
+        errors of their group's equipment, as in ``scored_columns``."""
+        known = set(known)
+        outcome: Tally[tuple[str, str]] = Tally()
+        modal: Tally[tuple[str, str]] = Tally()
+        clf: Tally[tuple[str, str]] = Tally()
+        for idx, g in scored:
+            if isinstance(g, ServeMLError):
+                eq = g.detail.get("equipment_id", UNKNOWN)
+                outcome[(eq if eq in known else UNKNOWN, "error")] += len(idx)
+                continue
+            eq = g.bundle.manifest.equipment_id
+            ok = np.ones(g.n, dtype=bool)
+            ok[list(g.bad_rows)] = False
+            flagged = g.anomaly & ok
+            anomalies, errors = int(np.count_nonzero(flagged)), len(g.bad_rows)
+            outcome.update({(eq, "anomaly"): anomalies, (eq, "normal"): g.n - errors - anomalies, (eq, "error"): errors})
+            for m in g.modalities:
+                if m.present:
+                    modal[(eq, m.name)] += int(np.count_nonzero(m.anomaly & flagged))  # type: ignore[operator]
+            clf[(eq, "ran" if g.classifier_ran else "skipped")] += g.n - errors
+        self.record(+outcome, +modal, +clf, elapsed_ms)
+
     def record(self, outcome: Tally[tuple[str, str]], modal: Tally[tuple[str, str]], clf: Tally[tuple[str, str]],
                elapsed_ms: float) -> None:
         for (eq, o), k in outcome.items():
@@ -133,6 +160,10 @@ class NoMetrics(Metrics):
         pass
 
     def scored_columns(self, result: dict[str, Any], elapsed_ms: float) -> None:
+        pass
+
+    def scored_groups(self, known: Iterable[str], scored: Sequence[tuple[Sequence[int], GroupScore | ServeMLError]],
+                      elapsed_ms: float) -> None:
         pass
 
     def record(self, outcome: Tally[tuple[str, str]], modal: Tally[tuple[str, str]], clf: Tally[tuple[str, str]],

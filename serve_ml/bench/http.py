@@ -11,7 +11,7 @@ from urllib.parse import parse_qs, urlencode
 import numpy as np
 import orjson
 
-from bundles.batch import Reading, score_readings
+from bundles.batch import Reading, ReadingColumns
 from bundles.catalog import Catalog
 from bundles.columns import from_binary, score_columns
 from deployments.service import ScoringService
@@ -74,7 +74,8 @@ def run(repeats: int = 3, duration_s: float = 5.0, root: Path | None = None) -> 
     col_bodies, bin_bodies, bin_query, col_arrays = column_bodies(root)
     columns_file, binary_file = write_bodies(col_bodies), write_bodies(bin_bodies)
     cat = Catalog.scan(root)
-    reads = [Reading(r["equipment_id"], r["features"], r["power"]) for r in bulk_rows]
+    reads = ReadingColumns.of_readings([Reading(r["equipment_id"], r["features"], r["power"]) for r in bulk_rows])
+    service = ScoringService(root, enable_xgb=False)
     res: dict[str, list[LoadResult]] = {}
     inproc: list[float] = []
     inproc_cols: list[float] = []
@@ -104,7 +105,7 @@ def run(repeats: int = 3, duration_s: float = 5.0, root: Path | None = None) -> 
             load("uvicorn-binary", uv, binary_path, binary_file, 2, octets)
             load("serve-binary", sc.http_url, binary_path, binary_file, 2, octets)
             res.setdefault("floor", []).append(run_load(floor_url, binary_file, 2, duration_s, octets))
-            inproc.append(BULK_ROWS / time_it(lambda: score_readings(cat, reads, enable_xgb=False), min_time_s=1.0))
+            inproc.append(BULK_ROWS / time_it(lambda: service.score_bulk(reads), min_time_s=1.0))
             inproc_cols.append(BULK_ROWS / time_it(lambda: score_columns(
                 cat, "press-02", "7.5kW", None, col_arrays, BULK_ROWS, enable_xgb=False), min_time_s=1.0))
 
@@ -127,9 +128,9 @@ def run(repeats: int = 3, duration_s: float = 5.0, root: Path | None = None) -> 
             f.target, f.met = ">= 0.5", f.median >= 0.5
     for who in ("uvicorn", "serve"):
         _fig(rep, f"{who} bulk {BULK_ROWS}-row, 2 clients", "rows/s", [r.rps * BULK_ROWS for r in res[f"{who}-bulk"]])
-    _fig(rep, f"in-process score_readings, batch {BULK_ROWS}", "rows/s", inproc)
+    _fig(rep, f"in-process score_bulk (rows in, JSON out), batch {BULK_ROWS}", "rows/s", inproc)
     ratios = [r.rps * BULK_ROWS / ip for r, ip in zip(res["serve-bulk"], inproc, strict=True)]
-    _fig(rep, "serve bulk (rows) / in-process score_readings", "ratio", ratios)
+    _fig(rep, "serve bulk (rows) / in-process score_bulk", "ratio", ratios)
     for who in ("uvicorn", "serve"):
         _fig(rep, f"{who} columnar JSON {BULK_ROWS}-row, 2 clients", "rows/s",
              [r.rps * BULK_ROWS for r in res[f"{who}-columns"]])

@@ -45,6 +45,6 @@ def test_warm_bulk_routes_read_no_files_and_load_no_bundle(
     assert not r.small.loading_frames and not r.large.loading_frames
 
 
-@pytest.mark.parametrize("route", ["columnar JSON", "columnar binary"])
-def test_columnar_routes_do_no_per_row_python_work(audited: tuple[Trace, dict[str, RouteAudit]], route: str) -> None:
+@pytest.mark.parametrize("route", ["row bulk", "columnar JSON", "columnar binary"])
+def test_bulk_routes_do_no_per_row_python_work(audited: tuple[Trace, dict[str, RouteAudit]], route: str) -> None:
     assert abs(audited[1][route].lines_per_extra_row) < PER_ROW_NOISE
