@@ -9,7 +9,7 @@ One bad reading never fails the others.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from itertools import chain, repeat
+from itertools import chain, count, repeat
 from operator import itemgetter
 from typing import Any, NamedTuple
 
@@ -30,6 +30,9 @@ class Reading(NamedTuple):
     model_version: str | None = None
 
 
+_EQ, _FEATURES, _POWER, _VERSION = (itemgetter(i) for i in range(4))  # Reading's field order
+
+
 class ReadingColumns(NamedTuple):
     """Many readings as four parallel lists. Built with C-level ``map`` calls, so a
     bulk request becomes scorable groups without a Python line per reading."""
@@ -45,10 +48,8 @@ class ReadingColumns(NamedTuple):
 
     @classmethod
     def of_readings(cls, readings: Sequence[Reading]) -> ReadingColumns:
-        if not readings:
-            return cls([], [], [], [])
-        eqs, features, powers, versions = map(list, zip(*readings, strict=True))  # Reading's field order
-        return cls(eqs, powers, versions, features)
+        return cls(list(map(_EQ, readings)), list(map(_POWER, readings)), list(map(_VERSION, readings)),
+                   list(map(_FEATURES, readings)))
 
     @classmethod
     def of_dicts(cls, items: Sequence[Mapping[str, Any]]) -> ReadingColumns:
@@ -88,15 +89,16 @@ def _groups(cols: ReadingColumns) -> dict[tuple[Any, ...], list[int]]:
     appearance. Keyed first by the names in the order they came (one producer writes
     them in one order), then merged by the sorted names: a sort per group, not per
     reading. The per-reading steps (key, group id, positions) are C-level calls."""
-    keys = list(zip(cols.equipment_ids, cols.powers, cols.versions, map(tuple, cols.features), strict=True))
-    first = dict.fromkeys(keys)
+    n = cols.n
+    keys = zip(cols.equipment_ids, cols.powers, cols.versions, map(tuple, cols.features), strict=True)
+    # Each key's id is the position of its first reading: one dict operation per reading.
+    first: dict[tuple[Any, ...], int] = {}
+    ids = np.fromiter(map(first.setdefault, keys, count()), np.intp, n)
     if len(first) <= 1:
-        parts: list[list[int]] = [list(range(len(keys)))] if keys else []
+        parts: list[list[int]] = [list(range(n))] if n else []
     else:
-        index = dict(zip(first, range(len(first)), strict=True))
-        ids = np.fromiter(map(index.__getitem__, keys), np.intp, len(keys))
         order = np.argsort(ids, kind="stable")
-        parts = [p.tolist() for p in np.split(order, np.cumsum(np.bincount(ids))[:-1])]
+        parts = [p.tolist() for p in np.split(order, np.flatnonzero(np.diff(ids[order])) + 1)]
     groups: dict[tuple[Any, ...], list[int]] = {}
     for (eq, power, version, names), idx in zip(first, parts, strict=True):
         key = (eq, power, version, tuple(sorted(names)))
