@@ -4,7 +4,7 @@ The rule for the inference path is that nothing on it does per-row Python work,
 re-validates a bundle or re-reads files. Timings cannot show that; tracing can. The
 audit drives the HTTP API in process (the same FastAPI app and scoring code the Serve
 ingress runs, metrics counted as the ingress counts them) and traces each route at
-two request sizes after a warm-up request:
+two request sizes, warm (a first call, untraced, fills the caches):
 
 - file-system calls: ``open``/``os.*`` audit events, and calls of ``os.stat`` & co
   (those raise no audit event);
@@ -13,7 +13,7 @@ two request sizes after a warm-up request:
   between the two sizes. Work that grows with the request, not with its rows (one
   loop per column, per modality), cancels out.
 
-``bench score`` prints these figures; ``tests/unit/bench/test_hotpath.py`` holds
+``bench score`` prints these figures; ``tests/unit/test_bench_hotpath.py`` holds
 them to their targets.
 """
 
@@ -150,7 +150,7 @@ class _Tracer:
 
 class _TallyMetrics(Metrics):
     """The ingress's metrics with Ray's recorder left out: the per-request counting
-    (``scored``, ``scored_columns``) runs as in the ingress; only the hand-off to
+    (``scored``, ``scored_columns``, ``scored_groups``) runs as in the ingress; only the hand-off to
     Ray's metrics agent, which needs a Ray worker, does nothing."""
 
     def __init__(self) -> None:  # no Ray metric objects outside Ray
