@@ -8,7 +8,7 @@ One bad reading never fails the others.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from itertools import chain, count, repeat
 from operator import itemgetter
 from typing import Any, NamedTuple
@@ -125,12 +125,17 @@ def _matrix(features: Sequence[Mapping[str, float]], idx: list[int], names: tupl
 def score_readings(catalog: Catalog, readings: Sequence[Reading], *, enable_xgb: bool) -> list[Result]:
     """One JSON-ready verdict dict (or the ServeMLError explaining the failure) per
     reading, in input order."""
-    out: list[Result | None] = [None] * len(readings)
-    for idx, scored in score_groups(catalog, readings, enable_xgb=enable_xgb):
-        if isinstance(scored, ServeMLError):
+    return in_order(len(readings), score_groups(catalog, readings, enable_xgb=enable_xgb))
+
+
+def in_order(n: int, scored: Iterable[tuple[list[int], GroupScore | ServeMLError]]) -> list[Result]:
+    """``score_groups``' output as one verdict dict (or error) per reading, in input order."""
+    out: list[Result | None] = [None] * n
+    for idx, g in scored:
+        if isinstance(g, ServeMLError):
             for i in idx:
-                out[i] = scored
+                out[i] = g
         else:
-            for pos, res in zip(idx, materialise(scored), strict=True):
+            for pos, res in zip(idx, materialise(g), strict=True):
                 out[pos] = res
     return out  # type: ignore[return-value]

@@ -18,7 +18,6 @@ from typing import Any
 
 import numpy as np
 
-from bundles.batch import Result
 from bundles.loader import Bundle
 from bundles.scoring import GroupScore
 from serve_ml.errors import ServeMLError
@@ -61,27 +60,8 @@ class Metrics:
     def replica_fallback(self, equipment: str) -> None:
         self.replica_fallbacks.inc(1, {"equipment": equipment})
 
-    def scored(self, known: Iterable[str], results: Sequence[Result], elapsed_ms: float) -> None:
-        known = set(known)
-        outcome: Tally[tuple[str, str]] = Tally()
-        modal: Tally[tuple[str, str]] = Tally()
-        clf: Tally[tuple[str, str]] = Tally()
-        for r in results:
-            if isinstance(r, ServeMLError):
-                eq = r.detail.get("equipment_id", UNKNOWN)
-                outcome[(eq if eq in known else UNKNOWN, "error")] += 1
-                continue
-            eq = r["equipment_id"]
-            outcome[(eq, "anomaly" if r["anomaly"] else "normal")] += 1
-            if r["anomaly"]:
-                for name, m in r["modalities"].items():
-                    if m.get("anomaly"):
-                        modal[(eq, name)] += 1
-            clf[(eq, r["classifier"]["status"])] += 1
-        self.record(outcome, modal, clf, elapsed_ms)
-
     def scored_columns(self, result: dict[str, Any], elapsed_ms: float) -> None:
-        """The same series as ``scored``, counted from a columnar result's arrays."""
+        """The same series as ``scored_groups``, counted from a columnar result's arrays."""
         eq = result["equipment_id"]
         errors = len(result["errors"])
         anomalies = int(np.count_nonzero(result["anomaly"]))
@@ -97,9 +77,11 @@ class Metrics:
 
     def scored_groups(self, known: Iterable[str], scored: Sequence[tuple[Sequence[int], GroupScore | ServeMLError]],
                       elapsed_ms: float) -> None:
-        """The same series as ``scored``, counted per group from its arrays (the bulk
-        path, which builds no per-reading dicts). Rows with non-finite values count as
-        errors of their group's equipment, as in ``scored_columns``."""
+        """Rows scored (normal, anomaly, error), anomalies per modality and classifier
+        runs, counted per group from its arrays, for single and bulk readings alike.
+        A group that failed as a whole counts under its equipment if that is known,
+        else ``unknown``; rows with non-finite values count as errors of their group's
+        equipment, as in ``scored_columns``."""
         known = set(known)
         outcome: Tally[tuple[str, str]] = Tally()
         modal: Tally[tuple[str, str]] = Tally()
@@ -154,9 +136,6 @@ class NoMetrics(Metrics):
         pass
 
     def replica_fallback(self, equipment: str) -> None:
-        pass
-
-    def scored(self, known: Iterable[str], results: Sequence[Result], elapsed_ms: float) -> None:
         pass
 
     def scored_columns(self, result: dict[str, Any], elapsed_ms: float) -> None:

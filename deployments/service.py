@@ -19,7 +19,7 @@ import numpy as np
 import orjson
 
 from bundles.columns import dumps, score_columns
-from bundles.batch import Reading, ReadingColumns, Result, score_groups, score_readings
+from bundles.batch import Reading, ReadingColumns, Result, in_order, score_groups
 from bundles.catalog import Catalog, Override
 from bundles.rowjson import encode_items
 from deployments.metrics import Metrics, NoMetrics
@@ -62,9 +62,9 @@ class ScoringService:
     def score(self, readings: Sequence[Reading]) -> list[Result]:
         catalog = self.catalog  # one consistent catalog for the whole call
         t0 = time.perf_counter()
-        results = score_readings(catalog, readings, enable_xgb=self.enable_xgb)
-        self.metrics.scored(catalog.live_equipment, results, (time.perf_counter() - t0) * 1e3)
-        return results
+        groups = list(score_groups(catalog, readings, enable_xgb=self.enable_xgb))
+        self.metrics.scored_groups(catalog.live_equipment, groups, (time.perf_counter() - t0) * 1e3)
+        return in_order(len(readings), groups)
 
     def score_bulk(self, readings: ReadingColumns) -> tuple[int, bytes]:
         """Row bulk scoring: ``(error count, JSON array of one item per reading)``, in

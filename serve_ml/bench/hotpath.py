@@ -150,7 +150,7 @@ class _Tracer:
 
 class _TallyMetrics(Metrics):
     """The ingress's metrics with Ray's recorder left out: the per-request counting
-    (``scored``, ``scored_columns``, ``scored_groups``) runs as in the ingress; only the hand-off to
+    (``scored_columns``, ``scored_groups``) runs as in the ingress; only the hand-off to
     Ray's metrics agent, which needs a Ray worker, does nothing."""
 
     def __init__(self) -> None:  # no Ray metric objects outside Ray

@@ -1,5 +1,5 @@
-"""Bulk requests are counted from their group arrays exactly as single readings are
-counted from their verdict dicts (same series, same numbers)."""
+"""Readings are counted from their group arrays exactly as their verdict dicts say:
+same series, same numbers."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from bundles.batch import score_groups, score_readings
+from bundles.batch import Reading, score_groups, score_readings
 from bundles.catalog import Catalog
 from deployments.metrics import UNKNOWN, Metrics
-from serve_ml.errors import FeatureError
+from serve_ml.errors import FeatureError, ServeMLError
 from tests.unit.bundles.test_rowjson import mixed_readings
 
 
@@ -27,24 +27,36 @@ class _Recorder(Metrics):
         self.records.append((outcome, modal, clf))
 
 
+def from_verdicts(known: set[str], readings: list[Reading], results: list) -> tuple[Counter, Counter, Counter]:
+    """The reference: one count per reading, read off its verdict dict or error."""
+    outcome: Counter = Counter()
+    modal: Counter = Counter()
+    clf: Counter = Counter()
+    for r, res in zip(readings, results, strict=True):
+        if isinstance(res, ServeMLError):
+            if isinstance(res, FeatureError) and not all(map(math.isfinite, r.features.values())):
+                eq = r.equipment_id  # a non-finite row: an error of its (known) equipment
+            else:
+                eq = res.detail.get("equipment_id", UNKNOWN)
+            outcome[(eq if eq in known else UNKNOWN, "error")] += 1
+            continue
+        eq = res["equipment_id"]
+        outcome[(eq, "anomaly" if res["anomaly"] else "normal")] += 1
+        for name, m in res["modalities"].items():
+            if res["anomaly"] and m.get("anomaly"):
+                modal[(eq, name)] += 1
+        clf[(eq, res["classifier"]["status"])] += 1
+    return outcome, modal, clf
+
+
 @pytest.mark.parametrize("xgb", [False, True])
 def test_group_tallies_equal_per_reading_tallies(demo_root: Path, xgb: bool) -> None:
     cat = Catalog.scan(demo_root)
     readings = mixed_readings(200, 5)
-    by_dict, by_group = _Recorder(), _Recorder()
-    results = score_readings(cat, readings, enable_xgb=xgb)
-    by_dict.scored(cat.live_equipment, results, 1.0)
-    by_group.scored_groups(cat.live_equipment, list(score_groups(cat, readings, enable_xgb=xgb)), 1.0)
-    (outcome_d, modal_d, clf_d), (outcome_g, modal_g, clf_g) = by_dict.records[0], by_group.records[0]
-    assert modal_g == modal_d and clf_g == clf_d and sum(modal_g.values()) > 0
-    # A non-finite value's error carries no equipment id in the verdict dict, so the
-    # per-reading count files it under "unknown"; the group knows its equipment.
-    bad: Counter[tuple[str, str]] = Counter()
-    for r, res in zip(readings, results, strict=True):
-        if isinstance(res, FeatureError) and not all(map(math.isfinite, r.features.values())):
-            bad[(r.equipment_id, "error")] += 1
-    assert sum(bad.values()) > 0
-    moved = outcome_d.copy()
-    moved[(UNKNOWN, "error")] -= sum(bad.values())
-    moved.update(bad)
-    assert +moved == outcome_g
+    recorder = _Recorder()
+    recorder.scored_groups(cat.live_equipment, list(score_groups(cat, readings, enable_xgb=xgb)), 1.0)
+    outcome, modal, clf = recorder.records[0]
+    want = from_verdicts(set(cat.live_equipment), readings, score_readings(cat, readings, enable_xgb=xgb))
+    assert (outcome, modal, clf) == want
+    assert sum(modal.values()) > 0 and outcome[(UNKNOWN, "error")] > 0
+    assert any(o == "error" and eq != UNKNOWN for eq, o in outcome)  # non-finite rows, under their equipment
