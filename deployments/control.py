@@ -40,6 +40,9 @@ class ControlPlane:
         """How the launcher built the graph, so a sync can redeploy it (see reconcile.py)."""
         self.graph.set_recipe(app_args, settings, deployed)
 
+    def recipe(self) -> dict[str, Any] | None:
+        return self.graph.recipe
+
     def reconcile(self) -> dict[str, Any]:
         return self.graph.reconcile()
 

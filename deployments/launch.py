@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
+import shutil
 import socket
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,13 +38,72 @@ def port_owner(port: int) -> psutil.Process | None:
     return None
 
 
-def ray_env(settings: Settings) -> dict[str, str]:
-    env = {"RAY_AUTH_MODE": "disabled"} if settings.ray_address is None else {}
+RAY_TOKEN_FILE = "ray-auth-token"
+# Ray Serve's HAProxy puts its admin socket (``mode 666 level admin``: anyone who can
+# reach it can reconfigure or stop the ingress), config and state files in
+# /tmp/haproxy-serve by default, a directory any local user can enter. They go into
+# a private directory instead; short, because a Unix socket path holds 107 bytes and
+# Ray adds a 56-character node id below it.
+_HAPROXY_PATHS = {"RAY_SERVE_HAPROXY_SOCKET_PATH": "admin.sock", "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": "haproxy.cfg",
+                  "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": "", "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": "server-state",
+                  "RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH": "metrics.sock"}
+
+
+def ray_token_path(settings: Settings) -> Path:
+    """Where ``serve-ml up`` keeps the token of the local Ray cluster it starts."""
+    return settings.state_dir / RAY_TOKEN_FILE
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` readable by its owner only, from the first byte on
+    (a chmod after the write would leave a window where others can read it)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def new_ray_token(settings: Settings) -> Path:
+    """A fresh Ray auth token for this start, in a 0600 file; returns its path."""
+    path = ray_token_path(settings)
+    write_private(path, secrets.token_hex(32))
+    return path
+
+
+def ray_client_env(token_path: Path) -> dict[str, str]:
+    """What a process needs in its environment to join a cluster started with that token."""
+    return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token_path)}
+
+
+def ray_env(settings: Settings, haproxy_dir: Path | None = None) -> dict[str, str]:
+    """Environment for the Ray processes a local start launches (they inherit it).
+
+    Joining ``settings.ray_address`` changes nothing: that cluster's own set-up
+    decides its authentication (``RAY_AUTH_MODE``/``RAY_AUTH_TOKEN_PATH`` of the
+    caller)."""
+    env: dict[str, str] = {}
+    if settings.ray_address is None:
+        env.update(ray_client_env(ray_token_path(settings)) if settings.ray_auth else {"RAY_AUTH_MODE": "disabled"})
+        if haproxy_dir is not None:
+            env.update({k: str(haproxy_dir / name) if name else str(haproxy_dir) for k, name in _HAPROXY_PATHS.items()})
     if settings.haproxy:
         env["RAY_SERVE_ENABLE_HA_PROXY"] = "1"
     if settings.throughput_optimized:
         env["RAY_SERVE_THROUGHPUT_OPTIMIZED"] = "1"
     return env
+
+
+def reload_ray_auth() -> None:
+    """Make this process read the auth mode and token again. Ray caches both on
+    first use (importing Ray Serve is enough), so a process that imported Ray before
+    the environment was set, or that started an earlier cluster with another token,
+    would otherwise connect to its own GCS with the stale ones."""
+    from ray._raylet import AuthenticationTokenLoader, Config
+
+    Config.initialize("")
+    AuthenticationTokenLoader.instance().reset_cache()
 
 
 def app_args_from_config(path: Path = SERVE_CONFIG, **overrides: Any) -> AppArgs:
@@ -59,6 +121,10 @@ class RunningCluster:
     dashboard_url: str | None
     gcs_address: str
     started_s: float
+    ray_token_file: Path | None = None
+    """The token a client needs to join (``ray_client_env``); None when auth is off."""
+    private_dir: Path | None = None
+    """HAProxy's admin socket and files (mode 0700), removed at stop."""
 
     def gcs_reachable(self, timeout_s: float = 1.0) -> bool:
         host, port = self.gcs_address.rsplit(":", 1)
@@ -91,6 +157,8 @@ class RunningCluster:
                 owner.wait(5)
             except psutil.TimeoutExpired:
                 owner.kill()
+        if self.private_dir is not None:
+            shutil.rmtree(self.private_dir, ignore_errors=True)
 
 
 def start_cluster(
@@ -107,7 +175,13 @@ def start_cluster(
     import ray
     from ray import serve
 
-    os.environ.update(ray_env(settings))
+    private_dir = None
+    if settings.ray_address is None:
+        if settings.ray_auth:
+            new_ray_token(settings)
+        private_dir = Path(tempfile.mkdtemp(prefix="serve-ml-"))  # mode 0700
+    os.environ.update(ray_env(settings, private_dir))
+    reload_ray_auth()
     http_port = http_port or settings.http_port
     metrics_port = metrics_port or free_port()
     t0 = time.monotonic()
@@ -124,12 +198,15 @@ def start_cluster(
         register_recipe(settings, app_args)
     except BaseException:
         ray.shutdown()
+        if private_dir is not None:
+            shutil.rmtree(private_dir, ignore_errors=True)
         raise
     started = time.monotonic() - t0
     return RunningCluster(
         http_url=f"http://{settings.http_host}:{http_port}", http_port=http_port, metrics_port=metrics_port,
         dashboard_url=ctx.dashboard_url and f"http://{ctx.dashboard_url}", gcs_address=ctx.address_info["gcs_address"],
-        started_s=started,
+        started_s=started, ray_token_file=ray_token_path(settings) if settings.ray_address is None and
+        settings.ray_auth else None, private_dir=private_dir,
     )
 
 

@@ -62,6 +62,12 @@ class Settings(BaseSettings):
     ray_address: str | None = None
     """Existing Ray cluster to join (``auto`` or ``host:port``); default: start a local one."""
 
+    ray_auth: bool = True
+    """Token authentication on the local Ray cluster ``serve-ml up`` starts
+    (``RAY_AUTH_MODE=token``): a fresh token per start in ``<state_dir>/ray-auth-token``
+    (mode 0600). Ray's GCS, raylet and worker ports listen on every interface, so
+    without it anyone who can reach the host can run code in the cluster."""
+
     haproxy: bool = True
     """Start Ray with Ray Serve's HAProxy ingress (``RAY_SERVE_ENABLE_HA_PROXY``)."""
 

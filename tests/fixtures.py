@@ -34,11 +34,12 @@ def serve_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def cluster(serve_root: Path) -> Iterator[RunningCluster]:
+def cluster(serve_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningCluster]:
     # Replicas read the token from their own environment, inherited from this process
     # when Ray starts; take it out again so it cannot leak into other tests.
     os.environ["SERVE_ML_ADMIN_TOKEN"] = ADMIN_TOKEN
-    settings = Settings(root=serve_root, http_port=free_port(), max_bulk_rows=2000,
+    settings = Settings(root=serve_root, state_dir=tmp_path_factory.mktemp("ray"), http_port=free_port(),
+                        max_bulk_rows=2000,
                         max_request_bytes=4 * 1024 * 1024)
     args = app_args_from_config(root=str(serve_root), poll_interval_s=0.3)
     try:

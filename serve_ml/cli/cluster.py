@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import psutil
 
-from serve_ml.settings import SECRET_FIELDS, Settings
+from serve_ml.settings import Settings
 
 STATE_FILE = "state.json"
 
@@ -66,7 +66,7 @@ def _alive(pid: Any) -> bool:
 
 def _up(args: argparse.Namespace) -> int:
     from bundles.demo import build_demo
-    from deployments.launch import app_args_from_config, start_cluster
+    from deployments.launch import app_args_from_config, start_cluster, write_private
 
     settings = Settings()
     running = read_state(settings)
@@ -107,10 +107,11 @@ def _up(args: argparse.Namespace) -> int:
              "dashboard_url": cluster.dashboard_url, "ray_gcs_address": cluster.gcs_address,
              "started_at": time.time(), "startup_s": round(cluster.started_s, 2),
              "stream": stack.describe() if stack else None,
-             # what `serve-ml scale` needs to redeploy the same graph (no secrets)
-             "settings": settings.model_dump(mode="json", exclude=set(SECRET_FIELDS)),
+             "ray_auth_token_file": str(cluster.ray_token_file) if cluster.ray_token_file else None,
+             # what `serve-ml scale` redeploys (the settings come from the control plane,
+             # so no database URL is written here)
              "app_args": app_args.model_dump(mode="json")}
-    state_path(settings).write_text(json.dumps(state, indent=2))
+    write_private(state_path(settings), json.dumps(state, indent=2))
     api = f"{cluster.http_url}/api/v1/serve-ml"
     print(f"""
 serve-ml is up in {cluster.started_s:.1f}s
@@ -120,7 +121,7 @@ serve-ml is up in {cluster.started_s:.1f}s
   sync      POST {api}/sync
   docs      {cluster.http_url}/docs
   metrics   {state['metrics_url']}   (Prometheus; names start with ray_serve_ml_)
-  dashboard {cluster.dashboard_url}
+  dashboard {cluster.dashboard_url}{_auth_line(cluster.ray_token_file)}
   bundles root {root}{_stream_lines(state["stream"], settings, api)}
 Try:  curl -s {api}/bundles | head -c 400
 Stop: Ctrl-C or `serve-ml down`
@@ -153,6 +154,13 @@ Stop: Ctrl-C or `serve-ml down`
             state_path(settings).unlink(missing_ok=True)
         print("stopped.")
     return 0
+
+
+def _auth_line(token_file: Path | None) -> str:
+    if token_file is None:
+        return "\n  ray auth  OFF (SERVE_ML_RAY_AUTH=false): anyone who reaches this host can run code in Ray"
+    return (f"\n  ray auth  token in {token_file} (mode 0600); for `serve status`, `ray job submit`:\n"
+            f"            export RAY_AUTH_MODE=token RAY_AUTH_TOKEN_PATH={token_file}")
 
 
 def _stream_lines(stream: dict[str, Any] | None, settings: Settings, api: str) -> str:
@@ -286,30 +294,40 @@ def register_scale(sub: argparse._SubParsersAction) -> None:
 def _scale(args: argparse.Namespace) -> int:
     import ray
 
+    from deployments.launch import write_private
+
     from deployments.app import AppArgs, Autoscaling, dedicated_equipment
-    from deployments.launch import apply_scaling
+    from deployments.control import get_control
+    from deployments.launch import apply_scaling, ray_client_env, reload_ray_auth
 
     state = read_state(Settings())
     if state is None or "app_args" not in state:
         print("serve-ml is not running (start it with `make up`)", file=sys.stderr)
         return 1
-    settings = Settings(**state["settings"])
     app_args = AppArgs.model_validate(state["app_args"])
-    dedicated = dedicated_equipment(app_args, settings)
-    if args.equipment_id not in dedicated:
-        print(f"{args.equipment_id!r} has no dedicated deployment (dedicated: {', '.join(dedicated)}); "
-              "it is scored by the ingress, which scales with `ingress_autoscaling`", file=sys.stderr)
-        return 2
     scaling = Autoscaling(min_replicas=args.min_replicas, max_replicas=args.max_replicas,
                           target_ongoing_requests=args.target_ongoing_requests,
                           upscale_delay_s=args.upscale_delay_s, downscale_delay_s=args.downscale_delay_s)
+    if state.get("ray_auth_token_file"):
+        os.environ.update(ray_client_env(Path(state["ray_auth_token_file"])))
+        reload_ray_auth()
     ray.init(address=state["ray_gcs_address"], namespace="serve", log_to_driver=False)
     try:
+        recipe = ray.get(get_control().recipe.remote())
+        if recipe is None:
+            print("the running graph has no recipe to redeploy (deployed from a config file)", file=sys.stderr)
+            return 1
+        settings = Settings(**recipe["settings"])
+        dedicated = dedicated_equipment(app_args, settings)
+        if args.equipment_id not in dedicated:
+            print(f"{args.equipment_id!r} has no dedicated deployment (dedicated: {', '.join(dedicated)}); "
+                  "it is scored by the ingress, which scales with `ingress_autoscaling`", file=sys.stderr)
+            return 2
         new_args = apply_scaling(settings, app_args, args.equipment_id, scaling)
     finally:
         ray.shutdown()  # disconnects this driver; the cluster keeps running
     state["app_args"] = new_args.model_dump(mode="json")
-    state_path(Settings()).write_text(json.dumps(state, indent=2))
+    write_private(state_path(Settings()), json.dumps(state, indent=2))
     print(f"equipment-{args.equipment_id}: min {args.min_replicas}, max {args.max_replicas} (applied in place)")
     return 0
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -60,3 +61,23 @@ def cli_env(tmp_path: Path) -> dict[str, str]:
 
 def cli(env: dict[str, str], *args: str, timeout_s: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run([str(BIN / "serve-ml"), *args], env=env, capture_output=True, text=True, timeout=timeout_s)
+
+
+def start_up(env: dict[str, str], log: Path, *, own_session: bool = False) -> subprocess.Popen:
+    out = log.open("a")
+    proc = subprocess.Popen([str(BIN / "serve-ml"), "up"], env=env, stdout=out, stderr=subprocess.STDOUT,
+                            start_new_session=own_session)
+    out.close()
+    try:
+        wait_for(lambda: json.loads(cli(env, "status", "--json").stdout)["health"]["ingress"] == "ready",
+                 180, "serve-ml up ready")
+    except BaseException:  # the caller's cleanup never sees a process that did not come up
+        stop_process_tree(proc, int(env["SERVE_ML_HTTP_PORT"]))
+        raise
+    return proc
+
+
+def stop_up(env: dict[str, str], proc: subprocess.Popen) -> None:
+    down = cli(env, "down")
+    assert down.returncode == 0 and "stopped" in down.stdout, down.stdout + down.stderr
+    proc.wait(60)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 from pathlib import Path
 
 import httpx
@@ -16,30 +15,10 @@ import pytest
 
 from deployments.launch import port_owner
 from tests.conftest import build_sim_bundle
-from tests.e2e.conftest import BIN, FEATURES, cli, cli_env, stop_process_tree, wait_for
+from tests.e2e.conftest import FEATURES, cli, cli_env, start_up, stop_process_tree, stop_up, wait_for
 from tests.streamkit import report
 
 pytestmark = [pytest.mark.faults, pytest.mark.e2e, pytest.mark.own_cluster]
-
-
-def start(env: dict[str, str], log: Path, *, own_session: bool = False) -> subprocess.Popen:
-    out = log.open("a")
-    proc = subprocess.Popen([str(BIN / "serve-ml"), "up"], env=env, stdout=out, stderr=subprocess.STDOUT,
-                            start_new_session=own_session)
-    out.close()
-    try:
-        wait_for(lambda: json.loads(cli(env, "status", "--json").stdout)["health"]["ingress"] == "ready",
-                 180, "serve-ml up ready")
-    except BaseException:  # the caller's cleanup never sees a process that did not come up
-        stop_process_tree(proc, int(env["SERVE_ML_HTTP_PORT"]))
-        raise
-    return proc
-
-
-def stop(env: dict[str, str], proc: subprocess.Popen) -> None:
-    down = cli(env, "down")
-    assert down.returncode == 0 and "stopped" in down.stdout, down.stdout + down.stderr
-    proc.wait(60)
 
 
 def snapshot(api: str) -> tuple[dict, set[int]]:
@@ -57,7 +36,7 @@ def test_up_use_down_then_up_keeps_live_versions_pins_and_open_alerts(tmp_path: 
     build_sim_bundle(Path(env["SERVE_ML_ROOT"]), "press-02", "7.5kW", "1.1.0", power_range_kw=(5.5, 100.0))
     port, log = int(env["SERVE_ML_HTTP_PORT"]), tmp_path / "up.log"
     api = f"http://127.0.0.1:{port}/api/v1/serve-ml"
-    proc = start(env, log)
+    proc = start_up(env, log)
     try:
         # The README path first: status, predict, sync, activate.
         status = json.loads(cli(env, "status", "--json").stdout)
@@ -76,10 +55,10 @@ def test_up_use_down_then_up_keeps_live_versions_pins_and_open_alerts(tmp_path: 
         wait_for(lambda: json.loads(cli(env, "status", "--json").stdout)["health"]["stream"] == "ok",
                  60, "stream healthy")
         live_before, alerts_before = snapshot(api)
-        stop(env, proc)
+        stop_up(env, proc)
         assert port_owner(port) is None, "something still listens on the HTTP port"
         assert cli(env, "status", "--json").returncode == 3
-        proc = start(env, log)
+        proc = start_up(env, log)
         live_after, alerts_after = snapshot(api)
         report("whole-stack-restart", live_before=len(live_before), live_kept=sum(
             live_after.get(k) == v for k, v in live_before.items()), open_alerts_before=len(alerts_before),
@@ -87,7 +66,7 @@ def test_up_use_down_then_up_keeps_live_versions_pins_and_open_alerts(tmp_path: 
         assert live_after == live_before
         assert live_after[("press-02", "7.5kW")] == ("1.0.0", True)
         assert alerts_before <= alerts_after, (alerts_before, alerts_after)
-        stop(env, proc)
+        stop_up(env, proc)
     finally:
         stop_process_tree(proc, port)
 
@@ -99,7 +78,7 @@ def test_a_signal_to_the_whole_process_group_still_stops_everything(tmp_path: Pa
     stop them itself, without waiting on the Ray that died beside it."""
     env = {**cli_env(tmp_path), "SERVE_ML_SIMULATE_RATE_HZ": "0"}
     port, log = int(env["SERVE_ML_HTTP_PORT"]), tmp_path / "up.log"
-    proc = start(env, log, own_session=True)  # its own process group, to signal all of it
+    proc = start_up(env, log, own_session=True)  # its own process group, to signal all of it
     leftovers: list[psutil.Process] = []
     try:
         state = json.loads((Path(env["SERVE_ML_STATE_DIR"]) / "state.json").read_text())

@@ -29,6 +29,9 @@ def test_rayservice_embeds_serve_config() -> None:
         env = {e["name"]: e.get("value") for e in c["env"]}
         assert all(env.get(k) == v for k, v in FLAGS.items()), c["name"]
         assert "SERVE_ML_ADMIN_TOKEN" in env  # from a secret, never inline
+        assert env["RAY_AUTH_MODE"] == "token" and env["RAY_AUTH_TOKEN"] is None  # the token from a Secret
+        secret = next(e for e in c["env"] if e["name"] == "RAY_AUTH_TOKEN")
+        assert secret["valueFrom"]["secretKeyRef"]["name"] == "serve-ml-ray-auth"
 
 
 def test_cluster_launcher_sets_flags_where_ray_starts() -> None:
@@ -36,6 +39,8 @@ def test_cluster_launcher_sets_flags_where_ray_starts() -> None:
     for key in ("head_start_ray_commands", "worker_start_ray_commands"):
         start = " ".join(cfg[key])
         assert all(f"{k}={v}" in start for k, v in FLAGS.items()), key
+        assert "RAY_AUTH_MODE=token" in start and "RAY_AUTH_TOKEN_PATH=" in start, key
+    assert "--dashboard-host=127.0.0.1" in " ".join(cfg["head_start_ray_commands"])
 
 
 def test_prometheus_scrapes_the_metrics_port() -> None:
