@@ -32,7 +32,8 @@ from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
 from deployments.control import GenerationWatcher, get_control
 from deployments.service import ScoringService
-from pipelines.decode import Rejected
+from pipelines.deadletter import DLQ_MAX_KEY_BYTES, DLQ_MAX_VALUE_BYTES, dead_letter_record
+from pipelines.decode import Rejected, record_time
 from pipelines.decode_many import decode_many
 from pipelines.encode import Origin, Rows, encode_groups
 from pipelines.outbox import run_relay
@@ -292,7 +293,7 @@ class StreamScorer:
             for rec in chunk:
                 if rec.timestamp != last_ms:
                     last_ms = rec.timestamp
-                    default_ts = dt.datetime.fromtimestamp(last_ms / 1000, dt.UTC) if last_ms else None
+                    default_ts = record_time(last_ms)
                 defaults.append(default_ts)
             decoded = decode_many([rec.value for rec in chunk], defaults, max_bytes=s.max_message_bytes, now=now,
                                   max_age_s=s.max_reading_age_s, max_future_s=s.max_reading_future_s)
@@ -358,10 +359,11 @@ class StreamScorer:
         async def publish() -> None:
             futures = []
             for rec, reason in dead:
-                headers = [("reason", reason.encode()[:1000]), ("source_topic", rec.topic.encode()),
-                           ("source_partition", str(rec.partition).encode()),
-                           ("source_offset", str(rec.offset).encode())]
-                futures.append(await producer.send(self.s.dead_letter_topic, rec.value, key=rec.key, headers=headers))
+                value, headers = dead_letter_record(rec.value, reason, DLQ_MAX_VALUE_BYTES)
+                headers += [("source_topic", rec.topic.encode()), ("source_partition", str(rec.partition).encode()),
+                            ("source_offset", str(rec.offset).encode())]
+                key = None if rec.key is None else rec.key[:DLQ_MAX_KEY_BYTES]
+                futures.append(await producer.send(self.s.dead_letter_topic, value, key=key, headers=headers))
             await asyncio.gather(*futures)
 
         await self._hold_and_retry(publish, (KafkaError,), "broker_errors", "dead-letter publish")

@@ -36,6 +36,43 @@ def _name(value: object, field: str) -> str:
     return value
 
 
+_EARLIEST = dt.datetime.min.replace(tzinfo=dt.UTC) + dt.timedelta(days=1)
+_LATEST = dt.datetime.max.replace(tzinfo=dt.UTC) - dt.timedelta(days=1)
+
+
+def window(now: dt.datetime, max_age_s: float, max_future_s: float) -> tuple[dt.datetime, dt.datetime]:
+    """The accepted reading times, ``[now - max_age_s, now + max_future_s]``, clamped a
+    day inside datetime's range so neither bound, nor the day after it, overflows."""
+    def shifted(seconds: float, limit: dt.datetime) -> dt.datetime:
+        try:
+            moved = now + dt.timedelta(seconds=seconds)
+        except OverflowError:
+            return limit
+        return min(moved, limit) if seconds > 0 else max(moved, limit)
+
+    return shifted(-max_age_s, _EARLIEST), shifted(max_future_s, _LATEST)
+
+
+def in_window(ts: dt.datetime, now: dt.datetime, max_age_s: float, max_future_s: float) -> dt.datetime:
+    """``ts`` if it lies in the accepted window; every timestamp a reading is stored
+    under passes here, whatever it came from (the payload, the record, the transport)."""
+    lo, hi = window(now, max_age_s, max_future_s)
+    if not lo <= ts <= hi:
+        raise Rejected(f"ts: {ts.isoformat()} is outside the accepted window")
+    return ts
+
+
+def record_time(timestamp_ms: int | None) -> dt.datetime | None:
+    """A Kafka record's own timestamp as a datetime; None when it has none (-1, 0) or
+    one that is no time at all (negative, or past year 9999)."""
+    if not timestamp_ms or timestamp_ms < 0:
+        return None
+    try:
+        return dt.datetime.fromtimestamp(timestamp_ms / 1000, dt.UTC)
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
 def parse_ts(value: object, *, now: dt.datetime, max_age_s: float, max_future_s: float) -> dt.datetime:
     if isinstance(value, bool) or value is None:
         raise Rejected("ts: expected an ISO-8601 string or epoch seconds")
@@ -55,10 +92,7 @@ def parse_ts(value: object, *, now: dt.datetime, max_age_s: float, max_future_s:
             ts = ts.replace(tzinfo=dt.UTC)
     else:
         raise Rejected("ts: expected an ISO-8601 string or epoch seconds")
-    age = (now - ts).total_seconds()
-    if age > max_age_s or -age > max_future_s:
-        raise Rejected(f"ts: {ts.isoformat()} is outside the accepted window")
-    return ts
+    return in_window(ts, now, max_age_s, max_future_s)
 
 
 def parse_features(value: object) -> dict[str, float]:
@@ -99,7 +133,7 @@ def decode(
     """Decode one message. ``equipment_id`` is given when the transport carries it
     (the MQTT topic level); otherwise it comes from the payload. A message without
     ``ts`` takes ``default_ts`` (the Kafka record's own timestamp, stable across
-    redeliveries, so replays still deduplicate)."""
+    redeliveries, so replays still deduplicate), held to the same window."""
     if raw is None:
         raise Rejected("empty message")
     if len(raw) > max_bytes:
@@ -116,9 +150,12 @@ def decode(
     power = doc.get("power")
     version = doc.get("model_version")
     ts_value = doc.get("ts")
-    if ts_value is None and default_ts is None:
-        raise Rejected("ts: missing")
-    ts = default_ts if ts_value is None else parse_ts(ts_value, now=now, max_age_s=max_age_s, max_future_s=max_future_s)
+    if ts_value is None:
+        if default_ts is None:
+            raise Rejected("ts: missing, and the record carries no usable timestamp")
+        ts = in_window(default_ts, now, max_age_s, max_future_s)
+    else:
+        ts = parse_ts(ts_value, now=now, max_age_s=max_age_s, max_future_s=max_future_s)
     return StreamReading(  # type: ignore[arg-type]
         Reading(eq, parse_features(doc.get("features")),
                 None if power is None else _name(power, "power"),

@@ -23,7 +23,7 @@ from typing import Annotated
 import msgspec
 
 from bundles.batch import Reading
-from pipelines.decode import MAX_FEATURES, MAX_NAME, Rejected, StreamReading, decode
+from pipelines.decode import MAX_FEATURES, MAX_NAME, Rejected, StreamReading, decode, window
 
 _Name = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_NAME)]
 _Features = Annotated[dict[Annotated[str, msgspec.Meta(max_length=MAX_NAME)], float],
@@ -62,7 +62,7 @@ def decode_many(raws: Sequence[bytes | None], default_ts: Sequence[dt.datetime |
             return exc
 
     msgs = _parse(raws, max_bytes)
-    lo, hi = now - dt.timedelta(seconds=max_age_s), now + dt.timedelta(seconds=max_future_s)
+    lo, hi = window(now, max_age_s, max_future_s)
     whole = _uniform(msgs, lo, hi)
     if whole is not None:
         return whole  # type: ignore[return-value]

@@ -22,6 +22,7 @@ import orjson
 import ray
 
 from pipelines.decode import Rejected, decode
+from pipelines.deadletter import DLQ_MAX_VALUE_BYTES, dead_letter_record
 from serve_ml.settings import Settings
 
 log = logging.getLogger("serve_ml.mqtt")
@@ -43,48 +44,91 @@ def to_kafka_payload(topic: str, payload: bytes, settings: Settings, now: dt.dat
     return r.reading.equipment_id, orjson.dumps(body)
 
 
+BACKOFF_S = (0.2, 0.5, 1.0, 2.0, 5.0)
+
+
 @ray.remote(num_cpus=0.05, max_restarts=-1, max_task_retries=-1, max_concurrency=4)
 class MqttBridge:
+    """Forwards until cancelled. Whatever fails (the MQTT broker, Kafka, an unexpected
+    error) the bridge says ``degraded``, waits and tries again; a message Kafka does
+    not take is held, and retried, until it does."""
+
     def __init__(self, settings: Settings, bootstrap: str) -> None:
         self.s = settings
         self.bootstrap = bootstrap
-        self.counts = {"received": 0, "forwarded": 0, "dead_lettered": 0}
+        self.counts = {"received": 0, "forwarded": 0, "dead_lettered": 0, "kafka_errors": 0, "mqtt_errors": 0,
+                       "restarts": 0}
         self.state = "starting"
+        self.last_error: str | None = None
 
     async def health(self) -> dict[str, Any]:
-        return {"state": self.state, **self.counts}
+        return {"state": self.state, "last_error": self.last_error, **self.counts}
 
     async def run(self) -> None:
+        attempt = 0
+        while True:
+            forwarded = self.counts["forwarded"] + self.counts["dead_lettered"]
+            try:
+                await self._run_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # never end while the state says otherwise
+                self._degraded(exc, "restarts")
+                if self.counts["forwarded"] + self.counts["dead_lettered"] > forwarded:
+                    attempt = 0
+                await asyncio.sleep(BACKOFF_S[min(attempt, len(BACKOFF_S) - 1)])
+                attempt += 1
+
+    def _degraded(self, exc: BaseException, counter: str) -> None:
+        self.state = "degraded"
+        self.counts[counter] += 1
+        self.last_error = f"{type(exc).__name__}: {exc}"[:300]
+        log.warning("MQTT bridge: %s", self.last_error)
+
+    async def _run_once(self) -> None:
         import aiomqtt
         from aiokafka import AIOKafkaProducer
 
         url = urlsplit(self.s.mqtt_url or "mqtt://127.0.0.1:1883")
-        producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all", linger_ms=2)
-        await producer.start()
+        producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all", linger_ms=2,
+                                    request_timeout_ms=10_000)
         try:
-            while True:
-                try:
-                    async with aiomqtt.Client(url.hostname or "127.0.0.1", url.port or 1883,
-                                              identifier="serve-ml-bridge", clean_session=False) as client:
-                        await client.subscribe(self.s.mqtt_topic, qos=1)
-                        self.state = "running"
-                        async for msg in client.messages:
-                            await self._forward(producer, str(msg.topic), bytes(msg.payload))
-                except aiomqtt.MqttError as exc:
-                    self.state = "degraded"
-                    log.warning("MQTT connection lost (%s); reconnecting", exc)
-                    await asyncio.sleep(1.0)
+            await producer.start()
+            async with aiomqtt.Client(url.hostname or "127.0.0.1", url.port or 1883,
+                                      identifier="serve-ml-bridge", clean_session=False) as client:
+                await client.subscribe(self.s.mqtt_topic, qos=1)
+                self.state = "running"
+                async for msg in client.messages:
+                    await self._forward(producer, str(msg.topic), bytes(msg.payload))
+        except aiomqtt.MqttError as exc:
+            self._degraded(exc, "mqtt_errors")
         finally:
-            await producer.stop()
+            try:
+                await asyncio.wait_for(producer.stop(), 10)
+            except Exception as exc:  # a broker that is gone cannot be left politely
+                log.debug("closing the producer: %s", exc)
 
     async def _forward(self, producer: Any, topic: str, payload: bytes) -> None:
+        from aiokafka.errors import KafkaError
+
         self.counts["received"] += 1
         try:
             eq, value = to_kafka_payload(topic, payload, self.s, dt.datetime.now(dt.UTC))
-            await producer.send_and_wait(self.s.features_topic, value, key=eq.encode())
-            self.counts["forwarded"] += 1
+            send = (self.s.features_topic, value, eq.encode(), [])
+            counter = "forwarded"
         except Rejected as exc:
-            await producer.send_and_wait(self.s.dead_letter_topic, payload, key=topic.encode()[:256],
-                                         headers=[("reason", str(exc).encode()[:1000]),
-                                                  ("source_topic", topic.encode()[:256])])
-            self.counts["dead_lettered"] += 1
+            value, headers = dead_letter_record(payload, str(exc), DLQ_MAX_VALUE_BYTES)
+            send = (self.s.dead_letter_topic, value, topic.encode()[:256],
+                    headers + [("source_topic", topic.encode()[:256])])
+            counter = "dead_lettered"
+        attempt = 0
+        while True:
+            try:
+                await producer.send_and_wait(send[0], send[1], key=send[2], headers=send[3] or None)
+                break
+            except KafkaError as exc:  # held: the MQTT session keeps what arrives meanwhile
+                self._degraded(exc, "kafka_errors")
+                await asyncio.sleep(BACKOFF_S[min(attempt, len(BACKOFF_S) - 1)])
+                attempt += 1
+        self.counts[counter] += 1
+        self.state = "running"

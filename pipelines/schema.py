@@ -190,7 +190,11 @@ async def migrate(conn: asyncpg.Connection, *, retention_days: int | None = None
 
 
 class Partitions:
-    """Creates daily partitions ahead of the data (plain-PostgreSQL mode only)."""
+    """Creates daily partitions ahead of the data (plain-PostgreSQL mode only).
+
+    Every stored time lies in the decoder's window (``pipelines.decode.window``), so
+    one batch creates at most one partition per table for each day of that window
+    (367 with the defaults), never one per day a producer can name."""
 
     def __init__(self, mode: str) -> None:
         self.mode = mode
@@ -205,9 +209,10 @@ class Partitions:
         async with conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", _LOCK_KEY + 1)
             for day in sorted(days):
-                nxt = day + dt.timedelta(days=1)
+                # The last day datetime can hold has no next day: its partition is open-ended.
+                upper = "MAXVALUE" if day == dt.date.max else f"('{day + dt.timedelta(days=1)} 00:00+00')"
                 for t in TIME_TABLES:
                     await conn.execute(
                         f"CREATE TABLE IF NOT EXISTS {t}_p{day:%Y%m%d} PARTITION OF {t} "
-                        f"FOR VALUES FROM ('{day.isoformat()} 00:00+00') TO ('{nxt.isoformat()} 00:00+00')")
+                        f"FOR VALUES FROM ('{day.isoformat()} 00:00+00') TO {upper}")
         self.known |= days
