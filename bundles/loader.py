@@ -10,7 +10,6 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -18,7 +17,7 @@ from pydantic import ValidationError
 
 from bundles.autoencoder import NumpyAutoencoder, expected_shapes
 from bundles.classifier import FaultClassifier
-from bundles.manifest import MANIFEST_NAME, DenseAutoencoder, Manifest, is_safe_segment
+from bundles.manifest import MANIFEST_NAME, DenseAutoencoder, Manifest, WarmupFile, is_safe_segment
 from serve_ml.errors import BundleInvalid
 
 MAX_MANIFEST_BYTES = 1 << 20
@@ -44,7 +43,7 @@ class Bundle:
     digest: str  # sha256 of manifest.json, which pins every file by checksum
     modalities: dict[str, LoadedModality]
     classifier: FaultClassifier | None
-    warmup: dict[str, Any] | None
+    warmup: WarmupFile | None
     known_features: frozenset[str] = field(default_factory=frozenset)
 
     @property
@@ -105,16 +104,21 @@ def _read_manifest(path: Path) -> tuple[Manifest, str]:
         data = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise _refuse(path, f"{MANIFEST_NAME} is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise _refuse(path, f"{MANIFEST_NAME} is nested too deeply") from None
     if isinstance(data, dict) and data.get("schema_version") not in (None, 1):
         raise _refuse(path, f"unknown schema_version {data.get('schema_version')!r}; this server reads 1")
     try:
         manifest = Manifest.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'manifest'}: {e['msg']}" for e in exc.errors()
-        )
-        raise _refuse(path, f"invalid manifest: {problems}") from None
+        raise _refuse(path, f"invalid manifest: {_problems(exc)}") from None
     return manifest, hashlib.sha256(raw).hexdigest()
+
+
+def _problems(exc: ValidationError, most: int = 5) -> str:
+    errors = exc.errors()
+    listed = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'document'}: {e['msg']}" for e in errors[:most])
+    return listed + (f"; and {len(errors) - most} more" if len(errors) > most else "")
 
 
 def _load_state(path: Path, file: Path, n_features: int, arch: DenseAutoencoder) -> dict[str, torch.Tensor]:
@@ -135,8 +139,22 @@ def _load_state(path: Path, file: Path, n_features: int, arch: DenseAutoencoder)
 
 
 def load_bundle(path: Path, root: Path) -> Bundle:
-    """Validate and load the bundle at ``path`` (which must sit three levels under ``root``)."""
-    path = Path(path)
+    """Validate and load the bundle at ``path`` (which must sit three levels under ``root``).
+
+    Whatever goes wrong while loading one bundle refuses that bundle with a reason
+    (:class:`BundleInvalid`), so one broken directory never breaks a reload or a
+    replica start."""
+    try:
+        return _load(Path(path), Path(root))
+    except (BundleInvalid, OSError):
+        raise
+    except RecursionError:
+        raise _refuse(Path(path), "a file is nested too deeply to load") from None
+    except Exception as exc:
+        raise _refuse(Path(path), f"could not be loaded: {type(exc).__name__}: {str(exc)[:300]}") from None
+
+
+def _load(path: Path, root: Path) -> Bundle:
     equipment_id, power, version = _check_location(path, Path(root))
     manifest, digest = _read_manifest(path)
     if (manifest.equipment_id, manifest.power, manifest.model_version) != (equipment_id, power, version):
@@ -179,11 +197,9 @@ def load_bundle(path: Path, root: Path) -> Bundle:
     warmup = None
     if manifest.warmup is not None:
         try:
-            warmup = json.loads((path / manifest.warmup.file).read_bytes())
-            if not isinstance(warmup, dict) or not {"rows", "expected"} <= set(warmup):
-                raise ValueError("expected an object with 'rows' and 'expected'")
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise _refuse(path, f"{manifest.warmup.file}: {exc}") from None
+            warmup = WarmupFile.model_validate_json((path / manifest.warmup.file).read_bytes())
+        except ValidationError as exc:
+            raise _refuse(path, f"{manifest.warmup.file}: {_problems(exc)}") from None
 
     known = set(manifest.all_features)
     src = manifest.power_source

@@ -151,6 +151,29 @@ class Warmup(_Strict):
     atol: float = Field(default=1e-6, ge=0, description="Absolute tolerance on scores.")
 
 
+class WarmupExpected(_Strict):
+    """What the builder recorded for one warm-up row."""
+
+    score: float = Field(description="Combined anomaly score of the row.")
+    anomaly: bool = Field(description="Whether the row crossed its threshold.")
+    probabilities: dict[str, float] | None = Field(default=None, description="Classifier probabilities, if any.")
+
+
+class WarmupFile(_Strict):
+    """The warm-up file: rows to score at load time and the outputs they must reproduce."""
+
+    rows: list[dict[str, float]] = Field(min_length=1, max_length=1024,
+                                         description="Feature name -> value, one object per row.")
+    expected: list[WarmupExpected] = Field(min_length=1, max_length=1024,
+                                           description="Recorded output per row, in the same order.")
+
+    @model_validator(mode="after")
+    def _same_length(self) -> WarmupFile:
+        if len(self.rows) != len(self.expected):
+            raise ValueError(f"{len(self.rows)} rows but {len(self.expected)} expected outputs")
+        return self
+
+
 class Provenance(_Strict):
     """Where the bundle came from: data, seed, date and held-out metrics."""
 

@@ -19,9 +19,7 @@ def verify_warmup(bundle: Bundle) -> None:
     if bundle.warmup is None or bundle.manifest.warmup is None:
         return
     spec = bundle.manifest.warmup
-    rows, expected = bundle.warmup["rows"], bundle.warmup["expected"]
-    if not rows or len(rows) != len(expected):
-        raise BundleInvalid(str(bundle.path), "warm-up file has no rows or a row/expected count mismatch")
+    rows, expected = bundle.warmup.rows, bundle.warmup.expected  # shapes checked by its schema
     names = sorted(rows[0])
     try:
         cols = {f: np.array([float(r[f]) for r in rows]) for f in names}
@@ -31,12 +29,13 @@ def verify_warmup(bundle: Bundle) -> None:
     for i, (g, e) in enumerate(zip(got, expected, strict=True)):
         if not isinstance(g, dict):
             raise BundleInvalid(str(bundle.path), f"warm-up row {i} failed: {g}")
-        if not math.isclose(g["score"], e["score"], rel_tol=spec.rtol, abs_tol=spec.atol):
+        if not math.isclose(g["score"], e.score, rel_tol=spec.rtol, abs_tol=spec.atol):
             raise BundleInvalid(str(bundle.path),
-                                f"warm-up mismatch: row {i} score {g['score']:.6g} != recorded {e['score']:.6g}")
-        if g["anomaly"] != e["anomaly"]:
+                                f"warm-up mismatch: row {i} score {g['score']:.6g} != recorded {e.score:.6g}")
+        if g["anomaly"] != e.anomaly:
             raise BundleInvalid(str(bundle.path), f"warm-up mismatch: row {i} verdict differs from the recorded one")
         probs = g["classifier"].get("probabilities")
-        if e.get("probabilities") and (probs is None or any(
-                not math.isclose(probs[k], v, rel_tol=1e-3, abs_tol=1e-5) for k, v in e["probabilities"].items())):
+        if e.probabilities and (probs is None or any(
+                not math.isclose(probs.get(k, math.nan), v, rel_tol=1e-3, abs_tol=1e-5)
+                for k, v in e.probabilities.items())):
             raise BundleInvalid(str(bundle.path), f"warm-up mismatch: row {i} classifier probabilities differ")

@@ -155,3 +155,39 @@ def test_warmup_mismatch_is_rejected_by_the_catalog(root_copy: Path) -> None:
     cat = Catalog.scan(root_copy)  # ... but it never becomes visible
     assert B not in cat.bundles
     assert any("warm-up mismatch: row 0 score" in r.reason for r in cat.rejected)
+
+
+def _rewrite_warmup(path: Path, doc: object) -> None:
+    (path / "warmup.json").write_text(json.dumps(doc))
+    edit_manifest(path, lambda m: m["files"].update({"warmup.json": sha256_file(path / "warmup.json")}))
+
+
+@pytest.mark.parametrize(("doc", "match"), [
+    ({"rows": 5}, "warmup.json: rows: Input should be a valid array; expected: Field required"),
+    ({"rows": 5, "expected": 5}, "warmup.json: rows: Input should be a valid array"),
+    ({"rows": [{"x": "hot"}], "expected": [{"score": 1, "anomaly": False}]}, r"warmup.json: rows.0.x"),
+    ({"rows": [{"x": 1.0}], "expected": []}, "expected: List should have at least 1 item"),
+    ({"rows": [{"x": 1.0}, {"x": 2.0}], "expected": [{"score": 1.0, "anomaly": False}]}, "2 rows but 1 expected"),
+    ([1, 2], "warmup.json: document: Input should be an object"),
+])
+def test_a_malformed_warmup_file_refuses_the_bundle_by_its_schema(root_copy: Path, doc: object, match: str) -> None:
+    _rewrite_warmup(bundle_dir(root_copy), doc)
+    refuse(root_copy, match)
+
+
+def test_a_manifest_nested_5000_deep_is_refused_not_raised(root_copy: Path) -> None:
+    (bundle_dir(root_copy) / "manifest.json").write_text("[" * 5000 + "]" * 5000)
+    refuse(root_copy, "nested too deeply")
+
+
+def test_one_broken_bundle_is_rejected_and_the_others_load(root_copy: Path) -> None:
+    from bundles.catalog import Catalog
+
+    _rewrite_warmup(bundle_dir(root_copy), {"rows": 5, "expected": 5})
+    other = root_copy / "pump-03"
+    (next(other.glob("*/*")) / "manifest.json").write_text("[" * 5000 + "]" * 5000)
+    cat = Catalog.scan(root_copy)
+    reasons = {Path(r.path).parts[-3]: r.reason for r in cat.rejected}
+    assert set(reasons) == {"press-02", "pump-03"}, reasons
+    assert "warmup.json" in reasons["press-02"] and "nested too deeply" in reasons["pump-03"]
+    assert any(eq == "mill-01" for eq, _p, _v in cat.bundles)
