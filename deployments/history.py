@@ -117,6 +117,23 @@ async def load_state(history: History) -> tuple[dict, list[dict]] | None:
     return overrides, hist
 
 
+def catalog_rows(catalog: Catalog) -> list[tuple[str, str, str, str, str, str | None, bool]]:
+    """One ``serve_ml_models`` row per bundle the scan saw, rejected ones included.
+
+    A rejected bundle is named by where it sits under the root, never by where a
+    link in it points (the loader refuses links that leave the root, and those
+    must be recorded too)."""
+    rows = [(eq, p, v, b.digest, "live" if catalog.live.get((eq, p)) == v else "loaded", None,
+             catalog.pinned.get((eq, p), False) and catalog.live.get((eq, p)) == v)
+            for (eq, p, v), b in catalog.bundles.items()]
+    for r in catalog.rejected:
+        path = Path(r.path)
+        parts = path.relative_to(catalog.root).parts if path.is_relative_to(catalog.root) else ()
+        if len(parts) == 3:
+            rows.append((*parts, "", "rejected", r.reason[:1000], False))
+    return rows
+
+
 async def record_catalog(history: History, catalog: Catalog) -> bool:
     """Upsert every known bundle into ``serve_ml_models`` with its status.
 
@@ -125,14 +142,7 @@ async def record_catalog(history: History, catalog: Catalog) -> bool:
     """
     if history.database_url is None:
         return False
-    rows = [(eq, p, v, b.digest, "live" if catalog.live.get((eq, p)) == v else "loaded", None,
-             catalog.pinned.get((eq, p), False) and catalog.live.get((eq, p)) == v)
-            for (eq, p, v), b in catalog.bundles.items()]
-    for r in catalog.rejected:
-        parts = Path(r.path).resolve().relative_to(catalog.root).parts if Path(r.path).is_relative_to(
-            catalog.root) else ()
-        if len(parts) == 3:
-            rows.append((*parts, "", "rejected", r.reason[:1000], False))
+    rows = catalog_rows(catalog)
     try:
         pool = await history._get_pool()
         async with pool.acquire() as conn, conn.transaction():
