@@ -10,11 +10,13 @@ renamed into place, so the root never holds a partial bundle.
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
 import shutil
 import tarfile
+import time
 import uuid
 from pathlib import Path
 
@@ -25,6 +27,7 @@ from serve_ml.errors import BundleInvalid, ServeMLError
 
 MAX_MEMBERS = 64
 MAX_TOTAL_BYTES = 128 << 20
+STALE_STAGING_S = 3600.0
 
 
 class BundleExists(ServeMLError):
@@ -37,6 +40,7 @@ def _refuse(reason: str) -> BundleInvalid:
 
 def install_archive(data: bytes, root: Path) -> Bundle:
     root = Path(root).resolve()
+    sweep_staging(root)
     staging = root / ".staging" / f"upload-{uuid.uuid4().hex}"
     flat = staging / "flat"
     flat.mkdir(parents=True)
@@ -55,13 +59,41 @@ def install_archive(data: bytes, root: Path) -> Bundle:
         bundle = load_bundle(bdir, staging)
         verify_warmup(bundle)
         final = root / eq / power / version
-        if final.exists():
-            raise BundleExists(f"{eq}/{power}/{version} already exists; bundles are immutable, upload a new version")
-        final.parent.mkdir(parents=True, exist_ok=True)
-        os.rename(bdir, final)
+        place(bdir, final, f"{eq}/{power}/{version}")
         return load_bundle(final, root)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def place(bdir: Path, final: Path, name: str) -> None:
+    """Rename a validated bundle into the root. The rename is the one check that
+    holds when two uploads of the same version race (an ``exists()`` before it does
+    not): the loser finds the directory there and gets 409."""
+    exists = BundleExists(f"{name} already exists; bundles are immutable, upload a new version")
+    if final.exists():
+        raise exists
+    final.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.rename(bdir, final)
+    except OSError as exc:
+        if exc.errno in (errno.EEXIST, errno.ENOTEMPTY):
+            raise exists from None
+        raise
+
+
+def sweep_staging(root: Path, older_than_s: float = STALE_STAGING_S) -> list[Path]:
+    """Remove upload directories a crashed install left in ``<root>/.staging``; ones
+    younger than ``older_than_s`` may belong to an upload still running elsewhere."""
+    removed = []
+    cutoff = time.time() - older_than_s
+    for entry in (Path(root) / ".staging").glob("upload-*"):
+        try:
+            if entry.stat().st_mtime < cutoff:
+                shutil.rmtree(entry, ignore_errors=True)
+                removed.append(entry)
+        except OSError:
+            continue  # removed meanwhile by another replica's sweep
+    return removed
 
 
 def _extract(data: bytes, dest: Path) -> None:

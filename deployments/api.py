@@ -243,7 +243,10 @@ def create_api(core: Core, *, max_request_bytes: int) -> FastAPI:
 
     def _window(start: dt.datetime | None, end: dt.datetime | None) -> tuple[dt.datetime, dt.datetime]:
         end = end or dt.datetime.now(dt.UTC)
-        start = start or end - dt.timedelta(hours=1)
+        try:
+            start = start or end - dt.timedelta(hours=1)
+        except OverflowError:
+            raise InvalidQuery("end is too early to look back an hour from: give start as well") from None
         if start.tzinfo is None or end.tzinfo is None:
             raise InvalidQuery("start and end need a timezone (e.g. 2026-11-23T10:00:00Z)")
         if start >= end:

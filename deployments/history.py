@@ -14,9 +14,12 @@ import asyncpg
 import orjson
 
 from bundles.catalog import Catalog
-from serve_ml.errors import Unavailable
+from serve_ml.errors import GatewayTimeout, Unavailable
 
 MAX_ROWS = 10_000
+
+
+HISTORY_STATEMENT_TIMEOUT_MS = 10_000
 
 
 class History:
@@ -29,7 +32,11 @@ class History:
             raise Unavailable("no database is configured (set DATABASE_URL or run `make up`)")
         if self._pool is None:
             try:
-                self._pool = await asyncpg.create_pool(self.database_url, min_size=0, max_size=4)
+                self._pool = await asyncpg.create_pool(
+                    self.database_url, min_size=0, max_size=4,
+                    # a read that runs away (a huge range on a cold database) is cut off by
+                    # the server, not left holding a connection and the request
+                    server_settings={"statement_timeout": str(HISTORY_STATEMENT_TIMEOUT_MS)})
             except (OSError, asyncpg.PostgresError) as exc:
                 raise Unavailable(f"database unavailable: {type(exc).__name__}") from None
         return self._pool
@@ -38,6 +45,9 @@ class History:
         pool = await self._get_pool()
         try:
             rows = await pool.fetch(sql, *args)
+        except asyncpg.QueryCanceledError:
+            raise GatewayTimeout(f"the query ran past {HISTORY_STATEMENT_TIMEOUT_MS / 1000:g} s: "
+                                 "ask for a shorter range or a smaller limit") from None
         except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError) as exc:
             raise Unavailable(f"database unavailable: {type(exc).__name__}") from None
         return [_jsonable(dict(r)) for r in rows]

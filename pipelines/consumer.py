@@ -75,7 +75,8 @@ class Prepared:
 
 @ray.remote(num_cpus=0.1, max_restarts=-1, max_task_retries=-1, max_concurrency=16)
 class StreamScorer:
-    def __init__(self, settings: Settings, database_url: str, bootstrap: str, mode: str, name: str) -> None:
+    def __init__(self, settings: Settings, database_url: str, bootstrap: str, mode: str, name: str, *,
+                 embedded_broker: bool) -> None:
         self.s = settings
         self.database_url = database_url
         self.bootstrap = bootstrap
@@ -98,7 +99,9 @@ class StreamScorer:
         # Only the embedded broker loses logs as a matter of course; a durable Kafka's
         # high watermark can dip during a leader failover, and re-reading a partition
         # from the beginning there would replay its whole retention (see LogGuard).
-        self.guard = LogGuard(in_memory_broker=settings.kafka_bootstrap is None)
+        # Told by whoever started the broker: `serve-ml up` fills kafka_bootstrap with
+        # the embedded broker's address, so the settings cannot say.
+        self.guard = LogGuard(in_memory_broker=embedded_broker)
         # Cumulative seconds per stage: whichever grows fastest limits throughput.
         self.busy_s = {"fetch": 0.0, "poll_empty": 0.0, "lag": 0.0, "prepare": 0.0, "wait_write": 0.0, "write": 0.0}
 

@@ -54,11 +54,13 @@ class Stack:
         s = self.settings
         for i in range(s.stream_consumers):
             actor = StreamScorer.options(name=f"serve-ml-stream-{i}", namespace="serve-ml").remote(
-                s, self.database_url, self.bootstrap, self.mode, f"stream-{i}")
+                s.without_secrets(), self.database_url, self.bootstrap, self.mode, f"stream-{i}",
+                embedded_broker=self.kafka is not None)
             self.scorers.append(actor)
             self._runs.append(actor.run.remote())
         if s.mqtt_url:
-            self.bridge = MqttBridge.options(name="serve-ml-mqtt", namespace="serve-ml").remote(s, self.bootstrap)
+            self.bridge = MqttBridge.options(name="serve-ml-mqtt", namespace="serve-ml").remote(
+                s.without_secrets(), self.bootstrap)
             self._runs.append(self.bridge.run.remote())
 
     def health(self, timeout_s: float = 5.0) -> dict[str, Any]:

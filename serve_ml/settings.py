@@ -8,12 +8,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # Never written to state files, deployment args or logs.
 SECRET_FIELDS = frozenset({"admin_token", "admin_token_file", "read_token"})
+MIN_TOKEN_CHARS = 16
+"""A bearer token shorter than this is refused: guessable over the network."""
 
 
 def default_bundle_root() -> Path:
@@ -177,10 +179,31 @@ class Settings(BaseSettings):
         """The admin token in force, or None when management is disabled."""
         if self.admin_token_file is not None:
             text = self.admin_token_file.read_text().strip()
-            return text or None
+            return _checked_token(text, f"the admin token file {self.admin_token_file}") if text else None
         return self.admin_token.get_secret_value() if self.admin_token else None
+
+    def without_secrets(self) -> Settings:
+        """A copy with every token removed: what actors get as an argument (Ray keeps
+        actor arguments in the GCS and shows them in its dashboard)."""
+        return self.model_copy(update=dict.fromkeys(SECRET_FIELDS))
+
+    @field_validator("admin_token", "read_token")
+    @classmethod
+    def _token(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        if value is not None:
+            _checked_token(value.get_secret_value(), f"SERVE_ML_{(info.field_name or '').upper()}")
+        return value
 
     @field_validator("root", "state_dir")
     @classmethod
     def _absolute(cls, value: Path) -> Path:
         return value.expanduser().resolve()
+
+
+def _checked_token(token: str, where: str) -> str:
+    if not token.strip():
+        raise ValueError(f"{where} is set but empty: unset it, or set a token of at least {MIN_TOKEN_CHARS} "
+                         "characters (an empty token must not silently open the API)")
+    if len(token.strip()) < MIN_TOKEN_CHARS:
+        raise ValueError(f"{where} is shorter than {MIN_TOKEN_CHARS} characters")
+    return token.strip()

@@ -56,7 +56,7 @@ def cli_env(tmp_path: Path) -> dict[str, str]:
         shutil.copytree(DEMO_ROOT, root)
     return {**os.environ, "SERVE_ML_ROOT": str(root), "SERVE_ML_STATE_DIR": str(tmp_path / "state"),
             "SERVE_ML_HTTP_PORT": str(free_port()), "SERVE_ML_METRICS_PORT": str(free_port()),
-            "SERVE_ML_DASHBOARD_PORT": str(free_port()), "SERVE_ML_ADMIN_TOKEN": "e2e-token"}
+            "SERVE_ML_DASHBOARD_PORT": str(free_port()), "SERVE_ML_ADMIN_TOKEN": "e2e-admin-token-01"}
 
 
 def cli(env: dict[str, str], *args: str, timeout_s: float = 120) -> subprocess.CompletedProcess:

@@ -31,10 +31,13 @@ def _loopback(ip: str) -> bool:
     return ipaddress.ip_address(ip.split("%")[0]).is_loopback
 
 
-def _started_by(up: psutil.Process, extra_ports: set[int]) -> list[psutil.Process]:
+def _started_by(up: psutil.Process, extra_ports: set[int], pgdata: Path) -> list[psutil.Process]:
     """`up` and everything it started: its descendants, and the services that
     daemonise away from it (PostgreSQL, found by its data directory; the broker, by port)."""
     procs = {p.pid: p for p in [up, *up.children(recursive=True)]}
+    for p in psutil.process_iter(["cmdline"]):
+        if str(pgdata) in " ".join(p.info["cmdline"] or []):
+            procs.setdefault(p.pid, p)
     for conn in psutil.net_connections("inet"):
         if conn.status == psutil.CONN_LISTEN and conn.pid and conn.laddr.port in extra_ports:
             procs.setdefault(conn.pid, psutil.Process(conn.pid))
@@ -68,7 +71,8 @@ def test_up_requires_the_ray_token_and_binds_its_own_listeners_to_loopback(tmp_p
         assert "settings" not in state
 
         kafka_port = int(state["stream"]["kafka_bootstrap"].rsplit(":", 1)[1])
-        procs = _started_by(psutil.Process(proc.pid), {kafka_port})
+        procs = _started_by(psutil.Process(proc.pid), {kafka_port}, state_dir / "pgdata")
+        assert any("postgres" in p.name() for p in procs), "the embedded PostgreSQL was not found"
         listeners = _listeners({p.pid for p in procs})
         exposed = [(ip, p, name) for ip, p, _pid, name in listeners if not _loopback(ip)]
         print(f"listeners: {len(listeners)}, on loopback: {len(listeners) - len(exposed)}, beyond it: {exposed}")

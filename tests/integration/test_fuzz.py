@@ -23,7 +23,7 @@ BIN = Path(sys.executable).parent
 def test_schema_fuzzing_finds_no_server_errors(stack: Stack, serve_root: Path, tmp_path: Path) -> None:
     port = free_port()
     env = {**os.environ, "SERVE_ML_ROOT": str(serve_root), "DATABASE_URL": stack.database_url,
-           "SERVE_ML_ADMIN_TOKEN": "fuzz-token"}
+           "SERVE_ML_ADMIN_TOKEN": "fuzz-admin-token-01"}
     server = subprocess.Popen([sys.executable, "-m", "uvicorn", "--factory", "deployments.local:create_local_app",
                                "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
                               env=env, stdout=subprocess.DEVNULL, stderr=(tmp_path / "server.log").open("w"))
@@ -33,7 +33,7 @@ def test_schema_fuzzing_finds_no_server_errors(stack: Stack, serve_root: Path, t
         out = subprocess.run(
             [str(BIN / "schemathesis"), "run", f"{base}/openapi.json", "--checks", "not_a_server_error",
              "-n", "30", "--generation-deterministic", "--phases", "examples,fuzzing",
-             "-H", "Authorization: Bearer fuzz-token",  # so management endpoints are fuzzed past auth too
+             "-H", "Authorization: Bearer fuzz-admin-token-01",  # so management endpoints are fuzzed past auth too
              # a health probe's 503 is its purpose; the fuzzer cannot generate gzip bodies
              "--exclude-path", "/api/v1/serve-ml/stream/health",
              "--exclude-path", "/api/v1/serve-ml/bundles/upload"],

@@ -4,8 +4,11 @@ when hostile, and never written outside the root."""
 from __future__ import annotations
 
 import io
+import os
 import pickle
+import shutil
 import tarfile
+import time
 from pathlib import Path
 
 import pytest
@@ -103,14 +106,40 @@ def test_not_a_tar(tmp_path: Path) -> None:
 
 
 def test_upload_endpoint(built: Path, root_copy: Path) -> None:
-    c = TestClient(create_local_app(Settings(root=root_copy, admin_token=SecretStr("t"))))
+    c = TestClient(create_local_app(Settings(root=root_copy, admin_token=SecretStr("test-admin-token-01"))))
     url = "/api/v1/serve-ml/bundles/upload"
     headers = {"content-type": "application/gzip"}
     assert c.post(url, content=pack_bundle(built), headers=headers).status_code == 401
-    auth = {**headers, "Authorization": "Bearer t"}
+    auth = {**headers, "Authorization": "Bearer test-admin-token-01"}
     r = c.post(url, content=pack_bundle(built), headers=auth)
     assert r.status_code == 200 and r.json()["installed"] == "lathe-07/7.5kW/1.0.0"
     assert r.json()["sync"]["added"] == ["lathe-07/7.5kW/1.0.0"]
     assert c.post(url, content=pack_bundle(built), headers=auth).status_code == 409
     bad = c.post(url, content=tar_of([file("../x")]), headers=auth)
     assert bad.status_code == 422 and "not a safe flat file name" in bad.json()["message"]
+
+
+def test_the_loser_of_two_racing_uploads_gets_409_not_500(built: Path, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    final = tmp_path / "root" / "lathe-07" / "7.5kW" / "1.0.0"
+    shutil.copytree(built, final)  # the other upload renamed first, after our exists() check
+    loser = tmp_path / "staged"
+    shutil.copytree(built, loser)
+    real_exists = Path.exists
+    monkeypatch.setattr(Path, "exists", lambda self, **kw: self != final and real_exists(self, **kw))
+    with pytest.raises(BundleExists, match="already exists"):
+        archive.place(loser, final, "lathe-07/7.5kW/1.0.0")
+    monkeypatch.undo()
+    assert loser.is_dir() and sorted(p.name for p in final.iterdir()) == sorted(p.name for p in built.iterdir())
+
+
+def test_a_crashed_install_leaves_no_staging_behind_the_next_one(built: Path, tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    stale, fresh = root / ".staging" / "upload-dead", root / ".staging" / "upload-running"
+    for d in (stale, fresh):
+        (d / "flat").mkdir(parents=True)
+        (d / "flat" / "thermal.pt").write_bytes(b"x" * 1000)
+    old = time.time() - 2 * 3600
+    os.utime(stale, (old, old))
+    install_archive(pack_bundle(built), root)
+    assert not stale.exists() and fresh.exists()
