@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Any
 
 import ray
 
 from bundles.catalog import Override
+from deployments.history import load_state_once
 from deployments.reconcile import GraphReconciler
 from deployments.service import ScoringService
 
@@ -25,16 +27,45 @@ CONTROL_NAMESPACE = "serve-ml"
 LiveMap = dict[tuple[str, str], Override]
 
 
+def generation_epoch() -> int:
+    """Where a control plane's generation starts: microseconds since 1970. Ray
+    restarts the actor with a fresh counter, and replicas and responses compare
+    generations, so a restarted control plane must never count from below where
+    the old one got to (it would take a million bumps a second to)."""
+    return time.time_ns() // 1000
+
+
 @ray.remote(num_cpus=0, max_restarts=-1)
 class ControlPlane:
-    """Sync generation, explicit live versions and their change history."""
+    """Sync generation, explicit live versions and their change history.
 
-    def __init__(self) -> None:
-        self.generation = 0
+    Pins, rollbacks and their history are persisted by the management calls that
+    make them (``deployments.history``); the control plane loads them back whenever
+    it starts, the first time and after Ray restarts it, so a restart never brings
+    back a version an operator rolled away from. Its database is the one given by
+    whoever created it, else ``DATABASE_URL`` of its own environment (under
+    ``serve deploy`` or a RayService the first replica up may create it)."""
+
+    def __init__(self, database_url: str | None = None) -> None:
+        self.generation = generation_epoch()
         self.live_overrides: LiveMap = {}
         self.changes: list[dict[str, Any]] = []
-        self.restored = False
         self.graph = GraphReconciler()
+        self.database_url = database_url or _env_database_url()
+        self.restored = self._restore()
+
+    def _restore(self) -> bool:
+        if self.database_url is None:
+            return False
+        state = load_state_once(self.database_url)
+        if state is None:
+            log.warning("control plane: the database is unreachable; starting with no pins or history")
+            return False
+        overrides, changes = state
+        self.live_overrides = {k: Override(**v) for k, v in overrides.items()}
+        self.changes = list(changes)
+        log.info("control plane: restored %d live-version overrides and %d changes", len(overrides), len(changes))
+        return True
 
     def set_recipe(self, app_args: dict[str, Any], settings: dict[str, Any], deployed: list[str]) -> None:
         """How the launcher built the graph, so a sync can redeploy it (see reconcile.py)."""
@@ -52,6 +83,10 @@ class ControlPlane:
     def state(self) -> tuple[int, LiveMap]:
         return self.generation, dict(self.live_overrides)
 
+    def restore_status(self) -> dict[str, Any]:
+        return {"restored": self.restored, "database": self.database_url is not None,
+                "overrides": len(self.live_overrides), "changes": len(self.changes)}
+
     def history(self) -> list[dict[str, Any]]:
         return list(self.changes)
 
@@ -67,22 +102,20 @@ class ControlPlane:
         self.changes.append(entry)
         return self.bump(entry["action"])
 
-    def restore(self, overrides: dict[tuple[str, str], dict[str, Any]], changes: list[dict[str, Any]]) -> bool:
-        """Load persisted state once, before anything changed it in this cluster."""
-        if self.restored or self.changes:
-            return False
-        self.live_overrides = {k: Override(**v) for k, v in overrides.items()}
-        self.changes = list(changes)
-        self.restored = True
-        self.bump("restore")
-        return True
+
+def _env_database_url() -> str | None:
+    from serve_ml.settings import Settings
+
+    return Settings().database_url
 
 
-def get_control() -> Any:
-    """The control-plane actor, created on first use (idempotent across replicas)."""
+def get_control(database_url: str | None = None) -> Any:
+    """The control-plane actor, created on first use (idempotent across replicas).
+    ``database_url`` is where it restores pins from; it counts only for the call that
+    creates the actor."""
     return ControlPlane.options(
         name=CONTROL_NAME, namespace=CONTROL_NAMESPACE, get_if_exists=True, lifetime="detached"
-    ).remote()
+    ).remote(database_url)
 
 
 class GenerationWatcher(threading.Thread):

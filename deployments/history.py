@@ -6,6 +6,7 @@ Lives in ``deployments`` (the ingress serves it) and only reads the tables that
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,11 @@ class History:
             except (OSError, asyncpg.PostgresError) as exc:
                 raise Unavailable(f"database unavailable: {type(exc).__name__}") from None
         return self._pool
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
 
     async def _fetch(self, sql: str, *args: Any) -> list[dict[str, Any]]:
         pool = await self._get_pool()
@@ -142,6 +148,18 @@ def catalog_rows(catalog: Catalog) -> list[tuple[str, str, str, str, str, str | 
         if len(parts) == 3:
             rows.append((*parts, "", "rejected", r.reason[:1000], False))
     return rows
+
+
+def load_state_once(database_url: str) -> tuple[dict, list[dict]] | None:
+    """``load_state`` from synchronous code, on a connection of its own."""
+    async def go() -> tuple[dict, list[dict]] | None:
+        history = History(database_url)
+        try:
+            return await load_state(history)
+        finally:
+            await history.close()
+
+    return asyncio.run(go())
 
 
 async def record_catalog(history: History, catalog: Catalog) -> bool:

@@ -71,7 +71,7 @@ class Ingress:
         settings = Settings()  # tokens come from this process's environment, never from deployment args
         self.guard = TokenGuard(settings.admin_secret(),
                                 settings.read_token.get_secret_value() if settings.read_token else None)
-        self.control = get_control()
+        self.control = get_control(self.args.database_url)
         generation, overrides = ray.get(self.control.state.remote())
         self.service = ScoringService(Path(self.args.root), enable_xgb=self.args.enable_xgb,
                                       live_overrides=overrides, metrics=self.metrics)
@@ -156,8 +156,10 @@ class Ingress:
         override, entry = decide(action, self.service.catalog, eq, power, history, version=version, pin=pin,
                                  reason=reason)
         generation = await self.control.apply.remote((eq, power), override, entry)
-        _, overrides = await self.control.state.remote()
-        await asyncio.to_thread(self.service.reload, generation, overrides)
+        # The state read after the bump is at least as new as it; reloads never go
+        # back (ScoringService.reload), so concurrent changes end on the newest.
+        current, overrides = await self.control.state.remote()
+        await asyncio.to_thread(self.service.reload, current, overrides)
         converged = await self._converge(generation)
         persisted = await record_change(self.history, entry, override_dict(override))
         await record_catalog(self.history, self.service.catalog)
@@ -170,8 +172,8 @@ class Ingress:
         # added (seen once in the suite). Report against the catalog before the bump.
         before = self.service.catalog
         generation = await self.control.bump.remote("sync")
-        _, overrides = await self.control.state.remote()
-        await asyncio.to_thread(self.service.reload, generation, overrides)
+        current, overrides = await self.control.state.remote()
+        await asyncio.to_thread(self.service.reload, current, overrides)
         report = diff_catalogs(before, self.service.catalog)
         report["generation"] = generation
         report["converged"] = await self._converge(generation)

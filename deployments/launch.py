@@ -211,23 +211,28 @@ def start_cluster(
 
 
 def _restore_live_state(settings: Settings) -> None:
-    """Pins and version history persisted by an earlier run, into the control plane."""
+    """Create the control plane on this cluster's database (it loads the pins and
+    history persisted by earlier runs itself) and record the catalog it implies."""
     if settings.database_url is None:
         return
     import asyncio
 
     import ray
 
+    from bundles.catalog import Catalog
     from deployments.control import get_control
-    from bundles.catalog import Catalog, Override
-    from deployments.history import History, load_state, record_catalog
+    from deployments.history import History, record_catalog
 
-    state = asyncio.run(load_state(History(settings.database_url)))
-    if state is not None:
-        ray.get(get_control().restore.remote(*state))
-        overrides = {k: Override(**v) for k, v in state[0].items()}
-        asyncio.run(record_catalog(History(settings.database_url),
-                                   Catalog.scan(settings.root, live_overrides=overrides)))
+    _, overrides = ray.get(get_control(settings.database_url).state.remote())
+
+    async def record() -> None:
+        history = History(settings.database_url)
+        try:
+            await record_catalog(history, Catalog.scan(settings.root, live_overrides=overrides))
+        finally:
+            await history.close()
+
+    asyncio.run(record())
 
 
 def apply_scaling(settings: Settings, app_args: AppArgs, equipment_id: str, scaling: Any) -> AppArgs:

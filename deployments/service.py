@@ -92,9 +92,15 @@ class ScoringService:
     def reload(
         self, generation: int, live_overrides: Mapping[tuple[str, str], Override] | None = None
     ) -> dict[str, Any]:
-        """Rescan the root; swap in the new catalog; report what changed."""
+        """Rescan the root; swap in the new catalog; report what changed.
+
+        Never goes back: a reload for an older generation than the one in force
+        (two management calls racing, each reloading what it read) changes nothing,
+        so what is served, and what responses and gauges report, only moves forward."""
         with self._lock:
             old = self.catalog
+            if generation < self.generation:
+                return diff_catalogs(old, old)
             new = Catalog.scan(self.root, equipment_ids=self.equipment_ids,
                                live_overrides=live_overrides, reuse=old.bundles)
             self.catalog = new

@@ -82,9 +82,11 @@ class StreamScorer:
         self.bootstrap = bootstrap
         self.name = name
         self.partitions = Partitions(mode)
-        self.service = ScoringService(settings.root, enable_xgb=settings.enable_xgb)
-        control = get_control()
-        self.service.generation = ray.get(control.state.remote())[0]
+        # The live versions operators chose (pins, rollbacks), from the first batch on.
+        control = get_control(database_url)
+        generation, overrides = ray.get(control.state.remote())
+        self.service = ScoringService(settings.root, enable_xgb=settings.enable_xgb, live_overrides=overrides)
+        self.service.generation = generation
         self.watcher = GenerationWatcher(self.service, control, 1.0)
         self.watcher.start()
         self.state = "starting"

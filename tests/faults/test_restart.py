@@ -4,16 +4,21 @@ cluster, so it runs before the session's shared one (marker ``own_cluster``)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import signal
+import subprocess
+import sys
+import time
+from collections import Counter
 from pathlib import Path
 
 import httpx
 import psutil
 import pytest
 
-from deployments.launch import port_owner
+from deployments.launch import port_owner, ray_client_env
 from tests.conftest import build_sim_bundle
 from tests.e2e.conftest import FEATURES, cli, cli_env, start_up, stop_process_tree, stop_up, wait_for
 from tests.streamkit import report
@@ -28,10 +33,44 @@ def snapshot(api: str) -> tuple[dict, set[int]]:
     return live, {a["id"] for a in alerts}
 
 
+def restart_actor(env: dict[str, str], name: str) -> dict:
+    """Kill a named actor of the running system and let Ray restart it, from a driver
+    of its own (with the cluster token); the control plane's generation before and after."""
+    state = json.loads((Path(env["SERVE_ML_STATE_DIR"]) / "state.json").read_text())
+    script = f"""
+import json, time, ray
+ray.init(address={state["ray_gcs_address"]!r}, log_to_driver=False)
+control = ray.get_actor("serve-ml-control", namespace="serve-ml")
+before = ray.get(control.state.remote())[0]
+ray.kill(ray.get_actor({name!r}, namespace="serve-ml"), no_restart=False)
+deadline = time.monotonic() + 60
+while True:
+    try:
+        after = ray.get(ray.get_actor("serve-ml-control", namespace="serve-ml").state.remote(), timeout=5)[0]
+        restore = ray.get(ray.get_actor("serve-ml-control", namespace="serve-ml").restore_status.remote(), timeout=5)
+        break
+    except Exception:
+        if time.monotonic() > deadline:
+            raise
+        time.sleep(0.5)
+print(json.dumps({{"generation_before": before, "generation_after": after, "restore": restore}}))
+"""
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                         env={**env, **ray_client_env(Path(state["ray_auth_token_file"]))})
+    assert run.returncode == 0, run.stderr[-2000:]
+    return json.loads(run.stdout.strip().splitlines()[-1])
+
+
+def scored_since(api: str, eq: str, since: dt.datetime) -> list[str]:
+    rows = httpx.get(f"{api}/equipment/{eq}/predictions", params={"start": since.isoformat(), "limit": 1000},
+                     timeout=30).json()["predictions"]
+    return [r["model_version"] for r in rows]
+
+
 def test_up_use_down_then_up_keeps_live_versions_pins_and_open_alerts(tmp_path: Path) -> None:
     """The README path (`serve-ml up`, status, predict, sync, activate, down) and then
     the whole stack restarted on the same state directory."""
-    env = {**cli_env(tmp_path), "SERVE_ML_SIMULATE_MACHINES": "pump-03:5.5kW:overstrain",
+    env = {**cli_env(tmp_path), "SERVE_ML_SIMULATE_MACHINES": "pump-03:5.5kW:overstrain,press-02:7.5kW:normal",
            "SERVE_ML_SIMULATE_RATE_HZ": "5", "SERVE_ML_ALERT_RESOLVE_AFTER": "1000"}
     build_sim_bundle(Path(env["SERVE_ML_ROOT"]), "press-02", "7.5kW", "1.1.0", power_range_kw=(5.5, 100.0))
     port, log = int(env["SERVE_ML_HTTP_PORT"]), tmp_path / "up.log"
@@ -54,6 +93,19 @@ def test_up_use_down_then_up_keeps_live_versions_pins_and_open_alerts(tmp_path: 
         wait_for(lambda: snapshot(api)[1], 90, "an open alert from the overstrained pump")
         wait_for(lambda: json.loads(cli(env, "status", "--json").stdout)["health"]["stream"] == "ok",
                  60, "stream healthy")
+        # Ray restarts a killed control plane or scorer by itself: the pin must hold in both.
+        restart = restart_actor(env, "serve-ml-control")
+        assert restart["generation_after"] > restart["generation_before"], restart
+        assert restart["restore"]["restored"] and restart["restore"]["overrides"] >= 1, restart
+        time.sleep(3.0)  # every replica's watcher sees the new generation and reloads
+        assert snapshot(api)[0][("press-02", "7.5kW")] == ("1.0.0", True)
+        killed_at = dt.datetime.now(dt.UTC)
+        restart_actor(env, "serve-ml-stream-0")
+        wait_for(lambda: len(scored_since(api, "press-02", killed_at)) >= 10, 90, "press-02 scored after the restart")
+        versions = Counter(scored_since(api, "press-02", killed_at))
+        report("actor-restarts-keep-the-pin", control_restored=restart["restore"]["overrides"],
+               scored_after_scorer_restart=dict(versions))
+        assert set(versions) == {"1.0.0"}, versions
         live_before, alerts_before = snapshot(api)
         stop_up(env, proc)
         assert port_owner(port) is None, "something still listens on the HTTP port"
