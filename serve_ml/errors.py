@@ -37,9 +37,17 @@ def _rebuild(cls: type[ServeMLError], message: str, detail: dict[str, Any]) -> S
     return err
 
 
+MAX_NAMES_LISTED = 10
+"""An error names at most this many alternatives: a bulk request of unknown ids must
+not get the whole fleet back once per row."""
+
+
 def _names(items: Iterable[str]) -> str:
     items = sorted(items)
-    return ", ".join(items) if items else "(none)"
+    if not items:
+        return "(none)"
+    shown = ", ".join(items[:MAX_NAMES_LISTED])
+    return shown if len(items) <= MAX_NAMES_LISTED else f"{shown} and {len(items) - MAX_NAMES_LISTED} more"
 
 
 class BundleInvalid(ServeMLError):

@@ -201,6 +201,7 @@ async def test_client_gone_before_the_answer_is_not_counted_as_a_server_error() 
     import asyncio
 
     from deployments.api import CLIENT_CLOSED, EdgeMiddleware
+    from deployments.auth import TokenGuard
     from deployments.metrics import NoMetrics
 
     class Recorded(NoMetrics):
@@ -220,7 +221,8 @@ async def test_client_gone_before_the_answer_is_not_counted_as_a_server_error() 
         pass
 
     metrics = Recorded()
-    edge = EdgeMiddleware(slow_app, metrics=metrics, max_bytes=1024, routes=frozenset({f"{API}/predict"}))
+    edge = EdgeMiddleware(slow_app, metrics=metrics, max_bytes=1024, routes=frozenset({f"{API}/predict"}),
+                          guard=TokenGuard(None, None))
     task = asyncio.create_task(edge({"type": "http", "path": f"{API}/predict", "headers": []}, receive, send))
     await asyncio.sleep(0.05)
     task.cancel()
