@@ -12,7 +12,8 @@ retried with backoff and health reports ``degraded`` until it succeeds.
 
 Ray restarts a killed actor (``max_restarts=-1``) and retries its ``run`` call
 (``max_task_retries=-1``); it rejoins the group and resumes from the last commit.
-Replays are harmless: writes are idempotent on ``(equipment_id, time)``.
+Replays are harmless: writes are idempotent on ``(equipment_id, time, reading_key)``
+(``pipelines.encode.reading_key``: the producer's ``reading_id``, else the content).
 """
 
 from __future__ import annotations
@@ -68,6 +69,8 @@ class Prepared:
     rows: Rows
     dead: list[tuple[ConsumerRecord, str]]
     offsets: dict[TopicPartition, int]
+    records: list[ConsumerRecord]
+    """Every record taken, to find those the write refuses as conflicts."""
     epoch: int
     """The consumer's epoch when the batch was taken: its offsets are committed only
     under the same one (see ``StreamScorer._commit``)."""
@@ -90,7 +93,7 @@ class StreamScorer:
         self.watcher = GenerationWatcher(self.service, control, 1.0)
         self.watcher.start()
         self.state = "starting"
-        self.counts = {"consumed": 0, "stored": 0, "duplicates": 0, "dead_lettered": 0, "batches": 0,
+        self.counts = {"consumed": 0, "stored": 0, "duplicates": 0, "conflicts": 0, "dead_lettered": 0, "batches": 0,
                        "alerts_opened": 0, "db_errors": 0, "broker_errors": 0, "commit_failures": 0, "restarts": 0,
                        "stalls": 0, "offset_resets": 0, "commits_skipped": 0}
         self.last_commit_at: float | None = None
@@ -289,7 +292,7 @@ class StreamScorer:
         twice the CPU per reading)."""
         s = self.s
         now = dt.datetime.now(dt.UTC)
-        out = Prepared(len(records), Rows([], [], []), [], offsets, epoch)
+        out = Prepared(len(records), Rows([], [], []), [], offsets, records, epoch)
         readings, origins, accepted = [], [], []
         last_ms, default_ts = None, None  # records of one producer batch share a timestamp
         for start in range(0, len(records), PREPARE_SLICE):
@@ -307,7 +310,8 @@ class StreamScorer:
                     out.dead.append((rec, str(r)))
                     continue
                 readings.append(r.reading)  # type: ignore[union-attr]
-                origins.append(Origin(r.ts, r.reading.features, "kafka", rec.partition, rec.offset))  # type: ignore[union-attr]
+                origins.append(Origin(r.ts, r.reading.features, "kafka", rec.partition, rec.offset,  # type: ignore[union-attr]
+                                      r.reading_id))  # type: ignore[union-attr]
                 accepted.append(rec)
             await asyncio.sleep(0)
         encoded = 0
@@ -342,6 +346,14 @@ class StreamScorer:
         self.counts["stored"] += stats.predictions
         self.last_stored_at = time.time()
         self.counts["duplicates"] += stats.duplicates
+        if stats.conflicts:
+            # Stored already under the same reading_id with other values: the stored one
+            # stays, this one goes to the dead-letter topic before the offsets move on.
+            taken = {(r.partition, r.offset): r for r in batch.records}
+            conflicting = [(taken[pos], "reading_id: already stored for this equipment and time with other "
+                            "features; not stored") for pos in stats.conflicts if pos in taken]
+            await self._dead_letter(producer, conflicting)
+            self.counts["conflicts"] += len(conflicting)
         self.counts["alerts_opened"] += len(stats.alerts_opened)
         if stats.alerts_opened or stats.alerts_resolved:
             wake.set()

@@ -8,9 +8,10 @@ import hashlib
 # A dead letter keeps at most this much of the original value (and of its key), with
 # the whole value's sha256 and size in headers: a record too large for the
 # producer's max_request_size would otherwise fail its send on every retry and hold
-# the batch for ever. Below aiokafka's default max_request_size of 1 MiB with room
-# for headers.
-DLQ_MAX_VALUE_BYTES = 64 * 1024
+# the batch for ever. Half of aiokafka's default max_request_size of 1 MiB leaves
+# room for the key and headers; a message just over the stream's own limit
+# (SERVE_ML_MAX_MESSAGE_BYTES) is still dead-lettered whole.
+DLQ_MAX_VALUE_BYTES = 512 * 1024
 DLQ_MAX_KEY_BYTES = 1024
 
 

@@ -17,13 +17,15 @@ from bundles.batch import Reading
 
 MAX_FEATURES = 256
 MAX_NAME = 128
-_FIELDS = frozenset({"equipment_id", "ts", "power", "model_version", "features"})
+_FIELDS = frozenset({"equipment_id", "ts", "power", "model_version", "features", "reading_id"})
 _FLOAT = {float}
 
 
 class StreamReading(NamedTuple):
     reading: Reading
     ts: dt.datetime
+    reading_id: str | None = None
+    """The producer's id for this reading, if it gives one (see ``pipelines.encode.reading_key``)."""
 
 
 class Rejected(ValueError):
@@ -156,9 +158,11 @@ def decode(
         ts = in_window(default_ts, now, max_age_s, max_future_s)
     else:
         ts = parse_ts(ts_value, now=now, max_age_s=max_age_s, max_future_s=max_future_s)
+    reading_id = doc.get("reading_id")
     return StreamReading(  # type: ignore[arg-type]
         Reading(eq, parse_features(doc.get("features")),
                 None if power is None else _name(power, "power"),
                 None if version is None else _name(version, "model_version")),
         ts,
+        None if reading_id is None else _name(reading_id, "reading_id"),
     )

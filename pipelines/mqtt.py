@@ -5,8 +5,9 @@ session), then at least once from the bridge into Kafka (``acks=all``, one messa
 at a time). The MQTT client library acknowledges a message when it arrives, before
 the bridge has forwarded it, so a bridge process that dies in that window loses
 that one in-flight message: at most one per crash. A message that carries its own
-``ts`` and is delivered twice is stored once (natural key ``(equipment_id, ts)``);
-one without ``ts`` is stamped at receipt and could be stored twice.
+``ts`` and is delivered twice is stored once (same equipment, time and content, see
+``pipelines.encode.reading_key``); one without ``ts`` is stamped at receipt and
+could be stored twice.
 Unparseable payloads go to the dead-letter topic with the reason.
 """
 
@@ -41,6 +42,8 @@ def to_kafka_payload(topic: str, payload: bytes, settings: Settings, now: dt.dat
         body["power"] = r.reading.power
     if r.reading.model_version:
         body["model_version"] = r.reading.model_version
+    if r.reading_id is not None:
+        body["reading_id"] = r.reading_id
     return r.reading.equipment_id, orjson.dumps(body)
 
 

@@ -157,8 +157,19 @@ async def _v4(conn: asyncpg.Connection, mode: str, retention_days: int | None) -
         await conn.execute("CREATE INDEX serve_ml_predictions_time ON serve_ml_predictions USING brin (time)")
 
 
+async def _v5(conn: asyncpg.Connection, mode: str, retention_days: int | None) -> None:
+    # Two readings stamped with the same time are two readings: the key gains what
+    # tells them apart (pipelines.encode.reading_key). Rows stored before keep key 0,
+    # so a replay of one of them is stored a second time under its real key, once.
+    for t in TIME_TABLES:
+        await conn.execute(f"ALTER TABLE {t} ADD COLUMN reading_key bigint NOT NULL DEFAULT 0; "
+                           f"ALTER TABLE {t} DROP CONSTRAINT {t}_pkey; "
+                           f"ALTER TABLE {t} ADD PRIMARY KEY (equipment_id, time, reading_key)")
+
+
 MIGRATIONS = [(1, "initial schema", _v1), (2, "explicit live versions", _v2),
-              (3, "per-row documents as json", _v3), (4, "BRIN time index on predictions", _v4)]
+              (3, "per-row documents as json", _v3), (4, "BRIN time index on predictions", _v4),
+              (5, "readings keyed by what tells them apart", _v5)]
 
 
 async def detect_mode(conn: asyncpg.Connection) -> str:

@@ -47,6 +47,7 @@ class Judged:
     score: np.ndarray
     labels: Sequence[str | None]
     flags: Sequence[tuple[str, np.ndarray]]  # per scored modality, the rows it flagged
+    keys: np.ndarray  # int64 ``reading_key`` per row (see ``pipelines.encode.reading_key``)
 
     def __len__(self) -> int:
         return len(self.times)
@@ -61,7 +62,7 @@ class Judged:
         idx = np.asarray(rows, dtype=np.intp)
         return Judged(self.equipment_id, self.power, self.model_version, [self.times[i] for i in rows],
                       self.time_us[idx], self.anomaly[idx], self.score[idx], [self.labels[i] for i in rows],
-                      [(m, f[idx]) for m, f in self.flags])
+                      [(m, f[idx]) for m, f in self.flags], self.keys[idx])
 
 
 def all_verdicts(judged: Sequence[Judged]) -> list[Verdict]:

@@ -16,6 +16,7 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from pipelines.deadletter import DLQ_MAX_VALUE_BYTES
 from pipelines.stack import Stack
 from tests.streamkit import consume_all, count, now, q, report, wait_count
 
@@ -104,7 +105,7 @@ def test_a_record_too_large_to_dead_letter_whole_is_dead_lettered_as_a_prefix(st
     assert len(found) == 1
     headers = dict(found[0].headers)
     assert headers["original_size"] == str(len(big)).encode() and headers["truncated"] == b"true"
-    assert big.startswith(found[0].value) and 0 < len(found[0].value) <= 64 * 1024
+    assert big.startswith(found[0].value) and 0 < len(found[0].value) <= DLQ_MAX_VALUE_BYTES
     assert b"bytes; the limit is" in headers["reason"]
     assert stack.health()["stream-0"]["state"] == "running"
 
@@ -149,3 +150,43 @@ def test_mqtt_bridge_degrades_during_a_kafka_outage_then_forwards_what_it_held(s
     assert after["state"] == "running" and after["kafka_errors"] > 0
     # The held message and what the MQTT session kept meanwhile all arrive, once each.
     assert stored == len(docs) == count(stack, "serve_ml_predictions", eq, t0)
+
+
+def test_readings_are_told_apart_by_content_or_reading_id_not_by_timestamp(stack: Stack) -> None:
+    t0 = now().replace(microsecond=0) + dt.timedelta(minutes=7)  # a stretch of time no other test writes
+    eq = "mill-01"
+
+    def doc(ts: dt.datetime, temp: float, reading_id: str | None = None) -> bytes:
+        body = {"equipment_id": eq, "ts": ts.isoformat(), "power": "7.5kW",
+                "features": {"air_temp_k": temp, "process_temp_k": 310.0}}
+        return orjson.dumps(body if reading_id is None else {**body, "reading_id": reading_id})
+
+    before = stack.health()["stream-0"]
+    # Two machines' worth of distinct readings stamped alike, a squatter on a future
+    # timestamp, the genuine reading arriving after it, and a plain redelivery.
+    same_ts = [doc(t0, 300.0), doc(t0, 301.0)]
+    squatter = doc(t0 + dt.timedelta(seconds=1), 999.0)
+    genuine = doc(t0 + dt.timedelta(seconds=1), 300.5)
+    first = doc(t0 + dt.timedelta(seconds=2), 302.0, reading_id="r-1")
+    produce(stack, [(v, None) for v in [*same_ts, squatter, first]])
+    assert wait_count(stack, "serve_ml_readings", eq, t0, 4) == 4
+    conflicting = doc(t0 + dt.timedelta(seconds=2), 350.0, reading_id="r-1")
+    produce(stack, [(genuine, None), (same_ts[0], None), (first, None), (conflicting, None)])
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and stack.health()["stream-0"]["conflicts"] == before["conflicts"]:
+        time.sleep(0.3)
+    time.sleep(1.0)
+    after = stack.health()["stream-0"]
+    rows = q(stack, "SELECT time, features::text AS f FROM serve_ml_readings WHERE equipment_id = $1 AND time >= $2 "
+                    "AND time < $3 ORDER BY time, f", eq, t0, t0 + dt.timedelta(minutes=1))
+    preds = count(stack, "serve_ml_predictions", eq, t0)
+    dlq = [dict(r.headers)["reason"].decode() for r in consume_all(stack, stack.settings.dead_letter_topic)
+           if r.value == conflicting]
+    report("reading-identity", stored=len(rows), predictions=preds,
+           duplicates=after["duplicates"] - before["duplicates"], conflicts=after["conflicts"] - before["conflicts"],
+           dead_lettered=len(dlq))
+    temps = [orjson.loads(r["f"])["air_temp_k"] for r in rows]
+    assert sorted(temps) == [300.0, 300.5, 301.0, 302.0, 999.0], temps  # distinct readings all stored, once each
+    assert preds == 5
+    assert after["duplicates"] - before["duplicates"] == 2  # the redelivery and the repeated reading_id
+    assert after["conflicts"] - before["conflicts"] == 1 and len(dlq) == 1 and "reading_id" in dlq[0]

@@ -5,6 +5,7 @@ modality absent, non-finite inputs, a failed group, classifier on and off."""
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from pathlib import Path
 
 import orjson
@@ -19,10 +20,17 @@ from tests.pgcopy_reader import read_rows
 from tests.unit.bundles.test_columns import mixed_power_rows
 
 T0 = dt.datetime(2026, 11, 23, tzinfo=dt.UTC)
-JSON_COLS = (3,)  # readings.features
-P_JSON_COLS = (6, 8)  # predictions.modalities, predictions.fault_probabilities
-R_KINDS = ("timestamptz", "text", "text", "json", "text", "int4", "int8")
-P_KINDS = ("timestamptz", "text", "text", "text", "bool", "float8", "json", "text", "json", "text", "int4", "int8")
+JSON_COLS = (4,)  # readings.features
+P_JSON_COLS = (7, 9)  # predictions.modalities, predictions.fault_probabilities
+R_KINDS = ("timestamptz", "text", "int8", "text", "json", "text", "int4", "int8")
+P_KINDS = ("timestamptz", "text", "int8", "text", "text", "bool", "float8", "json", "text", "json", "text", "int4",
+           "int8")
+
+
+def key_of(features: dict, reading_id: str | None = None) -> int:
+    """``reading_key`` from its definition: 64 bits of BLAKE2b, little-endian, signed."""
+    data = b"id:" + reading_id.encode() if reading_id is not None else orjson.dumps(features)
+    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little", signed=True)
 
 
 @pytest.fixture(scope="module")
@@ -53,9 +61,10 @@ def rows_from_verdicts(origins: list[Origin], results: list) -> tuple[list, list
             continue
         clf = r["classifier"]
         probs = clf.get("probabilities")
-        readings.append((o.ts, r["equipment_id"], r["power"], orjson.dumps(dict(o.features)).decode(), o.source,
+        key = key_of(dict(o.features), o.reading_id)
+        readings.append((o.ts, r["equipment_id"], key, r["power"], orjson.dumps(dict(o.features)).decode(), o.source,
                          o.partition, o.offset))
-        preds.append((o.ts, r["equipment_id"], r["power"], r["model_version"], r["anomaly"], r["score"],
+        preds.append((o.ts, r["equipment_id"], key, r["power"], r["model_version"], r["anomaly"], r["score"],
                       orjson.dumps(r["modalities"]).decode(), clf.get("label"),
                       orjson.dumps(probs).decode() if probs else None, o.source, o.partition, o.offset))
         verdicts.append(Verdict(o.ts, r["equipment_id"], r["power"], r["model_version"], r["anomaly"], r["score"],
@@ -69,7 +78,8 @@ def test_columnar_rows_equal_verdict_dicts(cat: Catalog, xgb: bool) -> None:
     rs = readings()
     # Mostly Kafka, some MQTT-like rows with no partition or offset: constant and per-row columns both.
     origins = [Origin(T0 + dt.timedelta(seconds=i, microseconds=i), r.features, "kafka" if i % 4 else "mqtt",
-                      None if i % 3 == 0 else 0, None if i % 3 == 0 else i) for i, r in enumerate(rs)]
+                      None if i % 3 == 0 else 0, None if i % 3 == 0 else i, f"id-{i}" if i % 5 == 0 else None)
+               for i, r in enumerate(rs)]
     encoded, rejected = encode_scored(cat, rs, origins, enable_xgb=xgb)
     stored_readings = read_rows(encoded.copy_readings(), R_KINDS)
     stored_preds = read_rows(encoded.copy_predictions(), P_KINDS)
@@ -88,6 +98,6 @@ def test_columnar_rows_equal_verdict_dicts(cat: Catalog, xgb: bool) -> None:
     verdicts = all_verdicts(encoded.judged)
     assert [verdicts[k] for k in order] == want_verdicts
     assert any(v.anomaly for v in want_verdicts) and any(not v.anomaly for v in want_verdicts)
-    assert any('"absent"' in p[6] for p in stored_preds)
-    assert any(p[8] is not None for p in stored_preds) is xgb
-    assert {p[2] for p in stored_preds} == {"5.5kW", "7.5kW"}
+    assert any('"absent"' in p[7] for p in stored_preds)
+    assert any(p[9] is not None for p in stored_preds) is xgb
+    assert {p[3] for p in stored_preds} == {"5.5kW", "7.5kW"}

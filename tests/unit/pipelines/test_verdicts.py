@@ -18,7 +18,7 @@ def group(version: str, seconds: list[float], anomaly: list[bool], *, label: str
     flags = np.array(anomaly)
     return Judged("press-02", "7.5kW", version, times, timestamps_us(times), flags,
                   np.arange(len(times), dtype=float) + (10 if version == "2" else 0), [label] * len(times),
-                  [("thermal", flags), ("mechanical", np.zeros(len(times), bool))])
+                  [("thermal", flags), ("mechanical", np.zeros(len(times), bool))], np.arange(len(times)))
 
 
 def test_timeline_merges_groups_in_time_order() -> None:
