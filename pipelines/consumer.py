@@ -38,6 +38,7 @@ from pipelines.decode import Rejected, record_time
 from pipelines.decode_many import decode_many
 from pipelines.encode import Origin, Rows, encode_groups
 from pipelines.outbox import run_relay
+from pipelines.retention import run_retention
 from pipelines.schema import Partitions
 from pipelines.store import WriteStats, write_batch
 from pipelines.watchdog import ConsumerStalled, LogGuard, Positions, StallWatch, positions
@@ -164,6 +165,7 @@ class StreamScorer:
         self.consumer = consumer
         self.next_offsets = {}
         relay: asyncio.Task[None] | None = None
+        retention: asyncio.Task[None] | None = None
         # Two writes in flight at most: batch N+1 is copied while batch N runs its alert
         # logic and commits (see _store for what stays in order).
         older: asyncio.Task[None] | None = None
@@ -180,6 +182,7 @@ class StreamScorer:
             consumer.subscribe([s.features_topic], listener=guard.assignment)
             wake = asyncio.Event()
             relay = asyncio.create_task(run_relay(pool, producer, wake))
+            retention = asyncio.create_task(run_retention(pool, self.partitions, s.retention_days))
             self.state = "running"
             # Pipeline: while batch N is written and committed (the database's work),
             # batch N+1 is fetched, decoded and scored (this process's work), and its
@@ -241,8 +244,9 @@ class StreamScorer:
                 elif task is not None and not task.cancelled() and task.exception() is not None:
                     # a later batch fails with the earlier one's error, which is the one raised
                     log.debug("write of a later batch failed too: %s", task.exception())
-            if relay is not None:
-                relay.cancel()
+            for background in (relay, retention):
+                if background is not None:
+                    background.cancel()
             self.state = "stopped"
             for close in (consumer.stop, producer.stop, pool.close):
                 try:
@@ -304,7 +308,7 @@ class StreamScorer:
                     default_ts = record_time(last_ms)
                 defaults.append(default_ts)
             decoded = decode_many([rec.value for rec in chunk], defaults, max_bytes=s.max_message_bytes, now=now,
-                                  max_age_s=s.max_reading_age_s, max_future_s=s.max_reading_future_s)
+                                  max_age_s=s.accepted_age_s(), max_future_s=s.max_reading_future_s)
             for rec, r in zip(chunk, decoded, strict=True):
                 if isinstance(r, Rejected):
                     out.dead.append((rec, str(r)))

@@ -35,7 +35,7 @@ def to_kafka_payload(topic: str, payload: bytes, settings: Settings, now: dt.dat
     if len(levels) != 3 or not levels[1]:
         raise Rejected(f"topic {topic!r} is not serve-ml/<equipment_id>/features")
     r = decode(payload, equipment_id=levels[1], max_bytes=settings.max_message_bytes, now=now, default_ts=now,
-               max_age_s=settings.max_reading_age_s, max_future_s=settings.max_reading_future_s)
+               max_age_s=settings.accepted_age_s(), max_future_s=settings.max_reading_future_s)
     body: dict[str, Any] = {"equipment_id": r.reading.equipment_id, "ts": r.ts.isoformat(),
                             "features": dict(r.reading.features)}
     if r.reading.power:

@@ -106,8 +106,7 @@ async def _v1(conn: asyncpg.Connection, mode: str, retention_days: int | None) -
         await conn.execute(_READINGS + ";" + _PREDICTIONS + ";")
         for t in TIME_TABLES:
             await conn.execute(f"SELECT create_hypertable('{t}', 'time', chunk_time_interval => interval '1 day')")
-            if retention_days:
-                await conn.execute(f"SELECT add_retention_policy('{t}', interval '{int(retention_days)} days')")
+            # the retention policy is kept by pipelines.retention, in step with the setting
     else:
         await conn.execute(_READINGS + " PARTITION BY RANGE (time);" + _PREDICTIONS + " PARTITION BY RANGE (time);")
     # The primary keys (equipment_id, time) serve "latest per equipment" (backward
@@ -227,3 +226,11 @@ class Partitions:
                         f"CREATE TABLE IF NOT EXISTS {t}_p{day:%Y%m%d} PARTITION OF {t} "
                         f"FOR VALUES FROM ('{day.isoformat()} 00:00+00') TO {upper}")
         self.known |= days
+
+    def forget(self, days: Iterable[dt.date] | None = None) -> None:
+        """Forget ``days`` (all, when None): their partitions were dropped (retention)
+        and must be created again before anything is written there."""
+        if days is None:
+            self.known.clear()
+        else:
+            self.known -= set(days)

@@ -57,6 +57,18 @@ async def write_batch(conn: asyncpg.Connection, rows: Rows, *, partitions: Parti
         return WriteStats()
     await partitions.ensure(conn, days(rows.judged))
     try:
+        return await _write(conn, rows, alerts_topic, resolve_after, before_alerts)
+    except asyncpg.CheckViolationError:
+        # "no partition of relation ... found for row": another writer's retention
+        # pass dropped a partition this one still had in its cache.
+        partitions.forget()
+        await partitions.ensure(conn, days(rows.judged))
+        return await _write(conn, rows, alerts_topic, resolve_after, before_alerts)
+
+
+async def _write(conn: asyncpg.Connection, rows: Rows, alerts_topic: str, resolve_after: int,
+                 before_alerts: Callable[[], Awaitable[None]] | None) -> WriteStats:
+    try:
         async with conn.transaction():
             await _copy(conn, "serve_ml_readings", rows)
             await _copy(conn, "serve_ml_predictions", rows)

@@ -151,8 +151,10 @@ class Settings(BaseSettings):
     alert_resolve_after: int = Field(default=10, ge=1)
     """Consecutive normal predictions that resolve an open alert."""
 
-    retention_days: int | None = Field(default=None, ge=1)
-    """TimescaleDB only: drop prediction/reading chunks older than this."""
+    retention_days: int = Field(default=30, ge=1)
+    """Readings, predictions and delivered outbox rows older than this many days are
+    dropped (TimescaleDB retention policy, or whole daily partitions on plain
+    PostgreSQL); older readings are dead-lettered on arrival."""
 
     mqtt_url: str | None = None
     """MQTT broker (``mqtt://host:port``) for the bridge; unset: no MQTT bridge."""
@@ -181,6 +183,10 @@ class Settings(BaseSettings):
             text = self.admin_token_file.read_text().strip()
             return _checked_token(text, f"the admin token file {self.admin_token_file}") if text else None
         return self.admin_token.get_secret_value() if self.admin_token else None
+
+    def accepted_age_s(self) -> float:
+        """How old a reading may be and still be stored: no older than retention keeps."""
+        return min(self.max_reading_age_s, self.retention_days * 86400.0)
 
     def without_secrets(self) -> Settings:
         """A copy with every token removed: what actors get as an argument (Ray keeps
