@@ -41,6 +41,7 @@ from pipelines.outbox import run_relay
 from pipelines.retention import run_retention
 from pipelines.schema import Partitions
 from pipelines.store import WriteStats, write_batch
+from pipelines.stream_metrics import StreamMetrics
 from pipelines.watchdog import ConsumerStalled, LogGuard, Positions, StallWatch, positions
 from serve_ml.settings import Settings
 
@@ -94,6 +95,7 @@ class StreamScorer:
         self.watcher = GenerationWatcher(self.service, control, 1.0)
         self.watcher.start()
         self.state = "starting"
+        self.metrics = StreamMetrics(name)
         self.counts = {"consumed": 0, "stored": 0, "duplicates": 0, "conflicts": 0, "dead_lettered": 0, "batches": 0,
                        "alerts_opened": 0, "db_errors": 0, "broker_errors": 0, "commit_failures": 0, "restarts": 0,
                        "stalls": 0, "offset_resets": 0, "commits_skipped": 0}
@@ -228,6 +230,7 @@ class StreamScorer:
                     # second is enough for a lag figure and a 20 s stall watch.
                     next_check_s = time.monotonic() + POSITION_CHECK_S
                     seen = await read_positions()
+                    self._update_lag(consumer)  # per partition, for the gauge
                     self.lag = seen.lag
                     if self._count_resets(await guard.check(consumer, seen, read_positions)):
                         continue  # reading resumes from the beginning: not a stall
@@ -350,6 +353,10 @@ class StreamScorer:
         self.counts["stored"] += stats.predictions
         self.last_stored_at = time.time()
         self.counts["duplicates"] += stats.duplicates
+        self.metrics.batch(consumed=batch.consumed, stored=stats.predictions, duplicates=stats.duplicates,
+                           write_s=time.perf_counter() - t0, opened=len(stats.alerts_opened),
+                           resolved=len(stats.alerts_resolved),
+                           anomalies=[(j.equipment_id, int(j.anomaly.sum())) for j in batch.rows.judged])
         if stats.conflicts:
             # Stored already under the same reading_id with other values: the stored one
             # stays, this one goes to the dead-letter topic before the offsets move on.
@@ -389,6 +396,7 @@ class StreamScorer:
 
         await self._hold_and_retry(publish, (KafkaError,), "broker_errors", "dead-letter publish")
         self.counts["dead_lettered"] += len(dead)
+        self.metrics.dead_lettered(reason for _rec, reason in dead)
 
     async def _hold_and_retry(self, op: Callable[[], Awaitable[T]], errors: tuple[type[BaseException], ...],
                               counter: str, what: str) -> T:
@@ -416,5 +424,7 @@ class StreamScorer:
         for tp in consumer.assignment():
             hw, taken = consumer.highwater(tp), self.next_offsets.get(tp)
             if hw is not None and taken is not None:
-                lag += max(0, hw - taken)
+                behind = max(0, hw - taken)
+                lag += behind
+                self.metrics.partition_lag(tp.partition, behind)
         self.lag = lag

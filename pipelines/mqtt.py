@@ -23,6 +23,7 @@ import orjson
 import ray
 
 from pipelines.decode import Rejected, decode
+from pipelines.stream_metrics import BridgeMetrics
 from pipelines.deadletter import DLQ_MAX_VALUE_BYTES, dead_letter_record
 from serve_ml.settings import Settings
 
@@ -63,6 +64,7 @@ class MqttBridge:
                        "restarts": 0}
         self.state = "starting"
         self.last_error: str | None = None
+        self.metrics = BridgeMetrics()
 
     async def health(self) -> dict[str, Any]:
         return {"state": self.state, "last_error": self.last_error, **self.counts}
@@ -85,6 +87,7 @@ class MqttBridge:
     def _degraded(self, exc: BaseException, counter: str) -> None:
         self.state = "degraded"
         self.counts[counter] += 1
+        self.metrics.failure({"kafka_errors": "kafka", "mqtt_errors": "mqtt"}.get(counter, "bridge"))
         self.last_error = f"{type(exc).__name__}: {exc}"[:300]
         log.warning("MQTT bridge: %s", self.last_error)
 
@@ -134,4 +137,5 @@ class MqttBridge:
                 await asyncio.sleep(BACKOFF_S[min(attempt, len(BACKOFF_S) - 1)])
                 attempt += 1
         self.counts[counter] += 1
+        self.metrics.sent("reading" if counter == "forwarded" else "dead_letter")
         self.state = "running"

@@ -9,9 +9,11 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import hashlib
+import re
 import time
 
 import aiomqtt
+import httpx
 import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
@@ -110,7 +112,8 @@ def test_a_record_too_large_to_dead_letter_whole_is_dead_lettered_as_a_prefix(st
     assert stack.health()["stream-0"]["state"] == "running"
 
 
-def test_mqtt_bridge_degrades_during_a_kafka_outage_then_forwards_what_it_held(stack: Stack, mosquitto: int) -> None:
+def test_mqtt_bridge_degrades_during_a_kafka_outage_then_forwards_what_it_held(cluster, stack: Stack,
+                                                                               mosquitto: int) -> None:
     if stack.kafka is None:
         pytest.skip("KAFKA_BOOTSTRAP points at an external broker this test must not stop")
     t0 = now()
@@ -150,6 +153,11 @@ def test_mqtt_bridge_degrades_during_a_kafka_outage_then_forwards_what_it_held(s
     assert after["state"] == "running" and after["kafka_errors"] > 0
     # The held message and what the MQTT session kept meanwhile all arrive, once each.
     assert stored == len(docs) == count(stack, "serve_ml_predictions", eq, t0)
+    deadline, text = time.monotonic() + 30, ""
+    while time.monotonic() < deadline and 'ray_serve_ml_mqtt_failed_total{' not in text:
+        text = httpx.get(f"http://127.0.0.1:{cluster.metrics_port}/metrics", timeout=10).text
+        time.sleep(1)
+    assert re.search(r'ray_serve_ml_mqtt_failed_total\{[^}]*where="kafka"', text)  # the dashboard's failure panel
 
 
 def test_readings_are_told_apart_by_content_or_reading_id_not_by_timestamp(stack: Stack) -> None:

@@ -13,10 +13,16 @@ CLUSTER = REPO_ROOT / "cluster"
 FLAGS = {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
 
 
-def dashboard_metrics() -> set[str]:
+STREAM_PREFIXES = ("ray_serve_ml_stream_", "ray_serve_ml_mqtt_")
+
+
+def dashboard_metrics(*, stream: bool | None = None) -> set[str]:
+    """Every metric the dashboard queries; ``stream``: only the stream's (True) or
+    only the serving graph's (False)."""
     dash = json.loads((CLUSTER / "grafana-dashboard.json").read_text())
     exprs = [t["expr"] for p in dash["panels"] for t in p["targets"]]
-    return {m for e in exprs for m in re.findall(r"\b(ray_[a-z_]+)", e)}
+    names = {m for e in exprs for m in re.findall(r"\b(ray_[a-z_]+)", e)}
+    return names if stream is None else {n for n in names if n.startswith(STREAM_PREFIXES) is stream}
 
 
 def test_rayservice_embeds_serve_config() -> None:
@@ -54,5 +60,9 @@ def test_dashboard_covers_what_sres_asked_for() -> None:
     for needed in ("ray_serve_ml_rows_scored_total", "ray_serve_ml_request_latency_ms_bucket",
                    "ray_serve_ml_anomalies_total", "ray_serve_ml_live_version_info",
                    "ray_serve_deployment_replica_healthy", "ray_serve_deployment_queued_queries",
-                   "ray_serve_ml_swaps_total"):
+                   "ray_serve_ml_swaps_total", "ray_serve_ml_stream_lag", "ray_serve_ml_stream_consumed_total",
+                   "ray_serve_ml_stream_stored_total", "ray_serve_ml_stream_dead_lettered_total",
+                   "ray_serve_ml_stream_duplicates_total", "ray_serve_ml_stream_batch_write_seconds_bucket",
+                   "ray_serve_ml_stream_alerts_total", "ray_serve_ml_stream_anomalies_total",
+                   "ray_serve_ml_mqtt_forwarded_total", "ray_serve_ml_mqtt_failed_total"):
         assert needed in names, needed
