@@ -53,7 +53,10 @@ class Stack:
     def start_actors(self) -> None:
         s = self.settings
         for i in range(s.stream_consumers):
-            actor = StreamScorer.options(name=f"serve-ml-stream-{i}", namespace="serve-ml").remote(
+            # SPREAD: on a cluster of several nodes the scorers land on different ones, so
+            # one node lost takes one scorer (its partitions go to the others meanwhile).
+            actor = StreamScorer.options(name=f"serve-ml-stream-{i}", namespace="serve-ml",
+                                         scheduling_strategy="SPREAD").remote(
                 s.without_secrets(), self.database_url, self.bootstrap, self.mode, f"stream-{i}",
                 embedded_broker=self.kafka is not None)
             self.scorers.append(actor)
