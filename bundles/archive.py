@@ -23,15 +23,11 @@ from pathlib import Path
 from bundles.loader import Bundle, load_bundle
 from bundles.manifest import MANIFEST_NAME, is_safe_segment
 from bundles.warmup import verify_warmup
-from serve_ml.errors import BundleInvalid, ServeMLError
+from serve_ml.errors import BundleExists, BundleInvalid
 
 MAX_MEMBERS = 64
 MAX_TOTAL_BYTES = 128 << 20
 STALE_STAGING_S = 3600.0
-
-
-class BundleExists(ServeMLError):
-    status_code = 409
 
 
 def _refuse(reason: str) -> BundleInvalid:

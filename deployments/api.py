@@ -7,6 +7,7 @@ import asyncio
 import datetime as dt
 import json
 import logging
+import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine
@@ -375,8 +376,18 @@ class EdgeMiddleware:
         self.app = app
         self.metrics = metrics
         self.max_bytes = max_bytes
-        self.routes = routes
+        self.routes = {r for r in routes if "{" not in r}
+        # parameterised routes are labelled by their template, never by the ids in them
+        self.templates = [(re.compile("^" + "/".join("[^/]+" if seg.startswith("{") else re.escape(seg)
+                                                   for seg in r.split("/")) + "$"), r)
+                          for r in sorted(routes) if "{" in r]
         self.guard = guard
+
+    def _template(self, path: str) -> str:
+        for pattern, template in self.templates:
+            if pattern.match(path):
+                return template
+        return "other"
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -385,7 +396,7 @@ class EdgeMiddleware:
         t0 = time.perf_counter()
         status = [500]
         path = scope.get("path", "")
-        endpoint = path if path in self.routes else "other"
+        endpoint = path if path in self.routes else self._template(path)
         authorization = None
         for k, v in scope.get("headers", ()):
             if k == b"content-length":

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from ray.serve import Application
 
 from bundles.manifest import is_safe_segment
@@ -33,11 +33,22 @@ class Autoscaling(BaseModel):
     metrics_interval_s: float = Field(default=2.0, gt=0, description="How often replicas report load.")
     look_back_period_s: float = Field(default=10.0, gt=0, description="Window the load is averaged over.")
 
+    @model_validator(mode="after")
+    def _ordered(self) -> Autoscaling:
+        if self.min_replicas is not None and self.max_replicas is not None and self.min_replicas > self.max_replicas:
+            raise ValueError(f"min_replicas {self.min_replicas} is above max_replicas {self.max_replicas}")
+        return self
+
     def resolve(self, s: Settings) -> dict[str, Any]:
+        """With the settings' defaults filled in; a floor above the ceiling is refused,
+        never silently raised (the operator asked for something else)."""
         lo = s.min_replicas if self.min_replicas is None else self.min_replicas
         hi = s.max_replicas if self.max_replicas is None else self.max_replicas
+        if lo > hi:
+            raise ValueError(f"autoscaling: min_replicas {lo} is above max_replicas {hi} (one of them from "
+                             "SERVE_ML_MIN_REPLICAS / SERVE_ML_MAX_REPLICAS)")
         return {
-            "min_replicas": lo, "max_replicas": max(lo, hi),
+            "min_replicas": lo, "max_replicas": hi,
             "target_ongoing_requests": self.target_ongoing_requests or s.target_ongoing_requests,
             "upscale_delay_s": self.upscale_delay_s, "downscale_delay_s": self.downscale_delay_s,
             "metrics_interval_s": self.metrics_interval_s, "look_back_period_s": self.look_back_period_s,

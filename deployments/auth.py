@@ -10,21 +10,7 @@ from __future__ import annotations
 
 import hmac
 
-from serve_ml.errors import ServeMLError
-
-
-class Unauthenticated(ServeMLError):
-    status_code = 401
-
-    def __init__(self) -> None:
-        super().__init__("missing or malformed bearer token")
-
-
-class Forbidden(ServeMLError):
-    status_code = 403
-
-    def __init__(self, message: str = "not allowed") -> None:
-        super().__init__(message)
+from serve_ml.errors import Forbidden, Unauthenticated
 
 
 class TokenGuard:

@@ -12,13 +12,9 @@ from dataclasses import asdict
 from typing import Any
 
 from bundles.catalog import Catalog, Override, version_key
-from serve_ml.errors import NotFound, ServeMLError
+from serve_ml.errors import NothingToRollBack, NotFound
 
 Key = tuple[str, str]
-
-
-class NothingToRollBack(ServeMLError):
-    status_code = 409
 
 
 def _check(catalog: Catalog, eq: str, power: str, version: str | None = None) -> None:

@@ -1,7 +1,7 @@
 """One error hierarchy for the whole project.
 
 Every error carries its HTTP status and builds its own message, so the HTTP edge
-translates them in exactly one place (``deployments.http_errors``) and the stream
+translates them in exactly one place (``deployments.api``) and the stream
 pipeline can use the same message as a dead-letter reason.
 """
 
@@ -27,13 +27,17 @@ class ServeMLError(Exception):
             body["detail"] = self.detail
         return body
 
-    def __reduce__(self):  # keep subclasses picklable across Ray process boundaries
-        return (_rebuild, (type(self), self.message, self.detail))
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Subclasses take other constructor arguments, so rebuild from the fields:
+        # every attribute (retry_after_s, reason, status_code...) crosses a Ray
+        # process boundary intact.
+        return (_rebuild, (type(self), dict(self.__dict__)))
 
 
-def _rebuild(cls: type[ServeMLError], message: str, detail: dict[str, Any]) -> ServeMLError:
+def _rebuild(cls: type[ServeMLError], fields: dict[str, Any]) -> ServeMLError:
     err = cls.__new__(cls)
-    ServeMLError.__init__(err, message, detail=detail)
+    Exception.__init__(err, fields.get("message", ""))
+    err.__dict__.update(fields)
     return err
 
 
@@ -123,8 +127,28 @@ class UnsupportedMediaType(ServeMLError):
     status_code = 415
 
 
-class Unauthorized(ServeMLError):
+class Unauthenticated(ServeMLError):
     status_code = 401
+
+    def __init__(self, message: str = "missing or malformed bearer token") -> None:
+        super().__init__(message)
+
+
+class Forbidden(ServeMLError):
+    status_code = 403
+
+    def __init__(self, message: str = "not allowed") -> None:
+        super().__init__(message)
+
+
+class BundleExists(ServeMLError):
+    """An upload of a version that is already in the root (bundles are immutable)."""
+
+    status_code = 409
+
+
+class NothingToRollBack(ServeMLError):
+    status_code = 409
 
 
 class Overloaded(ServeMLError):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationInfo, field_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -199,6 +199,13 @@ class Settings(BaseSettings):
         if value is not None:
             _checked_token(value.get_secret_value(), f"SERVE_ML_{(info.field_name or '').upper()}")
         return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"SERVE_ML_MIN_REPLICAS ({self.min_replicas}) is above SERVE_ML_MAX_REPLICAS "
+                             f"({self.max_replicas})")
+        return self
 
     @field_validator("root", "state_dir")
     @classmethod

@@ -16,9 +16,9 @@ from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
 import bundles.archive as archive
-from bundles.archive import BundleExists, install_archive, pack_bundle
+from bundles.archive import install_archive, pack_bundle
 from deployments.local import create_local_app
-from serve_ml.errors import BundleInvalid
+from serve_ml.errors import BundleExists, BundleInvalid
 from serve_ml.settings import Settings
 from tests.conftest import build_sim_bundle
 

@@ -119,3 +119,22 @@ def test_health_answers_are_cached_not_asked_of_the_cluster_per_request(demo_roo
     time.sleep(HEALTH_CACHE_S + 0.1)
     c.get(f"{API}/health/ready")
     assert calls["ready"] == 2
+
+
+def test_parameterised_routes_are_labelled_by_their_template(demo_root: Path) -> None:
+    class Recorded(NoMetrics):
+        def __init__(self) -> None:
+            self.seen: list[tuple[str, int]] = []
+
+        def request(self, endpoint: str, status: int, latency_ms: float) -> None:
+            self.seen.append((endpoint, status))
+
+    service = ScoringService(demo_root, enable_xgb=False, metrics=NoMetrics())
+    core = LocalCore(service, max_bulk_rows=100)
+    core.metrics = Recorded()
+    c = TestClient(create_api(core, max_request_bytes=1 << 20))
+    c.get(f"{API}/equipment/press-02/predictions")
+    c.post(f"{API}/bundles/press-02/7.5kW/activate", json={"model_version": "1.0.0"})
+    c.get(f"{API}/no/such/route")
+    assert [e for e, _ in core.metrics.seen] == [f"{API}/equipment/{{equipment_id}}/predictions",
+                                                 f"{API}/bundles/{{equipment_id}}/{{power}}/activate", "other"]

@@ -129,3 +129,15 @@ def test_a_history_range_ending_at_the_start_of_time_is_a_422(demo_root: Path) -
     c = client(demo_root)
     r = c.get(f"{API}/equipment/pump-03/predictions", params={"end": "0001-01-01T00:30:00Z"})
     assert r.status_code == 422 and "too early" in r.json()["message"], r.text
+
+
+def test_a_floor_above_the_ceiling_is_refused_not_fixed(monkeypatch: pytest.MonkeyPatch) -> None:
+    from deployments.app import Autoscaling
+
+    with pytest.raises(ValueError, match="min_replicas 3 is above max_replicas 2"):
+        Autoscaling(min_replicas=3, max_replicas=2)
+    with pytest.raises(ValueError, match="SERVE_ML_MIN_REPLICAS"):
+        Autoscaling(min_replicas=5).resolve(Settings())  # the default ceiling is 2
+    monkeypatch.setenv("SERVE_ML_MIN_REPLICAS", "4")
+    with pytest.raises(ValueError, match=r"SERVE_ML_MIN_REPLICAS \(4\) is above SERVE_ML_MAX_REPLICAS \(2\)"):
+        Settings()
