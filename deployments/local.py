@@ -16,7 +16,7 @@ from deployments.api import create_api
 from bundles.catalog import Override
 from bundles.archive import install_archive
 from deployments.auth import TokenGuard
-from deployments.history import History, record_change
+from deployments.history import History, record_catalog, record_change
 from deployments.versions import decide, outcome, override_dict
 from deployments.metrics import Metrics, NoMetrics
 from deployments.service import ScoringService
@@ -54,7 +54,8 @@ class LocalCore:
     async def sync(self) -> dict[str, Any]:
         generation = self.service.generation + 1
         report = await asyncio.to_thread(self.service.reload, generation, self.overrides)
-        return {**report, "generation": generation, "converged": True}
+        recorded = await record_catalog(self.history, self.service.catalog)  # as the ingress does
+        return {**report, "generation": generation, "converged": True, "recorded": recorded}
 
     async def install(self, archive: bytes) -> str:
         bundle = await asyncio.to_thread(install_archive, archive, self.service.root)

@@ -15,6 +15,7 @@ import secrets
 import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections import Counter
@@ -106,7 +107,12 @@ def test_losing_a_worker_node_under_load_loses_no_reading(tmp_path: Path) -> Non
         "RAY_SERVE_WORKER_PROXY_HTTP_PORT", "RAY_SERVE_HAPROXY_STATS_PORT", "RAY_SERVE_HAPROXY_METRICS_PORT")}}
     before = _raylets()
     started: list[psutil.Process] = []
-    head = [str(RAY), "start", "--head", f"--port={gcs_port}", "--node-ip-address=127.0.0.1", "--num-cpus=1",
+    # A temp dir of its own (short: Ray puts Unix sockets below it): `ray start` records
+    # the cluster's address there, where a later plain `ray.init()` or `serve run` on
+    # this machine would otherwise find it and try to join a cluster that is gone.
+    temp_dir = Path(tempfile.mkdtemp(prefix="smr-"))
+    head = [str(RAY), "start", "--head", f"--temp-dir={temp_dir}", f"--port={gcs_port}",
+            "--node-ip-address=127.0.0.1", "--num-cpus=1",
             "--include-dashboard=false", '--resources={"head_node": 1}', "--disable-usage-stats"]
     worker = [str(RAY), "start", f"--address=127.0.0.1:{gcs_port}", "--node-ip-address=127.0.0.1", "--num-cpus=2",
               '--resources={"worker_node": 1}', "--disable-usage-stats"]
@@ -205,3 +211,7 @@ def test_losing_a_worker_node_under_load_loses_no_reading(tmp_path: Path) -> Non
         os.environ.clear()
         os.environ.update(saved_env)
         reload_ray_auth()
+        default_record = Path("/tmp/ray/ray_current_cluster")
+        if default_record.exists() and default_record.read_text().strip().endswith(f":{gcs_port}"):
+            default_record.unlink()  # the worker's `ray start` writes it there too
+        shutil.rmtree(temp_dir, ignore_errors=True)
