@@ -19,11 +19,9 @@ Replays are harmless: writes are idempotent on ``(equipment_id, time, reading_ke
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import asyncpg
@@ -34,10 +32,9 @@ from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from deployments.control import GenerationWatcher, get_control
 from deployments.service import ScoringService
 from pipelines.deadletter import DLQ_MAX_KEY_BYTES, DLQ_MAX_VALUE_BYTES, dead_letter_record
-from pipelines.decode import Rejected, record_time
-from pipelines.decode_many import decode_many
-from pipelines.encode import Origin, Rows, encode_groups
+from pipelines.encode import Rows
 from pipelines.outbox import run_relay
+from pipelines.prepare import Prepared, prepare_batch
 from pipelines.retention import run_retention
 from pipelines.schema import Partitions
 from pipelines.store import WriteStats, write_batch
@@ -46,7 +43,6 @@ from pipelines.watchdog import ConsumerStalled, LogGuard, Positions, StallWatch,
 from serve_ml.settings import Settings
 
 log = logging.getLogger("serve_ml.stream")
-PREPARE_SLICE = 500  # records decoded, or encoded, between two turns of the event loop
 BACKOFF_S = (0.2, 0.5, 1.0, 2.0, 5.0)
 POSITION_CHECK_S = 0.5  # how often an idle loop reads its positions (lag, stall watch)
 METADATA_MAX_AGE_MS = 10_000
@@ -61,21 +57,6 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
     more round trip per write, and each round trip waits for the event loop to come
     back from preparing the next batch; these connections change no session state
     (asyncpg still rolls back a transaction left open before calling this)."""
-
-
-@dataclass(slots=True)
-class Prepared:
-    """A decoded, scored micro-batch waiting for its write."""
-
-    consumed: int
-    rows: Rows
-    dead: list[tuple[ConsumerRecord, str]]
-    offsets: dict[TopicPartition, int]
-    records: list[ConsumerRecord]
-    """Every record taken, to find those the write refuses as conflicts."""
-    epoch: int
-    """The consumer's epoch when the batch was taken: its offsets are committed only
-    under the same one (see ``StreamScorer._commit``)."""
 
 
 @ray.remote(num_cpus=0.1, max_restarts=-1, max_task_retries=-1, max_concurrency=16)
@@ -201,7 +182,7 @@ class StreamScorer:
                     offsets = {tp: part[-1].offset + 1 for tp, part in batch.items() if part}
                     self.next_offsets.update(offsets)
                     epoch = guard.epoch
-                    prepared = await self._prepare(records, offsets, epoch)
+                    prepared = await prepare_batch(records, offsets, epoch, self.service.catalog, s)
                     t2 = time.perf_counter()
                     self.busy_s["prepare"] += t2 - t1
                     if older is not None:
@@ -230,7 +211,7 @@ class StreamScorer:
                     # second is enough for a lag figure and a 20 s stall watch.
                     next_check_s = time.monotonic() + POSITION_CHECK_S
                     seen = await read_positions()
-                    self._update_lag(consumer)  # per partition, for the gauge
+                    await self._refresh_lag_gauges(consumer)
                     self.lag = seen.lag
                     if self._count_resets(await guard.check(consumer, seen, read_positions)):
                         continue  # reading resumes from the beginning: not a stall
@@ -288,48 +269,6 @@ class StreamScorer:
             self.counts["commit_failures"] += 1
             log.warning("offset commit refused (%s); the batch is stored, a redelivery is deduplicated",
                         type(exc).__name__)
-
-    async def _prepare(self, records: list[ConsumerRecord], offsets: dict[TopicPartition, int],
-                       epoch: int) -> Prepared:
-        """Decode, score and encode one micro-batch. Pure CPU, done in slices that yield
-        to the event loop: the write in flight needs the loop to stream its COPY data
-        and read the server's answers, or the two stages would not overlap. Scoring
-        takes the whole micro-batch at once, so each equipment's readings are one
-        vectorised group (scored in 100-record slices, groups of a few rows cost
-        twice the CPU per reading)."""
-        s = self.s
-        now = dt.datetime.now(dt.UTC)
-        out = Prepared(len(records), Rows([], [], []), [], offsets, records, epoch)
-        readings, origins, accepted = [], [], []
-        last_ms, default_ts = None, None  # records of one producer batch share a timestamp
-        for start in range(0, len(records), PREPARE_SLICE):
-            chunk = records[start:start + PREPARE_SLICE]
-            defaults = []
-            for rec in chunk:
-                if rec.timestamp != last_ms:
-                    last_ms = rec.timestamp
-                    default_ts = record_time(last_ms)
-                defaults.append(default_ts)
-            decoded = decode_many([rec.value for rec in chunk], defaults, max_bytes=s.max_message_bytes, now=now,
-                                  max_age_s=s.accepted_age_s(), max_future_s=s.max_reading_future_s)
-            for rec, r in zip(chunk, decoded, strict=True):
-                if isinstance(r, Rejected):
-                    out.dead.append((rec, str(r)))
-                    continue
-                readings.append(r.reading)  # type: ignore[union-attr]
-                origins.append(Origin(r.ts, r.reading.features, "kafka", rec.partition, rec.offset,  # type: ignore[union-attr]
-                                      r.reading_id))  # type: ignore[union-attr]
-                accepted.append(rec)
-            await asyncio.sleep(0)
-        encoded = 0
-        for rows, rejected in encode_groups(self.service.catalog, readings, origins, enable_xgb=s.enable_xgb):
-            out.rows.extend(rows)
-            out.dead += [(accepted[i], reason) for i, reason in rejected]
-            encoded += len(rows) + len(rejected)
-            if encoded >= PREPARE_SLICE:
-                encoded = 0
-                await asyncio.sleep(0)
-        return out
 
     async def _store(self, batch: Prepared, pool: asyncpg.Pool, producer: AIOKafkaProducer,
                      consumer: AIOKafkaConsumer, wake: asyncio.Event, after: asyncio.Task[None] | None) -> None:
@@ -415,6 +354,22 @@ class StreamScorer:
                 log.warning("%s failed (%s); retrying the batch in %.1fs", what, type(exc).__name__, delay)
                 attempt += 1
                 await asyncio.sleep(delay)
+
+    async def _refresh_lag_gauges(self, consumer: AIOKafkaConsumer) -> None:
+        """Every assigned partition's lag, from its position when this loop has taken
+        nothing from it since the last assignment or reset; re-set on every idle check,
+        since Ray's metrics agent drops a gauge series when a process that reported it
+        exits (a restarted scorer, for one)."""
+        for tp in consumer.assignment():
+            hw = consumer.highwater(tp)
+            taken = self.next_offsets.get(tp)
+            if taken is None:
+                try:
+                    taken = await consumer.position(tp)
+                except (IllegalStateError, KafkaError):
+                    continue
+            if hw is not None and taken is not None:
+                self.metrics.partition_lag(tp.partition, max(0, hw - taken))
 
     def _update_lag(self, consumer: AIOKafkaConsumer) -> None:
         """Records behind the broker's high watermark, from the offsets this loop has

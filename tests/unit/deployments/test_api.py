@@ -200,7 +200,7 @@ def test_binary_columns_errors_name_the_problem(client: TestClient, params: dict
 async def test_client_gone_before_the_answer_is_not_counted_as_a_server_error() -> None:
     import asyncio
 
-    from deployments.api import CLIENT_CLOSED, EdgeMiddleware
+    from deployments.edge import CLIENT_CLOSED, EdgeMiddleware
     from deployments.auth import TokenGuard
     from deployments.metrics import NoMetrics
 

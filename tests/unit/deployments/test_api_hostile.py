@@ -14,7 +14,8 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
-from deployments.api import HEALTH_CACHE_S, PARSE_INLINE_MAX_BYTES, EdgeMiddleware, create_api
+from deployments.api import PARSE_INLINE_MAX_BYTES, create_api
+from deployments.edge import HEALTH_CACHE_S, EdgeMiddleware
 from deployments.auth import TokenGuard
 from deployments.local import LocalCore, create_local_app
 from deployments.metrics import NoMetrics
