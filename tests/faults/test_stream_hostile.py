@@ -163,7 +163,9 @@ def test_mqtt_bridge_degrades_during_a_kafka_outage_then_forwards_what_it_held(c
 def test_readings_are_told_apart_by_content_or_reading_id_not_by_timestamp(stack: Stack) -> None:
     # Three hours back: other tests count what is stored in the hour after their own start.
     t0 = now().replace(microsecond=0) - dt.timedelta(hours=3)
-    eq = "mill-01"
+    # Values inside the bundle's normal range: an anomaly here would leave an alert open
+    # that the alert tests of this equipment would then find instead of their own.
+    eq = "press-02"
 
     def doc(ts: dt.datetime, temp: float, reading_id: str | None = None) -> bytes:
         body = {"equipment_id": eq, "ts": ts.isoformat(), "power": "7.5kW",
@@ -173,13 +175,13 @@ def test_readings_are_told_apart_by_content_or_reading_id_not_by_timestamp(stack
     before = stack.health()["stream-0"]
     # Two machines' worth of distinct readings stamped alike, a squatter on a future
     # timestamp, the genuine reading arriving after it, and a plain redelivery.
-    same_ts = [doc(t0, 300.0), doc(t0, 301.0)]
-    squatter = doc(t0 + dt.timedelta(seconds=1), 999.0)
-    genuine = doc(t0 + dt.timedelta(seconds=1), 300.5)
-    first = doc(t0 + dt.timedelta(seconds=2), 302.0, reading_id="r-1")
+    same_ts = [doc(t0, 300.0), doc(t0, 300.2)]
+    squatter = doc(t0 + dt.timedelta(seconds=1), 300.4)
+    genuine = doc(t0 + dt.timedelta(seconds=1), 300.6)
+    first = doc(t0 + dt.timedelta(seconds=2), 300.8, reading_id="r-1")
     produce(stack, [(v, None) for v in [*same_ts, squatter, first]])
     assert wait_count(stack, "serve_ml_readings", eq, t0, 4) == 4
-    conflicting = doc(t0 + dt.timedelta(seconds=2), 350.0, reading_id="r-1")
+    conflicting = doc(t0 + dt.timedelta(seconds=2), 301.0, reading_id="r-1")
     produce(stack, [(genuine, None), (same_ts[0], None), (first, None), (conflicting, None)])
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and stack.health()["stream-0"]["conflicts"] == before["conflicts"]:
@@ -195,7 +197,7 @@ def test_readings_are_told_apart_by_content_or_reading_id_not_by_timestamp(stack
            duplicates=after["duplicates"] - before["duplicates"], conflicts=after["conflicts"] - before["conflicts"],
            dead_lettered=len(dlq))
     temps = [orjson.loads(r["f"])["air_temp_k"] for r in rows]
-    assert sorted(temps) == [300.0, 300.5, 301.0, 302.0, 999.0], temps  # distinct readings all stored, once each
+    assert sorted(temps) == [300.0, 300.2, 300.4, 300.6, 300.8], temps  # distinct readings all stored, once each
     assert preds == 5
     assert after["duplicates"] - before["duplicates"] == 2  # the redelivery and the repeated reading_id
     assert after["conflicts"] - before["conflicts"] == 1 and len(dlq) == 1 and "reading_id" in dlq[0]
