@@ -101,7 +101,7 @@ CREATE TABLE serve_ml_meta (key text PRIMARY KEY, value text NOT NULL);
 """
 
 
-async def _v1(conn: asyncpg.Connection, mode: str, retention_days: int | None) -> None:
+async def _v1(conn: asyncpg.Connection, mode: str) -> None:
     if mode == TIMESCALE:
         await conn.execute(_READINGS + ";" + _PREDICTIONS + ";")
         for t in TIME_TABLES:
@@ -116,7 +116,7 @@ async def _v1(conn: asyncpg.Connection, mode: str, retention_days: int | None) -
     await conn.execute(_REST)
 
 
-async def _v2(conn: asyncpg.Connection, mode: str, retention_days: int | None) -> None:
+async def _v2(conn: asyncpg.Connection, mode: str) -> None:
     await conn.execute("""
     CREATE TABLE serve_ml_live_overrides (
         equipment_id  text NOT NULL,
@@ -132,7 +132,7 @@ async def _v2(conn: asyncpg.Connection, mode: str, retention_days: int | None) -
     """)
 
 
-async def _v3(conn: asyncpg.Connection, mode: str, retention_days: int | None) -> None:
+async def _v3(conn: asyncpg.Connection, mode: str) -> None:
     # The per-row documents are written at stream rate and read back whole, never
     # queried inside: ``json`` stores the text as sent, where ``jsonb`` parses and
     # re-encodes every document on insert. Measured on the embedded PostgreSQL:
@@ -145,7 +145,7 @@ async def _v3(conn: asyncpg.Connection, mode: str, retention_days: int | None) -
     """)
 
 
-async def _v4(conn: asyncpg.Connection, mode: str, retention_days: int | None) -> None:
+async def _v4(conn: asyncpg.Connection, mode: str) -> None:
     # Fleet-wide time ranges over predictions. A btree on time cost ~0.8 µs of
     # PostgreSQL CPU per stored reading (measured: 5.2-5.5 -> 4.3-4.8 µs for the two
     # COPYs); rows arrive in time order, so a BRIN index (a few pages per partition)
@@ -156,7 +156,7 @@ async def _v4(conn: asyncpg.Connection, mode: str, retention_days: int | None) -
         await conn.execute("CREATE INDEX serve_ml_predictions_time ON serve_ml_predictions USING brin (time)")
 
 
-async def _v5(conn: asyncpg.Connection, mode: str, retention_days: int | None) -> None:
+async def _v5(conn: asyncpg.Connection, mode: str) -> None:
     # Two readings stamped with the same time are two readings: the key gains what
     # tells them apart (pipelines.encode.reading_key). Rows stored before keep key 0,
     # so a replay of one of them is stored a second time under its real key, once.
@@ -176,7 +176,7 @@ async def detect_mode(conn: asyncpg.Connection) -> str:
     return TIMESCALE if has else PARTITIONED
 
 
-async def migrate(conn: asyncpg.Connection, *, retention_days: int | None = None) -> str:
+async def migrate(conn: asyncpg.Connection) -> str:
     """Apply pending migrations; return the storage mode in force."""
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock($1)", _LOCK_KEY)
@@ -191,7 +191,7 @@ async def migrate(conn: asyncpg.Connection, *, retention_days: int | None = None
         for version, name, step in MIGRATIONS:
             if version in applied:
                 continue
-            await step(conn, mode, retention_days)
+            await step(conn, mode)
             await conn.execute("INSERT INTO serve_ml_schema_migrations (version, name, mode) VALUES ($1, $2, $3)",
                                version, name, mode)
             log.info("applied migration %s (%s) in mode %s", version, name, mode)

@@ -151,7 +151,7 @@ async def create_topics(bootstrap: str, settings: Settings) -> None:
 async def prepare_database(url: str, settings: Settings) -> str:
     conn = await asyncpg.connect(url)
     try:
-        return await migrate(conn, retention_days=settings.retention_days)
+        return await migrate(conn)
     finally:
         await conn.close()
 
