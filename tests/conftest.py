@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from bundles.builder import BuildSpec, build_bundle
-from bundles.demo import TORQUE_SPEED
-from bundles.simulation import MECHANICAL, THERMAL, MachineSpec, simulate_dataset
-from serve_ml.settings import REPO_ROOT
+from serve_ml.bundles.builder import BuildSpec, build_bundle
+from serve_ml.bundles.demo import TORQUE_SPEED
+from serve_ml.bundles.simulation import MECHANICAL, THERMAL, MachineSpec, simulate_dataset
+from serve_ml.core.settings import REPO_ROOT
 
 pytest_plugins = ["tests.fixtures"]
 

@@ -15,10 +15,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from deployments.launch import RunningCluster, app_args_from_config, start_cluster
-from pipelines.stack import Stack, start_stack
-from serve_ml.ports import free_port
-from serve_ml.settings import Settings
+from serve_ml.core.ports import free_port
+from serve_ml.core.settings import Settings
+from serve_ml.deployments.launch import RunningCluster, app_args_from_config, start_cluster
+from serve_ml.pipelines.stack import Stack, start_stack
 from tests.conftest import DEMO_ROOT
 
 API = "/api/v1/serve-ml"

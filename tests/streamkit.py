@@ -10,8 +10,8 @@ import asyncpg
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from pipelines.stack import Stack
 from serve_ml.bench.producer import SteadyProducer
+from serve_ml.pipelines.stack import Stack
 
 __all__ = ["SteadyProducer", "consume_all", "count", "locate", "now", "produce_raw", "q", "report", "stored_times",
            "wait_count", "wait_stored"]

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from serve_ml.settings import REPO_ROOT
+from serve_ml.core.settings import REPO_ROOT
 
 RESULTS_DIR = REPO_ROOT / "bench-results"
 

@@ -20,12 +20,12 @@ from pathlib import Path
 import orjson
 import psutil
 
-from bundles.catalog import Catalog
-from deployments.launch import app_args_from_config
 from serve_ml.bench.common import Figure, Report
 from serve_ml.bench.loadgen import run_load, write_bodies
 from serve_ml.bench.servers import API, serve_cluster
-from serve_ml.settings import Settings
+from serve_ml.bundles.catalog import Catalog
+from serve_ml.core.settings import Settings
+from serve_ml.deployments.launch import app_args_from_config
 
 TEMPLATE = ("pump-03", "7.5kW", "1.0.0")
 

@@ -36,12 +36,12 @@ import httpx
 import numpy as np
 import orjson
 
-from bundles.catalog import Catalog
-from deployments.api import PREFIX, create_api
-from deployments.local import LocalCore
-from deployments.metrics import Metrics
-from deployments.service import ScoringService
 from serve_ml.bench.common import Figure, Report
+from serve_ml.bundles.catalog import Catalog
+from serve_ml.deployments.api import PREFIX, create_api
+from serve_ml.deployments.local import LocalCore
+from serve_ml.scoring.metrics import Metrics
+from serve_ml.scoring.service import ScoringService
 
 # Modules whose code runs only to load or validate a bundle.
 LOADING_MODULES = tuple(str(Path("bundles") / m) for m in

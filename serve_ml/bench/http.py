@@ -11,15 +11,15 @@ from urllib.parse import parse_qs, urlencode
 import numpy as np
 import orjson
 
-from bundles.batch import Reading, ReadingColumns
-from bundles.catalog import Catalog
-from bundles.columns import from_binary, score_columns
-from deployments.service import ScoringService
 from serve_ml.bench import floor
 from serve_ml.bench.common import Figure, Report, time_it
 from serve_ml.bench.loadgen import LoadResult, run_load, write_bodies
 from serve_ml.bench.servers import API, serve_cluster, uvicorn_baseline
-from serve_ml.settings import Settings
+from serve_ml.bundles.batch import Reading, ReadingColumns
+from serve_ml.bundles.catalog import Catalog
+from serve_ml.bundles.columns import from_binary, score_columns
+from serve_ml.core.settings import Settings
+from serve_ml.scoring.service import ScoringService
 
 BULK_ROWS = 1000
 

@@ -11,8 +11,8 @@ import time
 
 import orjson
 
-from pipelines.simulator import Machine, run_kafka
-from pipelines.stack import Stack
+from serve_ml.pipelines.simulator import Machine, run_kafka
+from serve_ml.pipelines.stack import Stack
 
 
 class SteadyProducer:

@@ -11,13 +11,13 @@ from pathlib import Path
 
 import numpy as np
 
-from bundles.batch import Reading, ReadingColumns
-from bundles.catalog import Catalog
-from bundles.scoring import score_group
-from deployments.service import ScoringService
 from serve_ml.bench import hotpath
 from serve_ml.bench.common import Figure, Report, time_it
-from serve_ml.settings import Settings
+from serve_ml.bundles.batch import Reading, ReadingColumns
+from serve_ml.bundles.catalog import Catalog
+from serve_ml.bundles.scoring import score_group
+from serve_ml.core.settings import Settings
+from serve_ml.scoring.service import ScoringService
 
 BATCHES = (1, 64, 4096)
 

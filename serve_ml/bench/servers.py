@@ -12,10 +12,10 @@ from pathlib import Path
 
 import httpx
 
-from deployments.app import AppArgs
-from deployments.launch import RunningCluster, app_args_from_config, start_cluster
-from serve_ml.ports import free_port
-from serve_ml.settings import Settings
+from serve_ml.core.ports import free_port
+from serve_ml.core.settings import Settings
+from serve_ml.deployments.app import AppArgs
+from serve_ml.deployments.launch import RunningCluster, app_args_from_config, start_cluster
 
 API = "/api/v1/serve-ml"
 
@@ -37,7 +37,7 @@ def uvicorn_baseline(root: Path) -> Iterator[str]:
     """Plain uvicorn + FastAPI, one process, no Ray: the same API and scoring code."""
     port = free_port()
     env = {**os.environ, "SERVE_ML_ROOT": str(root)}
-    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "--factory", "deployments.local:create_local_app",
+    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "--factory", "serve_ml.deployments.local:create_local_app",
                              "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
                              "--no-access-log"], env=env)
     base = f"http://127.0.0.1:{port}"

@@ -25,7 +25,7 @@ from serve_ml.bench.common import Figure, Report
 from serve_ml.bench.loadgen import LoadResult, run_load, write_bodies
 from serve_ml.bench.memory import MemorySampler
 from serve_ml.bench.servers import API, wait_ready
-from serve_ml.settings import Settings
+from serve_ml.core.settings import Settings
 
 EQ, POWER = "press-02", "7.5kW"
 MACHINES = "press-02:7.5kW,pump-03:5.5kW:overstrain,mill-01:7.5kW:normal:ai4i"
@@ -46,15 +46,15 @@ def http_errors_by_status(metrics_port: int) -> dict[str, float]:
 
 
 def run(minutes: float = 10.0, http_clients: int = 4, rate_hz: float = 50.0) -> Report:
-    from bundles.builder import BuildSpec, build_bundle
-    from bundles.demo import TORQUE_SPEED
-    from bundles.simulation import MECHANICAL, THERMAL, MachineSpec, simulate_dataset
-    from deployments.launch import app_args_from_config, start_cluster
-    from serve_ml.ports import free_port
-    from pipelines.simulator import parse_machines
-    from pipelines.stack import start_stack
     from serve_ml.bench.producer import SteadyProducer
     from serve_ml.bench.soak_faults import BROKER_OUTAGES, FAULTS, DeadLetterWatcher, lost_and_duplicated
+    from serve_ml.bundles.builder import BuildSpec, build_bundle
+    from serve_ml.bundles.demo import TORQUE_SPEED
+    from serve_ml.bundles.simulation import MECHANICAL, THERMAL, MachineSpec, simulate_dataset
+    from serve_ml.core.ports import free_port
+    from serve_ml.deployments.launch import app_args_from_config, start_cluster
+    from serve_ml.pipelines.simulator import parse_machines
+    from serve_ml.pipelines.stack import start_stack
 
     duration_s = minutes * 60
     BROKER_OUTAGES.clear()  # a second run in the same process counts only its own

@@ -16,8 +16,8 @@ import asyncpg
 import orjson
 import ray
 
-from pipelines.stack import Stack
 from serve_ml.bench.producer import SteadyProducer
+from serve_ml.pipelines.stack import Stack
 
 
 def kill_stream_actor(stack: Stack, _cluster: Any) -> str:

@@ -24,11 +24,11 @@ import ray
 from aiokafka import AIOKafkaConsumer
 from aiokafka.partitioner import murmur2
 
-from pipelines.simulator import Machine, run_kafka
-from pipelines.stack import FEATURE_PARTITIONS, Stack, start_stack
 from serve_ml.bench.common import Figure, Report
 from serve_ml.bench.fleet import TEMPLATE, generate_fleet
-from serve_ml.settings import Settings
+from serve_ml.core.settings import Settings
+from serve_ml.pipelines.simulator import Machine, run_kafka
+from serve_ml.pipelines.stack import FEATURE_PARTITIONS, Stack, start_stack
 
 
 def machines(n: int, faulty: int = 0) -> list[Machine]:

@@ -17,7 +17,7 @@ import orjson
 from serve_ml.bench.common import Figure, Report
 from serve_ml.bench.loadgen import LoadResult, run_load, write_bodies
 from serve_ml.bench.servers import API, serve_cluster
-from serve_ml.settings import Settings
+from serve_ml.core.settings import Settings
 
 EQ, POWER = "press-02", "7.5kW"
 
@@ -29,9 +29,9 @@ def _serving(base: str, version: str, reading: dict) -> bool:
 
 
 def run(swaps: int = 6, duration_s: float = 12.0) -> Report:
-    from bundles.builder import BuildSpec, build_bundle
-    from bundles.demo import TORQUE_SPEED
-    from bundles.simulation import MECHANICAL, THERMAL, MachineSpec, simulate_dataset
+    from serve_ml.bundles.builder import BuildSpec, build_bundle
+    from serve_ml.bundles.demo import TORQUE_SPEED
+    from serve_ml.bundles.simulation import MECHANICAL, THERMAL, MachineSpec, simulate_dataset
 
     token = "bench-swap-token"
     os.environ["SERVE_ML_ADMIN_TOKEN"] = token  # the replicas inherit it from this process

@@ -7,8 +7,9 @@ import json
 import sys
 from pathlib import Path
 
-from serve_ml.errors import BundleInvalid
-from serve_ml.settings import Settings
+from serve_ml.cli.state import admin_request
+from serve_ml.core.errors import BundleInvalid
+from serve_ml.core.settings import Settings
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -71,10 +72,10 @@ def _root(args: argparse.Namespace) -> Path:
 
 
 def _build(args: argparse.Namespace) -> int:
-    from bundles.builder import BuildSpec, build_bundle
-    from bundles.datasets import file_sha256, read_training_csv
-    from bundles.demo import TORQUE_SPEED
-    from bundles.simulation import MECHANICAL, THERMAL, MachineSpec, simulate_dataset
+    from serve_ml.bundles.builder import BuildSpec, build_bundle
+    from serve_ml.bundles.datasets import file_sha256, read_training_csv
+    from serve_ml.bundles.demo import TORQUE_SPEED
+    from serve_ml.bundles.simulation import MECHANICAL, THERMAL, MachineSpec, simulate_dataset
 
     lo, hi = (float(x) for x in args.power_range_kw.split(","))
     if args.modality:
@@ -102,7 +103,7 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from bundles.loader import load_bundle
+    from serve_ml.bundles.loader import load_bundle
 
     path = args.path.resolve()
     root = (args.root or path.parents[2]).resolve()
@@ -118,8 +119,8 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
-    from bundles.catalog import Catalog
-    from deployments.service import describe_catalog
+    from serve_ml.bundles.catalog import Catalog
+    from serve_ml.scoring.service import describe_catalog
 
     cat = Catalog.scan(_root(args))
     items = describe_catalog(cat)
@@ -139,7 +140,7 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from bundles.demo import AI4I_CSV, build_demo
+    from serve_ml.bundles.demo import AI4I_CSV, build_demo
 
     root = _root(args)
     if args.if_missing and root.is_dir() and any(p for p in root.iterdir() if not p.name.startswith(".")):
@@ -150,25 +151,6 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def admin_request(method: str, path: str, url: str | None, **kw: object) -> int:
-    """Call a management endpoint with SERVE_ML_ADMIN_TOKEN; print the JSON answer."""
-    import httpx
-
-    from serve_ml.cli.cluster import read_state
-
-    s = Settings()
-    base = url or (read_state(s) or {}).get("http_url")
-    if not base:
-        print("serve-ml is not running; start it with `make up` or pass --url", file=sys.stderr)
-        return 1
-    token = s.admin_secret()
-    if not token:
-        print("set SERVE_ML_ADMIN_TOKEN (or SERVE_ML_ADMIN_TOKEN_FILE) to the server's admin token", file=sys.stderr)
-        return 1
-    r = httpx.request(method, f"{base}/api/v1/serve-ml{path}", headers={"Authorization": f"Bearer {token}"},
-                      timeout=120, **kw)  # type: ignore[arg-type]
-    print(json.dumps(r.json(), indent=2))
-    return 0 if r.status_code == 200 else 1
 
 
 def _change(args: argparse.Namespace) -> int:
@@ -179,6 +161,6 @@ def _change(args: argparse.Namespace) -> int:
 
 
 def _upload(args: argparse.Namespace) -> int:
-    from bundles.archive import pack_bundle
+    from serve_ml.bundles.archive import pack_bundle
 
     return admin_request("POST", "/bundles/upload", args.url, content=pack_bundle(args.path))

@@ -14,11 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import psutil
 
-from serve_ml.settings import Settings
-
-STATE_FILE = "state.json"
+from serve_ml.cli.state import admin_request, alive, read_state, state_path
+from serve_ml.core.settings import Settings
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -44,29 +42,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     pr.set_defaults(func=_predict)
 
 
-def state_path(settings: Settings) -> Path:
-    return settings.state_dir / STATE_FILE
-
-
-def read_state(settings: Settings) -> dict[str, Any] | None:
-    try:
-        state = json.loads(state_path(settings).read_text())
-    except (OSError, ValueError):
-        return None
-    return state if _alive(state.get("pid")) else None  # else stale: its writer is gone
-
-
-def _alive(pid: Any) -> bool:
-    """True if ``pid`` runs; a zombie (exited, not yet reaped by its parent) is not alive."""
-    try:
-        return psutil.Process(int(pid)).status() != psutil.STATUS_ZOMBIE
-    except (psutil.Error, TypeError, ValueError):
-        return False
-
 
 def _up(args: argparse.Namespace) -> int:
-    from bundles.demo import build_demo
-    from deployments.launch import app_args_from_config, start_cluster, write_private
+    from serve_ml.bundles.demo import build_demo
+    from serve_ml.deployments.launch import app_args_from_config, start_cluster, write_private
 
     settings = Settings()
     running = read_state(settings)
@@ -80,7 +59,7 @@ def _up(args: argparse.Namespace) -> int:
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     stack = None
     if not args.no_stream:
-        from pipelines.stack import start_stack
+        from serve_ml.pipelines.stack import start_stack
 
         print("starting PostgreSQL and Kafka (embedded unless DATABASE_URL / KAFKA_BOOTSTRAP)...", flush=True)
         stack = start_stack(settings, actors=False)
@@ -179,7 +158,7 @@ def _stream_lines(stream: dict[str, Any] | None, settings: Settings, api: str) -
 def _start_simulator(settings: Settings, bootstrap: str, stop: threading.Event) -> None:
     if settings.simulate_rate_hz <= 0:
         return
-    from pipelines.simulator import parse_machines, run_kafka
+    from serve_ml.pipelines.simulator import parse_machines, run_kafka
 
     machines = parse_machines(settings.simulate_machines)
 
@@ -196,8 +175,6 @@ def _start_simulator(settings: Settings, bootstrap: str, stop: threading.Event) 
 
 
 def _sync(args: argparse.Namespace) -> int:
-    from serve_ml.cli.bundle import admin_request
-
     return admin_request("POST", "/sync", args.url)
 
 
@@ -210,7 +187,7 @@ def _down(args: argparse.Namespace) -> int:
     os.kill(state["pid"], signal.SIGTERM)
     deadline = time.monotonic() + args.timeout_s
     while time.monotonic() < deadline:
-        if not _alive(state["pid"]):
+        if not alive(state["pid"]):
             print("stopped.")
             return 0
         time.sleep(0.5)
@@ -279,109 +256,3 @@ def _predict(args: argparse.Namespace) -> int:
     print(json.dumps(r.json(), indent=2))
     return 0 if r.status_code == 200 else 1
 
-
-def register_scale(sub: argparse._SubParsersAction) -> None:
-    sc = sub.add_parser("scale", help="change one equipment deployment's autoscaling, in place")
-    sc.add_argument("equipment_id")
-    sc.add_argument("--min", type=int, dest="min_replicas", required=True)
-    sc.add_argument("--max", type=int, dest="max_replicas", required=True)
-    sc.add_argument("--target-ongoing-requests", type=float)
-    sc.add_argument("--upscale-delay-s", type=float, default=5.0)
-    sc.add_argument("--downscale-delay-s", type=float, default=60.0)
-    sc.set_defaults(func=_scale)
-
-
-def _scale(args: argparse.Namespace) -> int:
-    import ray
-
-    from deployments.launch import write_private
-
-    from deployments.app import AppArgs, Autoscaling, dedicated_equipment
-    from deployments.control import get_control
-    from deployments.launch import apply_scaling, ray_client_env, reload_ray_auth
-
-    state = read_state(Settings())
-    if state is None or "app_args" not in state:
-        print("serve-ml is not running (start it with `make up`)", file=sys.stderr)
-        return 1
-    app_args = AppArgs.model_validate(state["app_args"])
-    scaling = Autoscaling(min_replicas=args.min_replicas, max_replicas=args.max_replicas,
-                          target_ongoing_requests=args.target_ongoing_requests,
-                          upscale_delay_s=args.upscale_delay_s, downscale_delay_s=args.downscale_delay_s)
-    if state.get("ray_auth_token_file"):
-        os.environ.update(ray_client_env(Path(state["ray_auth_token_file"])))
-        reload_ray_auth()
-    ray.init(address=state["ray_gcs_address"], namespace="serve", log_to_driver=False)
-    try:
-        recipe = ray.get(get_control().recipe.remote())
-        if recipe is None:
-            print("the running graph has no recipe to redeploy (deployed from a config file)", file=sys.stderr)
-            return 1
-        settings = Settings(**recipe["settings"])
-        dedicated = dedicated_equipment(app_args, settings)
-        if args.equipment_id not in dedicated:
-            print(f"{args.equipment_id!r} has no dedicated deployment (dedicated: {', '.join(dedicated)}); "
-                  "it is scored by the ingress, which scales with `ingress_autoscaling`", file=sys.stderr)
-            return 2
-        new_args = apply_scaling(settings, app_args, args.equipment_id, scaling)
-    finally:
-        ray.shutdown()  # disconnects this driver; the cluster keeps running
-    state["app_args"] = new_args.model_dump(mode="json")
-    write_private(state_path(Settings()), json.dumps(state, indent=2))
-    print(f"equipment-{args.equipment_id}: min {args.min_replicas}, max {args.max_replicas} (applied in place)")
-    return 0
-
-
-def register_stream(sub: argparse._SubParsersAction) -> None:
-    sim = sub.add_parser("simulate", help="publish simulated sensor readings to Kafka or MQTT")
-    sim.add_argument("--machines", help="equipment:power[:profile[:ai4i]],... (default SERVE_ML_SIMULATE_MACHINES)")
-    sim.add_argument("--rate-hz", type=float, default=10.0, help="readings/s per machine (0: as fast as possible)")
-    sim.add_argument("--count", type=int, help="stop after this many readings")
-    sim.add_argument("--to", choices=("kafka", "mqtt"), default="kafka")
-    sim.add_argument("--bootstrap", help="Kafka bootstrap (default: KAFKA_BOOTSTRAP or the running system's)")
-    sim.add_argument("--mqtt-url", help="mqtt://host:port (default SERVE_ML_MQTT_URL)")
-    sim.set_defaults(func=_simulate)
-    db = sub.add_parser("db", help="database schema")
-    dsub = db.add_subparsers(dest="db_command", required=True)
-    mig = dsub.add_parser("migrate", help="apply pending migrations (DATABASE_URL or the running system's)")
-    mig.set_defaults(func=_migrate)
-
-
-def _simulate(args: argparse.Namespace) -> int:
-    from urllib.parse import urlsplit
-
-    from pipelines.simulator import parse_machines, run_kafka, run_mqtt
-
-    s = Settings()
-    machines = parse_machines(args.machines or s.simulate_machines)
-    if args.to == "mqtt":
-        url = urlsplit(args.mqtt_url or s.mqtt_url or "mqtt://127.0.0.1:1883")
-        sent = asyncio.run(run_mqtt(url.hostname or "127.0.0.1", url.port or 1883, machines, args.rate_hz,
-                                    total=args.count))
-    else:
-        stream = (read_state(s) or {}).get("stream") or {}
-        bootstrap = args.bootstrap or s.kafka_bootstrap or stream.get("kafka_bootstrap")
-        if not bootstrap:
-            print("no Kafka: pass --bootstrap, set KAFKA_BOOTSTRAP, or start the system with `make up`",
-                  file=sys.stderr)
-            return 1
-        print(f"publishing to {bootstrap} topic {s.features_topic}: {', '.join(m.equipment_id for m in machines)}",
-              flush=True)
-        sent = asyncio.run(run_kafka(bootstrap, s.features_topic, machines, args.rate_hz, total=args.count))
-    print(f"sent {sent} readings")
-    return 0
-
-
-def _migrate(args: argparse.Namespace) -> int:
-    from pipelines.stack import prepare_database
-
-    s = Settings()
-    running = ((read_state(s) or {}).get("stream") or {}).get("database_url", "")
-    url = s.database_url or (running if running and "***" not in running else None)
-    if url is None:
-        from pipelines.services import EmbeddedPostgres
-
-        url = EmbeddedPostgres(s.state_dir / "pgdata").start()
-    mode = asyncio.run(prepare_database(url, s))
-    print(f"schema up to date; storage mode: {mode}")
-    return 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from serve_ml.cli import bench, bundle, cluster
+from serve_ml.cli import bench, bundle, cluster, scale, stream
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -13,8 +13,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     bundle.register(sub)
     cluster.register(sub)
-    cluster.register_stream(sub)
-    cluster.register_scale(sub)
+    stream.register(sub)
+    scale.register(sub)
     bench.register(sub)
     return p
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import psutil
 
-from serve_ml.ports import free_port
+from serve_ml.core.ports import free_port
 from tests.conftest import DEMO_ROOT
 
 BIN = Path(sys.executable).parent

@@ -11,9 +11,9 @@ import httpx
 import pytest
 import yaml
 
-from serve_ml.ports import free_port
-from serve_ml.settings import REPO_ROOT
-from tests.e2e.conftest import FEATURES, BIN, cli_env, stop_process_tree, wait_for
+from serve_ml.core.ports import free_port
+from serve_ml.core.settings import REPO_ROOT
+from tests.e2e.conftest import BIN, FEATURES, cli_env, stop_process_tree, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.own_cluster]
 

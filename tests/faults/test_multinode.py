@@ -9,7 +9,6 @@ cluster (marker ``own_cluster``); every process it started is stopped by PID."""
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 import secrets
 import shutil
@@ -25,11 +24,11 @@ import httpx
 import psutil
 import pytest
 
-from deployments.launch import app_args_from_config, ray_client_env, reload_ray_auth, start_cluster
-from pipelines.simulator import Machine
-from pipelines.stack import start_stack
-from serve_ml.ports import free_port
-from serve_ml.settings import Settings
+from serve_ml.core.ports import free_port
+from serve_ml.core.settings import Settings
+from serve_ml.deployments.launch import app_args_from_config, ray_client_env, reload_ray_auth, start_cluster
+from serve_ml.pipelines.simulator import Machine
+from serve_ml.pipelines.stack import start_stack
 from tests.conftest import DEMO_ROOT
 from tests.e2e.conftest import FEATURES, wait_for
 from tests.streamkit import SteadyProducer, report, wait_stored

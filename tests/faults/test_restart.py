@@ -18,7 +18,7 @@ import httpx
 import psutil
 import pytest
 
-from deployments.launch import port_owner, ray_client_env
+from serve_ml.deployments.launch import port_owner, ray_client_env
 from tests.conftest import build_sim_bundle
 from tests.e2e.conftest import FEATURES, cli, cli_env, start_up, stop_process_tree, stop_up, wait_for
 from tests.streamkit import report

@@ -17,10 +17,10 @@ import pytest
 import ray
 from ray import serve
 
-from deployments.app import build_graph
-from deployments.launch import app_args_from_config
-from serve_ml.settings import Settings
 from serve_ml.bench.memory import MemorySampler
+from serve_ml.core.settings import Settings
+from serve_ml.deployments.app import build_graph
+from serve_ml.deployments.launch import app_args_from_config
 from tests.fixtures import replica_actors
 from tests.streamkit import report
 

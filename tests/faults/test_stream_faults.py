@@ -9,8 +9,8 @@ from collections import Counter
 import pytest
 import ray
 
-from pipelines.simulator import Machine
-from pipelines.stack import Stack
+from serve_ml.pipelines.simulator import Machine
+from serve_ml.pipelines.stack import Stack
 from tests.streamkit import SteadyProducer, locate, now, report, wait_stored
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]

@@ -18,8 +18,8 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from pipelines.deadletter import DLQ_MAX_VALUE_BYTES
-from pipelines.stack import Stack
+from serve_ml.pipelines.deadletter import DLQ_MAX_VALUE_BYTES
+from serve_ml.pipelines.stack import Stack
 from tests.streamkit import consume_all, count, now, q, report, wait_count
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]

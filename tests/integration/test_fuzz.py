@@ -12,9 +12,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from serve_ml.ports import free_port
-from pipelines.stack import Stack
 from serve_ml.bench.servers import wait_ready
+from serve_ml.core.ports import free_port
+from serve_ml.pipelines.stack import Stack
 
 pytestmark = pytest.mark.integration
 BIN = Path(sys.executable).parent
@@ -24,7 +24,7 @@ def test_schema_fuzzing_finds_no_server_errors(stack: Stack, serve_root: Path, t
     port = free_port()
     env = {**os.environ, "SERVE_ML_ROOT": str(serve_root), "DATABASE_URL": stack.database_url,
            "SERVE_ML_ADMIN_TOKEN": "fuzz-admin-token-01"}
-    server = subprocess.Popen([sys.executable, "-m", "uvicorn", "--factory", "deployments.local:create_local_app",
+    server = subprocess.Popen([sys.executable, "-m", "uvicorn", "--factory", "serve_ml.deployments.local:create_local_app",
                                "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
                               env=env, stdout=subprocess.DEVNULL, stderr=(tmp_path / "server.log").open("w"))
     base = f"http://127.0.0.1:{port}"

@@ -13,10 +13,10 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
-from bundles.loader import sha256_file
-from deployments.local import create_local_app
-from pipelines.stack import Stack
-from serve_ml.settings import Settings
+from serve_ml.bundles.loader import sha256_file
+from serve_ml.core.settings import Settings
+from serve_ml.deployments.local import create_local_app
+from serve_ml.pipelines.stack import Stack
 from tests.integration.conftest import ADMIN, API
 from tests.streamkit import q
 

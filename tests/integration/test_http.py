@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-
 import httpx
 import numpy as np
 import pytest
 
-from bundles.simulation import MachineSpec, simulate
+from serve_ml.bundles.simulation import MachineSpec, simulate
 
 pytestmark = pytest.mark.integration
 

@@ -9,13 +9,13 @@ import datetime as dt
 import asyncpg
 import pytest
 
-from bundles.batch import Reading
-from bundles.catalog import Catalog
-from pipelines.encode import Origin, encode_scored
-from pipelines.retention import apply_retention
-from pipelines.schema import PARTITIONED, Partitions
-from pipelines.stack import Stack
-from pipelines.store import write_batch
+from serve_ml.bundles.batch import Reading
+from serve_ml.bundles.catalog import Catalog
+from serve_ml.pipelines.encode import Origin, encode_scored
+from serve_ml.pipelines.retention import apply_retention
+from serve_ml.pipelines.schema import PARTITIONED, Partitions
+from serve_ml.pipelines.stack import Stack
+from serve_ml.pipelines.store import write_batch
 
 pytestmark = pytest.mark.integration
 FEATURES = {"air_temp_k": 300.0, "process_temp_k": 310.0}

@@ -11,10 +11,10 @@ import httpx
 import pytest
 from ray import serve
 
-from deployments.app import Autoscaling
-from deployments.launch import app_args_from_config, apply_scaling
+from serve_ml.core.settings import Settings
+from serve_ml.deployments.app import Autoscaling
+from serve_ml.deployments.launch import app_args_from_config, apply_scaling
 from tests.fixtures import replica_actors
-from serve_ml.settings import Settings
 from tests.integration.test_http import sim_rows
 
 pytestmark = pytest.mark.integration

@@ -9,8 +9,8 @@ from collections.abc import Iterator
 import asyncpg
 import pytest
 
-from pipelines import schema
-from pipelines.stack import Stack
+from serve_ml.pipelines import schema
+from serve_ml.pipelines.stack import Stack
 
 pytestmark = pytest.mark.integration
 

@@ -11,8 +11,8 @@ import asyncpg
 import orjson
 import pytest
 
-from pipelines.simulator import Machine, run_kafka, run_mqtt
-from pipelines.stack import Stack
+from serve_ml.pipelines.simulator import Machine, run_kafka, run_mqtt
+from serve_ml.pipelines.stack import Stack
 from tests.streamkit import consume_all, count, now, produce_raw, q, wait_count
 
 pytestmark = pytest.mark.integration
@@ -92,11 +92,11 @@ def test_mqtt_readings_scored_and_stored(stack: Stack, mosquitto: int) -> None:
 
 def test_replayed_batch_is_stored_once_and_alerts_once(stack: Stack) -> None:
     """Writes are idempotent on (equipment_id, time): the same batch twice stores once."""
-    from bundles.batch import Reading
-    from bundles.catalog import Catalog
-    from pipelines.encode import Origin, encode_scored
-    from pipelines.schema import Partitions
-    from pipelines.store import write_batch
+    from serve_ml.bundles.batch import Reading
+    from serve_ml.bundles.catalog import Catalog
+    from serve_ml.pipelines.encode import Origin, encode_scored
+    from serve_ml.pipelines.schema import Partitions
+    from serve_ml.pipelines.store import write_batch
     from tests.integration.test_http import sim_rows
 
     cat = Catalog.scan(stack.settings.root)
@@ -138,9 +138,9 @@ def test_replayed_batch_is_stored_once_and_alerts_once(stack: Stack) -> None:
 def test_binary_copy_stores_what_asyncpg_stores(stack: Stack, xgb: bool) -> None:
     """PostgreSQL itself reads the column-wise binary COPY rows as the same values
     asyncpg's own encoder stores for the reference rows (read off the verdict dicts)."""
-    from bundles.batch import score_readings
-    from bundles.catalog import Catalog
-    from pipelines.encode import P_COLS, R_COLS, Origin, encode_scored
+    from serve_ml.bundles.batch import score_readings
+    from serve_ml.bundles.catalog import Catalog
+    from serve_ml.pipelines.encode import P_COLS, R_COLS, Origin, encode_scored
     from tests.unit.pipelines.test_encode import T0, readings, rows_from_verdicts
 
     cat = Catalog.scan(stack.settings.root)
@@ -179,12 +179,12 @@ def test_overlapping_writes_open_and_resolve_alerts_in_batch_order(stack: Stack)
     waits for N (``before_alerts``). Here N opens an alert and is held uncommitted while
     N+1, all normal readings, reaches its alert step: N+1 must see N's alert and resolve
     it. Alert logic run before N committed would not see it, leaving it open for good."""
-    from bundles.batch import Reading
-    from bundles.catalog import Catalog
-    from pipelines.encode import Origin, encode_scored
-    from pipelines.schema import Partitions
-    from pipelines.store import write_batch
-    from pipelines.verdicts import all_verdicts
+    from serve_ml.bundles.batch import Reading
+    from serve_ml.bundles.catalog import Catalog
+    from serve_ml.pipelines.encode import Origin, encode_scored
+    from serve_ml.pipelines.schema import Partitions
+    from serve_ml.pipelines.store import write_batch
+    from serve_ml.pipelines.verdicts import all_verdicts
     from tests.integration.test_http import sim_rows
 
     cat = Catalog.scan(stack.settings.root)
@@ -237,7 +237,7 @@ def test_overlapping_writes_open_and_resolve_alerts_in_batch_order(stack: Stack)
 
 def test_live_version_changes_persist_and_restore(stack: Stack) -> None:
     """What the ingress records on activate/rollback is what a restart restores."""
-    from deployments.history import History, load_state, record_change
+    from serve_ml.scoring.history import History, load_state, record_change
 
     entry = {"at": time.time(), "action": "pin", "equipment_id": "press-02", "power": "5.5kW",
              "from": "1.1.0", "to": "1.0.0", "reason": "it's'; DROP TABLE serve_ml_alerts; --"}
@@ -254,8 +254,8 @@ def test_live_version_changes_persist_and_restore(stack: Stack) -> None:
 
 
 def test_catalog_recorded_in_serve_ml_models(stack: Stack) -> None:
-    from bundles.catalog import Catalog
-    from deployments.history import History, record_catalog
+    from serve_ml.bundles.catalog import Catalog
+    from serve_ml.scoring.history import History, record_catalog
 
     cat = Catalog.scan(stack.settings.root)
     assert asyncio.run(record_catalog(History(stack.database_url), cat))

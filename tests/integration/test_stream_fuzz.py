@@ -13,8 +13,8 @@ import time
 import orjson
 import pytest
 
-from pipelines.deadletter import DLQ_MAX_VALUE_BYTES
-from pipelines.stack import Stack
+from serve_ml.pipelines.deadletter import DLQ_MAX_VALUE_BYTES
+from serve_ml.pipelines.stack import Stack
 from tests.streamkit import consume_all, count, now, produce_raw, q, wait_count
 
 pytestmark = pytest.mark.integration

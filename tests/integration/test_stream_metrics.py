@@ -14,8 +14,8 @@ import httpx
 import orjson
 import pytest
 
-from pipelines.simulator import Machine, run_kafka, run_mqtt
-from pipelines.stack import Stack
+from serve_ml.pipelines.simulator import Machine, run_kafka, run_mqtt
+from serve_ml.pipelines.stack import Stack
 from tests.streamkit import now, produce_raw, wait_count
 from tests.unit.test_cluster import dashboard_metrics
 

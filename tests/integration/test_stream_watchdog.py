@@ -17,9 +17,9 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from pipelines.services import EmbeddedKafka
-from pipelines.stack import Stack
-from pipelines.watchdog import LogGuard, Positions, StallWatch, positions
+from serve_ml.pipelines.services import EmbeddedKafka
+from serve_ml.pipelines.stack import Stack
+from serve_ml.pipelines.watchdog import LogGuard, Positions, StallWatch, positions
 from tests.streamkit import produce_raw
 
 pytestmark = pytest.mark.integration

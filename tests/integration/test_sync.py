@@ -13,9 +13,9 @@ import pytest
 import ray
 from ray import serve
 
-from bundles.loader import sha256_file
+from serve_ml.bundles.loader import sha256_file
+from serve_ml.scoring.control import get_control
 from tests.conftest import build_sim_bundle
-from deployments.control import get_control
 from tests.fixtures import replica_actors
 from tests.integration.conftest import ADMIN, API
 from tests.integration.test_http import sim_rows

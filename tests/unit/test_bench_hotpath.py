@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from bundles.loader import load_bundle
 from serve_ml.bench.hotpath import PER_ROW_NOISE, RouteAudit, Trace, audit, trace_call
+from serve_ml.bundles.loader import load_bundle
 
 
 def test_the_detectors_see_file_reads_bundle_loads_and_per_row_loops(demo_root: Path, tmp_path: Path) -> None:

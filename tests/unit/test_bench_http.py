@@ -8,10 +8,10 @@ from pathlib import Path
 import orjson
 import pytest
 
-from bundles.catalog import Catalog
-from bundles.columns import score_columns
 from serve_ml.bench.floor import ceiling
 from serve_ml.bench.http import BULK_ROWS, column_bodies, real_answer
+from serve_ml.bundles.catalog import Catalog
+from serve_ml.bundles.columns import score_columns
 
 
 def test_floor_answer_is_the_real_answer(demo_root: Path) -> None:

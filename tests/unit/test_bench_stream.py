@@ -7,8 +7,8 @@ from collections import Counter
 
 from aiokafka.partitioner import DefaultPartitioner
 
-from pipelines.stack import FEATURE_PARTITIONS
 from serve_ml.bench.stream import fleet_ids, machines
+from serve_ml.pipelines.stack import FEATURE_PARTITIONS
 
 PARTS = list(range(FEATURE_PARTITIONS))
 

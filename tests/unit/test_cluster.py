@@ -7,7 +7,7 @@ import re
 
 import yaml
 
-from serve_ml.settings import REPO_ROOT
+from serve_ml.core.settings import REPO_ROOT
 
 CLUSTER = REPO_ROOT / "cluster"
 FLAGS = {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}

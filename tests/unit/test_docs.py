@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from serve_ml.settings import REPO_ROOT, Settings
+from serve_ml.core.settings import REPO_ROOT, Settings
 
 
 def test_every_setting_is_in_the_readme() -> None:

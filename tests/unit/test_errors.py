@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pickle
 
-from serve_ml.errors import BundleInvalid, EquipmentNotFound, Overloaded, ServeMLError
+from serve_ml.core.errors import BundleInvalid, EquipmentNotFound, Overloaded, ServeMLError
 
 
 def test_every_field_survives_a_pickle_round_trip() -> None:

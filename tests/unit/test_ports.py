@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import socket
 
-from serve_ml.ports import _ephemeral_range, free_port
+from serve_ml.core.ports import _ephemeral_range, free_port
 
 
 def test_free_ports_are_bindable_and_never_ephemeral() -> None:

@@ -15,11 +15,11 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
-import bundles.archive as archive
-from bundles.archive import install_archive, pack_bundle
-from deployments.local import create_local_app
-from serve_ml.errors import BundleExists, BundleInvalid
-from serve_ml.settings import Settings
+import serve_ml.bundles.archive as archive
+from serve_ml.bundles.archive import install_archive, pack_bundle
+from serve_ml.core.errors import BundleExists, BundleInvalid
+from serve_ml.core.settings import Settings
+from serve_ml.deployments.local import create_local_app
 from tests.conftest import build_sim_bundle
 
 

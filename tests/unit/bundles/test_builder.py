@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bundles.loader import load_bundle
+from serve_ml.bundles.loader import load_bundle
 from tests.conftest import build_sim_bundle
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bundles.catalog import RPM_NM_TO_KW, Catalog, Override
-from serve_ml.errors import AmbiguousPower, EquipmentNotFound, PowerNotFound, VersionNotFound
+from serve_ml.bundles.catalog import RPM_NM_TO_KW, Catalog, Override
+from serve_ml.core.errors import AmbiguousPower, EquipmentNotFound, PowerNotFound, VersionNotFound
 from tests.conftest import build_sim_bundle
 
 

@@ -10,11 +10,11 @@ import numpy as np
 import orjson
 import pytest
 
-from bundles.batch import Reading, score_readings
-from bundles.catalog import Catalog
-from bundles.columns import dumps, score_columns, to_arrays
-from bundles.simulation import MachineSpec, simulate
-from serve_ml.errors import AmbiguousPower, FeatureError, PayloadTooLarge
+from serve_ml.bundles.batch import Reading, score_readings
+from serve_ml.bundles.catalog import Catalog
+from serve_ml.bundles.columns import dumps, score_columns, to_arrays
+from serve_ml.bundles.simulation import MachineSpec, simulate
+from serve_ml.core.errors import AmbiguousPower, FeatureError, PayloadTooLarge
 
 
 @pytest.fixture(scope="module")

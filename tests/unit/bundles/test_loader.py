@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from bundles.loader import load_bundle, sha256_file
-from serve_ml.errors import BundleInvalid
+from serve_ml.bundles.loader import load_bundle, sha256_file
+from serve_ml.core.errors import BundleInvalid
 
 B = ("press-02", "7.5kW", "1.0.0")
 
@@ -144,7 +144,7 @@ def test_gate_only_bundle_has_no_classifier(root_copy: Path) -> None:
 
 
 def test_warmup_mismatch_is_rejected_by_the_catalog(root_copy: Path) -> None:
-    from bundles.catalog import Catalog
+    from serve_ml.bundles.catalog import Catalog
 
     p = bundle_dir(root_copy)
     w = json.loads((p / "warmup.json").read_text())
@@ -181,7 +181,7 @@ def test_a_manifest_nested_5000_deep_is_refused_not_raised(root_copy: Path) -> N
 
 
 def test_one_broken_bundle_is_rejected_and_the_others_load(root_copy: Path) -> None:
-    from bundles.catalog import Catalog
+    from serve_ml.bundles.catalog import Catalog
 
     _rewrite_warmup(bundle_dir(root_copy), {"rows": 5, "expected": 5})
     other = root_copy / "pump-03"

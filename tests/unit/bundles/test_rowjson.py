@@ -10,11 +10,11 @@ import numpy as np
 import orjson
 import pytest
 
-from bundles.batch import Reading, score_groups, score_readings
-from bundles.catalog import Catalog
-from bundles.rowjson import encode_items
-from bundles.simulation import MECHANICAL, THERMAL, MachineSpec, simulate
-from serve_ml.errors import ServeMLError
+from serve_ml.bundles.batch import Reading, score_groups, score_readings
+from serve_ml.bundles.catalog import Catalog
+from serve_ml.bundles.rowjson import encode_items
+from serve_ml.bundles.simulation import MECHANICAL, THERMAL, MachineSpec, simulate
+from serve_ml.core.errors import ServeMLError
 
 
 def result_items(results: list) -> tuple[int, list]:

@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from bundles.autoencoder import build_module
-from bundles.batch import Reading, score_readings
-from bundles.catalog import Catalog
-from bundles.scoring import XGB_ABSENT, XGB_DISABLED
-from bundles.simulation import MECHANICAL, PROFILES, THERMAL, MachineSpec, simulate
-from serve_ml.errors import FeatureError
+from serve_ml.bundles.batch import Reading, score_readings
+from serve_ml.bundles.catalog import Catalog
+from serve_ml.bundles.kinds.dense import build_module
+from serve_ml.bundles.scoring import XGB_ABSENT, XGB_DISABLED
+from serve_ml.bundles.simulation import MECHANICAL, PROFILES, THERMAL, MachineSpec, simulate
+from serve_ml.core.errors import FeatureError
 
 
 @pytest.fixture(scope="module")

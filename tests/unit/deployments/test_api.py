@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from deployments.local import create_local_app
-from serve_ml.settings import Settings
+from serve_ml.core.settings import Settings
+from serve_ml.deployments.local import create_local_app
 
 API = "/api/v1/serve-ml"
 
@@ -122,7 +122,7 @@ def test_edge_labels_are_the_routes(client: TestClient) -> None:
 def test_app_builder_validates_raw_args() -> None:
     import pydantic
 
-    from deployments.app import AppArgs, build_app
+    from serve_ml.deployments.app import AppArgs, build_app
 
     with pytest.raises(pydantic.ValidationError, match="no_such_option"):
         build_app({"no_such_option": 1})
@@ -200,9 +200,9 @@ def test_binary_columns_errors_name_the_problem(client: TestClient, params: dict
 async def test_client_gone_before_the_answer_is_not_counted_as_a_server_error() -> None:
     import asyncio
 
-    from deployments.edge import CLIENT_CLOSED, EdgeMiddleware
-    from deployments.auth import TokenGuard
-    from deployments.metrics import NoMetrics
+    from serve_ml.deployments.auth import TokenGuard
+    from serve_ml.deployments.edge import CLIENT_CLOSED, EdgeMiddleware
+    from serve_ml.scoring.metrics import NoMetrics
 
     class Recorded(NoMetrics):
         def __init__(self) -> None:

@@ -12,16 +12,15 @@ from typing import Any
 import orjson
 import pytest
 from fastapi.testclient import TestClient
-from pydantic import SecretStr
 
-from deployments.api import PARSE_INLINE_MAX_BYTES, create_api
-from deployments.edge import HEALTH_CACHE_S, EdgeMiddleware
-from deployments.auth import TokenGuard
-from deployments.local import LocalCore, create_local_app
-from deployments.metrics import NoMetrics
-from deployments.service import ScoringService
-from serve_ml.errors import MAX_NAMES_LISTED, EquipmentNotFound
-from serve_ml.settings import Settings
+from serve_ml.core.errors import MAX_NAMES_LISTED, EquipmentNotFound
+from serve_ml.core.settings import Settings
+from serve_ml.deployments.api import PARSE_INLINE_MAX_BYTES, create_api
+from serve_ml.deployments.auth import TokenGuard
+from serve_ml.deployments.edge import HEALTH_CACHE_S, EdgeMiddleware
+from serve_ml.deployments.local import LocalCore, create_local_app
+from serve_ml.scoring.metrics import NoMetrics
+from serve_ml.scoring.service import ScoringService
 
 API = "/api/v1/serve-ml"
 READ = "reader-token-0001"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bundles.catalog import Catalog
-from deployments.history import catalog_rows
+from serve_ml.bundles.catalog import Catalog
+from serve_ml.scoring.history import catalog_rows
 
 
 def test_a_bundle_directory_linked_outside_the_root_is_recorded_as_rejected(root_copy: Path, tmp_path: Path) -> None:

@@ -16,11 +16,11 @@ import numpy as np
 import orjson
 import pytest
 
-from bundles.batch import ReadingColumns
-from deployments.ingress import Ingress
-from deployments.service import ScoringService
-from deployments.wire import decode_readings
 from serve_ml.bench.hotpath import PER_ROW_NOISE, trace_call
+from serve_ml.bundles.batch import ReadingColumns
+from serve_ml.deployments.ingress import Ingress
+from serve_ml.deployments.wire import decode_readings
+from serve_ml.scoring.service import ScoringService
 from tests.unit.bundles.test_rowjson import mixed_readings
 
 

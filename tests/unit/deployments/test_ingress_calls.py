@@ -16,8 +16,8 @@ from ray.exceptions import RayActorError
 from ray.serve._private.common import DeploymentID
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 
-from deployments.ingress import Ingress
-from serve_ml.errors import GatewayTimeout, Overloaded
+from serve_ml.core.errors import GatewayTimeout, Overloaded
+from serve_ml.deployments.ingress import Ingress
 
 
 class _Response:

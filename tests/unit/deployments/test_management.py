@@ -8,8 +8,8 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
-from deployments.local import create_local_app
-from serve_ml.settings import Settings
+from serve_ml.core.settings import Settings
+from serve_ml.deployments.local import create_local_app
 from tests.conftest import build_sim_bundle
 
 API = "/api/v1/serve-ml"
@@ -132,7 +132,7 @@ def test_a_history_range_ending_at_the_start_of_time_is_a_422(demo_root: Path) -
 
 
 def test_a_floor_above_the_ceiling_is_refused_not_fixed(monkeypatch: pytest.MonkeyPatch) -> None:
-    from deployments.app import Autoscaling
+    from serve_ml.deployments.app import Autoscaling
 
     with pytest.raises(ValueError, match="min_replicas 3 is above max_replicas 2"):
         Autoscaling(min_replicas=3, max_replicas=2)

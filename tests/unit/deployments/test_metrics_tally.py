@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from bundles.batch import Reading, score_groups, score_readings
-from bundles.catalog import Catalog
-from deployments.metrics import UNKNOWN, Metrics
-from serve_ml.errors import FeatureError, ServeMLError
+from serve_ml.bundles.batch import Reading, score_groups, score_readings
+from serve_ml.bundles.catalog import Catalog
+from serve_ml.core.errors import FeatureError, ServeMLError
+from serve_ml.scoring.metrics import UNKNOWN, Metrics
 from tests.unit.bundles.test_rowjson import mixed_readings
 
 

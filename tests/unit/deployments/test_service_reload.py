@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bundles.catalog import Override
-from deployments.service import ScoringService
+from serve_ml.bundles.catalog import Override
+from serve_ml.scoring.service import ScoringService
 from tests.conftest import build_sim_bundle
 
 

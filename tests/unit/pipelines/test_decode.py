@@ -6,7 +6,7 @@ import datetime as dt
 
 import pytest
 
-from pipelines.decode import Rejected, decode
+from serve_ml.pipelines.decode import Rejected, decode
 
 NOW = dt.datetime(2026, 11, 23, 12, 0, tzinfo=dt.UTC)
 

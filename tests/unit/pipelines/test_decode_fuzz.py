@@ -12,9 +12,9 @@ import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipelines.decode import MAX_FEATURES, MAX_NAME, Rejected, decode
-from pipelines.mqtt import to_kafka_payload
-from serve_ml.settings import Settings
+from serve_ml.core.settings import Settings
+from serve_ml.pipelines.decode import MAX_FEATURES, MAX_NAME, Rejected, decode
+from serve_ml.pipelines.mqtt import to_kafka_payload
 
 NOW = dt.datetime(2026, 11, 23, 12, 0, tzinfo=dt.UTC)
 MAX_BYTES = 64 * 1024

@@ -10,9 +10,9 @@ import orjson
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipelines.decode import Rejected, decode
-from pipelines.decode_many import _parse, decode_many
-from pipelines.simulator import Machine, ReadingSource
+from serve_ml.pipelines.decode import Rejected, decode
+from serve_ml.pipelines.decode_many import _parse, decode_many
+from serve_ml.pipelines.simulator import Machine, ReadingSource
 from tests.unit.pipelines.test_decode_fuzz import FUZZ, MAX_BYTES, NOW, documents, hostile_fragments
 
 KW = {"max_bytes": MAX_BYTES, "now": NOW, "max_age_s": 86400.0, "max_future_s": 3600.0}

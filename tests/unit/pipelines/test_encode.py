@@ -11,11 +11,11 @@ from pathlib import Path
 import orjson
 import pytest
 
-from bundles.batch import Reading, score_readings
-from bundles.catalog import Catalog
-from pipelines.encode import Origin, encode_scored
-from pipelines.verdicts import Verdict, all_verdicts
-from serve_ml.errors import FeatureError, ServeMLError
+from serve_ml.bundles.batch import Reading, score_readings
+from serve_ml.bundles.catalog import Catalog
+from serve_ml.core.errors import FeatureError, ServeMLError
+from serve_ml.pipelines.encode import Origin, encode_scored
+from serve_ml.pipelines.verdicts import Verdict, all_verdicts
 from tests.pgcopy_reader import read_rows
 from tests.unit.bundles.test_columns import mixed_power_rows
 

@@ -11,8 +11,22 @@ import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipelines.pgcopy import (BOOL, FLOAT8, HEADER, INT4, INT8, TIMESTAMPTZ, TRAILER, Const, Fixed, Parts, Var,
-                              encode_rows, nullable, timestamps_us)
+from serve_ml.pipelines.pgcopy import (
+    BOOL,
+    FLOAT8,
+    HEADER,
+    INT4,
+    INT8,
+    TIMESTAMPTZ,
+    TRAILER,
+    Const,
+    Fixed,
+    Parts,
+    Var,
+    encode_rows,
+    nullable,
+    timestamps_us,
+)
 from tests.pgcopy_reader import read_rows
 
 UTC = dt.UTC

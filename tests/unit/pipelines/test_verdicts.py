@@ -7,8 +7,8 @@ import datetime as dt
 
 import numpy as np
 
-from pipelines.pgcopy import timestamps_us
-from pipelines.verdicts import Judged, Timeline, Verdict, all_verdicts, days
+from serve_ml.pipelines.pgcopy import timestamps_us
+from serve_ml.pipelines.verdicts import Judged, Timeline, Verdict, all_verdicts, days
 
 T0 = dt.datetime(2026, 11, 24, 23, 59, 58, tzinfo=dt.UTC)
 

@@ -7,7 +7,7 @@ import asyncio
 
 from aiokafka import TopicPartition
 
-from pipelines.watchdog import LogGuard, Positions, StallWatch
+from serve_ml.pipelines.watchdog import LogGuard, Positions, StallWatch
 
 LOST = TopicPartition("serve-ml.features", 0)
 

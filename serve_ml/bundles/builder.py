@@ -1,0 +1,216 @@
+"""Train a bundle: one autoencoder per modality on normal rows, thresholds calibrated
+on held-out normal rows, optionally an XGBoost fault classifier; write it atomically.
+
+Deterministic for a given seed (single-threaded torch with deterministic kernels,
+seeded splits, seeded XGBoost).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import shutil
+import sys
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+import serve_ml
+from serve_ml.bundles import kinds
+from serve_ml.bundles.loader import load_bundle, sha256_file
+from serve_ml.bundles.manifest import (
+    MANIFEST_NAME,
+    SCHEMA_VERSION,
+    PowerFromFeature,
+    PowerFromTorqueSpeed,
+)
+from serve_ml.bundles.scoring import materialise, score_group
+
+Progress = Callable[[str], None]
+
+
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+class BuildSpec(BaseModel):
+    """What to build. Validated before any training starts."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    equipment_id: str
+    power: str
+    model_version: str
+    power_range_kw: tuple[float, float]
+    default_power: bool = False
+    power_source: PowerFromFeature | PowerFromTorqueSpeed | None = None
+    modalities: dict[str, list[str]] = Field(min_length=1)
+    kind: str = Field(default="dense_autoencoder", description="Model kind of every modality (serve_ml.bundles.kinds).")
+    hidden: dict[str, list[int]] = Field(default_factory=dict, description="Per-modality encoder widths.")
+    classifier: bool = True
+    seed: int = 0
+    epochs: int = Field(default=60, ge=1)
+    batch_size: int = Field(default=256, ge=8)
+    threshold_quantile: float = Field(default=0.995, gt=0.5, lt=1.0)
+    warmup_rows: int = Field(default=16, ge=1)
+
+
+def _splits(n: int, rng: np.random.Generator, fractions: tuple[float, ...]) -> list[np.ndarray]:
+    idx = rng.permutation(n)
+    cuts = np.cumsum([int(round(f * n)) for f in fractions[:-1]])
+    return np.split(idx, cuts)
+
+
+def _f1(y_true: np.ndarray, y_pred: np.ndarray, positive: str) -> float:
+    tp = np.sum((y_pred == positive) & (y_true == positive))
+    fp = np.sum((y_pred == positive) & (y_true != positive))
+    fn = np.sum((y_pred != positive) & (y_true == positive))
+    return float(2 * tp / (2 * tp + fp + fn)) if tp + fp + fn else 1.0
+
+
+def build_bundle(
+    spec: BuildSpec,
+    columns: dict[str, np.ndarray],
+    labels: np.ndarray,
+    root: Path,
+    *,
+    data: str,
+    data_sha256: str | None = None,
+    progress: Progress = _stderr,
+) -> tuple[Path, dict]:
+    """Train and write ``<root>/<equipment>/<power>/<version>``; return its path and metrics."""
+    import xgboost as xgb
+
+    torch.use_deterministic_algorithms(True)
+    torch.set_num_threads(1)
+    rng = np.random.default_rng(spec.seed)
+    root = Path(root).resolve()
+    final = root / spec.equipment_id / spec.power / spec.model_version
+    if final.exists():
+        raise FileExistsError(f"{final} exists; bundles are immutable, use a new model_version")
+    kind = kinds.get(spec.kind)
+    if kind is None:
+        raise ValueError(f"model kind {spec.kind!r} cannot be trained here; known: {', '.join(kinds.names())}")
+
+    normal = np.flatnonzero(labels == "none")
+    faulty = np.flatnonzero((labels != "none") & (labels != "unknown"))
+    tr, cal, te = (normal[s] for s in _splits(len(normal), rng, (0.7, 0.15, 0.15)))
+    ftr, fte = (faulty[s] for s in _splits(len(faulty), rng, (0.6, 0.4)))
+    progress(f"building {spec.equipment_id}/{spec.power}/{spec.model_version} from {data}: "
+             f"{len(normal)} normal rows ({len(tr)}/{len(cal)}/{len(te)} train/calib/test), "
+             f"{len(faulty)} fault rows")
+
+    staging = root / ".staging" / uuid.uuid4().hex
+    bdir = staging / spec.equipment_id / spec.power / spec.model_version
+    bdir.mkdir(parents=True)
+    try:
+        modalities = {}
+        for name, feats in spec.modalities.items():
+            x = np.column_stack([columns[f] for f in feats]).astype(np.float64)
+            mean, scale = x[tr].mean(axis=0), x[tr].std(axis=0) + 1e-9
+            arch = kind.default_spec(len(feats), {"hidden": spec.hidden.get(name)})
+            state = kind.fit((x[tr] - mean) / scale, arch, seed=spec.seed, epochs=spec.epochs,
+                             batch_size=spec.batch_size, progress=progress, label=name)
+            weights = f"{name}.pt"
+            torch.save(state, bdir / weights)
+            modalities[name] = {"features": feats, "scaler": {"mean": mean.tolist(), "scale": scale.tolist()},
+                                "model": arch.model_dump(), "weights": weights, "threshold": 1.0}
+        classifier = None
+        if spec.classifier and len(faulty):
+            progress("  [classifier] training XGBoost on labelled rows")
+            feats = [f for f in dict.fromkeys(f for fs in spec.modalities.values() for f in fs)]
+            classes = ["none", *sorted(set(labels[faulty].tolist()))]
+            cidx = {c: i for i, c in enumerate(classes)}
+            train_rows = np.concatenate([tr, ftr])
+            y = np.array([cidx[c] for c in labels[train_rows]])
+            counts = np.bincount(y, minlength=len(classes)).astype(float)
+            weight = (len(y) / (len(classes) * np.maximum(counts, 1)))[y]
+            xm = np.column_stack([columns[f] for f in feats])
+            booster = xgb.train(
+                {"objective": "multi:softprob", "num_class": len(classes), "max_depth": 4, "eta": 0.2,
+                 "seed": spec.seed, "nthread": 1, "tree_method": "hist"},
+                xgb.DMatrix(xm[train_rows], label=y, weight=weight), num_boost_round=60)
+            booster.save_model(str(bdir / "xgb.json"))
+            classifier = {"kind": "xgboost", "file": "xgb.json", "features": feats, "classes": classes,
+                          "normal_class": "none"}
+
+        manifest = {
+            "schema_version": SCHEMA_VERSION, "equipment_id": spec.equipment_id, "power": spec.power,
+            "model_version": spec.model_version, "power_range_kw": list(spec.power_range_kw),
+            "default_power": spec.default_power,
+            "power_source": spec.power_source.model_dump() if spec.power_source else None,
+            "modalities": modalities, "classifier": classifier,
+            "provenance": {"data": data, "data_sha256": data_sha256, "seed": spec.seed,
+                           "trained_at": dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat(),
+                           "builder": f"serve-ml {serve_ml.__version__}", "metrics": {}},
+            "files": {},
+        }
+        bundle = _write_and_load(bdir, staging, manifest)
+
+        # Calibrate each gate on held-out normal rows, then measure on the test rows.
+        metrics: dict = {"rows_train_normal": len(tr), "rows_calib_normal": len(cal),
+                         "rows_test_normal": len(te), "rows_test_fault": len(fte)}
+        for name, mod in bundle.modalities.items():
+            x = (np.column_stack([columns[f] for f in mod.features]) - mod.mean) / mod.scale
+            thr = float(np.quantile(mod.model.errors(x[cal]), spec.threshold_quantile))
+            manifest["modalities"][name]["threshold"] = thr
+        bundle = _write_and_load(bdir, staging, manifest)
+        full = {f: columns[f] for f in bundle.known_features if f in columns}
+        test_rows = np.concatenate([te, fte])
+        g = score_group(bundle, {f: c[test_rows] for f, c in full.items()}, len(test_rows), enable_xgb=True)
+        alarm = g.anomaly
+        metrics["false_alarm_rate"] = round(float(alarm[: len(te)].mean()), 5) if len(te) else 0.0
+        if len(fte):
+            metrics["detection_rate"] = round(float(alarm[len(te):].mean()), 5)
+            by_mode = {}
+            for mode in sorted(set(labels[fte].tolist())):
+                sel = labels[fte] == mode
+                by_mode[mode] = round(float(alarm[len(te):][sel].mean()), 4)
+            metrics["detection_rate_by_fault"] = by_mode
+        if g.classifier_ran:
+            classes = bundle.classifier.spec.classes
+            pred = np.asarray(classes)[g.probabilities.argmax(axis=1)]
+            truth = labels[test_rows]
+            faults = [c for c in classes if c != "none"]
+            metrics["classifier_f1_macro_faults"] = round(float(np.mean([_f1(truth, pred, c) for c in faults])), 4)
+            metrics["classifier_f1_failure_vs_none"] = round(
+                _f1(np.where(truth == "none", "none", "fault"), np.where(pred == "none", "none", "fault"), "fault"), 4)
+            metrics["classifier_f1_by_fault"] = {c: round(_f1(truth, pred, c), 4) for c in faults}
+        manifest["provenance"]["metrics"] = metrics
+
+        # Warm-up rows: recorded outputs that a swap must reproduce before going live.
+        pick = np.concatenate([te[: spec.warmup_rows // 2], fte[: spec.warmup_rows - spec.warmup_rows // 2]])
+        pick = pick if len(pick) else tr[: spec.warmup_rows]
+        rows = [{f: float(full[f][i]) for f in sorted(full)} for i in pick]
+        wg = score_group(bundle, {f: full[f][pick] for f in sorted(full)}, len(pick), enable_xgb=True)
+        expected = [{"score": r["score"], "anomaly": r["anomaly"],
+                     "probabilities": r["classifier"].get("probabilities")} for r in materialise(wg)]
+        (bdir / "warmup.json").write_text(json.dumps({"rows": rows, "expected": expected}, indent=1))
+        manifest["warmup"] = {"file": "warmup.json", "rtol": 1e-4, "atol": 1e-6}
+        _write_and_load(bdir, staging, manifest)
+
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.rename(bdir, final)  # atomic on one filesystem: the bundle appears whole or not at all
+        progress(f"wrote {final}")
+        return final, metrics
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        _prune_empty(root / ".staging")
+
+
+def _write_and_load(bdir: Path, staging: Path, manifest: dict):
+    manifest["files"] = {p.name: sha256_file(p) for p in sorted(bdir.iterdir()) if p.name != MANIFEST_NAME}
+    (bdir / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, sort_keys=False))
+    return load_bundle(bdir, staging)
+
+
+def _prune_empty(path: Path) -> None:
+    try:
+        path.rmdir()
+    except OSError:
+        pass

@@ -1,0 +1,252 @@
+"""The bundle manifest (``manifest.json``), schema version 1.
+
+A bundle lives at ``<root>/<equipment_id>/<power>/<model_version>/`` and holds this
+manifest plus the files it lists in ``files`` (each with its sha256). Nothing else
+may be in the directory. See README "Bundle format" for the prose specification.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SerializeAsAny, field_validator, model_validator
+
+from serve_ml.bundles import kinds
+from serve_ml.bundles.kinds.base import KindSpec
+
+SCHEMA_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+
+# A safe path segment: no separators, no "..", no leading dot or dash, bounded length.
+SAFE_SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def is_safe_segment(name: str) -> bool:
+    return bool(SAFE_SEGMENT.match(name)) and ".." not in name
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _finite(values: list[float], what: str) -> list[float]:
+    if not all(math.isfinite(v) for v in values):
+        raise ValueError(f"{what} must be finite numbers")
+    return values
+
+
+class Scaler(_Strict):
+    """Standardisation applied before the model: ``(x - mean) / scale``."""
+
+    mean: list[float] = Field(description="Per-feature mean, in feature order.")
+    scale: list[float] = Field(description="Per-feature scale (> 0), in feature order.")
+
+    @model_validator(mode="after")
+    def _check(self) -> Scaler:
+        _finite(self.mean, "scaler.mean")
+        _finite(self.scale, "scaler.scale")
+        if len(self.mean) != len(self.scale):
+            raise ValueError("scaler.mean and scaler.scale differ in length")
+        if any(s <= 0 for s in self.scale):
+            raise ValueError("scaler.scale must be > 0")
+        return self
+
+
+# A modality's model block is validated by its kind's own spec (serve_ml.bundles.kinds),
+# so a new kind needs no edit here.
+ModelSpec = Annotated[SerializeAsAny[KindSpec], BeforeValidator(kinds.parse_spec)]
+
+
+class Modality(_Strict):
+    """One sensor modality: its features, scaler, autoencoder weights and gate threshold."""
+
+    features: list[str] = Field(min_length=1, description="Feature names, in model input order.")
+    scaler: Scaler = Field(description="Standardisation of the features.")
+    model: ModelSpec = Field(description="The model: its `kind` and that kind's parameters.")
+    weights: str = Field(description="File name of the torch state dict (loaded weights_only).")
+    threshold: float = Field(gt=0, description="Gate: mean squared reconstruction error above this is anomalous.")
+
+    @field_validator("threshold")
+    @classmethod
+    def _finite_threshold(cls, v: float) -> float:
+        if not math.isfinite(v):
+            raise ValueError("threshold must be finite")
+        return v
+
+    @model_validator(mode="after")
+    def _check(self) -> Modality:
+        if len(set(self.features)) != len(self.features):
+            raise ValueError("duplicate feature names")
+        if len(self.scaler.mean) != len(self.features):
+            raise ValueError(
+                f"scaler has {len(self.scaler.mean)} entries for {len(self.features)} features"
+            )
+        return self
+
+
+class Classifier(_Strict):
+    """Optional XGBoost fault classifier, stored as XGBoost JSON (never pickled)."""
+
+    kind: Literal["xgboost"] = "xgboost"
+    file: Literal["xgb.json"] = Field(default="xgb.json", description="Model file name.")
+    features: list[str] = Field(min_length=1, description="Input feature names, in order.")
+    classes: list[str] = Field(min_length=2, description="Class labels by output index.")
+    normal_class: str = Field(default="none", description="The label meaning 'no fault'.")
+
+    @model_validator(mode="after")
+    def _check(self) -> Classifier:
+        if self.normal_class not in self.classes:
+            raise ValueError(f"normal_class {self.normal_class!r} is not among classes")
+        return self
+
+
+class RulHead(_Strict):
+    """Reserved: a remaining-useful-life regressor. Declared now, served later."""
+
+    kind: Literal["rul_regressor"] = "rul_regressor"
+    file: str
+    features: list[str]
+    unit: Literal["hours", "cycles", "minutes"] = "hours"
+
+
+class PowerFromFeature(_Strict):
+    """The reading carries its power directly."""
+
+    feature: str = Field(description="Feature holding the power, in kW.")
+
+
+class PowerFromTorqueSpeed(_Strict):
+    """Power derived as ``torque[Nm] * speed[rpm] * 2*pi / 60 / 1000`` kW."""
+
+    torque_feature: str
+    speed_feature: str
+
+
+class Warmup(_Strict):
+    """Sample rows and the outputs recorded at build time, replayed before going live."""
+
+    file: str = Field(default="warmup.json", description="JSON file: {rows, expected}.")
+    rtol: float = Field(default=1e-4, ge=0, description="Relative tolerance on scores.")
+    atol: float = Field(default=1e-6, ge=0, description="Absolute tolerance on scores.")
+
+
+class WarmupExpected(_Strict):
+    """What the builder recorded for one warm-up row."""
+
+    score: float = Field(description="Combined anomaly score of the row.")
+    anomaly: bool = Field(description="Whether the row crossed its threshold.")
+    probabilities: dict[str, float] | None = Field(default=None, description="Classifier probabilities, if any.")
+
+
+class WarmupFile(_Strict):
+    """The warm-up file: rows to score at load time and the outputs they must reproduce."""
+
+    rows: list[dict[str, float]] = Field(min_length=1, max_length=1024,
+                                         description="Feature name -> value, one object per row.")
+    expected: list[WarmupExpected] = Field(min_length=1, max_length=1024,
+                                           description="Recorded output per row, in the same order.")
+
+    @model_validator(mode="after")
+    def _same_length(self) -> WarmupFile:
+        if len(self.rows) != len(self.expected):
+            raise ValueError(f"{len(self.rows)} rows but {len(self.expected)} expected outputs")
+        return self
+
+
+class Provenance(_Strict):
+    """Where the bundle came from: data, seed, date and held-out metrics."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    data: str = Field(description="Training data: a file name or 'simulator:<profile>'.")
+    data_sha256: str | None = Field(default=None, description="Checksum of the training data.")
+    seed: int | None = None
+    trained_at: str = Field(description="ISO-8601 UTC time of the build.")
+    builder: str = Field(description="Tool and version that built the bundle.")
+    metrics: dict[str, float | int | str | dict[str, float | int | str]] = Field(default_factory=dict)
+
+
+class Manifest(_Strict):
+    schema_version: int = Field(description="Manifest schema version; this server reads 1.")
+    equipment_id: str
+    power: str = Field(description="Power class label, e.g. '7.5kW'; equals the directory name.")
+    model_version: str = Field(description="PEP 440 version; equals the directory name.")
+    power_range_kw: tuple[float, float] = Field(
+        description="Readings with power in [low, high) kW belong to this power class."
+    )
+    default_power: bool = Field(
+        default=False, description="This power class is the equipment's fallback bucket."
+    )
+    power_source: PowerFromFeature | PowerFromTorqueSpeed | None = Field(
+        default=None, description="How to find a reading's power for automatic bucket choice."
+    )
+    modalities: dict[str, Modality] = Field(min_length=1)
+    classifier: Classifier | None = None
+    rul: RulHead | None = Field(default=None, description="Reserved for a RUL head.")
+    warmup: Warmup | None = None
+    provenance: Provenance
+    files: dict[str, str] = Field(description="Every file in the bundle (but this manifest) -> sha256.")
+
+    @field_validator("schema_version")
+    @classmethod
+    def _known_schema(cls, v: int) -> int:
+        if v != SCHEMA_VERSION:
+            raise ValueError(f"unknown schema_version {v}; this server reads {SCHEMA_VERSION}")
+        return v
+
+    @field_validator("equipment_id", "power", "model_version")
+    @classmethod
+    def _segment(cls, v: str) -> str:
+        if not is_safe_segment(v):
+            raise ValueError(f"{v!r} is not a safe path segment")
+        return v
+
+    @field_validator("modalities")
+    @classmethod
+    def _modality_names(cls, v: dict[str, Modality]) -> dict[str, Modality]:
+        for name in v:
+            if not is_safe_segment(name):
+                raise ValueError(f"modality name {name!r} is not a safe identifier")
+        return v
+
+    @field_validator("files")
+    @classmethod
+    def _files(cls, v: dict[str, str]) -> dict[str, str]:
+        for name, digest in v.items():
+            if not is_safe_segment(name) or name == MANIFEST_NAME:
+                raise ValueError(f"file name {name!r} is not a safe path segment")
+            if not _SHA256.match(digest):
+                raise ValueError(f"sha256 of {name!r} is not 64 lowercase hex digits")
+        return v
+
+    @model_validator(mode="after")
+    def _cross_check(self) -> Manifest:
+        low, high = self.power_range_kw
+        if not (math.isfinite(low) and low >= 0 and high > low):
+            raise ValueError("power_range_kw must be [low, high) with 0 <= low < high")
+        referenced = {m.weights for m in self.modalities.values()}
+        if self.classifier:
+            referenced.add(self.classifier.file)
+        if self.warmup:
+            referenced.add(self.warmup.file)
+        if self.rul:
+            referenced.add(self.rul.file)
+        missing = referenced - set(self.files)
+        if missing:
+            raise ValueError(f"files referenced but not listed in 'files': {sorted(missing)}")
+        unreferenced = set(self.files) - referenced
+        if unreferenced:
+            raise ValueError(f"files listed but not used by any model: {sorted(unreferenced)}")
+        return self
+
+    @property
+    def all_features(self) -> list[str]:
+        seen: dict[str, None] = {}
+        for m in self.modalities.values():
+            seen.update(dict.fromkeys(m.features))
+        if self.classifier:
+            seen.update(dict.fromkeys(self.classifier.features))
+        return list(seen)

@@ -1,0 +1,222 @@
+"""The one settings object, read from ``SERVE_ML_*`` environment variables.
+
+Build it once at a process edge (CLI, app builder, test fixture) with
+``Settings()`` and pass it in explicitly; nothing reads the environment at import.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationInfo, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+# Never written to state files, deployment args or logs.
+SECRET_FIELDS = frozenset({"admin_token", "admin_token_file", "read_token"})
+MIN_TOKEN_CHARS = 16
+"""A bearer token shorter than this is refused: guessable over the network."""
+
+
+def default_bundle_root() -> Path:
+    """The repository's own demo bundles."""
+    return REPO_ROOT / "demo-bundles"
+
+
+class Settings(BaseSettings):
+    """serve-ml settings. Every field is ``SERVE_ML_<NAME>`` unless noted."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SERVE_ML_", extra="forbid", use_attribute_docstrings=True, frozen=True,
+        populate_by_name=True
+    )
+
+    root: Path = Field(default_factory=default_bundle_root)
+    """Bundle root laid out as ``<root>/<equipment_id>/<power>/<model_version>/``."""
+
+    enable_xgb: bool = False
+    """Run a bundle's XGBoost fault classifier (``xgb.json``) when it has one."""
+
+    http_host: str = "127.0.0.1"
+    """Address the HTTP ingress binds to."""
+
+    http_port: int = Field(default=8000, ge=1, le=65535)
+    """Port of the HTTP ingress (HAProxy takes it when enabled)."""
+
+    max_bulk_rows: int = Field(default=10_000, ge=1)
+    """Largest bulk request, in readings; larger requests get HTTP 413."""
+
+    max_request_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+    """Largest HTTP request body, in bytes; larger bodies get HTTP 413."""
+
+    request_timeout_s: float = Field(default=30.0, gt=0)
+    """Server-side deadline for one request through the scoring graph."""
+
+    state_dir: Path = Field(default_factory=lambda: REPO_ROOT / ".serve-ml")
+    """Where ``serve-ml up`` keeps its state file, logs and embedded services' data."""
+
+    metrics_port: int = Field(default=8080, ge=1, le=65535)
+    """Port where Ray's metrics agent serves Prometheus metrics (``serve-ml up``)."""
+
+    dashboard_port: int = Field(default=8265, ge=1, le=65535)
+    """Ray dashboard port (``serve status`` / ``serve deploy`` talk to it)."""
+
+    ray_address: str | None = None
+    """Existing Ray cluster to join (``auto`` or ``host:port``); default: start a local one."""
+
+    ray_auth: bool = True
+    """Token authentication on the local Ray cluster ``serve-ml up`` starts
+    (``RAY_AUTH_MODE=token``): a fresh token per start in ``<state_dir>/ray-auth-token``
+    (mode 0600). Ray's GCS, raylet and worker ports listen on every interface, so
+    without it anyone who can reach the host can run code in the cluster."""
+
+    haproxy: bool = True
+    """Start Ray with Ray Serve's HAProxy ingress (``RAY_SERVE_ENABLE_HA_PROXY``)."""
+
+    throughput_optimized: bool = True
+    """Start Ray with ``RAY_SERVE_THROUGHPUT_OPTIMIZED`` (direct ingress, gRPC handles)."""
+
+    min_replicas: int = Field(default=1, ge=0)
+    """Default autoscaling floor of every equipment deployment."""
+
+    max_replicas: int = Field(default=2, ge=1)
+    """Default autoscaling ceiling of every equipment deployment."""
+
+    target_ongoing_requests: float = Field(default=8.0, gt=0)
+    """Autoscaling target of in-flight requests per equipment replica."""
+
+    max_ongoing_requests: int = Field(default=64, ge=1)
+    """In-flight requests one replica accepts before the router queues."""
+
+    max_queued_requests: int = Field(default=256, ge=-1)
+    """Queued requests per deployment before clients get 503 (-1: unbounded)."""
+
+    retry_after_s: int = Field(default=1, ge=0, le=3600)
+    """``Retry-After`` seconds on every 503 a full queue answers (ingress or equipment)."""
+
+    database_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("DATABASE_URL", "SERVE_ML_DATABASE_URL")
+    )
+    """PostgreSQL URL (env ``DATABASE_URL``); unset: an embedded server is started."""
+
+    kafka_bootstrap: str | None = Field(
+        default=None, validation_alias=AliasChoices("KAFKA_BOOTSTRAP", "SERVE_ML_KAFKA_BOOTSTRAP")
+    )
+    """Kafka bootstrap servers (env ``KAFKA_BOOTSTRAP``); unset: embedded Tansu is started."""
+
+    features_topic: str = "serve-ml.features"
+    """Kafka topic of sensor readings (JSON, keyed by equipment id)."""
+
+    alerts_topic: str = "serve-ml.alerts"
+    """Kafka topic the outbox relay publishes alert events to."""
+
+    dead_letter_topic: str = "serve-ml.features.dlq"
+    """Kafka topic for malformed readings: original bytes plus a ``reason`` header."""
+
+    consumer_group: str = "serve-ml-scorer"
+    """Kafka consumer group of the stream scorer actors."""
+
+    stream_consumers: int = Field(default=2, ge=0, le=16)
+    """Stream scorer actors in the consumer group (0: no stream scoring). Each takes a
+    share of the features topic's 4 partitions; on a 2-core machine one actor
+    commits ~80k readings/s and two ~115k (``serve-ml bench stream``)."""
+
+    batch_max_records: int = Field(default=10_000, ge=1, le=100_000)
+    """Largest micro-batch the stream scorer takes from Kafka. Bigger batches spread the
+    per-transaction cost (round trips, WAL flush) over more readings: on the 2-core
+    reference machine 5,000 -> 10,000 took end to end from 38k to 42k readings/s;
+    at low rates batches stay small anyway (``batch_wait_ms`` bounds them)."""
+
+    batch_wait_ms: int = Field(default=100, ge=1)
+    """Longest wait for a micro-batch to fill; also the longest a broker may hold a
+    fetch that found nothing new (Tansu answers such a fetch only when that wait runs
+    out, so it bounds the delivery latency of a quiet stream)."""
+
+    stream_stall_timeout_s: float = Field(default=20.0, gt=0)
+    """A stream scorer that is behind (records waiting, or a partition with no position
+    or one past the log end) yet takes no record for this long, or whose offset commit
+    goes unanswered this long, rebuilds its Kafka clients and resumes from the
+    committed offsets. Kafka clients can come out of a broker restart fetching nothing
+    without noticing."""
+
+    max_message_bytes: int = Field(default=64 * 1024, ge=256)
+    """Largest accepted stream message; larger ones are dead-lettered."""
+
+    max_reading_age_s: float = Field(default=365 * 86400.0, gt=0)
+    """Readings older than this are dead-lettered (bounds time partitions created)."""
+
+    max_reading_future_s: float = Field(default=86400.0, gt=0)
+    """Readings further in the future than this are dead-lettered."""
+
+    alert_resolve_after: int = Field(default=10, ge=1)
+    """Consecutive normal predictions that resolve an open alert."""
+
+    retention_days: int = Field(default=30, ge=1)
+    """Readings, predictions and delivered outbox rows older than this many days are
+    dropped (TimescaleDB retention policy, or whole daily partitions on plain
+    PostgreSQL); older readings are dead-lettered on arrival."""
+
+    mqtt_url: str | None = None
+    """MQTT broker (``mqtt://host:port``) for the bridge; unset: no MQTT bridge."""
+
+    mqtt_topic: str = "serve-ml/+/features"
+    """MQTT topic filter; the ``+`` level is the equipment id."""
+
+    simulate_machines: str = "press-02:7.5kW:normal,pump-03:5.5kW:overstrain,mill-01:7.5kW:normal:ai4i"
+    """Machines ``make up`` simulates: ``equipment:power[:profile[:ai4i]]``, comma-separated."""
+
+    simulate_rate_hz: float = Field(default=20.0, ge=0)
+    """Readings per second per simulated machine in ``make up`` (0: no simulator)."""
+
+    admin_token: SecretStr | None = None
+    """Bearer token for management endpoints (sync, activate, rollback, upload); unset: refused."""
+
+    admin_token_file: Path | None = None
+    """File holding the admin token (read at start; wins over ``SERVE_ML_ADMIN_TOKEN``)."""
+
+    read_token: SecretStr | None = None
+    """Bearer token for predict and read endpoints; unset: they are open."""
+
+    def admin_secret(self) -> str | None:
+        """The admin token in force, or None when management is disabled."""
+        if self.admin_token_file is not None:
+            text = self.admin_token_file.read_text().strip()
+            return _checked_token(text, f"the admin token file {self.admin_token_file}") if text else None
+        return self.admin_token.get_secret_value() if self.admin_token else None
+
+    def accepted_age_s(self) -> float:
+        """How old a reading may be and still be stored: no older than retention keeps."""
+        return min(self.max_reading_age_s, self.retention_days * 86400.0)
+
+    def without_secrets(self) -> Settings:
+        """A copy with every token removed: what actors get as an argument (Ray keeps
+        actor arguments in the GCS and shows them in its dashboard)."""
+        return self.model_copy(update=dict.fromkeys(SECRET_FIELDS))
+
+    @field_validator("admin_token", "read_token")
+    @classmethod
+    def _token(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        if value is not None:
+            _checked_token(value.get_secret_value(), f"SERVE_ML_{(info.field_name or '').upper()}")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"SERVE_ML_MIN_REPLICAS ({self.min_replicas}) is above SERVE_ML_MAX_REPLICAS "
+                             f"({self.max_replicas})")
+        return self
+
+    @field_validator("root", "state_dir")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+
+def _checked_token(token: str, where: str) -> str:
+    if not token.strip():
+        raise ValueError(f"{where} is set but empty: unset it, or set a token of at least {MIN_TOKEN_CHARS} "
+                         "characters (an empty token must not silently open the API)")
+    if len(token.strip()) < MIN_TOKEN_CHARS:
+        raise ValueError(f"{where} is shorter than {MIN_TOKEN_CHARS} characters")
+    return token.strip()

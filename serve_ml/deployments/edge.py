@@ -1,0 +1,164 @@
+"""The HTTP edge in front of the API's routes: what is decided before a route runs.
+
+Pure ASGI (Starlette's BaseHTTPMiddleware costs a task per request): the body size
+limit (413), the token a path needs, checked before a byte of the body is read, the
+request metrics labelled by route template, and the health-answer cache the routes
+share. Errors it answers itself have the project's error body.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, Generic, Literal, TypeVar
+
+import orjson
+
+from serve_ml.core.errors import PayloadTooLarge, ServeMLError
+from serve_ml.deployments.auth import TokenGuard
+from serve_ml.scoring.metrics import Metrics
+
+PREFIX = "/api/v1/serve-ml"
+
+
+HEALTH_CACHE_S = 1.0
+T = TypeVar("T")
+
+
+class Cached(Generic[T]):
+    """The answer of ``fn`` for ``ttl_s``, one call in flight at a time: health checks
+    ask the cluster (every replica, every actor), and anonymous callers must not be
+    able to turn their request rate into cluster calls."""
+
+    def __init__(self, fn: Callable[[], Awaitable[T]], ttl_s: float) -> None:
+        self.fn = fn
+        self.ttl_s = ttl_s
+        self._value: tuple[float, T] | None = None
+        self._lock = asyncio.Lock()
+
+    async def __call__(self) -> T:
+        if self._value is not None and time.monotonic() - self._value[0] < self.ttl_s:
+            return self._value[1]
+        async with self._lock:
+            if self._value is None or time.monotonic() - self._value[0] >= self.ttl_s:
+                self._value = (time.monotonic(), await self.fn())
+            return self._value[1]
+
+
+def gate(path: str, method: str) -> Literal["admin", "read", None]:
+    """Which token a path needs, decided before its body is read (the routes check
+    again with the same guard)."""
+    if not path.startswith(PREFIX) or path.startswith(f"{PREFIX}/health/") or path == f"{PREFIX}/stream/health":
+        return None
+    if method == "POST" and (path in (f"{PREFIX}/sync", f"{PREFIX}/bundles/upload")
+                             or path.endswith(("/activate", "/rollback", "/unpin"))):
+        return "admin"
+    return "read"
+
+
+# nginx's convention for "client closed the request before the answer"
+CLIENT_CLOSED = 499
+
+
+class EdgeMiddleware:
+    """Body size limit (413), the token check before the body, per-request metrics.
+
+    The ``endpoint`` label is the matched route's path or template, or ``other``:
+    bounded cardinality.
+    """
+
+    def __init__(self, app: Any, *, metrics: Metrics, max_bytes: int, routes: frozenset[str],
+                 guard: TokenGuard) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.max_bytes = max_bytes
+        self.routes = {r for r in routes if "{" not in r}
+        # parameterised routes are labelled by their template, never by the ids in them
+        self.templates = [(re.compile("^" + "/".join("[^/]+" if seg.startswith("{") else re.escape(seg)
+                                                   for seg in r.split("/")) + "$"), r)
+                          for r in sorted(routes) if "{" in r]
+        self.guard = guard
+
+    def _template(self, path: str) -> str:
+        for pattern, template in self.templates:
+            if pattern.match(path):
+                return template
+        return "other"
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        t0 = time.perf_counter()
+        status = [500]
+        path = scope.get("path", "")
+        endpoint = path if path in self.routes else self._template(path)
+        authorization = None
+        for k, v in scope.get("headers", ()):
+            if k == b"content-length":
+                if v.isdigit() and int(v) > self.max_bytes:
+                    await _send_413(send, self.max_bytes)
+                    self.metrics.request(endpoint, 413, (time.perf_counter() - t0) * 1e3)
+                    return
+            elif k == b"authorization":
+                authorization = v.decode("latin-1")
+        # Refused before a byte of the body is read: anonymous callers cannot make
+        # the ingress buffer and parse bodies for them.
+        needs = gate(path, scope.get("method", ""))
+        if needs is not None:
+            try:
+                self.guard.admin(authorization) if needs == "admin" else self.guard.read(authorization)
+            except ServeMLError as exc:
+                await _send_error(send, exc)
+                self.metrics.request(endpoint, exc.status_code, (time.perf_counter() - t0) * 1e3)
+                return
+        # Without a content-length (chunked, or Serve's direct ingress) the body is read
+        # and counted here: an error raised inside receive() would reach FastAPI's body
+        # parser, which reports every read failure as a 422.
+        chunks, size, more = [], 0, True
+        while more:
+            msg = await receive()
+            if msg["type"] != "http.request":
+                return  # client went away
+            chunks.append(msg.get("body", b""))
+            size += len(chunks[-1])
+            more = msg.get("more_body", False)
+            if size > self.max_bytes:
+                await _send_413(send, self.max_bytes)
+                self.metrics.request(endpoint, 413, (time.perf_counter() - t0) * 1e3)
+                return
+        body = b"".join(chunks)
+        replayed = [False]
+
+        async def replay() -> dict:
+            if not replayed[0]:
+                replayed[0] = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        async def capture(msg: dict) -> None:
+            if msg["type"] == "http.response.start":
+                status[0] = msg["status"]
+            await send(msg)
+
+        try:
+            await self.app(scope, replay, capture)
+        except asyncio.CancelledError:
+            if status[0] == 500:  # the client went away before an answer: not a server error
+                status[0] = CLIENT_CLOSED
+            raise
+        finally:
+            self.metrics.request(endpoint, status[0], (time.perf_counter() - t0) * 1e3)
+
+
+async def _send_413(send: Any, limit: int) -> None:
+    await _send_error(send, PayloadTooLarge(f"request body exceeds {limit} bytes"))
+
+
+async def _send_error(send: Any, exc: ServeMLError) -> None:
+    body = orjson.dumps(exc.to_dict())
+    await send({"type": "http.response.start", "status": exc.status_code,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})

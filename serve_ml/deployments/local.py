@@ -1,0 +1,95 @@
+"""The same HTTP API served by one process with no Ray: the plain-uvicorn baseline
+the benchmarks compare against, and the app the no-Ray API unit tests drive.
+
+    uvicorn --factory serve_ml.deployments.local:create_local_app --port 8001
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from fastapi import FastAPI
+
+from serve_ml.bundles.archive import install_archive
+from serve_ml.bundles.batch import Reading, ReadingColumns, Result
+from serve_ml.bundles.catalog import Override
+from serve_ml.core.settings import Settings
+from serve_ml.deployments.api import create_api
+from serve_ml.deployments.auth import TokenGuard
+from serve_ml.scoring.history import History, record_catalog, record_change
+from serve_ml.scoring.metrics import Metrics, NoMetrics
+from serve_ml.scoring.service import ScoringService
+from serve_ml.scoring.versions import decide, outcome, override_dict
+
+
+class LocalCore:
+    def __init__(self, service: ScoringService, *, max_bulk_rows: int, database_url: str | None = None,
+                 guard: TokenGuard | None = None) -> None:
+        self.service = service
+        self.metrics: Metrics = service.metrics
+        self.max_bulk_rows = max_bulk_rows
+        self.history = History(database_url)
+        self.guard = guard or TokenGuard(None, None)
+        self.overrides: dict[tuple[str, str], Override] = {}
+        self.changes: list[dict[str, Any]] = []
+
+    async def score(self, readings: list[Reading]) -> list[Result]:
+        return self.service.score(readings)
+
+    async def score_bulk(self, readings: ReadingColumns) -> tuple[int, bytes]:
+        if readings.n > 64:  # keep large batches off the event loop
+            return await asyncio.to_thread(self.service.score_bulk, readings)
+        return self.service.score_bulk(readings)
+
+    async def score_columns(self, eq: str, power: str | None, version: str | None,
+                            columns: dict[str, Any], n: int) -> tuple[int, bytes]:
+        if n > 64:
+            return await asyncio.to_thread(self.service.score_columns, eq, power, version, columns, n)
+        return self.service.score_columns(eq, power, version, columns, n)
+
+    def describe(self) -> list[dict[str, Any]]:
+        return self.service.describe()
+
+    async def sync(self) -> dict[str, Any]:
+        generation = self.service.generation + 1
+        report = await asyncio.to_thread(self.service.reload, generation, self.overrides)
+        recorded = await record_catalog(self.history, self.service.catalog)  # as the ingress does
+        return {**report, "generation": generation, "converged": True, "recorded": recorded}
+
+    async def install(self, archive: bytes) -> str:
+        bundle = await asyncio.to_thread(install_archive, archive, self.service.root)
+        return "/".join(bundle.key)
+
+    async def live_history(self) -> list[dict[str, Any]]:
+        return list(self.changes)
+
+    async def change_live(self, action: str, eq: str, power: str, *, version: str | None = None,
+                          pin: bool = True, reason: str = "") -> dict[str, Any]:
+        override, entry = decide(action, self.service.catalog, eq, power, self.changes, version=version,
+                                 pin=pin, reason=reason)
+        if override is None:
+            self.overrides.pop((eq, power), None)
+        else:
+            self.overrides[(eq, power)] = override
+        self.changes.append(entry)
+        generation = self.service.generation + 1
+        await asyncio.to_thread(self.service.reload, generation, self.overrides)
+        persisted = await record_change(self.history, entry, override_dict(override))
+        return outcome(entry, self.service.catalog, (eq, power), generation=generation,
+                       converged=True, persisted=persisted)
+
+    async def stream_health(self) -> dict[str, Any]:
+        return {}  # no stream actors without Ray
+
+    async def ready(self) -> tuple[bool, dict[str, Any]]:
+        live = len(self.service.catalog.live)
+        return bool(live), {"live_bundles": live, "unavailable_deployments": []}
+
+
+def create_local_app(settings: Settings | None = None) -> FastAPI:
+    s = settings or Settings()
+    service = ScoringService(s.root, enable_xgb=s.enable_xgb, metrics=NoMetrics())
+    guard = TokenGuard(s.admin_secret(), s.read_token.get_secret_value() if s.read_token else None)
+    core = LocalCore(service, max_bulk_rows=s.max_bulk_rows, database_url=s.database_url, guard=guard)
+    return create_api(core, max_request_bytes=s.max_request_bytes)

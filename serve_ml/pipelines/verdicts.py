@@ -1,0 +1,106 @@
+"""What the alert logic needs of stored predictions.
+
+The stream stores every reading's prediction but raises alerts from a few of them:
+the anomalies, and how many normal readings followed the last one. So a scored
+group keeps its verdicts column by column (:class:`Judged`) and builds a
+:class:`Verdict` only for the rows the alert logic asks about; a named tuple per
+reading used to be a tenth of the scorer's CPU.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+
+from serve_ml.pipelines.pgcopy import PG_EPOCH
+
+_DAY_US = 86_400_000_000
+
+
+class Verdict(NamedTuple):
+    """One stored prediction, as the alert logic reads it."""
+
+    time: dt.datetime
+    equipment_id: str
+    power: str
+    model_version: str
+    anomaly: bool
+    score: float
+    fault_label: str | None
+    modalities: list[str]  # the anomalous ones
+
+
+@dataclass(slots=True)
+class Judged:
+    """One scored group's verdicts, column by column (row ``i`` of each)."""
+
+    equipment_id: str
+    power: str
+    model_version: str
+    times: Sequence[dt.datetime]
+    time_us: np.ndarray  # ``times`` as microseconds since PostgreSQL's epoch, for sorting
+    anomaly: np.ndarray  # bool
+    score: np.ndarray
+    labels: Sequence[str | None]
+    flags: Sequence[tuple[str, np.ndarray]]  # per scored modality, the rows it flagged
+    keys: np.ndarray  # int64 ``reading_key`` per row (see ``pipelines.encode.reading_key``)
+
+    def __len__(self) -> int:
+        return len(self.times)
+
+    def verdict(self, i: int) -> Verdict:
+        anomaly = bool(self.anomaly[i])
+        return Verdict(self.times[i], self.equipment_id, self.power, self.model_version, anomaly,
+                       float(self.score[i]), self.labels[i], [m for m, f in self.flags if f[i]] if anomaly else [])
+
+    def take(self, rows: Sequence[int]) -> Judged:
+        """Only ``rows``, in that order."""
+        idx = np.asarray(rows, dtype=np.intp)
+        return Judged(self.equipment_id, self.power, self.model_version, [self.times[i] for i in rows],
+                      self.time_us[idx], self.anomaly[idx], self.score[idx], [self.labels[i] for i in rows],
+                      [(m, f[idx]) for m, f in self.flags], self.keys[idx])
+
+
+def all_verdicts(judged: Sequence[Judged]) -> list[Verdict]:
+    """Every row's verdict, group after group."""
+    return [j.verdict(i) for j in judged for i in range(len(j))]
+
+
+def days(judged: Sequence[Judged]) -> list[dt.datetime]:
+    """The start (UTC midnight) of every day a row falls on."""
+    if not judged:
+        return []
+    day_numbers = np.unique(np.concatenate([j.time_us for j in judged]) // _DAY_US)
+    return [PG_EPOCH + dt.timedelta(days=int(d)) for d in day_numbers]
+
+
+class Timeline:
+    """One equipment's rows of a batch, in time order (its groups merged)."""
+
+    def __init__(self, groups: Sequence[Judged]) -> None:
+        self._groups = groups
+        self._starts = np.cumsum([0] + [len(g) for g in groups[:-1]])
+        order = np.argsort(np.concatenate([g.time_us for g in groups]), kind="stable")
+        self.order = order
+        self.anomalous = np.flatnonzero(np.concatenate([g.anomaly for g in groups])[order])  # positions in time order
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+    def _locate(self, position: int) -> tuple[Judged, int]:
+        flat = int(self.order[position])
+        k = int(np.searchsorted(self._starts, flat, side="right")) - 1
+        return self._groups[k], flat - int(self._starts[k])
+
+    def verdict(self, position: int) -> Verdict:
+        """The verdict of the ``position``-th row in time order."""
+        group, i = self._locate(position)
+        return group.verdict(i)
+
+    def time(self, position: int) -> dt.datetime:
+        group, i = self._locate(position)
+        return group.times[i]

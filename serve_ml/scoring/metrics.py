@@ -1,0 +1,153 @@
+"""Prometheus metrics recorded by every replica.
+
+Replicas are separate processes, so metrics go through Ray's metrics agent, which
+aggregates all replicas of a node and serves them at the node's metrics export
+port (``serve-ml up`` pins it; ``serve-ml status`` prints it). Ray prefixes every
+name with ``ray_``, so ``serve_ml_rows_scored_total`` is scraped as
+``ray_serve_ml_rows_scored_total``.
+
+Label cardinality is bounded: the ``equipment`` label only ever takes ids that
+have a loaded bundle; anything else is recorded as ``unknown``.
+"""
+
+from __future__ import annotations
+
+from collections import Counter as Tally
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+
+from serve_ml.bundles.loader import Bundle
+from serve_ml.bundles.scoring import GroupScore
+from serve_ml.core.errors import ServeMLError
+
+LATENCY_BUCKETS_MS = [0.25, 0.5, 1, 2, 5, 10, 20, 50, 100, 250, 500, 1000, 5000]
+UNKNOWN = "unknown"
+
+
+class Metrics:
+    """Records to Ray's metrics agent. Construct inside a Ray worker, never at import."""
+
+    def __init__(self) -> None:
+        from ray.util import metrics as m
+
+        self.requests = m.Counter("serve_ml_requests", "HTTP requests by endpoint and status.",
+                                  tag_keys=("endpoint", "status"))
+        self.request_latency = m.Histogram("serve_ml_request_latency_ms", "End-to-end request latency at the ingress.",
+                                           boundaries=LATENCY_BUCKETS_MS, tag_keys=("endpoint",))
+        self.rows = m.Counter("serve_ml_rows_scored", "Readings scored, by equipment and outcome.",
+                              tag_keys=("equipment", "outcome"))
+        self.anomalies = m.Counter("serve_ml_anomalies", "Anomalous readings by equipment and modality.",
+                                   tag_keys=("equipment", "modality"))
+        self.classifier = m.Counter("serve_ml_classifier_invocations", "Classifier runs and skips.",
+                                    tag_keys=("equipment", "status"))
+        self.scoring_latency = m.Histogram("serve_ml_scoring_latency_ms", "Time spent scoring one call.",
+                                           boundaries=LATENCY_BUCKETS_MS, tag_keys=("equipment",))
+        self.bundles_loaded = m.Gauge("serve_ml_bundles_loaded", "Valid bundles loaded by this replica.",
+                                      tag_keys=("equipment",))
+        self.live_version = m.Gauge("serve_ml_live_version_info", "1 for the live version of each power class.",
+                                    tag_keys=("equipment", "power", "version"))
+        self.swaps = m.Counter("serve_ml_swaps", "Catalog reloads that changed what is live.", tag_keys=("equipment",))
+        self.replica_fallbacks = m.Counter(
+            "serve_ml_replica_fallbacks", "Calls the ingress scored itself because the equipment replica died "
+            "or none was ready.", tag_keys=("equipment",))
+
+    def request(self, endpoint: str, status: int, latency_ms: float) -> None:
+        self.requests.inc(1, {"endpoint": endpoint, "status": str(status)})
+        self.request_latency.observe(latency_ms, {"endpoint": endpoint})
+
+    def replica_fallback(self, equipment: str) -> None:
+        self.replica_fallbacks.inc(1, {"equipment": equipment})
+
+    def scored_columns(self, result: dict[str, Any], elapsed_ms: float) -> None:
+        """The same series as ``scored_groups``, counted from a columnar result's arrays."""
+        eq = result["equipment_id"]
+        errors = len(result["errors"])
+        anomalies = int(np.count_nonzero(result["anomaly"]))
+        outcome = Tally({(eq, "anomaly"): anomalies, (eq, "normal"): result["rows"] - anomalies - errors,
+                         (eq, "error"): errors})
+        modal = Tally({(eq, name): int(np.count_nonzero(np.asarray(m["anomaly"]) & np.asarray(result["anomaly"])))
+                       for name, m in result["modalities"].items() if "anomaly" in m})
+        groups = result["classifier"] if isinstance(result["classifier"], list) else [result["classifier"]]
+        clf: Tally[tuple[str, str]] = Tally()
+        for g in groups:
+            clf[(eq, g["status"])] += result["rows"] - errors if len(groups) == 1 else len(g["rows"])
+        self.record(+outcome, +modal, +clf, elapsed_ms)
+
+    def scored_groups(self, known: Iterable[str], scored: Sequence[tuple[Sequence[int], GroupScore | ServeMLError]],
+                      elapsed_ms: float) -> None:
+        """Rows scored (normal, anomaly, error), anomalies per modality and classifier
+        runs, counted per group from its arrays, for single and bulk readings alike.
+        A group that failed as a whole counts under its equipment if that is known,
+        else ``unknown``; rows with non-finite values count as errors of their group's
+        equipment, as in ``scored_columns``."""
+        known = set(known)
+        outcome: Tally[tuple[str, str]] = Tally()
+        modal: Tally[tuple[str, str]] = Tally()
+        clf: Tally[tuple[str, str]] = Tally()
+        for idx, g in scored:
+            if isinstance(g, ServeMLError):
+                eq = g.detail.get("equipment_id", UNKNOWN)
+                outcome[(eq if eq in known else UNKNOWN, "error")] += len(idx)
+                continue
+            eq = g.bundle.manifest.equipment_id
+            ok = np.ones(g.n, dtype=bool)
+            ok[list(g.bad_rows)] = False
+            flagged = g.anomaly & ok
+            anomalies, errors = int(np.count_nonzero(flagged)), len(g.bad_rows)
+            outcome.update({(eq, "anomaly"): anomalies, (eq, "normal"): g.n - errors - anomalies, (eq, "error"): errors})
+            for m in g.modalities:
+                if m.present:
+                    modal[(eq, m.name)] += int(np.count_nonzero(m.anomaly & flagged))  # type: ignore[operator]
+            clf[(eq, "ran" if g.classifier_ran else "skipped")] += g.n - errors
+        self.record(+outcome, +modal, +clf, elapsed_ms)
+
+    def record(self, outcome: Tally[tuple[str, str]], modal: Tally[tuple[str, str]], clf: Tally[tuple[str, str]],
+               elapsed_ms: float) -> None:
+        for (eq, o), k in outcome.items():
+            self.rows.inc(k, {"equipment": eq, "outcome": o})
+        for (eq, name), k in modal.items():
+            self.anomalies.inc(k, {"equipment": eq, "modality": name})
+        for (eq, s), k in clf.items():
+            self.classifier.inc(k, {"equipment": eq, "status": s})
+        eqs = {eq for eq, _ in outcome}
+        self.scoring_latency.observe(elapsed_ms, {"equipment": next(iter(eqs)) if len(eqs) == 1 else "mixed"})
+
+    def catalog(self, bundles: Iterable[Bundle], live: dict[tuple[str, str], str], old_live: dict) -> None:
+        per_eq: Tally[str] = Tally(b.manifest.equipment_id for b in bundles)
+        for eq, k in per_eq.items():
+            self.bundles_loaded.set(k, {"equipment": eq})
+        for (eq, power), ver in old_live.items():
+            if live.get((eq, power)) != ver:
+                self.live_version.set(0, {"equipment": eq, "power": power, "version": ver})
+                self.swaps.inc(1, {"equipment": eq})
+        for (eq, power), ver in live.items():
+            self.live_version.set(1, {"equipment": eq, "power": power, "version": ver})
+
+
+class NoMetrics(Metrics):
+    """For code running outside Ray (unit tests, the plain-uvicorn baseline)."""
+
+    def __init__(self) -> None:  # noqa: D107 - deliberately records nothing
+        pass
+
+    def request(self, endpoint: str, status: int, latency_ms: float) -> None:
+        pass
+
+    def replica_fallback(self, equipment: str) -> None:
+        pass
+
+    def scored_columns(self, result: dict[str, Any], elapsed_ms: float) -> None:
+        pass
+
+    def scored_groups(self, known: Iterable[str], scored: Sequence[tuple[Sequence[int], GroupScore | ServeMLError]],
+                      elapsed_ms: float) -> None:
+        pass
+
+    def record(self, outcome: Tally[tuple[str, str]], modal: Tally[tuple[str, str]], clf: Tally[tuple[str, str]],
+               elapsed_ms: float) -> None:
+        pass
+
+    def catalog(self, bundles: Iterable[Bundle], live: dict[tuple[str, str], str], old_live: dict) -> None:
+        pass
