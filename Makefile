@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install up down test test-unit test-integration test-deps bench clean demo-bundles
+.PHONY: install up down test test-unit test-integration test-deps lint bench clean demo-bundles
 
 install: $(STAMP)
 
@@ -33,7 +33,12 @@ test-deps:
 	  echo "installing mosquitto (MQTT broker used by the tests)"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null; }
 
-test: install test-deps
+# Static checks: ruff (pyflakes, pycodestyle, import order, bugbear, pyupgrade) and mypy.
+lint: install
+	$(BIN)/ruff check serve_ml tests
+	$(BIN)/mypy
+
+test: install test-deps lint
 	$(BIN)/python -m pytest -q tests
 
 test-unit: install

@@ -32,7 +32,7 @@ class Floor:
 
 def deploy(answer: bytes) -> None:
     """Start the floor app in the running Serve instance, at ``ROUTE``."""
-    serve.run(Floor.bind(answer), name=APP_NAME, route_prefix=ROUTE)
+    serve.run(Floor.bind(answer), name=APP_NAME, route_prefix=ROUTE)  # type: ignore[attr-defined]
 
 
 def ceiling(floor_rows_s: float, core_rows_s: float) -> float:

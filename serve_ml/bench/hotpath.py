@@ -144,8 +144,8 @@ class _Tracer:
     def __exit__(self, *exc: object) -> None:
         sys.settrace(self._saved[0])
         sys.setprofile(self._saved[1])
-        threading.settrace(self._saved[0])  # type: ignore[arg-type]
-        threading.setprofile(self._saved[1])  # type: ignore[arg-type]
+        threading.settrace(self._saved[0])
+        threading.setprofile(self._saved[1])
 
 
 class _TallyMetrics(Metrics):
@@ -267,7 +267,7 @@ def audit(root: Path, *, equipment_id: str = "press-02", power: str = "7.5kW", s
         # One worker thread, started by the first warm-up: a pool that grows would
         # start threads inside traced requests, at random.
         asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(1, thread_name_prefix="hot-path-audit"))
-        transport = httpx.ASGITransport(app=server)
+        transport = httpx.ASGITransport(app=server)  # type: ignore[arg-type]
         async with httpx.AsyncClient(transport=transport, base_url="http://audit") as client:
             single = await traced(client, _single(rows, equipment_id))
             audits = []

@@ -43,9 +43,9 @@ def run(root: Path | None = None, *, equipment_id: str = "press-02", power: str 
         readings = ReadingColumns.of_readings([Reading(equipment_id, r, power) for r in rows])
         core, full = [], []
         for _ in range(repeats):  # alternate the two so drift hits both alike
-            core.append(n / time_it(lambda c=cols, k=n: score_group(bundle, {f: v.copy() for f, v in c.items()}, k,
+            core.append(n / time_it(lambda c=cols, k=n: score_group(bundle, {f: v.copy() for f, v in c.items()}, k,  # type: ignore[misc]
                                                                     enable_xgb=enable_xgb)))
-            full.append(n / time_it(lambda r=readings: service.score_bulk(r)))
+            full.append(n / time_it(lambda r=readings: service.score_bulk(r)))  # type: ignore[misc]
         rep.add(Figure(f"model core, batch {n}", "rows/s", core))
         rep.add(Figure(f"row bulk (score_bulk), batch {n}", "rows/s", full))
     hotpath.add_figures(rep, catalog.root)

@@ -114,7 +114,7 @@ async def alert_latencies(bootstrap: str, topic: str, since: dt.datetime) -> lis
     c = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
                          enable_auto_commit=False, group_id=None)
     await c.start()
-    out = []
+    out: list[float] = []
     try:
         while True:
             batch = await c.getmany(timeout_ms=2000)

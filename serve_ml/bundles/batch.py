@@ -55,12 +55,12 @@ class ReadingColumns(NamedTuple):
     def of_dicts(cls, items: Sequence[Mapping[str, Any]]) -> ReadingColumns:
         """From JSON reading objects; ``power`` and ``model_version`` may be absent."""
         get = dict.get
-        return cls(list(map(itemgetter("equipment_id"), items)), list(map(get, items, repeat("power"))),
-                   list(map(get, items, repeat("model_version"))), list(map(itemgetter("features"), items)))
+        return cls(list(map(itemgetter("equipment_id"), items)), list(map(get, items, repeat("power"))),  # type: ignore[arg-type]
+                   list(map(get, items, repeat("model_version"))), list(map(itemgetter("features"), items)))  # type: ignore[arg-type]
 
     def take(self, idx: Sequence[int]) -> ReadingColumns:
         """The readings at positions ``idx``, in that order."""
-        return ReadingColumns(*(list(map(col.__getitem__, idx)) for col in self))
+        return ReadingColumns(*(list(map(col.__getitem__, idx)) for col in self))  # type: ignore[arg-type]
 
 
 def score_groups(catalog: Catalog, readings: Sequence[Reading] | ReadingColumns, *,
@@ -118,7 +118,7 @@ def _matrix(features: Sequence[Mapping[str, float]], idx: list[int], names: tupl
     row = itemgetter(*names)
     values = map(row, map(features.__getitem__, idx))
     if len(names) > 1:  # itemgetter of one name gives the value, not a 1-tuple
-        values = chain.from_iterable(values)
+        values = chain.from_iterable(values)  # type: ignore[assignment]
     return np.fromiter(values, np.float64, len(idx) * len(names)).reshape(len(idx), len(names))
 
 

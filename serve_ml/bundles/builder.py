@@ -15,6 +15,7 @@ import sys
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -153,12 +154,12 @@ def build_bundle(
         bundle = _write_and_load(bdir, staging, manifest)
 
         # Calibrate each gate on held-out normal rows, then measure on the test rows.
-        metrics: dict = {"rows_train_normal": len(tr), "rows_calib_normal": len(cal),
+        metrics: dict[str, Any] = {"rows_train_normal": len(tr), "rows_calib_normal": len(cal),
                          "rows_test_normal": len(te), "rows_test_fault": len(fte)}
         for name, mod in bundle.modalities.items():
             x = (np.column_stack([columns[f] for f in mod.features]) - mod.mean) / mod.scale
             thr = float(np.quantile(mod.model.errors(x[cal]), spec.threshold_quantile))
-            manifest["modalities"][name]["threshold"] = thr
+            manifest["modalities"][name]["threshold"] = thr  # type: ignore[index]
         bundle = _write_and_load(bdir, staging, manifest)
         full = {f: columns[f] for f in bundle.known_features if f in columns}
         test_rows = np.concatenate([te, fte])
@@ -172,7 +173,7 @@ def build_bundle(
                 sel = labels[fte] == mode
                 by_mode[mode] = round(float(alarm[len(te):][sel].mean()), 4)
             metrics["detection_rate_by_fault"] = by_mode
-        if g.classifier_ran:
+        if g.classifier_ran and bundle.classifier is not None and g.probabilities is not None:
             classes = bundle.classifier.spec.classes
             pred = np.asarray(classes)[g.probabilities.argmax(axis=1)]
             truth = labels[test_rows]
@@ -181,7 +182,7 @@ def build_bundle(
             metrics["classifier_f1_failure_vs_none"] = round(
                 _f1(np.where(truth == "none", "none", "fault"), np.where(pred == "none", "none", "fault"), "fault"), 4)
             metrics["classifier_f1_by_fault"] = {c: round(_f1(truth, pred, c), 4) for c in faults}
-        manifest["provenance"]["metrics"] = metrics
+        manifest["provenance"]["metrics"] = metrics  # type: ignore[index]
 
         # Warm-up rows: recorded outputs that a swap must reproduce before going live.
         pick = np.concatenate([te[: spec.warmup_rows // 2], fte[: spec.warmup_rows - spec.warmup_rows // 2]])
@@ -189,7 +190,8 @@ def build_bundle(
         rows = [{f: float(full[f][i]) for f in sorted(full)} for i in pick]
         wg = score_group(bundle, {f: full[f][pick] for f in sorted(full)}, len(pick), enable_xgb=True)
         expected = [{"score": r["score"], "anomaly": r["anomaly"],
-                     "probabilities": r["classifier"].get("probabilities")} for r in materialise(wg)]
+                     "probabilities": r["classifier"].get("probabilities")}
+                    for r in materialise(wg) if isinstance(r, dict)]
         (bdir / "warmup.json").write_text(json.dumps({"rows": rows, "expected": expected}, indent=1))
         manifest["warmup"] = {"file": "warmup.json", "rtol": 1e-4, "atol": 1e-6}
         _write_and_load(bdir, staging, manifest)

@@ -198,7 +198,7 @@ class Catalog:
                        "; several default power classes declared")
                 raise AmbiguousPower(equipment_id, [b.manifest.power for b in cands], why)
             chosen[undecided] = defaults[0]
-        out = []
+        out: list[tuple[Bundle, np.ndarray | None]] = []
         for i, b in enumerate(cands):
             idx = np.flatnonzero(chosen == i)
             if idx.size == n:

@@ -26,7 +26,7 @@ from serve_ml.bundles.scoring import GroupScore, ModalityScore, score_group
 from serve_ml.core.errors import FeatureError, PayloadTooLarge
 
 JSON_OPTS = orjson.OPT_SERIALIZE_NUMPY
-BINARY_DTYPES = {"float64": np.dtype("<f8"), "float32": np.dtype("<f4")}
+BINARY_DTYPES: dict[str, np.dtype] = {"float64": np.dtype("<f8"), "float32": np.dtype("<f4")}
 MAX_COLUMNS = 256
 MAX_NAME = 128
 

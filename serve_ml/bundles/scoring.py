@@ -137,7 +137,8 @@ def materialise(g: GroupScore) -> list[Result]:
     ident = {"equipment_id": m.equipment_id, "power": m.power, "model_version": m.model_version}
     score = g.score.tolist()
     anomaly = g.anomaly.tolist()
-    mods = [(s.name, s.threshold, s.errors.tolist(), s.anomaly.tolist()) if s.present
+    mods = [(s.name, s.threshold, s.errors.tolist(), s.anomaly.tolist())
+            if s.errors is not None and s.anomaly is not None
             else (s.name, s.threshold, None, None) for s in g.modalities]
     if g.classifier_ran:
         classes = g.bundle.classifier.spec.classes  # type: ignore[union-attr]
@@ -150,7 +151,7 @@ def materialise(g: GroupScore) -> list[Result]:
             rows.append(FeatureError(g.bad_rows[i]))
             continue
         detail = {
-            name: ({"status": "scored", "error": err[i], "threshold": thr, "anomaly": an[i]}
+            name: ({"status": "scored", "error": err[i], "threshold": thr, "anomaly": an[i]}  # type: ignore[index]
                    if err is not None else {"status": "absent", "threshold": thr})
             for name, thr, err, an in mods
         }

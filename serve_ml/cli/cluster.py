@@ -81,7 +81,7 @@ def _up(args: argparse.Namespace) -> int:
     if stack:
         stack.start_actors()
         _start_simulator(settings, stack.bootstrap, sim_stop)
-    state = {"pid": os.getpid(), "http_url": cluster.http_url, "root": str(root),
+    state: dict[str, Any] = {"pid": os.getpid(), "http_url": cluster.http_url, "root": str(root),
              "metrics_url": f"http://127.0.0.1:{cluster.metrics_port}/metrics",
              "dashboard_url": cluster.dashboard_url, "ray_gcs_address": cluster.gcs_address,
              "started_at": time.time(), "startup_s": round(cluster.started_s, 2),

@@ -41,7 +41,7 @@ from serve_ml.scoring.metrics import Metrics
 
 BINARY_MEDIA_TYPE = "application/octet-stream"
 log = logging.getLogger("serve_ml.api")
-ERRORS = {s: {"model": ErrorBody} for s in (400, 404, 413, 422, 503)}
+ERRORS: dict[int | str, dict[str, Any]] = {s: {"model": ErrorBody} for s in (400, 404, 413, 422, 503)}
 
 
 class Core(Protocol):

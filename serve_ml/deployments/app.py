@@ -127,7 +127,7 @@ def build_graph(args: AppArgs, s: Settings) -> Application:
         scaling = args.equipment.get(eq, args.autoscaling)
         init = ([eq], str(root), enable_xgb, args.poll_interval_s)
         # version + _internal: Serve's own escape hatch for a stable code version (versioning.py)
-        handles[eq] = EquipmentModel.options(
+        handles[eq] = EquipmentModel.options(  # type: ignore[attr-defined]
             name=f"equipment-{eq}", autoscaling_config=scaling.resolve(s), version=code_version(*init),
             _internal=True, **equipment_common
         ).bind(*init)
@@ -138,7 +138,7 @@ def build_graph(args: AppArgs, s: Settings) -> Application:
         poll_interval_s=args.poll_interval_s, database_url=s.database_url,
     )
     ingress_init = ingress_args.model_dump()
-    return Ingress.options(autoscaling_config=args.ingress_autoscaling.resolve(s),
+    return Ingress.options(autoscaling_config=args.ingress_autoscaling.resolve(s),  # type: ignore[attr-defined]
                            version=code_version(sorted(handles), ingress_init), _internal=True, **common).bind(
         handles, ingress_init
     )

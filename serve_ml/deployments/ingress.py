@@ -230,7 +230,7 @@ def own_transport(handles: dict[str, DeploymentHandle]) -> dict[str, DeploymentH
 
 def transport(handle: DeploymentHandle) -> str:
     # Ray exposes the choice only as this private option (``options(_by_reference=...)``).
-    return "actor calls" if handle.handle_options._by_reference else "gRPC"
+    return "actor calls" if handle.handle_options._by_reference else "gRPC"  # type: ignore[attr-defined]
 
 
 STREAM_ACTOR_PREFIX = "serve-ml-stream-"
@@ -254,6 +254,8 @@ async def stream_actors_health(timeout_s: float = 3.0) -> dict[str, Any]:
 
 class _RemoteError(ServeMLError):
     """An error item returned by an equipment deployment, re-raised verbatim."""
+
+    body: dict[str, Any]
 
     def to_dict(self) -> dict[str, Any]:
         return self.body

@@ -100,7 +100,7 @@ def reload_ray_auth() -> None:
     first use (importing Ray Serve is enough), so a process that imported Ray before
     the environment was set, or that started an earlier cluster with another token,
     would otherwise connect to its own GCS with the stale ones."""
-    from ray._raylet import AuthenticationTokenLoader, Config
+    from ray._raylet import AuthenticationTokenLoader, Config  # type: ignore[attr-defined]
 
     Config.initialize("")
     AuthenticationTokenLoader.instance().reset_cache()
@@ -204,7 +204,7 @@ def start_cluster(
     started = time.monotonic() - t0
     return RunningCluster(
         http_url=f"http://{settings.http_host}:{http_port}", http_port=http_port, metrics_port=metrics_port,
-        dashboard_url=ctx.dashboard_url and f"http://{ctx.dashboard_url}", gcs_address=ctx.address_info["gcs_address"],
+        dashboard_url=ctx.dashboard_url and f"http://{ctx.dashboard_url}", gcs_address=ctx.address_info["gcs_address"],  # type: ignore[attr-defined]
         started_s=started, ray_token_file=ray_token_path(settings) if settings.ray_address is None and
         settings.ray_auth else None, private_dir=private_dir,
     )

@@ -59,7 +59,7 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
     (asyncpg still rolls back a transaction left open before calling this)."""
 
 
-@ray.remote(num_cpus=0.1, max_restarts=-1, max_task_retries=-1, max_concurrency=16)
+@ray.remote(num_cpus=0.1, max_restarts=-1, max_task_retries=-1, max_concurrency=16)  # type: ignore[call-overload]
 class StreamScorer:
     def __init__(self, settings: Settings, database_url: str, bootstrap: str, mode: str, name: str, *,
                  embedded_broker: bool) -> None:

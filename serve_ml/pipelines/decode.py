@@ -159,7 +159,7 @@ def decode(
     else:
         ts = parse_ts(ts_value, now=now, max_age_s=max_age_s, max_future_s=max_future_s)
     reading_id = doc.get("reading_id")
-    return StreamReading(  # type: ignore[arg-type]
+    return StreamReading(
         Reading(eq, parse_features(doc.get("features")),
                 None if power is None else _name(power, "power"),
                 None if version is None else _name(version, "model_version")),

@@ -71,20 +71,20 @@ def decode_many(raws: Sequence[bytes | None], default_ts: Sequence[dt.datetime |
     for i, m in enumerate(msgs):
         ts = None if m is None else m.ts
         try:
-            if ts.__class__ is str and len(ts) <= 64:  # type: ignore[union-attr]
-                ts = _from_iso(ts)  # type: ignore[arg-type]
-                if ts.tzinfo is None:
-                    ts = ts.replace(tzinfo=_UTC)
+            if ts.__class__ is str and len(ts) <= 64:
+                ts = _from_iso(ts)  # type: ignore[assignment]
+                if ts.tzinfo is None:  # type: ignore[attr-defined]
+                    ts = ts.replace(tzinfo=_UTC)  # type: ignore[call-arg]
             elif ts is None and m is not None:
-                ts = default_ts[i]
+                ts = default_ts[i]  # type: ignore[assignment]
             else:  # epoch seconds, a missing message, an over-long string: decode's own way
                 ts = None
         except ValueError:
             ts = None
-        if ts is None or not lo <= ts <= hi or m.equipment_id is None:  # type: ignore[union-attr]
+        if ts is None or not lo <= ts <= hi or m.equipment_id is None:  # type: ignore[operator, union-attr]
             out.append(slow(i))
         else:
-            out.append(StreamReading(Reading(m.equipment_id, m.features, m.power, m.model_version), ts,  # type: ignore[union-attr]
+            out.append(StreamReading(Reading(m.equipment_id, m.features, m.power, m.model_version), ts,  # type: ignore[arg-type, union-attr]
                                      m.reading_id))  # type: ignore[union-attr]
     return out
 
@@ -120,7 +120,7 @@ def _parse(raws: Sequence[bytes | None], max_bytes: int) -> list[_Message | None
         try:
             msgs = _DECODER.decode_lines(joined)
             if len(msgs) == len(raws):
-                return msgs
+                return msgs  # type: ignore[return-value]
         except _ERRORS:
             pass  # one bad message: take them one at a time
     out: list[_Message | None] = []
@@ -144,7 +144,7 @@ def _joined(raws: Sequence[bytes | None], max_bytes: int) -> bytes | None:
     a third of the parse)."""
     if not raws or set(map(type, raws)) != {bytes}:  # no None, no bytearray
         return None
-    lengths = list(map(len, raws))
+    lengths = list(map(len, raws))  # type: ignore[arg-type]
     if min(lengths) == 0 or max(lengths) > max_bytes or any(map(bytes.isspace, raws)):  # type: ignore[arg-type]
         return None
     joined = b"\n".join(raws)  # type: ignore[arg-type]

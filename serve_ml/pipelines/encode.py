@@ -120,7 +120,7 @@ class Rows:
         mod_json = _modalities_json(g)
         if mod_json is None:  # a non-finite model output: let orjson write it (as null)
             results = materialise(g)
-            mod_json = Var([None if isinstance(r, FeatureError) else orjson.dumps(r["modalities"]) for r in results])
+            mod_json = Var([None if isinstance(r, FeatureError) else orjson.dumps(r["modalities"]) for r in results])  # type: ignore[assignment, index]
         labels, probs = _classifier_columns(g)
         rejected = [(i, FeatureError(reason)) for i, reason in sorted(g.bad_rows.items())]
         score, anomaly = g.score, g.anomaly
@@ -129,9 +129,9 @@ class Rows:
             keep = [i for i in range(len(origins)) if i not in g.bad_rows]
             origins = [origins[i] for i in keep]
             score, anomaly = score[keep], anomaly[keep]
-            mod_json = mod_json.take(keep)
+            mod_json = mod_json.take(keep)  # type: ignore[union-attr]
             labels, probs = ([col[i] for i in keep] for col in (labels, probs))
-            flags = [(name, an[keep]) for name, an in flags]
+            flags = [(name, an[keep]) for name, an in flags]  # type: ignore[index]
         n = len(origins)
         if n == 0:
             return rejected
@@ -149,10 +149,10 @@ class Rows:
             time_col, eq_col, key_col, power_col, Var(features), source, partition, offset]))
         self.predictions.append(encode_rows(n, [
             time_col, eq_col, key_col, power_col, Const(version.encode()), Fixed(BOOL, anomaly), Fixed(FLOAT8, score),
-            mod_json, Var(labels) if g.classifier_ran else Const(None),
+            mod_json, Var(labels) if g.classifier_ran else Const(None),  # type: ignore[list-item]
             Var(probs) if g.classifier_ran else Const(None), source, partition, offset]))
         label_s = [None if b is None else b.decode() for b in labels] if g.classifier_ran else labels
-        self.judged.append(Judged(eq, power, version, times, time_us, anomaly, score, label_s, flags, keys))
+        self.judged.append(Judged(eq, power, version, times, time_us, anomaly, score, label_s, flags, keys))  # type: ignore[arg-type]
         return rejected
 
 

@@ -51,7 +51,7 @@ def to_kafka_payload(topic: str, payload: bytes, settings: Settings, now: dt.dat
 BACKOFF_S = (0.2, 0.5, 1.0, 2.0, 5.0)
 
 
-@ray.remote(num_cpus=0.05, max_restarts=-1, max_task_retries=-1, max_concurrency=4)
+@ray.remote(num_cpus=0.05, max_restarts=-1, max_task_retries=-1, max_concurrency=4)  # type: ignore[call-overload]
 class MqttBridge:
     """Forwards until cancelled. Whatever fails (the MQTT broker, Kafka, an unexpected
     error) the bridge says ``degraded``, waits and tries again; a message Kafka does
@@ -120,10 +120,10 @@ class MqttBridge:
         self.counts["received"] += 1
         try:
             eq, value = to_kafka_payload(topic, payload, self.s, dt.datetime.now(dt.UTC))
-            send = (self.s.features_topic, value, eq.encode(), [])
+            send = (self.s.features_topic, value, eq.encode(), [])  # type: ignore[var-annotated]
             counter = "forwarded"
         except Rejected as exc:
-            value, headers = dead_letter_record(payload, str(exc), DLQ_MAX_VALUE_BYTES)
+            value, headers = dead_letter_record(payload, str(exc), DLQ_MAX_VALUE_BYTES)  # type: ignore[assignment]
             send = (self.s.dead_letter_topic, value, topic.encode()[:256],
                     headers + [("source_topic", topic.encode()[:256])])
             counter = "dead_lettered"

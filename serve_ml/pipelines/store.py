@@ -161,8 +161,8 @@ async def _alerts(conn: asyncpg.Connection, judged: list[Judged], stats: WriteSt
                     "modalities = ARRAY(SELECT DISTINCT unnest(modalities || $7::text[])) WHERE id = $1",
                     alert_id, anomalies[-1].time, peak, severity(peak), len(anomalies), streak, mods)
         else:
-            alert_id = alert["id"]
-            streak = alert["normal_streak"] + len(rows)
+            alert_id = alert["id"]  # type: ignore[index]
+            streak = alert["normal_streak"] + len(rows)  # type: ignore[index]
             first_normal = 0
         if streak >= resolve_after:
             prior = 0 if anomalies else alert["normal_streak"]  # type: ignore[index]

@@ -119,7 +119,7 @@ class StallWatch:
         return now_s - self.behind_since >= self.timeout_s
 
 
-class AssignmentEpoch(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka ships no type hints
+class AssignmentEpoch(ConsumerRebalanceListener):  # aiokafka ships no type hints
     """Counts partition revocations and assignments: a batch whose epoch is no longer
     current was taken under a membership that has since changed."""
 

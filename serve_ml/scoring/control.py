@@ -114,7 +114,7 @@ def get_control(database_url: str | None = None) -> Any:
     """The control-plane actor, created on first use (idempotent across replicas).
     ``database_url`` is where it restores pins from; it counts only for the call that
     creates the actor."""
-    return ControlPlane.options(
+    return ControlPlane.options(  # type: ignore[attr-defined]
         name=CONTROL_NAME, namespace=CONTROL_NAMESPACE, get_if_exists=True, lifetime="detached"
     ).remote(database_url)
 

@@ -139,7 +139,7 @@ def catalog_rows(catalog: Catalog) -> list[tuple[str, str, str, str, str, str | 
     A rejected bundle is named by where it sits under the root, never by where a
     link in it points (the loader refuses links that leave the root, and those
     must be recorded too)."""
-    rows = [(eq, p, v, b.digest, "live" if catalog.live.get((eq, p)) == v else "loaded", None,
+    rows: list[tuple[str, str, str, str, str, str | None, bool]] = [(eq, p, v, b.digest, "live" if catalog.live.get((eq, p)) == v else "loaded", None,
              catalog.pinned.get((eq, p), False) and catalog.live.get((eq, p)) == v)
             for (eq, p, v), b in catalog.bundles.items()]
     for r in catalog.rejected:
