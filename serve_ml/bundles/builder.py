@@ -23,6 +23,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 import serve_ml
 from serve_ml.bundles import kinds
+from serve_ml.bundles.derived import DerivedFeature, check_order, derive
+from serve_ml.bundles.fault_classifier import binary_f1, fit_classifier
 from serve_ml.bundles.loader import load_bundle, sha256_file
 from serve_ml.bundles.manifest import (
     MANIFEST_NAME,
@@ -54,6 +56,12 @@ class BuildSpec(BaseModel):
     kind: str = Field(default="dense_autoencoder", description="Model kind of every modality (serve_ml.bundles.kinds).")
     hidden: dict[str, list[int]] = Field(default_factory=dict, description="Per-modality encoder widths.")
     classifier: bool = True
+    classifier_features: list[str] | None = Field(
+        default=None, description="Classifier inputs (raw or derived); default: every modality feature.")
+    derived: list[DerivedFeature] = Field(default_factory=list, description="Features the bundle computes.")
+    classifier_depth: int = Field(default=4, ge=1, le=12, description="XGBoost max_depth.")
+    classifier_rounds: int = Field(default=150, ge=1, le=5000, description="XGBoost boosting rounds.")
+    normal_label: str = Field(default="none", description="The label of normal rows.")
     seed: int = 0
     epochs: int = Field(default=60, ge=1)
     batch_size: int = Field(default=256, ge=8)
@@ -85,8 +93,6 @@ def build_bundle(
     progress: Progress = _stderr,
 ) -> tuple[Path, dict]:
     """Train and write ``<root>/<equipment>/<power>/<version>``; return its path and metrics."""
-    import xgboost as xgb
-
     torch.use_deterministic_algorithms(True)
     torch.set_num_threads(1)
     rng = np.random.default_rng(spec.seed)
@@ -98,8 +104,15 @@ def build_bundle(
     if kind is None:
         raise ValueError(f"model kind {spec.kind!r} cannot be trained here; known: {', '.join(kinds.names())}")
 
-    normal = np.flatnonzero(labels == "none")
-    faulty = np.flatnonzero((labels != "none") & (labels != "unknown"))
+    check_order(spec.derived)
+    columns = derive(columns, spec.derived)
+    needed = {f for fs in spec.modalities.values() for f in fs} | set(spec.classifier_features or [])
+    missing = sorted(needed - set(columns))
+    if missing:
+        raise ValueError(f"the training data has no column(s) {missing} (derived: "
+                         f"{', '.join(d.name for d in spec.derived) or 'none'})")
+    normal = np.flatnonzero(labels == spec.normal_label)
+    faulty = np.flatnonzero((labels != spec.normal_label) & (labels != "unknown"))
     tr, cal, te = (normal[s] for s in _splits(len(normal), rng, (0.7, 0.15, 0.15)))
     ftr, fte = (faulty[s] for s in _splits(len(faulty), rng, (0.6, 0.4)))
     progress(f"building {spec.equipment_id}/{spec.power}/{spec.model_version} from {data}: "
@@ -122,29 +135,35 @@ def build_bundle(
             modalities[name] = {"features": feats, "scaler": {"mean": mean.tolist(), "scale": scale.tolist()},
                                 "model": arch.model_dump(), "weights": weights, "threshold": 1.0}
         classifier = None
+        oof_metrics: dict[str, Any] = {}
         if spec.classifier and len(faulty):
-            progress("  [classifier] training XGBoost on labelled rows")
-            feats = [f for f in dict.fromkeys(f for fs in spec.modalities.values() for f in fs)]
-            classes = ["none", *sorted(set(labels[faulty].tolist()))]
+            feats = spec.classifier_features or list(dict.fromkeys(f for fs in spec.modalities.values() for f in fs))
+            classes = [spec.normal_label, *sorted(set(labels[faulty].tolist()))]
+            labelled = np.concatenate([normal, faulty])
             cidx = {c: i for i, c in enumerate(classes)}
-            train_rows = np.concatenate([tr, ftr])
-            y = np.array([cidx[c] for c in labels[train_rows]])
-            counts = np.bincount(y, minlength=len(classes)).astype(float)
-            weight = (len(y) / (len(classes) * np.maximum(counts, 1)))[y]
-            xm = np.column_stack([columns[f] for f in feats])
-            booster = xgb.train(
-                {"objective": "multi:softprob", "num_class": len(classes), "max_depth": 4, "eta": 0.2,
-                 "seed": spec.seed, "nthread": 1, "tree_method": "hist"},
-                xgb.DMatrix(xm[train_rows], label=y, weight=weight), num_boost_round=60)
-            booster.save_model(str(bdir / "xgb.json"))
+            y = np.array([cidx[c] for c in labels[labelled]])
+            progress(f"  [classifier] XGBoost on {len(labelled)} labelled rows, thresholds calibrated out of fold")
+            fit = fit_classifier(np.column_stack([columns[f] for f in feats])[labelled], y, classes, 0, seed=spec.seed,
+                                 max_depth=spec.classifier_depth, rounds=spec.classifier_rounds)
+            fit.booster.save_model(str(bdir / "xgb.json"))
             classifier = {"kind": "xgboost", "file": "xgb.json", "features": feats, "classes": classes,
-                          "normal_class": "none"}
-
+                          "normal_class": spec.normal_label, "fault_thresholds": fit.thresholds}
+            pred = np.asarray(classes)[fit.oof_labels]
+            truth = labels[labelled]
+            faults = classes[1:]
+            oof_metrics = {
+                "classifier_eval": f"{fit.folds}-fold out-of-fold over all {len(labelled)} labelled rows",
+                "classifier_f1_failure_vs_none": round(binary_f1(truth != spec.normal_label,
+                                                                 pred != spec.normal_label), 4),
+                "classifier_f1_macro_faults": round(float(np.mean([_f1(truth, pred, c) for c in faults])), 4),
+                "classifier_f1_by_fault": {c: round(_f1(truth, pred, c), 4) for c in faults},
+            }
         manifest = {
             "schema_version": SCHEMA_VERSION, "equipment_id": spec.equipment_id, "power": spec.power,
             "model_version": spec.model_version, "power_range_kw": list(spec.power_range_kw),
             "default_power": spec.default_power,
             "power_source": spec.power_source.model_dump() if spec.power_source else None,
+            "derived": [d.model_dump() for d in spec.derived],
             "modalities": modalities, "classifier": classifier,
             "provenance": {"data": data, "data_sha256": data_sha256, "seed": spec.seed,
                            "trained_at": dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat(),
@@ -161,7 +180,7 @@ def build_bundle(
             thr = float(np.quantile(mod.model.errors(x[cal]), spec.threshold_quantile))
             manifest["modalities"][name]["threshold"] = thr  # type: ignore[index]
         bundle = _write_and_load(bdir, staging, manifest)
-        full = {f: columns[f] for f in bundle.known_features if f in columns}
+        full = {f: columns[f] for f in bundle.known_features if f in columns}  # inputs only: derived are recomputed
         test_rows = np.concatenate([te, fte])
         g = score_group(bundle, {f: c[test_rows] for f, c in full.items()}, len(test_rows), enable_xgb=True)
         alarm = g.anomaly
@@ -173,15 +192,7 @@ def build_bundle(
                 sel = labels[fte] == mode
                 by_mode[mode] = round(float(alarm[len(te):][sel].mean()), 4)
             metrics["detection_rate_by_fault"] = by_mode
-        if g.classifier_ran and bundle.classifier is not None and g.probabilities is not None:
-            classes = bundle.classifier.spec.classes
-            pred = np.asarray(classes)[g.probabilities.argmax(axis=1)]
-            truth = labels[test_rows]
-            faults = [c for c in classes if c != "none"]
-            metrics["classifier_f1_macro_faults"] = round(float(np.mean([_f1(truth, pred, c) for c in faults])), 4)
-            metrics["classifier_f1_failure_vs_none"] = round(
-                _f1(np.where(truth == "none", "none", "fault"), np.where(pred == "none", "none", "fault"), "fault"), 4)
-            metrics["classifier_f1_by_fault"] = {c: round(_f1(truth, pred, c), 4) for c in faults}
+        metrics.update(oof_metrics)
         manifest["provenance"]["metrics"] = metrics  # type: ignore[index]
 
         # Warm-up rows: recorded outputs that a swap must reproduce before going live.

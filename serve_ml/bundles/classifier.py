@@ -28,6 +28,13 @@ class FaultClassifier:
         self.booster = booster
         self.spec = spec
         self.classes = np.asarray(spec.classes)
+        self._normal = spec.classes.index(spec.normal_class)
+        self._thresholds: np.ndarray | None = None
+        if spec.fault_thresholds is not None:
+            # the normal class never qualifies by threshold; unlisted faults keep 0.5
+            t = np.array([spec.fault_thresholds.get(c, 0.5) for c in spec.classes])
+            t[self._normal] = np.inf
+            self._thresholds = t
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
         """Class probabilities, shape (rows, classes)."""
@@ -36,6 +43,17 @@ class FaultClassifier:
         if out.ndim == 1:  # binary:logistic gives P(class 1) only
             out = np.stack([1.0 - out, out], axis=1)
         return out
+
+    def labels(self, probs: np.ndarray) -> np.ndarray:
+        """Class index per row. Without ``fault_thresholds``: the most probable class.
+        With them: the most probable fault class among those at or above their
+        threshold, else the normal class. NaN probabilities never win."""
+        p = np.nan_to_num(probs, nan=-1.0)
+        if self._thresholds is None:
+            return p.argmax(axis=1)
+        over = np.where(p >= self._thresholds, p, -np.inf)
+        best = over.argmax(axis=1)
+        return np.where(np.isfinite(over[np.arange(len(p)), best]), best, self._normal)
 
 
 def _n_outputs(booster: xgb.Booster) -> int:

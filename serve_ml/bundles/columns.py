@@ -60,7 +60,8 @@ def _masked(g: GroupScore) -> GroupScore:
     probs = None if g.probabilities is None else g.probabilities.copy()
     if probs is not None:
         probs[bad] = np.nan
-    return GroupScore(g.bundle, g.n, score, anomaly, mods, g.classifier_ran, g.classifier_reason, probs, g.bad_rows)
+    return GroupScore(g.bundle, g.n, score, anomaly, mods, g.classifier_ran, g.classifier_reason, probs, g.bad_rows,
+                      g.labels)
 
 
 def _ident(g: GroupScore) -> tuple[str, str]:
@@ -79,7 +80,7 @@ def _classifier(g: GroupScore) -> dict[str, Any]:
         return {"status": "skipped", "reason": g.classifier_reason}
     classes = g.bundle.classifier.spec.classes  # type: ignore[union-attr]
     probs = g.probabilities
-    label = np.asarray(classes, dtype=object)[np.nan_to_num(probs, nan=-1.0).argmax(axis=1)]  # type: ignore[arg-type]
+    label = np.asarray(classes, dtype=object)[g.labels]
     if g.bad_rows:
         label[list(g.bad_rows)] = None
     return {"status": "ran", "classes": classes, "probabilities": probs, "label": label.tolist()}

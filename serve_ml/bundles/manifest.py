@@ -14,6 +14,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SerializeAsAny, field_validator, model_validator
 
 from serve_ml.bundles import kinds
+from serve_ml.bundles.derived import DerivedFeature, check_order, raw_inputs
 from serve_ml.bundles.kinds.base import KindSpec
 
 SCHEMA_VERSION = 1
@@ -95,11 +96,22 @@ class Classifier(_Strict):
     features: list[str] = Field(min_length=1, description="Input feature names, in order.")
     classes: list[str] = Field(min_length=2, description="Class labels by output index.")
     normal_class: str = Field(default="none", description="The label meaning 'no fault'.")
+    fault_thresholds: dict[str, float] | None = Field(
+        default=None,
+        description="Per fault class, the probability at or above which a row is that fault (the most "
+                    "probable such class wins; none: the normal class). The builder calibrates them for "
+                    "F1 on out-of-fold rows. Unset: the most probable class.")
 
     @model_validator(mode="after")
     def _check(self) -> Classifier:
         if self.normal_class not in self.classes:
             raise ValueError(f"normal_class {self.normal_class!r} is not among classes")
+        if self.fault_thresholds is not None:
+            wrong = set(self.fault_thresholds) - (set(self.classes) - {self.normal_class})
+            if wrong:
+                raise ValueError(f"fault_thresholds name classes that are not fault classes: {sorted(wrong)}")
+            if not all(math.isfinite(v) and 0 < v <= 1.01 for v in self.fault_thresholds.values()):
+                raise ValueError("fault_thresholds must be in (0, 1.01] (above 1: never that class)")
         return self
 
 
@@ -183,6 +195,10 @@ class Manifest(_Strict):
     power_source: PowerFromFeature | PowerFromTorqueSpeed | None = Field(
         default=None, description="How to find a reading's power for automatic bucket choice."
     )
+    derived: list[DerivedFeature] = Field(
+        default_factory=list, max_length=64,
+        description="Features the server computes from the reading's own (serve_ml.bundles.derived); "
+                    "modalities and the classifier may use them, clients do not send them.")
     modalities: dict[str, Modality] = Field(min_length=1)
     classifier: Classifier | None = None
     rul: RulHead | None = Field(default=None, description="Reserved for a RUL head.")
@@ -234,6 +250,7 @@ class Manifest(_Strict):
             referenced.add(self.warmup.file)
         if self.rul:
             referenced.add(self.rul.file)
+        check_order(self.derived)
         missing = referenced - set(self.files)
         if missing:
             raise ValueError(f"files referenced but not listed in 'files': {sorted(missing)}")
@@ -244,9 +261,13 @@ class Manifest(_Strict):
 
     @property
     def all_features(self) -> list[str]:
+        """What a reading may carry: the models' features, derived ones replaced by
+        their inputs."""
+        derived = {d.name for d in self.derived}
         seen: dict[str, None] = {}
         for m in self.modalities.values():
             seen.update(dict.fromkeys(m.features))
         if self.classifier:
             seen.update(dict.fromkeys(self.classifier.features))
-        return list(seen)
+        seen.update(dict.fromkeys(raw_inputs(self.derived)))
+        return [f for f in seen if f not in derived]

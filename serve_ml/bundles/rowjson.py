@@ -77,7 +77,7 @@ def _rows(g: GroupScore) -> list[bytes]:
     if g.classifier_ran:
         probs = g.probabilities
         labels = [dumps(c) for c in g.bundle.classifier.spec.classes]  # type: ignore[union-attr]
-        segments += [b'{"status":"ran","label":', list(map(labels.__getitem__, probs.argmax(axis=1).tolist())),  # type: ignore[union-attr]
+        segments += [b'{"status":"ran","label":', list(map(labels.__getitem__, g.labels.tolist())),  # type: ignore[union-attr]
                      b',"probabilities":{']
         for k, label in enumerate(labels):
             segments += [(b"," if k else b"") + label + b":", _floats(probs[:, k])]  # type: ignore[index]

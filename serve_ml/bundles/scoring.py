@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from serve_ml.bundles.derived import derive
 from serve_ml.bundles.loader import Bundle
 from serve_ml.core.errors import FeatureError, ServeMLError
 
@@ -45,6 +46,7 @@ class GroupScore:
     classifier_reason: str | None
     probabilities: np.ndarray | None
     bad_rows: dict[int, dict[str, str]]
+    labels: np.ndarray | None = None  # class index per row, by the classifier's decision rule
 
 
 def check_feature_names(bundle: Bundle, names: frozenset[str]) -> list[str]:
@@ -54,7 +56,8 @@ def check_feature_names(bundle: Bundle, names: frozenset[str]) -> list[str]:
     partially present modality.
     """
     problems: dict[str, str] = {}
-    for name in names - bundle.known_features:
+    derived = {d.name: d for d in bundle.manifest.derived}
+    for name in names - bundle.known_features - derived.keys():
         problems[name] = "unknown feature for this bundle"
     present: list[str] = []
     for mod in bundle.modalities.values():
@@ -81,6 +84,13 @@ def score_group(
     enable_xgb: bool,
 ) -> GroupScore:
     """Score ``n`` rows given as float64 ``columns`` (all the same feature names)."""
+    derived = bundle.manifest.derived
+    if derived:
+        sent = [d for d in derived if d.name in columns]
+        if sent:
+            raise FeatureError({d.name: f"derived by the bundle ({d.op} of {', '.join(d.inputs)}); "
+                                        "send its inputs instead" for d in sent})
+        columns = derive(columns, derived)
     present = check_feature_names(bundle, frozenset(columns))
     bad = _non_finite_rows(columns, n)
 
@@ -102,7 +112,7 @@ def score_group(
         anomaly |= over
         mods.append(ModalityScore(mod.name, True, mod.threshold, err, over))
 
-    ran, reason, probs = False, None, None
+    ran, reason, probs, labels = False, None, None, None
     clf = bundle.classifier
     if not enable_xgb:
         reason = XGB_DISABLED if clf is not None else XGB_ABSENT
@@ -117,8 +127,9 @@ def score_group(
             if bad:
                 x[list(bad)] = 0.0
             probs = clf.predict_proba(x)
+            labels = clf.labels(probs)
             ran = True
-    return GroupScore(bundle, n, score, anomaly, mods, ran, reason, probs, bad)
+    return GroupScore(bundle, n, score, anomaly, mods, ran, reason, probs, bad, labels)
 
 
 def _non_finite_rows(columns: Mapping[str, np.ndarray], n: int) -> dict[int, dict[str, str]]:
@@ -143,7 +154,7 @@ def materialise(g: GroupScore) -> list[Result]:
     if g.classifier_ran:
         classes = g.bundle.classifier.spec.classes  # type: ignore[union-attr]
         probs = g.probabilities.tolist()  # type: ignore[union-attr]
-        best = g.probabilities.argmax(axis=1).tolist()  # type: ignore[union-attr]
+        best = g.labels.tolist()  # type: ignore[union-attr]
     skipped = {"status": "skipped", "reason": g.classifier_reason}
     rows: list[Result] = []
     for i in range(g.n):

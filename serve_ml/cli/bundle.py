@@ -1,4 +1,4 @@
-"""``serve-ml bundle build|validate|list|demo``."""
+"""``serve-ml bundle ...``: build/evaluate (``train.py``), validate, list, demo and management."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from serve_ml.cli import train
 from serve_ml.cli.state import admin_request
 from serve_ml.core.errors import BundleInvalid
 from serve_ml.core.settings import Settings
@@ -16,22 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bundle", help="build, validate and list model bundles")
     bsub = p.add_subparsers(dest="bundle_command", required=True)
 
-    b = bsub.add_parser("build", help="train a bundle from a CSV or the built-in simulator")
-    src = b.add_mutually_exclusive_group(required=True)
-    src.add_argument("--csv", type=Path, help="training CSV (AI4I 2020 format, or numeric columns + 'label')")
-    src.add_argument("--simulator", action="store_true", help="train on the built-in sensor simulator")
-    b.add_argument("--equipment-id", required=True)
-    b.add_argument("--power", required=True, help="power class label, e.g. 7.5kW")
-    b.add_argument("--model-version", required=True, help="PEP 440 version, e.g. 1.1.0")
-    b.add_argument("--power-range-kw", default="0,1000", help="LOW,HIGH: readings in [LOW, HIGH) kW")
-    b.add_argument("--default-power", action="store_true", help="declare this power class the fallback")
-    b.add_argument("--modality", action="append", metavar="NAME=F1,F2",
-                   help="modality and its features (repeatable); default: thermal + mechanical")
-    b.add_argument("--no-classifier", action="store_true", help="gate-only bundle (no xgb.json)")
-    b.add_argument("--seed", type=int, default=0)
-    b.add_argument("--epochs", type=int, default=60)
-    b.add_argument("--root", type=Path, help="bundle root (default SERVE_ML_ROOT)")
-    b.set_defaults(func=_build)
+    train.register(bsub)
 
     v = bsub.add_parser("validate", help="validate one bundle directory")
     v.add_argument("path", type=Path)
@@ -69,37 +55,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _root(args: argparse.Namespace) -> Path:
     return (args.root or Settings().root).resolve()
-
-
-def _build(args: argparse.Namespace) -> int:
-    from serve_ml.bundles.builder import BuildSpec, build_bundle
-    from serve_ml.bundles.datasets import file_sha256, read_training_csv
-    from serve_ml.bundles.demo import TORQUE_SPEED
-    from serve_ml.bundles.simulation import MECHANICAL, THERMAL, MachineSpec, simulate_dataset
-
-    lo, hi = (float(x) for x in args.power_range_kw.split(","))
-    if args.modality:
-        mods = {m.split("=", 1)[0]: m.split("=", 1)[1].split(",") for m in args.modality}
-    elif args.csv:
-        mods = {"thermal": list(THERMAL), "mechanical": ["speed_rpm", "torque_nm", "tool_wear_min"]}
-    else:
-        mods = {"thermal": list(THERMAL), "mechanical": list(MECHANICAL)}
-    spec = BuildSpec(equipment_id=args.equipment_id, power=args.power, model_version=args.model_version,
-                     power_range_kw=(lo, hi), default_power=args.default_power, power_source=TORQUE_SPEED,
-                     modalities=mods, classifier=not args.no_classifier, seed=args.seed, epochs=args.epochs)
-    if args.csv:
-        cols, labels = read_training_csv(args.csv)
-        data, sha = args.csv.name, file_sha256(args.csv)
-    else:
-        cols, labels = simulate_dataset(4000, 300, spec=MachineSpec.for_power(args.power), seed=args.seed)
-        data, sha = f"simulator:{args.power}:seed={args.seed}", None
-    missing = sorted({f for fs in mods.values() for f in fs} - set(cols))
-    if missing:
-        print(f"error: training data has no column(s) {missing}", file=sys.stderr)
-        return 2
-    path, metrics = build_bundle(spec, cols, labels, _root(args), data=data, data_sha256=sha)
-    print(json.dumps({"path": str(path), "metrics": metrics}, indent=2))
-    return 0
 
 
 def _validate(args: argparse.Namespace) -> int:

@@ -219,5 +219,5 @@ def _classifier_columns(g: GroupScore) -> tuple[list[bytes | None], list[bytes |
     classes = g.bundle.classifier.spec.classes  # type: ignore[union-attr]
     names = [c.encode() for c in classes]
     probs = g.probabilities.tolist()  # type: ignore[union-attr]
-    best = g.probabilities.argmax(axis=1).tolist()  # type: ignore[union-attr]
+    best = g.labels.tolist()  # type: ignore[union-attr]
     return [names[b] for b in best], [orjson.dumps(dict(zip(classes, p, strict=True))) for p in probs]

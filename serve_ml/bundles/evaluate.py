@@ -1,0 +1,94 @@
+"""Evaluate one bundle on labelled rows: what ``serve-ml bundle evaluate`` prints.
+
+Every figure comes from scoring the rows through the same code that serves them
+(:func:`serve_ml.bundles.scoring.score_group`), so an evaluation measures what the
+server would answer, derived features and decision thresholds included.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from serve_ml.bundles.loader import Bundle
+from serve_ml.bundles.scoring import score_group
+
+NORMAL = "none"
+
+
+def binary_report(truth: np.ndarray, pred: np.ndarray) -> dict[str, Any]:
+    """Precision, recall, F1, false-alarm and missed-alarm rates of a fault/normal call."""
+    tp, fp = int(np.sum(pred & truth)), int(np.sum(pred & ~truth))
+    fn, tn = int(np.sum(~pred & truth)), int(np.sum(~pred & ~truth))
+    return {
+        "precision": round(tp / (tp + fp), 4) if tp + fp else None,
+        "recall": round(tp / (tp + fn), 4) if tp + fn else None,
+        "f1": round(2 * tp / (2 * tp + fp + fn), 4) if tp + fp + fn else None,
+        "false_alarm_rate": round(fp / (fp + tn), 4) if fp + tn else None,
+        "missed_alarm_rate": round(fn / (tp + fn), 4) if tp + fn else None,
+        "confusion": {"tp": tp, "fp": fp, "fn": fn, "tn": tn},
+    }
+
+
+def evaluate(bundle: Bundle, columns: dict[str, np.ndarray], labels: np.ndarray) -> dict[str, Any]:
+    """Per modality (the gate), the gate combined, and the classifier, on ``labels``
+    (``none`` normal; anything else a fault)."""
+    inputs = {f: np.asarray(c, dtype=np.float64) for f, c in columns.items() if f in bundle.known_features}
+    n = len(labels)
+    g = score_group(bundle, inputs, n, enable_xgb=True)
+    ok = np.ones(n, dtype=bool)
+    ok[list(g.bad_rows)] = False
+    truth = (labels != NORMAL)[ok]
+    out: dict[str, Any] = {"rows": int(ok.sum()), "faulty_rows": int(truth.sum()),
+                           "rows_not_scored": n - int(ok.sum()), "modalities": {}}
+    for m in g.modalities:
+        if m.anomaly is not None:
+            out["modalities"][m.name] = binary_report(truth, m.anomaly[ok])
+    out["gate"] = binary_report(truth, g.anomaly[ok])
+    if g.classifier_ran and bundle.classifier is not None and g.labels is not None:
+        classes = bundle.classifier.spec.classes
+        pred = np.asarray(classes)[g.labels][ok]
+        normal = bundle.classifier.spec.normal_class
+        out["classifier"] = binary_report(truth, pred != normal)
+        out["classifier"]["by_fault_recall"] = {
+            c: {"rows": int(np.sum(labels[ok] == c)), "detected": int(np.sum((labels[ok] == c) & (pred != normal)))}
+            for c in sorted(set(labels[ok].tolist()) - {NORMAL})}
+        table: dict[str, dict[str, int]] = {}
+        for t, p in zip(np.where(labels[ok] == NORMAL, normal, labels[ok]).tolist(), pred.tolist(), strict=True):
+            table.setdefault(t, {}).setdefault(p, 0)
+            table[t][p] += 1
+        out["classifier"]["confusion_by_class"] = table
+    else:
+        out["classifier"] = {"status": "skipped", "reason": g.classifier_reason}
+    return out
+
+
+def format_report(r: dict[str, Any]) -> str:
+    lines = [f"rows {r['rows']} (faulty {r['faulty_rows']}, not scored {r['rows_not_scored']})", "",
+             f"{'':<22}{'precision':>10}{'recall':>8}{'F1':>8}{'false alarm':>13}{'missed':>8}   tp/fp/fn/tn"]
+
+    def f(v: float | None) -> str:
+        return "-" if v is None else f"{v:.3f}"
+
+    def row(name: str, b: dict[str, Any]) -> str:
+        c = b["confusion"]
+        return (f"{name:<22}{f(b['precision']):>10}{f(b['recall']):>8}{f(b['f1']):>8}"
+                f"{f(b['false_alarm_rate']):>13}{f(b['missed_alarm_rate']):>8}   "
+                f"{c['tp']}/{c['fp']}/{c['fn']}/{c['tn']}")
+
+    for name, b in r["modalities"].items():
+        lines.append(row(f"gate: {name}", b))
+    lines.append(row("gate: combined", r["gate"]))
+    clf = r["classifier"]
+    if "f1" in clf:
+        lines.append(row("classifier", clf))
+        lines += ["", "classifier recall by fault: " + ", ".join(
+            f"{c} {v['detected']}/{v['rows']}" for c, v in clf["by_fault_recall"].items())]
+        classes = sorted({p for row_ in clf["confusion_by_class"].values() for p in row_})
+        lines += ["", "confusion (rows: truth, columns: predicted)", " " * 10 + "".join(f"{c:>9}" for c in classes)]
+        for t, preds in sorted(clf["confusion_by_class"].items()):
+            lines.append(f"{t:<10}" + "".join(f"{preds.get(c, 0):>9}" for c in classes))
+    else:
+        lines.append(f"classifier: skipped ({clf['reason']})")
+    return "\n".join(lines)

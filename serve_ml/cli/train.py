@@ -1,0 +1,176 @@
+"""``serve-ml bundle build`` and ``serve-ml bundle evaluate``: train from a CSV and measure."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from serve_ml.core.settings import Settings
+
+
+def register(bsub: argparse._SubParsersAction) -> None:
+    b = bsub.add_parser("build", help="train a bundle from a CSV or the built-in simulator")
+    src = b.add_mutually_exclusive_group(required=True)
+    src.add_argument("--csv", type=Path, help="training CSV: AI4I 2020, or any CSV with numeric sensor columns")
+    src.add_argument("--simulator", action="store_true", help="train on the built-in sensor simulator")
+    b.add_argument("--equipment-id", required=True)
+    b.add_argument("--power", required=True, help="power class label, e.g. 7.5kW")
+    b.add_argument("--model-version", required=True, help="PEP 440 version, e.g. 1.1.0")
+    b.add_argument("--power-range-kw", default="0,1000", help="LOW,HIGH: readings in [LOW, HIGH) kW")
+    b.add_argument("--default-power", action="store_true", help="declare this power class the fallback")
+    b.add_argument("--modality", action="append", metavar="NAME=F1,F2",
+                   help="modality and its features (repeatable); default: thermal + mechanical")
+    b.add_argument("--derived", action="append", metavar="NAME=OP:A,B",
+                   help="a feature the bundle computes (repeatable); OP is sum, difference, product, ratio or "
+                        "power_w. Default on AI4I: power_w, delta_t_k, torque_x_wear")
+    b.add_argument("--classifier-features", metavar="F1,F2", help="classifier inputs (raw or derived); "
+                   "default on AI4I: the five sensors, type_code and the derived features; else the modalities'")
+    b.add_argument("--label-column", help="CSV column with the row's label (default 'label' when present)")
+    b.add_argument("--normal-label", help="label of normal rows (default 'none', or 0 for a 0/1 column)")
+    b.add_argument("--sep", help="CSV delimiter (default: sniffed among , ; tab |)")
+    b.add_argument("--no-classifier", action="store_true", help="gate-only bundle (no xgb.json)")
+    b.add_argument("--power-feature", help="the feature holding power in kW (default: from torque_nm and "
+                   "speed_rpm when the data has both, else none)")
+    b.add_argument("--threshold-quantile", type=float, default=0.995,
+                   help="gate threshold: this quantile of held-out normal errors")
+    b.add_argument("--hidden", metavar="W1,W2", help="autoencoder encoder widths for every modality")
+    b.add_argument("--batch-size", type=int, default=256)
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--epochs", type=int, default=60)
+    b.add_argument("--root", type=Path, help="bundle root (default SERVE_ML_ROOT)")
+    b.set_defaults(func=_build)
+
+    e = bsub.add_parser("evaluate", help="score a labelled CSV with one bundle; print precision/recall/F1")
+    e.add_argument("bundle", type=Path, help="bundle directory <root>/<equipment>/<power>/<version>")
+    e.add_argument("--csv", type=Path, required=True)
+    e.add_argument("--label-column")
+    e.add_argument("--normal-label")
+    e.add_argument("--sep")
+    e.add_argument("--json", action="store_true", help="one JSON object, for machines")
+    e.set_defaults(func=_evaluate)
+
+
+def _parse_derived(items: list[str]) -> list[Any]:
+    from serve_ml.bundles.derived import DerivedFeature
+
+    out = []
+    for item in items:
+        name, _, expr = item.partition("=")
+        op, _, inputs = expr.partition(":")
+        out.append(DerivedFeature(name=name, op=op, inputs=inputs.split(",")))  # type: ignore[arg-type]
+    return out
+
+
+def _build(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from serve_ml.bundles.builder import BuildSpec, build_bundle
+    from serve_ml.bundles.datasets import (
+        AI4I_CLASSIFIER_FEATURES,
+        AI4I_DERIVED,
+        DatasetError,
+        csv_header,
+        file_sha256,
+        is_ai4i,
+        read_training_csv,
+    )
+    from serve_ml.bundles.demo import TORQUE_SPEED
+    from serve_ml.bundles.derived import raw_inputs
+    from serve_ml.bundles.manifest import PowerFromFeature
+    from serve_ml.bundles.simulation import MECHANICAL, THERMAL, MachineSpec, simulate_dataset
+
+    def fail(msg: str) -> int:
+        print(f"error: {msg}", file=sys.stderr)
+        return 2
+
+    try:
+        lo, hi = (float(x) for x in args.power_range_kw.split(","))
+        mods = ({m.split("=", 1)[0]: m.split("=", 1)[1].split(",") for m in args.modality} if args.modality
+                else None)
+        derived = _parse_derived(args.derived or [])
+    except (ValueError, IndexError, ValidationError) as exc:
+        return fail(f"bad option: {exc}")
+    ai4i = False
+    if args.csv:
+        if not args.csv.is_file():
+            return fail(f"{args.csv}: no such file")
+        ai4i = is_ai4i(csv_header(args.csv, args.sep)) and args.label_column is None
+    if mods is None:
+        mods = ({"thermal": list(THERMAL), "mechanical": ["speed_rpm", "torque_nm", "tool_wear_min"]} if args.csv
+                else {"thermal": list(THERMAL), "mechanical": list(MECHANICAL)})
+    if ai4i and not args.derived:
+        derived = list(AI4I_DERIVED)
+    clf_feats = (args.classifier_features.split(",") if args.classifier_features
+                 else list(AI4I_CLASSIFIER_FEATURES) if ai4i else None)
+    derived_names = {d.name for d in derived}
+    wanted = [f for f in dict.fromkeys([*(f for fs in mods.values() for f in fs), *(clf_feats or []),
+                                        *raw_inputs(derived)]) if f not in derived_names]
+    if args.power_feature:
+        wanted.append(args.power_feature)
+    try:
+        if args.csv:
+            cols, labels = read_training_csv(args.csv, sep=args.sep, label_column=args.label_column,
+                                             normal_label=args.normal_label, columns=wanted)
+            data, sha = args.csv.name, file_sha256(args.csv)
+        else:
+            cols, labels = simulate_dataset(4000, 300, spec=MachineSpec.for_power(args.power), seed=args.seed)
+            data, sha = f"simulator:{args.power}:seed={args.seed}", None
+    except DatasetError as exc:
+        return fail(str(exc))
+    missing = sorted(set(wanted) - set(cols))
+    if missing:
+        return fail(f"training data has no column(s) {missing}")
+    power_source: Any = (PowerFromFeature(feature=args.power_feature) if args.power_feature
+                         else TORQUE_SPEED if {"torque_nm", "speed_rpm"} <= set(cols) else None)
+    hidden = [int(w) for w in args.hidden.split(",")] if args.hidden else None
+    try:
+        spec = BuildSpec(equipment_id=args.equipment_id, power=args.power, model_version=args.model_version,
+                         power_range_kw=(lo, hi), default_power=args.default_power, power_source=power_source,
+                         modalities=mods, classifier=not args.no_classifier, seed=args.seed, epochs=args.epochs,
+                         derived=derived, classifier_features=clf_feats, batch_size=args.batch_size,
+                         threshold_quantile=args.threshold_quantile,
+                         hidden={m: hidden for m in mods} if hidden else {})
+    except ValidationError as exc:
+        return fail(f"bad build options: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}")
+    root = (args.root or Settings().root).resolve()
+    try:
+        path, metrics = build_bundle(spec, cols, labels, root, data=data, data_sha256=sha)
+    except FileExistsError:
+        return fail(f"{args.equipment_id}/{args.power}/{args.model_version} already exists under {root}; "
+                    "bundles are immutable: pass a new --model-version")
+    except ValueError as exc:
+        return fail(str(exc))
+    print(json.dumps({"path": str(path), "metrics": metrics}, indent=2))
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from serve_ml.bundles.datasets import AI4I_COLUMNS, DatasetError, csv_header, is_ai4i, read_training_csv
+    from serve_ml.bundles.evaluate import evaluate, format_report
+    from serve_ml.bundles.loader import load_bundle
+    from serve_ml.core.errors import BundleInvalid
+
+    path = args.bundle.resolve()
+    try:
+        bundle = load_bundle(path, path.parents[2])
+    except (BundleInvalid, IndexError) as exc:
+        print(f"error: {getattr(exc, 'message', exc)}", file=sys.stderr)
+        return 2
+    try:
+        header = csv_header(args.csv, args.sep)
+        # only the columns the bundle reads are parsed (an AI4I file is mapped to its feature names)
+        have = ({*AI4I_COLUMNS.values(), "type_code"} if is_ai4i(header) and args.label_column is None
+                else set(header))
+        cols, labels = read_training_csv(args.csv, sep=args.sep, label_column=args.label_column,
+                                         normal_label=args.normal_label,
+                                         columns=sorted(bundle.known_features & have))
+    except (DatasetError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    report = evaluate(bundle, cols, labels)
+    report["bundle"] = "/".join(bundle.key)
+    print(json.dumps(report, indent=2) if args.json else format_report(report))
+    return 0
