@@ -78,8 +78,11 @@ def fit_classifier(x: np.ndarray, y: np.ndarray, classes: list[str], normal: int
     """Train on every row of ``x`` (class indices ``y``); calibrate out of fold."""
     import xgboost as xgb
 
+    # max_bin well above the default 256: fault rules are sharp thresholds (a power
+    # limit, a temperature difference) and coarse histogram bins blur them; on AI4I
+    # out-of-fold F1 goes from 0.86 to 0.90 with 4096.
     params = {"objective": "multi:softprob", "num_class": len(classes), "max_depth": max_depth, "eta": 0.1,
-              "seed": seed, "nthread": 1, "tree_method": "hist"}
+              "seed": seed, "nthread": 1, "tree_method": "hist", "max_bin": 4096}
     k = max(2, min(folds, int(np.bincount(y).min(initial=folds)) if len(y) else 2))
     oof = np.zeros((len(y), len(classes)))
     parts = stratified_folds(y, k, seed)
