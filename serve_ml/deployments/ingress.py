@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,18 +25,18 @@ from ray.exceptions import RayActorError
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 from ray.serve.handle import DeploymentHandle
 
-from serve_ml.bundles.archive import install_archive
 from serve_ml.bundles.batch import Reading, ReadingColumns, Result
+from serve_ml.bundles.catalog import Override
 from serve_ml.core.errors import GatewayTimeout, Overloaded, ServeMLError
 from serve_ml.core.settings import Settings
 from serve_ml.deployments.api import create_api
 from serve_ml.deployments.auth import TokenGuard
 from serve_ml.deployments.wire import encode_readings, merge_items
 from serve_ml.scoring.control import GenerationWatcher, get_control
-from serve_ml.scoring.history import History, record_catalog, record_change
+from serve_ml.scoring.history import History
+from serve_ml.scoring.management import Management
 from serve_ml.scoring.metrics import Metrics
-from serve_ml.scoring.service import ScoringService, diff_catalogs
-from serve_ml.scoring.versions import decide, outcome, override_dict
+from serve_ml.scoring.service import ScoringService
 
 log = logging.getLogger("serve_ml.ingress")
 
@@ -78,6 +78,7 @@ class Ingress:
         self.service.generation = generation
         self.watcher = GenerationWatcher(self.service, self.control, self.args.poll_interval_s)
         self.watcher.start()
+        self.management = Management(self.service, ClusterState(self.control, self.handles), self.history)
 
     def __serve_build_asgi_app__(self) -> Any:
         return create_api(self, max_request_bytes=self.args.max_request_bytes)
@@ -144,56 +145,17 @@ class Ingress:
         return self.service.describe()
 
     async def install(self, archive: bytes) -> str:
-        bundle = await asyncio.to_thread(install_archive, archive, Path(self.args.root))
-        return "/".join(bundle.key)
+        return await self.management.install(archive)
 
     async def live_history(self) -> list[dict[str, Any]]:
-        return await self.control.history.remote()
+        return await self.management.live_history()
 
     async def change_live(self, action: str, eq: str, power: str, *, version: str | None = None,
                           pin: bool = True, reason: str = "") -> dict[str, Any]:
-        history = await self.control.history.remote()
-        override, entry = decide(action, self.service.catalog, eq, power, history, version=version, pin=pin,
-                                 reason=reason)
-        generation = await self.control.apply.remote((eq, power), override, entry)
-        # The state read after the bump is at least as new as it; reloads never go
-        # back (ScoringService.reload), so concurrent changes end on the newest.
-        current, overrides = await self.control.state.remote()
-        await asyncio.to_thread(self.service.reload, current, overrides)
-        converged = await self._converge(generation)
-        persisted = await record_change(self.history, entry, override_dict(override))
-        await record_catalog(self.history, self.service.catalog)
-        return outcome(entry, self.service.catalog, (eq, power), generation=generation,
-                       converged=converged, persisted=persisted)
+        return await self.management.change_live(action, eq, power, version=version, pin=pin, reason=reason)
 
     async def sync(self) -> dict[str, Any]:
-        # This replica's own generation watcher polls the counter bumped here and may
-        # rescan first; reporting what this reload changed would then say nothing was
-        # added (seen once in the suite). Report against the catalog before the bump.
-        before = self.service.catalog
-        generation = await self.control.bump.remote("sync")
-        current, overrides = await self.control.state.remote()
-        await asyncio.to_thread(self.service.reload, current, overrides)
-        report = diff_catalogs(before, self.service.catalog)
-        report["generation"] = generation
-        report["converged"] = await self._converge(generation)
-        report["recorded"] = await record_catalog(self.history, self.service.catalog)
-        # Which equipment has its own deployment follows the root too (in the background).
-        report["deployments"] = await self.control.reconcile.remote()
-        return report
-
-    async def _converge(self, generation: int, timeout_s: float = 15.0) -> bool:
-        """Wait (bounded) until every equipment deployment reports the new generation."""
-        deadline = time.monotonic() + timeout_s
-        pending = sorted(self.handles)
-        while pending and time.monotonic() < deadline:
-            gens = await asyncio.gather(*(self.handles[eq].generation.remote() for eq in pending),
-                                        return_exceptions=True)
-            pending = [eq for eq, g in zip(pending, gens, strict=True)
-                       if not isinstance(g, int) or g < generation]
-            if pending:
-                await asyncio.sleep(0.2)
-        return not pending
+        return await self.management.sync()
 
     async def ready(self) -> tuple[bool, dict[str, Any]]:
         live = len(self.service.catalog.live)
@@ -212,6 +174,43 @@ class Ingress:
 
     async def stream_health(self) -> dict[str, Any]:
         return await stream_actors_health()
+
+
+class ClusterState:
+    """Live state in the control-plane actor; converged when every equipment
+    deployment reports the generation."""
+
+    def __init__(self, control: Any, handles: dict[str, DeploymentHandle]) -> None:
+        self.control = control
+        self.handles = handles
+
+    async def history(self) -> list[dict[str, Any]]:
+        return await self.control.history.remote()
+
+    async def apply(self, key: tuple[str, str], override: Override | None, entry: dict[str, Any]) -> int:
+        return await self.control.apply.remote(key, override, entry)
+
+    async def bump(self, reason: str) -> int:
+        return await self.control.bump.remote(reason)
+
+    async def state(self) -> tuple[int, Mapping[tuple[str, str], Override]]:
+        return await self.control.state.remote()
+
+    async def converge(self, generation: int, timeout_s: float = 15.0) -> bool:
+        deadline = time.monotonic() + timeout_s
+        pending = sorted(self.handles)
+        while pending and time.monotonic() < deadline:
+            gens = await asyncio.gather(*(self.handles[eq].generation.remote() for eq in pending),
+                                        return_exceptions=True)
+            pending = [eq for eq, g in zip(pending, gens, strict=True)
+                       if not isinstance(g, int) or g < generation]
+            if pending:
+                await asyncio.sleep(0.2)
+        return not pending
+
+    async def reconcile(self) -> dict[str, Any] | None:
+        # which equipment has its own deployment follows the root too (in the background)
+        return await self.control.reconcile.remote()
 
 
 def own_transport(handles: dict[str, DeploymentHandle]) -> dict[str, DeploymentHandle]:

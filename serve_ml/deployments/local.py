@@ -11,16 +11,14 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from serve_ml.bundles.archive import install_archive
 from serve_ml.bundles.batch import Reading, ReadingColumns, Result
-from serve_ml.bundles.catalog import Override
 from serve_ml.core.settings import Settings
 from serve_ml.deployments.api import create_api
 from serve_ml.deployments.auth import TokenGuard
-from serve_ml.scoring.history import History, record_catalog, record_change
+from serve_ml.scoring.history import History
+from serve_ml.scoring.management import LocalState, Management
 from serve_ml.scoring.metrics import Metrics, NoMetrics
 from serve_ml.scoring.service import ScoringService
-from serve_ml.scoring.versions import decide, outcome, override_dict
 
 
 class LocalCore:
@@ -31,8 +29,7 @@ class LocalCore:
         self.max_bulk_rows = max_bulk_rows
         self.history = History(database_url)
         self.guard = guard or TokenGuard(None, None)
-        self.overrides: dict[tuple[str, str], Override] = {}
-        self.changes: list[dict[str, Any]] = []
+        self.management = Management(service, LocalState(), self.history)
 
     async def score(self, readings: list[Reading]) -> list[Result]:
         return self.service.score(readings)
@@ -52,32 +49,17 @@ class LocalCore:
         return self.service.describe()
 
     async def sync(self) -> dict[str, Any]:
-        generation = self.service.generation + 1
-        report = await asyncio.to_thread(self.service.reload, generation, self.overrides)
-        recorded = await record_catalog(self.history, self.service.catalog)  # as the ingress does
-        return {**report, "generation": generation, "converged": True, "recorded": recorded}
+        return await self.management.sync()
 
     async def install(self, archive: bytes) -> str:
-        bundle = await asyncio.to_thread(install_archive, archive, self.service.root)
-        return "/".join(bundle.key)
+        return await self.management.install(archive)
 
     async def live_history(self) -> list[dict[str, Any]]:
-        return list(self.changes)
+        return await self.management.live_history()
 
     async def change_live(self, action: str, eq: str, power: str, *, version: str | None = None,
                           pin: bool = True, reason: str = "") -> dict[str, Any]:
-        override, entry = decide(action, self.service.catalog, eq, power, self.changes, version=version,
-                                 pin=pin, reason=reason)
-        if override is None:
-            self.overrides.pop((eq, power), None)
-        else:
-            self.overrides[(eq, power)] = override
-        self.changes.append(entry)
-        generation = self.service.generation + 1
-        await asyncio.to_thread(self.service.reload, generation, self.overrides)
-        persisted = await record_change(self.history, entry, override_dict(override))
-        return outcome(entry, self.service.catalog, (eq, power), generation=generation,
-                       converged=True, persisted=persisted)
+        return await self.management.change_live(action, eq, power, version=version, pin=pin, reason=reason)
 
     async def stream_health(self) -> dict[str, Any]:
         return {}  # no stream actors without Ray

@@ -6,14 +6,9 @@ import httpx
 import numpy as np
 import pytest
 
-from serve_ml.bundles.simulation import MachineSpec, simulate
+from tests.samples import sim_rows
 
 pytestmark = pytest.mark.integration
-
-
-def sim_rows(profile: str, n: int, power: str = "7.5kW", seed: int = 5) -> list[dict[str, float]]:
-    cols = simulate(n, spec=MachineSpec.for_power(power), profile=profile, rng=np.random.default_rng(seed))
-    return [{k: float(v[i]) for k, v in cols.items()} for i in range(n)]
 
 
 def test_predict_each_equipment_with_automatic_power(http: httpx.Client) -> None:
@@ -82,7 +77,6 @@ def test_columns_fast_path_identical_to_deployment_path(http: httpx.Client) -> N
 
 def test_binary_columns_through_serve_agree_with_json_columns(http: httpx.Client) -> None:
     """The raw float64 body through Serve's entry point gives the JSON columns' answer."""
-    import numpy as np
 
     rows = sim_rows("normal", 20) + sim_rows("overstrain", 20)
     names = list(rows[0])

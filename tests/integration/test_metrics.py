@@ -7,7 +7,7 @@ import time
 import httpx
 import pytest
 
-from tests.integration.test_http import sim_rows
+from tests.samples import sim_rows
 
 pytestmark = pytest.mark.integration
 

@@ -15,7 +15,7 @@ from serve_ml.core.settings import Settings
 from serve_ml.deployments.app import Autoscaling
 from serve_ml.deployments.launch import app_args_from_config, apply_scaling
 from tests.fixtures import replica_actors
-from tests.integration.test_http import sim_rows
+from tests.samples import sim_rows
 
 pytestmark = pytest.mark.integration
 DEPLOYMENT = "equipment-pump-03"

@@ -97,7 +97,7 @@ def test_replayed_batch_is_stored_once_and_alerts_once(stack: Stack) -> None:
     from serve_ml.pipelines.encode import Origin, encode_scored
     from serve_ml.pipelines.schema import Partitions
     from serve_ml.pipelines.store import write_batch
-    from tests.integration.test_http import sim_rows
+    from tests.samples import sim_rows
 
     cat = Catalog.scan(stack.settings.root)
     rows = sim_rows("overstrain", 20, power="5.5kW", seed=42)
@@ -141,7 +141,7 @@ def test_binary_copy_stores_what_asyncpg_stores(stack: Stack, xgb: bool) -> None
     from serve_ml.bundles.batch import score_readings
     from serve_ml.bundles.catalog import Catalog
     from serve_ml.pipelines.encode import P_COLS, R_COLS, Origin, encode_scored
-    from tests.unit.pipelines.test_encode import T0, readings, rows_from_verdicts
+    from tests.stored_rows import T0, readings, rows_from_verdicts
 
     cat = Catalog.scan(stack.settings.root)
     rs = readings()
@@ -185,7 +185,7 @@ def test_overlapping_writes_open_and_resolve_alerts_in_batch_order(stack: Stack)
     from serve_ml.pipelines.schema import Partitions
     from serve_ml.pipelines.store import write_batch
     from serve_ml.pipelines.verdicts import all_verdicts
-    from tests.integration.test_http import sim_rows
+    from tests.samples import sim_rows
 
     cat = Catalog.scan(stack.settings.root)
     base = now() + dt.timedelta(hours=3)

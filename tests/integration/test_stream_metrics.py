@@ -16,8 +16,8 @@ import pytest
 
 from serve_ml.pipelines.simulator import Machine, run_kafka, run_mqtt
 from serve_ml.pipelines.stack import Stack
+from tests.dashboard import dashboard_metrics
 from tests.streamkit import now, produce_raw, wait_count
-from tests.unit.test_cluster import dashboard_metrics
 
 pytestmark = pytest.mark.integration
 ONLY_ON_FAILURE = {"ray_serve_ml_mqtt_failed_total"}

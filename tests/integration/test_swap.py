@@ -13,7 +13,7 @@ import pytest
 
 from tests.conftest import build_sim_bundle
 from tests.integration.conftest import ADMIN
-from tests.integration.test_http import sim_rows
+from tests.samples import sim_rows
 
 pytestmark = pytest.mark.integration
 
@@ -58,7 +58,7 @@ def test_swap_under_load(cluster, http: httpx.Client, serve_root: Path) -> None:
 
 def test_every_dashboard_metric_is_exported(cluster, http: httpx.Client) -> None:
     """Runs after a swap, so swap and live-version series exist too."""
-    from tests.unit.test_cluster import dashboard_metrics
+    from tests.dashboard import dashboard_metrics
 
     http.post("/predict/bulk", json={"readings": [{"equipment_id": "press-02", "power": "7.5kW",
                                                    "features": sim_rows("overstrain", 1, "7.5kW")[0]}] * 5})

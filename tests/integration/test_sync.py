@@ -18,7 +18,7 @@ from serve_ml.scoring.control import get_control
 from tests.conftest import build_sim_bundle
 from tests.fixtures import replica_actors
 from tests.integration.conftest import ADMIN, API
-from tests.integration.test_http import sim_rows
+from tests.samples import sim_rows
 
 pytestmark = pytest.mark.integration
 

@@ -86,3 +86,16 @@ def test_the_checker_sees_a_cycle_and_an_upward_arrow(tmp_path: Path) -> None:
     (tmp_path / "b.py").write_text("def f():\n    import serve_ml.cli.main\n")
     assert _imports(tmp_path / "b.py") == {"serve_ml.cli.main"}
     assert LAYERS["deployments"] > LAYERS["scoring"]
+
+
+def test_no_test_module_imports_another() -> None:
+    """Shared helpers live in tests/*.py modules that are not tests; a test module
+    imported by another runs its module-level code twice and couples their order."""
+    tests_root = PACKAGE.parent / "tests"
+    offenders = []
+    for path in tests_root.rglob("test_*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("tests.") \
+                    and node.module.rsplit(".", 1)[-1].startswith("test_"):
+                offenders.append(f"{path.relative_to(tests_root)} imports {node.module}")
+    assert not offenders, offenders

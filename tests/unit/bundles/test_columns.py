@@ -13,23 +13,13 @@ import pytest
 from serve_ml.bundles.batch import Reading, score_readings
 from serve_ml.bundles.catalog import Catalog
 from serve_ml.bundles.columns import dumps, score_columns, to_arrays
-from serve_ml.bundles.simulation import MachineSpec, simulate
 from serve_ml.core.errors import AmbiguousPower, FeatureError, PayloadTooLarge
+from tests.samples import mixed_power_rows
 
 
 @pytest.fixture(scope="module")
 def cat(demo_root: Path) -> Catalog:
     return Catalog.scan(demo_root)
-
-
-def mixed_power_rows(n: int) -> list[dict[str, float]]:
-    """Half 5.5 kW-range machines, half 7.5 kW, interleaved, with two faults."""
-    out = []
-    for k, power in enumerate(("5.5kW", "7.5kW")):
-        cols = simulate(n // 2, spec=MachineSpec.for_power(power), profile="overstrain" if k else "normal",
-                        rng=np.random.default_rng(k))
-        out.append([{f: float(v[i]) for f, v in cols.items()} for i in range(n // 2)])
-    return [r for pair in zip(*out, strict=True) for r in pair]
 
 
 def as_columns(rows: list[dict[str, float]]) -> dict[str, np.ndarray]:

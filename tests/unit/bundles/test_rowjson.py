@@ -3,18 +3,17 @@ one dict per reading, for every shape a group can take."""
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
-import numpy as np
 import orjson
 import pytest
 
 from serve_ml.bundles.batch import Reading, score_groups, score_readings
 from serve_ml.bundles.catalog import Catalog
 from serve_ml.bundles.rowjson import encode_items
-from serve_ml.bundles.simulation import MECHANICAL, THERMAL, MachineSpec, simulate
+from serve_ml.bundles.simulation import THERMAL
 from serve_ml.core.errors import ServeMLError
+from tests.samples import mixed_readings
 
 
 def result_items(results: list) -> tuple[int, list]:
@@ -27,31 +26,6 @@ def result_items(results: list) -> tuple[int, list]:
 @pytest.fixture(scope="module")
 def cat(demo_root: Path) -> Catalog:
     return Catalog.scan(demo_root)
-
-
-def mixed_readings(n: int, seed: int) -> list[Reading]:
-    """Several equipment and powers, full and single-modality readings, pinned and
-    unknown versions, unknown equipment, non-finite values: every group shape."""
-    rng = np.random.default_rng(seed)
-    out = []
-    for power in ("5.5kW", "7.5kW"):
-        cols = simulate(n, spec=MachineSpec.for_power(power), profile="normal", rng=rng)
-        for i in range(n):
-            f = {k: float(v[i]) for k, v in cols.items()}
-            kind = rng.integers(0, 10)
-            if kind == 0:
-                f = {k: f[k] for k in THERMAL}
-            elif kind == 1:
-                f = {k: f[k] for k in MECHANICAL}
-            elif kind == 2:
-                f[next(iter(f))] = math.nan
-            elif kind == 3:
-                f["torque_nm"] = math.inf
-            eq = ("press-02", "pump-03", "no-such-machine")[int(rng.integers(0, 3)) if kind != 4 else 0]
-            version = "9.9.9" if kind == 5 else None
-            out.append(Reading(eq, f, None if kind == 6 else power, version))
-    order = rng.permutation(len(out))
-    return [out[i] for i in order]
 
 
 @pytest.mark.parametrize("xgb", [False, True])

@@ -21,7 +21,7 @@ from serve_ml.bundles.batch import ReadingColumns
 from serve_ml.deployments.ingress import Ingress
 from serve_ml.deployments.wire import decode_readings
 from serve_ml.scoring.service import ScoringService
-from tests.unit.bundles.test_rowjson import mixed_readings
+from tests.samples import mixed_readings
 
 
 class _Done:

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from serve_ml.pipelines.decode import Rejected, decode
 from serve_ml.pipelines.decode_many import _parse, decode_many
 from serve_ml.pipelines.simulator import Machine, ReadingSource
-from tests.unit.pipelines.test_decode_fuzz import FUZZ, MAX_BYTES, NOW, documents, hostile_fragments
+from tests.strategies import FUZZ, MAX_BYTES, NOW, documents, hostile_fragments
 
 KW = {"max_bytes": MAX_BYTES, "now": NOW, "max_age_s": 86400.0, "max_future_s": 3600.0}
 DEFAULT_TS = NOW - dt.timedelta(seconds=5)

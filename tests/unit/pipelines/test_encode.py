@@ -5,21 +5,19 @@ modality absent, non-finite inputs, a failed group, classifier on and off."""
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 from pathlib import Path
 
 import orjson
 import pytest
 
-from serve_ml.bundles.batch import Reading, score_readings
+from serve_ml.bundles.batch import score_readings
 from serve_ml.bundles.catalog import Catalog
-from serve_ml.core.errors import FeatureError, ServeMLError
+from serve_ml.core.errors import FeatureError
 from serve_ml.pipelines.encode import Origin, encode_scored
-from serve_ml.pipelines.verdicts import Verdict, all_verdicts
+from serve_ml.pipelines.verdicts import all_verdicts
 from tests.pgcopy_reader import read_rows
-from tests.unit.bundles.test_columns import mixed_power_rows
+from tests.stored_rows import T0, readings, rows_from_verdicts
 
-T0 = dt.datetime(2026, 11, 23, tzinfo=dt.UTC)
 JSON_COLS = (4,)  # readings.features
 P_JSON_COLS = (7, 9)  # predictions.modalities, predictions.fault_probabilities
 R_KINDS = ("timestamptz", "text", "int8", "text", "json", "text", "int4", "int8")
@@ -27,50 +25,13 @@ P_KINDS = ("timestamptz", "text", "int8", "text", "text", "bool", "float8", "jso
            "int8")
 
 
-def key_of(features: dict, reading_id: str | None = None) -> int:
-    """``reading_key`` from its definition: 64 bits of BLAKE2b, little-endian, signed."""
-    data = b"id:" + reading_id.encode() if reading_id is not None else orjson.dumps(features)
-    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little", signed=True)
-
-
 @pytest.fixture(scope="module")
 def cat(demo_root: Path) -> Catalog:
     return Catalog.scan(demo_root)
 
 
-def readings() -> list[Reading]:
-    rows = mixed_power_rows(40)
-    out = [Reading("pump-03", r) for r in rows]  # power chosen per row; pump-03 has a default class
-    out += [Reading("press-02", r, "7.5kW") for r in rows[:10]]  # press-02 has a classifier
-    thermal_only = {k: v for k, v in rows[0].items() if k in ("air_temp_k", "process_temp_k")}
-    out += [Reading("press-02", thermal_only, "5.5kW") for _ in range(3)]  # mechanical absent
-    out.append(Reading("pump-03", {**rows[1], "torque_nm": float("nan")}, "5.5kW"))  # a bad row
-    out.append(Reading("no-such-machine", rows[2]))  # a failed group
-    return out
-
-
 def decoded(row: tuple, json_cols: tuple[int, ...]) -> tuple:
     return tuple(orjson.loads(v) if i in json_cols and v is not None else v for i, v in enumerate(row))
-
-
-def rows_from_verdicts(origins: list[Origin], results: list) -> tuple[list, list, list]:
-    """The reference: each stored column read off the JSON-ready verdict dict."""
-    readings, preds, verdicts = [], [], []
-    for o, r in zip(origins, results, strict=True):
-        if isinstance(r, ServeMLError):
-            continue
-        clf = r["classifier"]
-        probs = clf.get("probabilities")
-        key = key_of(dict(o.features), o.reading_id)
-        readings.append((o.ts, r["equipment_id"], key, r["power"], orjson.dumps(dict(o.features)).decode(), o.source,
-                         o.partition, o.offset))
-        preds.append((o.ts, r["equipment_id"], key, r["power"], r["model_version"], r["anomaly"], r["score"],
-                      orjson.dumps(r["modalities"]).decode(), clf.get("label"),
-                      orjson.dumps(probs).decode() if probs else None, o.source, o.partition, o.offset))
-        verdicts.append(Verdict(o.ts, r["equipment_id"], r["power"], r["model_version"], r["anomaly"], r["score"],
-                                clf.get("label"),
-                                [m for m, d in r["modalities"].items() if d.get("anomaly")] if r["anomaly"] else []))
-    return readings, preds, verdicts
 
 
 @pytest.mark.parametrize("xgb", [False, True])

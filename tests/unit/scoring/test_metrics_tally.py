@@ -14,7 +14,7 @@ from serve_ml.bundles.batch import Reading, score_groups, score_readings
 from serve_ml.bundles.catalog import Catalog
 from serve_ml.core.errors import FeatureError, ServeMLError
 from serve_ml.scoring.metrics import UNKNOWN, Metrics
-from tests.unit.bundles.test_rowjson import mixed_readings
+from tests.samples import mixed_readings
 
 
 class _Recorder(Metrics):

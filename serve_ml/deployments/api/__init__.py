@@ -1,0 +1,64 @@
+"""The HTTP API, built by one factory for both the Ray Serve ingress and the
+plain-uvicorn baseline: one router per concern (``routes/``), the dependencies they
+share (``deps.py``). Errors are translated to HTTP here and only here."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+
+import serve_ml
+from serve_ml.core.errors import ServeMLError
+from serve_ml.deployments.api.body import PARSE_INLINE_MAX_BYTES, OrjsonRoute
+from serve_ml.deployments.api.deps import Core, error_response, json_response
+from serve_ml.deployments.api.routes import bundles, health, history, predict
+from serve_ml.deployments.edge import HEALTH_CACHE_S, PREFIX, Cached, EdgeMiddleware
+
+log = logging.getLogger("serve_ml.api")
+ROUTERS = (predict.router, bundles.router, history.router, health.router)
+
+
+def create_api(core: Core, *, max_request_bytes: int) -> FastAPI:
+    app = FastAPI(title="serve-ml", version=serve_ml.__version__,
+                  description="Predictive-maintenance scoring of factory sensor readings.")
+    app.router.route_class = OrjsonRoute
+    app.state.core = core
+    app.state.ready_answer = Cached(core.ready, HEALTH_CACHE_S)
+    app.state.stream_answer = Cached(core.stream_health, HEALTH_CACHE_S)
+    for router in ROUTERS:
+        app.include_router(router)
+
+    @app.exception_handler(ServeMLError)
+    async def _serve_ml_error(_: Request, exc: ServeMLError) -> Response:
+        return error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> Response:
+        problems = []
+        for e in exc.errors():
+            loc = ".".join(str(p) for p in e.get("loc", ()) if p != "body") or "body"
+            why = (e.get("ctx") or {}).get("error")  # what the JSON parser said, for a body that is not JSON
+            problems.append(f"{loc}: {e.get('msg')}" + (f" ({why})" if isinstance(why, str) else ""))
+        body = {"error": "InvalidRequest", "message": "invalid request: " + "; ".join(problems[:20]),
+                "detail": [{"loc": list(e.get("loc", ())), "msg": e.get("msg")} for e in exc.errors()[:50]]}
+        return json_response(body, 422)
+
+    @app.exception_handler(Exception)
+    async def _internal(_: Request, exc: Exception) -> Response:
+        ref = uuid.uuid4().hex[:12]
+        log.exception("internal error (ref %s)", ref)
+        return json_response({"error": "InternalError", "message": f"internal error (ref {ref})"}, 500)
+
+    # The edge labels metrics by route template: the templates come from the routers
+    # (FastAPI may add include_router()ed routes to app.routes lazily).
+    app.add_middleware(EdgeMiddleware, metrics=core.metrics, max_bytes=max_request_bytes,
+                       routes=frozenset(r.path for router in ROUTERS for r in router.routes),  # type: ignore[attr-defined]
+                       guard=core.guard)
+    return app
+
+
+__all__ = ["PARSE_INLINE_MAX_BYTES", "PREFIX", "Core", "create_api"]

@@ -1,0 +1,36 @@
+"""Liveness, readiness and stream health (answers cached for a second: health checks
+ask the whole cluster, and anonymous callers must not multiply that)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from serve_ml.deployments.api.body import OrjsonRoute
+from serve_ml.deployments.api.deps import errors, json_response
+from serve_ml.deployments.edge import PREFIX
+
+router = APIRouter(prefix=PREFIX, route_class=OrjsonRoute)
+
+
+@router.get("/health/live")
+async def live() -> Response:
+    """The process answers."""
+    return json_response({"status": "ok"})
+
+
+@router.get("/health/ready", responses=errors(503))
+async def ready(request: Request) -> Response:
+    """Bundles are loaded and every equipment deployment answers (cached for a second)."""
+    ok, detail = await request.app.state.ready_answer()
+    return json_response({"status": "ready" if ok else "not ready", **detail}, 200 if ok else 503)
+
+
+@router.get("/stream/health", responses=errors(503))
+async def stream_health(request: Request) -> Response:
+    """State and lag of the stream scorer actors; 503 unless all are running (cached for a second)."""
+    health = await request.app.state.stream_answer()
+    states = {h.get("state") for h in health.values()}
+    status = ("ok" if health and states == {"running"} else
+              "starting" if health and states <= {"running", "starting"} else "degraded")
+    return json_response({"status": status, "actors": health}, 200 if status == "ok" else 503)

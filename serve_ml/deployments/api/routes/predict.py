@@ -1,0 +1,114 @@
+"""Scoring: one reading, bulk rows, columns, binary columns."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import Response
+
+from serve_ml.bundles.batch import Reading, ReadingColumns
+from serve_ml.bundles.columns import from_binary, to_arrays
+from serve_ml.core.errors import PayloadTooLarge, ServeMLError, UnsupportedMediaType
+from serve_ml.deployments.api.body import OrjsonRoute
+from serve_ml.deployments.api.deps import (
+    BINARY_ERRORS,
+    PREDICT_ERRORS,
+    READ_ONLY,
+    Core,
+    CoreDep,
+    error_response,
+    json_response,
+)
+from serve_ml.deployments.edge import PREFIX
+from serve_ml.deployments.schemas import (
+    BulkRequest,
+    BulkResponse,
+    ColumnsRequest,
+    ColumnsResponse,
+    PredictRequest,
+    PredictResponse,
+)
+
+BINARY_MEDIA_TYPE = "application/octet-stream"
+
+router = APIRouter(prefix=PREFIX, route_class=OrjsonRoute)
+
+
+def _reading(r: PredictRequest) -> Reading:
+    return Reading(r.equipment_id, r.features, r.power, r.model_version)
+
+@router.post("/predict", response_model=PredictResponse, responses=PREDICT_ERRORS, dependencies=READ_ONLY)
+async def predict(core: CoreDep, req: PredictRequest) -> Response:
+    """Score one reading against its equipment's bundle."""
+    t0 = time.perf_counter()
+    (res,) = await core.score([_reading(req)])
+    if isinstance(res, ServeMLError):
+        return error_response(res)
+    res["latency_ms"] = (time.perf_counter() - t0) * 1e3
+    return json_response(res)
+
+@router.post("/predict/bulk", response_model=BulkResponse, responses=PREDICT_ERRORS, dependencies=READ_ONLY)
+async def predict_bulk(core: CoreDep, req: BulkRequest) -> Response:
+    """Score many readings in one round trip; one result per reading, in order.
+
+    A reading that fails carries its own ``{status, error}``; the others are scored.
+    ``latency_ms`` is given once, for the whole request.
+    """
+    if len(req.readings) > core.max_bulk_rows:
+        raise PayloadTooLarge(f"bulk request has {len(req.readings)} readings; the limit is {core.max_bulk_rows}")
+    t0 = time.perf_counter()
+    errors, items = await core.score_bulk(ReadingColumns.of_dicts(req.readings))
+    elapsed = (time.perf_counter() - t0) * 1e3
+    # ``items`` is already a JSON array: splice it in rather than parse and re-encode.
+    body = b'{"results":' + items + b',"errors":' + str(errors).encode() + b',"latency_ms":' + \
+        orjson.dumps(elapsed) + b"}"
+    return Response(body, media_type="application/json")
+
+async def columns_response(core: Core, eq: str, power: str | None, version: str | None, columns: dict[str, Any],
+                           n: int) -> Response:
+    t0 = time.perf_counter()
+    status, body = await core.score_columns(eq, power, version, columns, n)
+    if status == 200:  # splice the latency in rather than parse and re-encode the body
+        body = body[:-1] + b',"latency_ms":' + orjson.dumps((time.perf_counter() - t0) * 1e3) + b"}"
+    return Response(body, status_code=status, media_type="application/json")
+
+@router.post("/predict/columns", response_model=ColumnsResponse, responses=PREDICT_ERRORS,
+          dependencies=READ_ONLY)
+async def predict_columns(core: CoreDep, req: ColumnsRequest) -> Response:
+    """Score many readings of one equipment sent as columns (one array per feature).
+
+    The fastest bulk form: no per-row objects on either side. Every output array is
+    in input order; rows that could not be scored are listed in ``errors``.
+    """
+    columns, n = to_arrays(req.columns, core.max_bulk_rows)
+    return await columns_response(core, req.equipment_id, req.power, req.model_version, columns, n)
+
+@router.post("/predict/columns/binary", response_model=ColumnsResponse, responses=BINARY_ERRORS,
+          dependencies=READ_ONLY, openapi_extra={"requestBody": {"required": True, "content": {
+              BINARY_MEDIA_TYPE: {"schema": {"type": "string", "format": "binary"}}}}})
+async def predict_columns_binary(core: CoreDep,
+    request: Request,
+    equipment_id: str = Query(min_length=1, max_length=128, description="Equipment id; every row belongs to it."),
+    features: str = Query(min_length=1, max_length=33_000,
+                          description="Comma-separated feature names: the order of the columns in the body."),
+    power: str | None = Query(default=None, min_length=1, max_length=128,
+                              description="Power class; omitted: chosen per row automatically."),
+    model_version: str | None = Query(default=None, min_length=1, max_length=128,
+                                      description="Pin a version; omitted: the live version."),
+    dtype: str = Query(default="float64", description="float64 or float32, little-endian."),
+) -> Response:
+    """Score many readings of one equipment sent as raw binary columns.
+
+    The body is each feature's values back to back, in the order of ``features``
+    (all rows of the first, then all rows of the second, ...), as little-endian
+    ``dtype`` (numpy: ``np.stack(cols).astype("<f8").tobytes()``). No JSON is parsed
+    on the way in; the answer is the same as ``/predict/columns``.
+    """
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media != BINARY_MEDIA_TYPE:
+        raise UnsupportedMediaType(f"expected Content-Type {BINARY_MEDIA_TYPE}, got {media[:80] or 'none'!r}")
+    columns, n = from_binary(await request.body(), features, dtype, core.max_bulk_rows)
+    return await columns_response(core, equipment_id, power, model_version, columns, n)
