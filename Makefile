@@ -38,14 +38,18 @@ lint: install
 	$(BIN)/ruff check serve_ml tests
 	$(BIN)/mypy
 
+# The unit tier runs in a random order (pytest-randomly; the seed is printed, rerun one
+# with --randomly-seed=N). The tiers on the shared real cluster run in
+# collection order: conftest.py puts tests that start their own cluster first.
 test: install test-deps lint
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q -p randomly tests/unit
+	$(BIN)/python -m pytest -q -p no:randomly tests/integration tests/e2e tests/faults
 
 test-unit: install
-	$(BIN)/python -m pytest -q tests/unit
+	$(BIN)/python -m pytest -q -p randomly tests/unit
 
 test-integration: install test-deps
-	$(BIN)/python -m pytest -q tests/integration
+	$(BIN)/python -m pytest -q -p no:randomly tests/integration
 
 # wrk is the load generator the benchmarks prefer (C, light on a 2-core machine);
 # without it they fall back to the project's own aiohttp client.

@@ -10,7 +10,6 @@ from pathlib import Path
 from serve_ml.cli import train
 from serve_ml.cli.state import admin_request
 from serve_ml.core.errors import BundleInvalid
-from serve_ml.core.settings import Settings
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -54,7 +53,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _root(args: argparse.Namespace) -> Path:
-    return (args.root or Settings().root).resolve()
+    return (args.root or args.settings.root).resolve()
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -112,10 +111,10 @@ def _change(args: argparse.Namespace) -> int:
     body: dict[str, object] = {"reason": args.reason}
     if args.action == "activate":
         body.update(model_version=args.model_version, pin=not args.no_pin)
-    return admin_request("POST", f"/bundles/{args.equipment_id}/{args.power}/{args.action}", args.url, json=body)
+    return admin_request(args.settings, "POST", f"/bundles/{args.equipment_id}/{args.power}/{args.action}", args.url, json=body)
 
 
 def _upload(args: argparse.Namespace) -> int:
     from serve_ml.bundles.archive import pack_bundle
 
-    return admin_request("POST", "/bundles/upload", args.url, content=pack_bundle(args.path))
+    return admin_request(args.settings, "POST", "/bundles/upload", args.url, content=pack_bundle(args.path))

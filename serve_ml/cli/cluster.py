@@ -47,7 +47,7 @@ def _up(args: argparse.Namespace) -> int:
     from serve_ml.bundles.demo import build_demo
     from serve_ml.deployments.launch import app_args_from_config, start_cluster, write_private
 
-    settings = Settings()
+    settings = args.settings
     running = read_state(settings)
     if running:
         print(f"serve-ml is already running (pid {running['pid']}) at {running['http_url']}", file=sys.stderr)
@@ -175,11 +175,11 @@ def _start_simulator(settings: Settings, bootstrap: str, stop: threading.Event) 
 
 
 def _sync(args: argparse.Namespace) -> int:
-    return admin_request("POST", "/sync", args.url)
+    return admin_request(args.settings, "POST", "/sync", args.url)
 
 
 def _down(args: argparse.Namespace) -> int:
-    settings = Settings()
+    settings = args.settings
     state = read_state(settings)
     if state is None:
         print("serve-ml is not running")
@@ -226,7 +226,7 @@ def collect_status(settings: Settings) -> dict[str, Any]:
 
 
 def _status(args: argparse.Namespace) -> int:
-    st = collect_status(Settings())
+    st = collect_status(args.settings)
     if args.json:
         print(json.dumps(st))
     else:
@@ -238,7 +238,7 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    url = args.url or (read_state(Settings()) or {}).get("http_url")
+    url = args.url or (read_state(args.settings) or {}).get("http_url")
     if not url:
         print("serve-ml is not running; start it with `make up` or pass --url", file=sys.stderr)
         return 1

@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from serve_ml.cli import bench, bundle, cluster, scale, stream
+from serve_ml.core.settings import Settings
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,6 +22,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # The one Settings of this process, read from the environment here and passed down.
+    args.settings = Settings()
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

@@ -30,7 +30,7 @@ def _scale(args: argparse.Namespace) -> int:
     from serve_ml.deployments.launch import apply_scaling, ray_client_env, reload_ray_auth, write_private
     from serve_ml.scoring.control import get_control
 
-    state = read_state(Settings())
+    state = read_state(args.settings)
     if state is None or "app_args" not in state:
         print("serve-ml is not running (start it with `make up`)", file=sys.stderr)
         return 1
@@ -57,6 +57,6 @@ def _scale(args: argparse.Namespace) -> int:
     finally:
         ray.shutdown()  # disconnects this driver; the cluster keeps running
     state["app_args"] = new_args.model_dump(mode="json")
-    write_private(state_path(Settings()), json.dumps(state, indent=2))
+    write_private(state_path(args.settings), json.dumps(state, indent=2))
     print(f"equipment-{args.equipment_id}: min {args.min_replicas}, max {args.max_replicas} (applied in place)")
     return 0

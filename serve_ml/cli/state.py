@@ -34,11 +34,10 @@ def alive(pid: Any) -> bool:
         return False
 
 
-def admin_request(method: str, path: str, url: str | None, **kw: object) -> int:
+def admin_request(s: Settings, method: str, path: str, url: str | None, **kw: object) -> int:
     """Call a management endpoint with SERVE_ML_ADMIN_TOKEN; print the JSON answer."""
     import httpx
 
-    s = Settings()
     base = url or (read_state(s) or {}).get("http_url")
     if not base:
         print("serve-ml is not running; start it with `make up` or pass --url", file=sys.stderr)

@@ -7,7 +7,6 @@ import asyncio
 import sys
 
 from serve_ml.cli.state import read_state
-from serve_ml.core.settings import Settings
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -30,7 +29,7 @@ def _simulate(args: argparse.Namespace) -> int:
 
     from serve_ml.pipelines.simulator import parse_machines, run_kafka, run_mqtt
 
-    s = Settings()
+    s = args.settings
     machines = parse_machines(args.machines or s.simulate_machines)
     if args.to == "mqtt":
         url = urlsplit(args.mqtt_url or s.mqtt_url or "mqtt://127.0.0.1:1883")
@@ -53,7 +52,7 @@ def _simulate(args: argparse.Namespace) -> int:
 def _migrate(args: argparse.Namespace) -> int:
     from serve_ml.pipelines.stack import prepare_database
 
-    s = Settings()
+    s = args.settings
     running = ((read_state(s) or {}).get("stream") or {}).get("database_url", "")
     url = s.database_url or (running if running and "***" not in running else None)
     if url is None:

@@ -8,8 +8,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from serve_ml.core.settings import Settings
-
 
 def register(bsub: argparse._SubParsersAction) -> None:
     b = bsub.add_parser("build", help="train a bundle from a CSV or the built-in simulator")
@@ -135,7 +133,7 @@ def _build(args: argparse.Namespace) -> int:
                          hidden={m: hidden for m in mods} if hidden else {})
     except ValidationError as exc:
         return fail(f"bad build options: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}")
-    root = (args.root or Settings().root).resolve()
+    root = (args.root or args.settings.root).resolve()
     try:
         path, metrics = build_bundle(spec, cols, labels, root, data=data, data_sha256=sha)
     except FileExistsError:

@@ -22,7 +22,8 @@ from serve_ml.bundles.loader import Bundle
 from serve_ml.bundles.scoring import GroupScore
 from serve_ml.core.errors import ServeMLError
 
-LATENCY_BUCKETS_MS = [0.25, 0.5, 1, 2, 5, 10, 20, 50, 100, 250, 500, 1000, 5000]
+# Prometheus wants base units: latencies are recorded in seconds (callers pass ms).
+LATENCY_BUCKETS_S = [0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0]
 UNKNOWN = "unknown"
 
 
@@ -34,16 +35,16 @@ class Metrics:
 
         self.requests = m.Counter("serve_ml_requests", "HTTP requests by endpoint and status.",
                                   tag_keys=("endpoint", "status"))
-        self.request_latency = m.Histogram("serve_ml_request_latency_ms", "End-to-end request latency at the ingress.",
-                                           boundaries=LATENCY_BUCKETS_MS, tag_keys=("endpoint",))
+        self.request_latency = m.Histogram("serve_ml_request_duration_seconds", "End-to-end request latency at the ingress.",
+                                           boundaries=LATENCY_BUCKETS_S, tag_keys=("endpoint",))
         self.rows = m.Counter("serve_ml_rows_scored", "Readings scored, by equipment and outcome.",
                               tag_keys=("equipment", "outcome"))
         self.anomalies = m.Counter("serve_ml_anomalies", "Anomalous readings by equipment and modality.",
                                    tag_keys=("equipment", "modality"))
         self.classifier = m.Counter("serve_ml_classifier_invocations", "Classifier runs and skips.",
                                     tag_keys=("equipment", "status"))
-        self.scoring_latency = m.Histogram("serve_ml_scoring_latency_ms", "Time spent scoring one call.",
-                                           boundaries=LATENCY_BUCKETS_MS, tag_keys=("equipment",))
+        self.scoring_latency = m.Histogram("serve_ml_scoring_duration_seconds", "Time spent scoring one call.",
+                                           boundaries=LATENCY_BUCKETS_S, tag_keys=("equipment",))
         self.bundles_loaded = m.Gauge("serve_ml_bundles_loaded", "Valid bundles loaded by this replica.",
                                       tag_keys=("equipment",))
         self.live_version = m.Gauge("serve_ml_live_version_info", "1 for the live version of each power class.",
@@ -55,7 +56,7 @@ class Metrics:
 
     def request(self, endpoint: str, status: int, latency_ms: float) -> None:
         self.requests.inc(1, {"endpoint": endpoint, "status": str(status)})
-        self.request_latency.observe(latency_ms, {"endpoint": endpoint})
+        self.request_latency.observe(latency_ms / 1e3, {"endpoint": endpoint})
 
     def replica_fallback(self, equipment: str) -> None:
         self.replica_fallbacks.inc(1, {"equipment": equipment})
@@ -112,7 +113,7 @@ class Metrics:
         for (eq, s), k in clf.items():
             self.classifier.inc(k, {"equipment": eq, "status": s})
         eqs = {eq for eq, _ in outcome}
-        self.scoring_latency.observe(elapsed_ms, {"equipment": next(iter(eqs)) if len(eqs) == 1 else "mixed"})
+        self.scoring_latency.observe(elapsed_ms / 1e3, {"equipment": next(iter(eqs)) if len(eqs) == 1 else "mixed"})
 
     def catalog(self, bundles: Iterable[Bundle], live: dict[tuple[str, str], str], old_live: dict) -> None:
         per_eq: Tally[str] = Tally(b.manifest.equipment_id for b in bundles)

@@ -11,9 +11,9 @@ from tests.samples import sim_rows
 
 pytestmark = pytest.mark.integration
 
-EXPECTED = ("ray_serve_ml_requests_total", "ray_serve_ml_request_latency_ms_bucket", "ray_serve_ml_rows_scored_total",
+EXPECTED = ("ray_serve_ml_requests_total", "ray_serve_ml_request_duration_seconds_bucket", "ray_serve_ml_rows_scored_total",
             "ray_serve_ml_anomalies_total", "ray_serve_ml_classifier_invocations_total",
-            "ray_serve_ml_scoring_latency_ms_bucket", "ray_serve_ml_bundles_loaded", "ray_serve_ml_live_version_info")
+            "ray_serve_ml_scoring_duration_seconds_bucket", "ray_serve_ml_bundles_loaded", "ray_serve_ml_live_version_info")
 
 
 def test_metrics_exported(cluster, http: httpx.Client) -> None:

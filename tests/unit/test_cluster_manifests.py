@@ -43,7 +43,7 @@ def test_prometheus_scrapes_the_metrics_port() -> None:
 
 def test_dashboard_covers_what_sres_asked_for() -> None:
     names = dashboard_metrics()
-    for needed in ("ray_serve_ml_rows_scored_total", "ray_serve_ml_request_latency_ms_bucket",
+    for needed in ("ray_serve_ml_rows_scored_total", "ray_serve_ml_request_duration_seconds_bucket",
                    "ray_serve_ml_anomalies_total", "ray_serve_ml_live_version_info",
                    "ray_serve_deployment_replica_healthy", "ray_serve_deployment_queued_queries",
                    "ray_serve_ml_swaps_total", "ray_serve_ml_stream_lag", "ray_serve_ml_stream_consumed_total",
