@@ -96,12 +96,14 @@ async def get_core(request: Request) -> Core:
 CoreDep = Annotated[Core, Depends(get_core)]
 
 
-async def require_admin(core: CoreDep, creds: Bearer) -> None:
-    core.guard.admin(_header(creds))
+# The request itself rather than CoreDep: one dependency fewer to solve per request
+# (measured in process: ~10 µs of a ~500 µs predict).
+async def require_admin(request: Request, creds: Bearer) -> None:
+    request.app.state.core.guard.admin(_header(creds))
 
 
-async def require_read(core: CoreDep, creds: Bearer) -> None:
-    core.guard.read(_header(creds))
+async def require_read(request: Request, creds: Bearer) -> None:
+    request.app.state.core.guard.read(_header(creds))
 
 
 READ_ONLY = [Depends(require_read)]
