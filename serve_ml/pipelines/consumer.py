@@ -22,6 +22,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import asyncpg
@@ -30,6 +31,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
 from serve_ml.core.settings import Settings
+from serve_ml.pipelines.backoff import Backoff
 from serve_ml.pipelines.deadletter import DLQ_MAX_KEY_BYTES, DLQ_MAX_VALUE_BYTES, dead_letter_record
 from serve_ml.pipelines.encode import Rows
 from serve_ml.pipelines.outbox import run_relay
@@ -43,7 +45,6 @@ from serve_ml.scoring.control import GenerationWatcher, get_control
 from serve_ml.scoring.service import ScoringService
 
 log = logging.getLogger("serve_ml.stream")
-BACKOFF_S = (0.2, 0.5, 1.0, 2.0, 5.0)
 POSITION_CHECK_S = 0.5  # how often an idle loop reads its positions (lag, stall watch)
 METADATA_MAX_AGE_MS = 10_000
 CLOSE_TIMEOUT_S = 10.0  # leaving politely is not worth more when the broker is in a bad way
@@ -106,7 +107,7 @@ class StreamScorer:
         commit or dead-letter send) never ends it: the clients are rebuilt after a
         backoff and consumption resumes from the last committed offsets; what was
         stored meanwhile is not stored twice (idempotent writes)."""
-        attempt = 0
+        backoff = Backoff()
         while True:
             batches = self.counts["batches"]
             try:
@@ -117,18 +118,15 @@ class StreamScorer:
             except Exception as exc:
                 self.state = "degraded"
                 self.counts["restarts"] += 1
-                if self.counts["batches"] > batches:  # the backoff is for failures in a row
-                    attempt = 0
-                delay = BACKOFF_S[min(attempt, len(BACKOFF_S) - 1)]
+                if self.counts["batches"] > batches:  # the pace is for failures in a row
+                    backoff.reset()
+                delay = backoff.next_s()
                 log.warning("stream loop failed (%s: %s); restarting its Kafka clients in %.1fs",
                             type(exc).__name__, exc, delay)
-                attempt += 1
                 await asyncio.sleep(delay)
 
-    async def _run_once(self) -> None:
+    def _clients(self) -> tuple[AIOKafkaProducer, AIOKafkaConsumer]:
         s = self.s
-        # Two writes and the outbox relay.
-        pool = await asyncpg.create_pool(self.database_url, min_size=1, max_size=4, reset=_keep_session)
         producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all", linger_ms=5)
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap, group_id=s.consumer_group,
@@ -139,104 +137,100 @@ class StreamScorer:
             # topic reached the consumer after a median 115 ms at aiokafka's default of
             # 500 ms, 5 ms at 50 ms). Waiting no longer than a micro-batch may: in bench
             # stream, produce->stored p99 ~300 -> ~50 ms, and end to end a median of
-            # 52.5k -> 70.1k readings/s over 3 alternating runs (the old setting swung
-            # 41-70k; the new one still dropped to 51k once in 6 runs).
+            # 52.5k -> 70.1k readings/s over 3 alternating runs.
             fetch_max_wait_ms=s.batch_wait_ms,
             # A broker that comes back without a topic, or with it recreated, is noticed
             # at the next metadata refresh (the default is every 5 minutes).
             metadata_max_age_ms=METADATA_MAX_AGE_MS)
+        return producer, consumer
+
+    async def _run_once(self) -> None:
+        """One life of the Kafka clients: the stages fetch, prepare (decode + score +
+        encode), store (write, alerts, commit; in the background) and, when a fetch
+        finds nothing, the idle checks (lag, stall watch, lost logs)."""
+        s = self.s
+        # Two writes and the outbox relay.
+        pool = await asyncpg.create_pool(self.database_url, min_size=1, max_size=4, reset=_keep_session)
+        producer, consumer = self._clients()
         self.consumer = consumer
         self.next_offsets = {}
-        relay: asyncio.Task[None] | None = None
-        retention: asyncio.Task[None] | None = None
-        # Two writes in flight at most: batch N+1 is copied while batch N runs its alert
-        # logic and commits (see _store for what stays in order).
-        older: asyncio.Task[None] | None = None
-        pending: asyncio.Task[None] | None = None
-        stall, next_check_s = StallWatch(s.stream_stall_timeout_s), 0.0
-        guard = self.guard
-
-        def read_positions() -> Awaitable[Positions]:
-            return positions(consumer, s.features_topic, s.stream_consumers)
-
+        loop = _Loop(StallWatch(s.stream_stall_timeout_s), lambda: positions(consumer, s.features_topic,
+                                                                               s.stream_consumers))
+        background: list[asyncio.Task[None]] = []
         try:
             await producer.start()
             await consumer.start()
-            consumer.subscribe([s.features_topic], listener=guard.assignment)
+            consumer.subscribe([s.features_topic], listener=self.guard.assignment)
             wake = asyncio.Event()
-            relay = asyncio.create_task(run_relay(pool, producer, wake))
-            retention = asyncio.create_task(run_retention(pool, self.partitions, s.retention_days))
+            background += [asyncio.create_task(run_relay(pool, producer, wake)),
+                           asyncio.create_task(run_retention(pool, self.partitions, s.retention_days))]
             self.state = "running"
-            # Pipeline: while batch N is written and committed (the database's work),
-            # batch N+1 is fetched, decoded and scored (this process's work), and its
-            # copy may start before N has committed. Alert logic, database commits and
-            # offset commits stay in batch order (see _store).
             while True:
                 t0 = time.perf_counter()
                 batch = await consumer.getmany(timeout_ms=s.batch_wait_ms, max_records=s.batch_max_records)
                 records = [r for part in batch.values() for r in part]
-                t1 = time.perf_counter()
                 if records:
-                    stall.progressed()
-                    self.busy_s["fetch"] += t1 - t0
-                    offsets = {tp: part[-1].offset + 1 for tp, part in batch.items() if part}
-                    self.next_offsets.update(offsets)
-                    epoch = guard.epoch
-                    prepared = await prepare_batch(records, offsets, epoch, self.service.catalog, s)
-                    t2 = time.perf_counter()
-                    self.busy_s["prepare"] += t2 - t1
-                    if older is not None:
-                        await older
-                    self.busy_s["wait_write"] += time.perf_counter() - t2
-                    older, pending = pending, asyncio.create_task(
-                        self._store(prepared, pool, producer, consumer, wake, after=pending))
-                    t3 = time.perf_counter()
-                    self._update_lag(consumer)
-                    # A rebalance hands over positions from committed offsets, which a broker
-                    # that lost its logs may hold from the old ones: checked now, not at the
-                    # next idle poll, which a busy loop may not reach for a long while.
-                    self._count_resets(await guard.check(consumer, None, read_positions))
-                    self.busy_s["lag"] += time.perf_counter() - t3
+                    self.busy_s["fetch"] += time.perf_counter() - t0
+                    await self._take(batch, records, loop, pool, producer, consumer, wake)
                 else:
-                    self.busy_s["poll_empty"] += t1 - t0
-                    if older is not None and older.done():
-                        await older
-                        older = None
-                    if pending is not None and pending.done():
-                        await pending
-                        pending = None
-                    if time.monotonic() < next_check_s:
-                        continue
-                    # Each position read costs a turn of the event loop: twice a
-                    # second is enough for a lag figure and a 20 s stall watch.
-                    next_check_s = time.monotonic() + POSITION_CHECK_S
-                    seen = await read_positions()
-                    await self._refresh_lag_gauges(consumer)
-                    self.lag = seen.lag
-                    if self._count_resets(await guard.check(consumer, seen, read_positions)):
-                        continue  # reading resumes from the beginning: not a stall
-                    if stall.stalled(time.monotonic(), seen):
-                        self.counts["stalls"] += 1
-                        raise ConsumerStalled(f"no record taken for {s.stream_stall_timeout_s:g}s while behind "
-                                              f"({seen.describe()})")
+                    self.busy_s["poll_empty"] += time.perf_counter() - t0
+                    await self._idle(loop, consumer)
         finally:
-            for task in (pending, older):
-                if task is not None and not task.done():
-                    # Its offsets are not committed: whoever consumes next gets the batch
-                    # again and the idempotent write skips what was stored.
-                    task.cancel()
-                elif task is not None and not task.cancelled() and task.exception() is not None:
-                    # a later batch fails with the earlier one's error, which is the one raised
-                    log.debug("write of a later batch failed too: %s", task.exception())
-            for background in (relay, retention):
-                if background is not None:
-                    background.cancel()
+            loop.abandon()
+            for task in background:
+                task.cancel()
             self.state = "stopped"
             for close in (consumer.stop, producer.stop, pool.close):
                 try:
                     await asyncio.wait_for(close(), CLOSE_TIMEOUT_S)
                 except Exception as exc:  # a broker that is gone cannot be left politely
                     log.debug("closing %s: %s", close, exc)
+
+    async def _take(self, batch: dict[TopicPartition, list[ConsumerRecord]], records: list[ConsumerRecord],
+                    loop: _Loop, pool: asyncpg.Pool, producer: AIOKafkaProducer, consumer: AIOKafkaConsumer,
+                    wake: asyncio.Event) -> None:
+        """Prepare a fetched batch and start its write. Pipelined: while batch N is
+        written and committed (the database's work), batch N+1 is fetched, decoded and
+        scored (this process's work), and its copy may start before N has committed;
+        alert logic, database commits and offset commits stay in batch order (_store)."""
+        loop.stall.progressed()
+        t1 = time.perf_counter()
+        offsets = {tp: part[-1].offset + 1 for tp, part in batch.items() if part}
+        self.next_offsets.update(offsets)
+        prepared = await prepare_batch(records, offsets, self.guard.epoch, self.service.catalog, self.s)
+        t2 = time.perf_counter()
+        self.busy_s["prepare"] += t2 - t1
+        if loop.older is not None:  # two writes in flight at most
+            await loop.older
+        self.busy_s["wait_write"] += time.perf_counter() - t2
+        loop.older, loop.pending = loop.pending, asyncio.create_task(
+            self._store(prepared, pool, producer, consumer, wake, after=loop.pending))
+        t3 = time.perf_counter()
+        self._update_lag(consumer)
+        # A rebalance hands over positions from committed offsets, which a broker that
+        # lost its logs may hold from the old ones: checked now, not at the next idle
+        # poll, which a busy loop may not reach for a long while.
+        self._count_resets(await self.guard.check(consumer, None, loop.read_positions))
+        self.busy_s["lag"] += time.perf_counter() - t3
+
+    async def _idle(self, loop: _Loop, consumer: AIOKafkaConsumer) -> None:
+        """Nothing fetched: finish done writes; twice a second, read positions for the
+        lag figure, the stall watch and the lost-log check."""
+        await loop.reap()
+        if time.monotonic() < loop.next_check_s:
+            return
+        # Each position read costs a turn of the event loop: twice a second is enough
+        # for a lag figure and a 20 s stall watch.
+        loop.next_check_s = time.monotonic() + POSITION_CHECK_S
+        seen = await loop.read_positions()
+        await self._refresh_lag_gauges(consumer)
+        self.lag = seen.lag
+        if self._count_resets(await self.guard.check(consumer, seen, loop.read_positions)):
+            return  # reading resumes from the beginning: not a stall
+        if loop.stall.stalled(time.monotonic(), seen):
+            self.counts["stalls"] += 1
+            raise ConsumerStalled(f"no record taken for {self.s.stream_stall_timeout_s:g}s while behind "
+                                  f"({seen.describe()})")
 
     def _count_resets(self, tps: list[TopicPartition]) -> bool:
         for tp in tps:
@@ -341,7 +335,7 @@ class StreamScorer:
                               counter: str, what: str) -> T:
         """Hold the batch and retry ``op`` with backoff while a service is away: nothing
         is committed meanwhile, and health says ``degraded`` until it succeeds."""
-        attempt = 0
+        backoff = Backoff()
         while True:
             try:
                 result = await op()
@@ -350,9 +344,8 @@ class StreamScorer:
             except errors as exc:
                 self.state = "degraded"
                 self.counts[counter] += 1
-                delay = BACKOFF_S[min(attempt, len(BACKOFF_S) - 1)]
+                delay = backoff.next_s()
                 log.warning("%s failed (%s); retrying the batch in %.1fs", what, type(exc).__name__, delay)
-                attempt += 1
                 await asyncio.sleep(delay)
 
     async def _refresh_lag_gauges(self, consumer: AIOKafkaConsumer) -> None:
@@ -383,3 +376,33 @@ class StreamScorer:
                 lag += behind
                 self.metrics.partition_lag(tp.partition, behind)
         self.lag = lag
+
+
+@dataclass
+class _Loop:
+    """What the stages of one client life share: the writes in flight and the watch."""
+
+    stall: StallWatch
+    read_positions: Callable[[], Awaitable[Positions]]
+    older: asyncio.Task[None] | None = None
+    pending: asyncio.Task[None] | None = None
+    next_check_s: float = 0.0
+
+    async def reap(self) -> None:
+        """Collect writes that have finished (raising their error, if any)."""
+        if self.older is not None and self.older.done():
+            await self.older
+            self.older = None
+        if self.pending is not None and self.pending.done():
+            await self.pending
+            self.pending = None
+
+    def abandon(self) -> None:
+        for task in (self.pending, self.older):
+            if task is not None and not task.done():
+                # Its offsets are not committed: whoever consumes next gets the batch
+                # again and the idempotent write skips what was stored.
+                task.cancel()
+            elif task is not None and not task.cancelled() and task.exception() is not None:
+                # a later batch fails with the earlier one's error, which is the one raised
+                log.debug("write of a later batch failed too: %s", task.exception())

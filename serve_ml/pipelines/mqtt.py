@@ -23,6 +23,7 @@ import orjson
 import ray
 
 from serve_ml.core.settings import Settings
+from serve_ml.pipelines.backoff import Backoff
 from serve_ml.pipelines.deadletter import DLQ_MAX_VALUE_BYTES, dead_letter_record
 from serve_ml.pipelines.decode import Rejected, decode
 from serve_ml.pipelines.stream_metrics import BridgeMetrics
@@ -48,7 +49,6 @@ def to_kafka_payload(topic: str, payload: bytes, settings: Settings, now: dt.dat
     return r.reading.equipment_id, orjson.dumps(body)
 
 
-BACKOFF_S = (0.2, 0.5, 1.0, 2.0, 5.0)
 
 
 @ray.remote(num_cpus=0.05, max_restarts=-1, max_task_retries=-1, max_concurrency=4)  # type: ignore[call-overload]
@@ -70,7 +70,7 @@ class MqttBridge:
         return {"state": self.state, "last_error": self.last_error, **self.counts}
 
     async def run(self) -> None:
-        attempt = 0
+        backoff = Backoff()
         while True:
             forwarded = self.counts["forwarded"] + self.counts["dead_lettered"]
             try:
@@ -80,9 +80,8 @@ class MqttBridge:
             except Exception as exc:  # never end while the state says otherwise
                 self._degraded(exc, "restarts")
                 if self.counts["forwarded"] + self.counts["dead_lettered"] > forwarded:
-                    attempt = 0
-                await asyncio.sleep(BACKOFF_S[min(attempt, len(BACKOFF_S) - 1)])
-                attempt += 1
+                    backoff.reset()  # the pace is for failures in a row
+                await backoff.sleep()
 
     def _degraded(self, exc: BaseException, counter: str) -> None:
         self.state = "degraded"
@@ -127,15 +126,14 @@ class MqttBridge:
             send = (self.s.dead_letter_topic, value, topic.encode()[:256],
                     headers + [("source_topic", topic.encode()[:256])])
             counter = "dead_lettered"
-        attempt = 0
+        backoff = Backoff()
         while True:
             try:
                 await producer.send_and_wait(send[0], send[1], key=send[2], headers=send[3] or None)
                 break
             except KafkaError as exc:  # held: the MQTT session keeps what arrives meanwhile
                 self._degraded(exc, "kafka_errors")
-                await asyncio.sleep(BACKOFF_S[min(attempt, len(BACKOFF_S) - 1)])
-                attempt += 1
+                await backoff.sleep()
         self.counts[counter] += 1
         self.metrics.sent("reading" if counter == "forwarded" else "dead_letter")
         self.state = "running"
