@@ -144,19 +144,6 @@ class Ingress:
     def describe(self) -> list[dict[str, Any]]:
         return self.service.describe()
 
-    async def install(self, archive: bytes) -> str:
-        return await self.management.install(archive)
-
-    async def live_history(self) -> list[dict[str, Any]]:
-        return await self.management.live_history()
-
-    async def change_live(self, action: str, eq: str, power: str, *, version: str | None = None,
-                          pin: bool = True, reason: str = "") -> dict[str, Any]:
-        return await self.management.change_live(action, eq, power, version=version, pin=pin, reason=reason)
-
-    async def sync(self) -> dict[str, Any]:
-        return await self.management.sync()
-
     async def ready(self) -> tuple[bool, dict[str, Any]]:
         live = len(self.service.catalog.live)
 

@@ -48,19 +48,6 @@ class LocalCore:
     def describe(self) -> list[dict[str, Any]]:
         return self.service.describe()
 
-    async def sync(self) -> dict[str, Any]:
-        return await self.management.sync()
-
-    async def install(self, archive: bytes) -> str:
-        return await self.management.install(archive)
-
-    async def live_history(self) -> list[dict[str, Any]]:
-        return await self.management.live_history()
-
-    async def change_live(self, action: str, eq: str, power: str, *, version: str | None = None,
-                          pin: bool = True, reason: str = "") -> dict[str, Any]:
-        return await self.management.change_live(action, eq, power, version=version, pin=pin, reason=reason)
-
     async def stream_health(self) -> dict[str, Any]:
         return {}  # no stream actors without Ray
 

@@ -29,7 +29,7 @@ async def bundles(core: CoreDep, equipment_id: str | None = Query(default=None, 
     items = [b for b in core.describe()
              if (equipment_id is None or b["equipment_id"] == equipment_id)
              and (power is None or b["power"] == power)]
-    history = [h for h in await core.live_history()
+    history = [h for h in await core.management.live_history()
                if (equipment_id is None or h["equipment_id"] == equipment_id)
                and (power is None or h["power"] == power)]
     return json_response({"bundles": items, "history": history})
@@ -37,7 +37,7 @@ async def bundles(core: CoreDep, equipment_id: str | None = Query(default=None, 
 @router.post("/sync", response_model=SyncResponse, dependencies=MANAGE, responses=MANAGE_ERRORS)
 async def sync(core: CoreDep) -> Response:
     """Rescan the bundle root and report what changed."""
-    return json_response(await core.sync())
+    return json_response(await core.management.sync())
 
 @router.post("/bundles/upload", dependencies=MANAGE, responses=errors(400, 401, 403, 409, 415, 422, *EDGE),
           openapi_extra={"requestBody": {"required": True, "content": {
@@ -45,21 +45,21 @@ async def sync(core: CoreDep) -> Response:
 async def upload_bundle(core: CoreDep, request: Request) -> Response:
     """Install a bundle from a ``.tar.gz`` of its files, then sync. 409 if that version exists."""
     data = await request.body()
-    installed = await core.install(data)
-    return json_response({"installed": installed, "sync": await core.sync()})
+    installed = await core.management.install(data)
+    return json_response({"installed": installed, "sync": await core.management.sync()})
 
 @router.post("/bundles/{equipment_id}/{power}/activate", dependencies=MANAGE, responses=MANAGE_ERRORS)
 async def activate_version(core: CoreDep, equipment_id: str, power: str, body: ActivateRequest) -> Response:
     """Make ``model_version`` live (``pin``: keep it live even when newer versions appear)."""
-    return json_response(await core.change_live("activate", equipment_id, power, version=body.model_version,
+    return json_response(await core.management.change_live("activate", equipment_id, power, version=body.model_version,
                                                 pin=body.pin, reason=body.reason))
 
 @router.post("/bundles/{equipment_id}/{power}/rollback", dependencies=MANAGE, responses=MANAGE_ERRORS)
 async def rollback_version(core: CoreDep, equipment_id: str, power: str, body: ChangeRequest) -> Response:
     """Back to the version that was live before the current one (pinned)."""
-    return json_response(await core.change_live("rollback", equipment_id, power, reason=body.reason))
+    return json_response(await core.management.change_live("rollback", equipment_id, power, reason=body.reason))
 
 @router.post("/bundles/{equipment_id}/{power}/unpin", dependencies=MANAGE, responses=MANAGE_ERRORS)
 async def unpin_version(core: CoreDep, equipment_id: str, power: str, body: ChangeRequest) -> Response:
     """Drop the explicit live version: the newest valid one is live again."""
-    return json_response(await core.change_live("unpin", equipment_id, power, reason=body.reason))
+    return json_response(await core.management.change_live("unpin", equipment_id, power, reason=body.reason))
