@@ -87,6 +87,8 @@ def _up(args: argparse.Namespace) -> int:
              "started_at": time.time(), "startup_s": round(cluster.started_s, 2),
              "stream": stack.describe() if stack else None,
              "ray_auth_token_file": str(cluster.ray_token_file) if cluster.ray_token_file else None,
+             # what a client on this machine needs to join (no secret: the token stays in its file)
+             "ray_client_env": cluster.client_env,
              # what `serve-ml scale` redeploys (the settings come from the control plane,
              # so no database URL is written here)
              "app_args": app_args.model_dump(mode="json")}
@@ -100,7 +102,7 @@ serve-ml is up in {cluster.started_s:.1f}s
   sync      POST {api}/sync
   docs      {cluster.http_url}/docs
   metrics   {state['metrics_url']}   (Prometheus; names start with ray_serve_ml_)
-  dashboard {cluster.dashboard_url}{_auth_line(cluster.ray_token_file)}
+  dashboard {cluster.dashboard_url}{_auth_line(cluster.ray_token_file, cluster.client_env)}
   bundles root {root}{_stream_lines(state["stream"], settings, api)}
 Try:  curl -s {api}/bundles | head -c 400
 Stop: Ctrl-C or `serve-ml down`
@@ -135,11 +137,13 @@ Stop: Ctrl-C or `serve-ml down`
     return 0
 
 
-def _auth_line(token_file: Path | None) -> str:
+def _auth_line(token_file: Path | None, client_env: dict[str, str] | None) -> str:
+    exports = " ".join(f"{k}={v}" for k, v in (client_env or {}).items())
+    join = f"\n            export {exports}" if exports else ""
     if token_file is None:
-        return "\n  ray auth  OFF (SERVE_ML_RAY_AUTH=false): anyone who reaches this host can run code in Ray"
-    return (f"\n  ray auth  token in {token_file} (mode 0600); for `serve status`, `ray job submit`:\n"
-            f"            export RAY_AUTH_MODE=token RAY_AUTH_TOKEN_PATH={token_file}")
+        return ("\n  ray auth  OFF (SERVE_ML_RAY_AUTH=false): anyone who reaches Ray's ports can run code in it"
+                + (f"; to join:{join}" if join else ""))
+    return f"\n  ray auth  token in {token_file} (mode 0600); for `serve status`, `ray job submit`:{join}"
 
 
 def _stream_lines(stream: dict[str, Any] | None, settings: Settings, api: str) -> str:

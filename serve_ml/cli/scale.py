@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-from pathlib import Path
 
 from serve_ml.cli.state import read_state, state_path
 from serve_ml.core.settings import Settings
@@ -27,7 +25,7 @@ def _scale(args: argparse.Namespace) -> int:
     import ray
 
     from serve_ml.deployments.app import AppArgs, Autoscaling, dedicated_equipment
-    from serve_ml.deployments.launch import apply_scaling, ray_client_env, reload_ray_auth, write_private
+    from serve_ml.deployments.launch import apply_scaling, join_local, write_private
     from serve_ml.scoring.control import get_control
 
     state = read_state(args.settings)
@@ -38,9 +36,7 @@ def _scale(args: argparse.Namespace) -> int:
     scaling = Autoscaling(min_replicas=args.min_replicas, max_replicas=args.max_replicas,
                           target_ongoing_requests=args.target_ongoing_requests,
                           upscale_delay_s=args.upscale_delay_s, downscale_delay_s=args.downscale_delay_s)
-    if state.get("ray_auth_token_file"):
-        os.environ.update(ray_client_env(Path(state["ray_auth_token_file"])))
-        reload_ray_auth()
+    join_local(state.get("ray_client_env") or {})
     ray.init(address=state["ray_gcs_address"], namespace="serve", log_to_driver=False)
     try:
         recipe = ray.get(get_control().recipe.remote())

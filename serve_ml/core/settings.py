@@ -67,8 +67,15 @@ class Settings(BaseSettings):
     ray_auth: bool = True
     """Token authentication on the local Ray cluster ``serve-ml up`` starts
     (``RAY_AUTH_MODE=token``): a fresh token per start in ``<state_dir>/ray-auth-token``
-    (mode 0600). Ray's GCS, raylet and worker ports listen on every interface, so
-    without it anyone who can reach the host can run code in the cluster."""
+    (mode 0600). Ray's GCS, raylet and worker ports run code for whoever calls them:
+    without it, any local user (any host, with ``ray_loopback`` off) can."""
+
+    ray_loopback: bool = True
+    """Keep every listener of the local Ray cluster ``serve-ml up`` starts on loopback
+    (GCS, raylet, workers, agents, HAProxy's stats and metrics, the replicas' gRPC):
+    a single-machine cluster. Set false to let other nodes join it (then firewall it;
+    the token still guards Ray's ports). A cluster joined through ``ray_address``
+    keeps its own set-up."""
 
     haproxy: bool = True
     """Start Ray with Ray Serve's HAProxy ingress (``RAY_SERVE_ENABLE_HA_PROXY``)."""

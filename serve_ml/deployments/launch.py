@@ -25,6 +25,7 @@ import yaml
 from serve_ml.core.ports import free_port
 from serve_ml.core.settings import REPO_ROOT, SECRET_FIELDS, Settings
 from serve_ml.deployments.app import AppArgs, build_graph, dedicated_equipment
+from serve_ml.deployments.loopback import SETUP_HOOK, SINGLE_MACHINE_ENV, loopback_env, single_machine
 
 log = logging.getLogger("serve_ml.launch")
 APP_NAME = "serve-ml"
@@ -77,8 +78,27 @@ def ray_client_env(token_path: Path) -> dict[str, str]:
     return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token_path)}
 
 
+def join_env(settings: Settings) -> dict[str, str]:
+    """What a process on this machine needs in its environment to join the local
+    cluster a start made with ``settings``: the token, and on a loopback cluster Ray's
+    single-machine mode (otherwise the client looks for its node on the host's
+    outward address and never finds it)."""
+    env = ray_client_env(ray_token_path(settings)) if settings.ray_auth else {}
+    if settings.ray_loopback:
+        env.update(SINGLE_MACHINE_ENV)
+    return env
+
+
+def join_local(env: dict[str, str]) -> None:
+    """Set up this process to join a local cluster with ``join_env``'s environment."""
+    os.environ.update(env)
+    single_machine(all(env.get(k) == v for k, v in SINGLE_MACHINE_ENV.items()))
+    reload_ray_auth()
+
+
 def ray_env(settings: Settings, haproxy_dir: Path | None = None) -> dict[str, str]:
     """Environment for the Ray processes a local start launches (they inherit it).
+    ``haproxy_dir`` is the private directory of HAProxy's files.
 
     Joining ``settings.ray_address`` changes nothing: that cluster's own set-up
     decides its authentication (``RAY_AUTH_MODE``/``RAY_AUTH_TOKEN_PATH`` of the
@@ -88,6 +108,8 @@ def ray_env(settings: Settings, haproxy_dir: Path | None = None) -> dict[str, st
         env.update(ray_client_env(ray_token_path(settings)) if settings.ray_auth else {"RAY_AUTH_MODE": "disabled"})
         if haproxy_dir is not None:
             env.update({k: str(haproxy_dir / name) if name else str(haproxy_dir) for k, name in _HAPROXY_PATHS.items()})
+            if settings.ray_loopback:
+                env.update(loopback_env(haproxy_dir))
     if settings.haproxy:
         env["RAY_SERVE_ENABLE_HA_PROXY"] = "1"
     if settings.throughput_optimized:
@@ -123,6 +145,8 @@ class RunningCluster:
     started_s: float
     ray_token_file: Path | None = None
     """The token a client needs to join (``ray_client_env``); None when auth is off."""
+    client_env: dict[str, str] | None = None
+    """What a client on this machine needs to join (``join_env``); None for a joined cluster."""
     private_dir: Path | None = None
     """HAProxy's admin socket and files (mode 0700), removed at stop."""
 
@@ -148,6 +172,7 @@ class RunningCluster:
                 log.warning("Ray's GCS at %s is gone; skipping Ray Serve's shutdown", self.gcs_address)
         finally:
             ray.shutdown()
+            single_machine(False)
         # ray.shutdown() can leave HAProxy holding the HTTP port (see the shared notes);
         # it is ours because we chose that port free at start.
         owner = port_owner(self.http_port)
@@ -181,6 +206,8 @@ def start_cluster(
             new_ray_token(settings)
         private_dir = Path(tempfile.mkdtemp(prefix="serve-ml-"))  # mode 0700
     os.environ.update(ray_env(settings, private_dir))
+    loopback = settings.ray_address is None and settings.ray_loopback
+    single_machine(loopback)
     reload_ray_auth()
     http_port = http_port or settings.http_port
     metrics_port = metrics_port or free_port()
@@ -188,9 +215,10 @@ def start_cluster(
     if settings.ray_address:
         ctx = ray.init(address=settings.ray_address, namespace="serve")
     else:
+        runtime_env = {"worker_process_setup_hook": SETUP_HOOK} if loopback else None
         ctx = ray.init(num_cpus=num_cpus, include_dashboard=dashboard, dashboard_port=dashboard_port,
                        _node_ip_address="127.0.0.1", _metrics_export_port=metrics_port,
-                       namespace="serve", log_to_driver=False)
+                       namespace="serve", log_to_driver=False, runtime_env=runtime_env)
     try:
         _restore_live_state(settings)
         serve.start(http_options={"host": settings.http_host, "port": http_port})
@@ -207,6 +235,7 @@ def start_cluster(
         dashboard_url=ctx.dashboard_url and f"http://{ctx.dashboard_url}", gcs_address=ctx.address_info["gcs_address"],  # type: ignore[attr-defined]
         started_s=started, ray_token_file=ray_token_path(settings) if settings.ray_address is None and
         settings.ray_auth else None, private_dir=private_dir,
+        client_env=join_env(settings) if settings.ray_address is None else None,
     )
 
 

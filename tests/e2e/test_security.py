@@ -19,16 +19,11 @@ from tests.e2e.conftest import cli_env, start_up, stop_process_tree, stop_up
 
 pytestmark = [pytest.mark.e2e, pytest.mark.own_cluster]
 
-# Ray 2.60 binds these on every interface with no option to narrow them; each one
-# checks the cluster token (GCS, raylet, object manager, core workers, the Serve
-# replicas' gRPC) or serves read-only metrics (HAProxy's stats page and Prometheus
-# exporter, the metrics agent). Anything else on a non-loopback address fails.
-# `serve-ml` is `up` itself, a Ray driver with a core worker of its own.
-RAY_PROCESSES = ("gcs_server", "raylet", "ray::", "haproxy", "python", "serve-ml")
-
-
 def _loopback(ip: str) -> bool:
-    return ipaddress.ip_address(ip.split("%")[0]).is_loopback
+    addr = ipaddress.ip_address(ip.split("%")[0])
+    # a dual-stack socket bound to 127.0.0.1 shows as ::ffff:127.0.0.1
+    mapped = getattr(addr, "ipv4_mapped", None)
+    return (mapped or addr).is_loopback
 
 
 def _started_by(up: psutil.Process, extra_ports: set[int], pgdata: Path) -> list[psutil.Process]:
@@ -79,10 +74,13 @@ def test_up_requires_the_ray_token_and_binds_its_own_listeners_to_loopback(tmp_p
         ours = {port, kafka_port, int(env["SERVE_ML_DASHBOARD_PORT"])}
         assert all(_loopback(ip) for ip, p, _pid, _n in listeners if p in ours), listeners
         assert {p for _ip, p, _pid, _n in listeners} >= ours
-        assert not [e for e in exposed if not e[2].startswith(RAY_PROCESSES)], exposed
+        # Ray's own (GCS, raylet, workers, agents, HAProxy's stats and metrics, the
+        # replicas' gRPC) included: nothing of what `up` started listens beyond loopback.
+        assert not exposed, exposed
+        assert any(name == "haproxy" for _ip, _p, _pid, name in listeners), listeners
         # HAProxy's admin socket (mode 666, level admin) sits in a directory only the owner can enter.
         admin = [Path(c) for p in procs if p.name() == "haproxy"
-                 for c in p.cmdline() if c.endswith(".cfg")]
+                 for c in p.cmdline() if c.endswith((".cfg", ".cfg.loopback"))]
         assert admin, "no HAProxy config found"
         private = admin[0].parent
         while not private.name.startswith("serve-ml-"):
@@ -90,8 +88,11 @@ def test_up_requires_the_ray_token_and_binds_its_own_listeners_to_loopback(tmp_p
         assert stat.S_IMODE(private.stat().st_mode) == 0o700, private
         assert "stats socket " + str(private) in admin[0].read_text()
 
-        # Without the token: Ray refuses the driver, the dashboard refuses the Jobs API.
-        no_token = {k: v for k, v in env.items() if not k.startswith("RAY_AUTH")}
+        # Without the token, even on this machine: Ray refuses the driver, the dashboard the Jobs API.
+        client_env = state["ray_client_env"]
+        assert client_env["RAY_AUTH_TOKEN_PATH"] == str(token_file), client_env
+        no_token = {**{k: v for k, v in env.items() if not k.startswith("RAY_AUTH")},
+                    **{k: v for k, v in client_env.items() if not k.startswith("RAY_AUTH")}}
         joined = subprocess.run(
             [sys.executable, "-c", f"import ray; ray.init(address={state['ray_gcs_address']!r}); print('JOINED')"],
             env=no_token, capture_output=True, text=True, timeout=120)
@@ -103,7 +104,7 @@ def test_up_requires_the_ray_token_and_binds_its_own_listeners_to_loopback(tmp_p
         authed = httpx.get(jobs, headers={"Authorization": f"Bearer {token_file.read_text()}"}, timeout=10)
         assert authed.status_code == 200, authed.text[:300]
         # With the token, a client joins (what `serve-ml scale` does).
-        with_token = {**no_token, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token_file)}
+        with_token = {**no_token, **client_env}
         joined = subprocess.run(
             [sys.executable, "-c", f"import ray; ray.init(address={state['ray_gcs_address']!r}); print('JOINED')"],
             env=with_token, capture_output=True, text=True, timeout=120)

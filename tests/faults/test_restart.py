@@ -18,7 +18,7 @@ import httpx
 import psutil
 import pytest
 
-from serve_ml.deployments.launch import port_owner, ray_client_env
+from serve_ml.deployments.launch import port_owner
 from tests.conftest import build_sim_bundle
 from tests.e2e.conftest import FEATURES, cli, cli_env, start_up, stop_process_tree, stop_up, wait_for
 from tests.streamkit import report
@@ -56,7 +56,7 @@ while True:
 print(json.dumps({{"generation_before": before, "generation_after": after, "restore": restore}}))
 """
     run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
-                         env={**env, **ray_client_env(Path(state["ray_auth_token_file"]))})
+                         env={**env, **state["ray_client_env"]})
     assert run.returncode == 0, run.stderr[-2000:]
     return json.loads(run.stdout.strip().splitlines()[-1])
 
