@@ -14,6 +14,7 @@ import shutil
 import sys
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +26,11 @@ import serve_ml
 from serve_ml.bundles import kinds
 from serve_ml.bundles.derived import DerivedFeature, check_order, derive
 from serve_ml.bundles.fault_classifier import binary_f1, fit_classifier
-from serve_ml.bundles.loader import load_bundle, sha256_file
+from serve_ml.bundles.loader import Bundle, load_bundle, sha256_file
 from serve_ml.bundles.manifest import (
     MANIFEST_NAME,
     SCHEMA_VERSION,
+    Manifest,
     PowerFromFeature,
     PowerFromTorqueSpeed,
 )
@@ -82,6 +84,20 @@ def _f1(y_true: np.ndarray, y_pred: np.ndarray, positive: str) -> float:
     return float(2 * tp / (2 * tp + fp + fn)) if tp + fp + fn else 1.0
 
 
+@dataclass(frozen=True)
+class _Rows:
+    """Which rows play which part: normal rows train / calibrate / test the gates,
+    fault rows train / test them; the classifier learns every labelled row."""
+
+    normal: np.ndarray
+    faulty: np.ndarray
+    train: np.ndarray
+    calib: np.ndarray
+    test: np.ndarray
+    fault_train: np.ndarray
+    fault_test: np.ndarray
+
+
 def build_bundle(
     spec: BuildSpec,
     columns: dict[str, np.ndarray],
@@ -92,10 +108,13 @@ def build_bundle(
     data_sha256: str | None = None,
     progress: Progress = _stderr,
 ) -> tuple[Path, dict]:
-    """Train and write ``<root>/<equipment>/<power>/<version>``; return its path and metrics."""
+    """Train and write ``<root>/<equipment>/<power>/<version>``; return its path and metrics.
+
+    Phases: check and derive, split, train the gates, train the classifier, write,
+    calibrate the gates, measure, record the warm-up; the bundle is built in
+    ``<root>/.staging/`` and renamed into place, whole or not at all."""
     torch.use_deterministic_algorithms(True)
     torch.set_num_threads(1)
-    rng = np.random.default_rng(spec.seed)
     root = Path(root).resolve()
     final = root / spec.equipment_id / spec.power / spec.model_version
     if final.exists():
@@ -103,110 +122,30 @@ def build_bundle(
     kind = kinds.get(spec.kind)
     if kind is None:
         raise ValueError(f"model kind {spec.kind!r} cannot be trained here; known: {', '.join(kinds.names())}")
-
-    check_order(spec.derived)
-    columns = derive(columns, spec.derived)
-    needed = {f for fs in spec.modalities.values() for f in fs} | set(spec.classifier_features or [])
-    missing = sorted(needed - set(columns))
-    if missing:
-        raise ValueError(f"the training data has no column(s) {missing} (derived: "
-                         f"{', '.join(d.name for d in spec.derived) or 'none'})")
-    normal = np.flatnonzero(labels == spec.normal_label)
-    faulty = np.flatnonzero((labels != spec.normal_label) & (labels != "unknown"))
-    tr, cal, te = (normal[s] for s in _splits(len(normal), rng, (0.7, 0.15, 0.15)))
-    ftr, fte = (faulty[s] for s in _splits(len(faulty), rng, (0.6, 0.4)))
+    columns = _derive_checked(spec, columns)
+    rows = _split_rows(spec, labels)
     progress(f"building {spec.equipment_id}/{spec.power}/{spec.model_version} from {data}: "
-             f"{len(normal)} normal rows ({len(tr)}/{len(cal)}/{len(te)} train/calib/test), "
-             f"{len(faulty)} fault rows")
+             f"{len(rows.normal)} normal rows ({len(rows.train)}/{len(rows.calib)}/{len(rows.test)} "
+             f"train/calib/test), {len(rows.faulty)} fault rows")
 
     staging = root / ".staging" / uuid.uuid4().hex
     bdir = staging / spec.equipment_id / spec.power / spec.model_version
     bdir.mkdir(parents=True)
     try:
-        modalities = {}
-        for name, feats in spec.modalities.items():
-            x = np.column_stack([columns[f] for f in feats]).astype(np.float64)
-            mean, scale = x[tr].mean(axis=0), x[tr].std(axis=0) + 1e-9
-            arch = kind.default_spec(len(feats), {"hidden": spec.hidden.get(name)})
-            state = kind.fit((x[tr] - mean) / scale, arch, seed=spec.seed, epochs=spec.epochs,
-                             batch_size=spec.batch_size, progress=progress, label=name)
-            weights = f"{name}.pt"
-            torch.save(state, bdir / weights)
-            modalities[name] = {"features": feats, "scaler": {"mean": mean.tolist(), "scale": scale.tolist()},
-                                "model": arch.model_dump(), "weights": weights, "threshold": 1.0}
-        classifier = None
-        oof_metrics: dict[str, Any] = {}
-        if spec.classifier and len(faulty):
-            feats = spec.classifier_features or list(dict.fromkeys(f for fs in spec.modalities.values() for f in fs))
-            classes = [spec.normal_label, *sorted(set(labels[faulty].tolist()))]
-            labelled = np.concatenate([normal, faulty])
-            cidx = {c: i for i, c in enumerate(classes)}
-            y = np.array([cidx[c] for c in labels[labelled]])
-            progress(f"  [classifier] XGBoost on {len(labelled)} labelled rows, thresholds calibrated out of fold")
-            fit = fit_classifier(np.column_stack([columns[f] for f in feats])[labelled], y, classes, 0, seed=spec.seed,
-                                 max_depth=spec.classifier_depth, rounds=spec.classifier_rounds)
-            fit.booster.save_model(str(bdir / "xgb.json"))
-            classifier = {"kind": "xgboost", "file": "xgb.json", "features": feats, "classes": classes,
-                          "normal_class": spec.normal_label, "fault_thresholds": fit.thresholds}
-            pred = np.asarray(classes)[fit.oof_labels]
-            truth = labels[labelled]
-            faults = classes[1:]
-            oof_metrics = {
-                "classifier_eval": f"{fit.folds}-fold out-of-fold over all {len(labelled)} labelled rows",
-                "classifier_f1_failure_vs_none": round(binary_f1(truth != spec.normal_label,
-                                                                 pred != spec.normal_label), 4),
-                "classifier_f1_macro_faults": round(float(np.mean([_f1(truth, pred, c) for c in faults])), 4),
-                "classifier_f1_by_fault": {c: round(_f1(truth, pred, c), 4) for c in faults},
-            }
-        manifest = {
-            "schema_version": SCHEMA_VERSION, "equipment_id": spec.equipment_id, "power": spec.power,
-            "model_version": spec.model_version, "power_range_kw": list(spec.power_range_kw),
-            "default_power": spec.default_power,
-            "power_source": spec.power_source.model_dump() if spec.power_source else None,
-            "derived": [d.model_dump() for d in spec.derived],
-            "modalities": modalities, "classifier": classifier,
-            "provenance": {"data": data, "data_sha256": data_sha256, "seed": spec.seed,
-                           "trained_at": dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat(),
-                           "builder": f"serve-ml {serve_ml.__version__}", "metrics": {}},
-            "files": {},
-        }
+        modalities = _train_gates(spec, kind, columns, rows, bdir, progress)
+        classifier, clf_metrics = _train_classifier(spec, columns, labels, rows, bdir, progress)
+        manifest = _manifest(spec, modalities, classifier, data, data_sha256)
         bundle = _write_and_load(bdir, staging, manifest)
-
-        # Calibrate each gate on held-out normal rows, then measure on the test rows.
-        metrics: dict[str, Any] = {"rows_train_normal": len(tr), "rows_calib_normal": len(cal),
-                         "rows_test_normal": len(te), "rows_test_fault": len(fte)}
-        for name, mod in bundle.modalities.items():
+        for name, mod in bundle.modalities.items():  # gates calibrated on held-out normal rows
             x = (np.column_stack([columns[f] for f in mod.features]) - mod.mean) / mod.scale
-            thr = float(np.quantile(mod.model.errors(x[cal]), spec.threshold_quantile))
-            manifest["modalities"][name]["threshold"] = thr  # type: ignore[index]
+            manifest["modalities"][name]["threshold"] = float(
+                np.quantile(mod.model.errors(x[rows.calib]), spec.threshold_quantile))
         bundle = _write_and_load(bdir, staging, manifest)
-        full = {f: columns[f] for f in bundle.known_features if f in columns}  # inputs only: derived are recomputed
-        test_rows = np.concatenate([te, fte])
-        g = score_group(bundle, {f: c[test_rows] for f, c in full.items()}, len(test_rows), enable_xgb=True)
-        alarm = g.anomaly
-        metrics["false_alarm_rate"] = round(float(alarm[: len(te)].mean()), 5) if len(te) else 0.0
-        if len(fte):
-            metrics["detection_rate"] = round(float(alarm[len(te):].mean()), 5)
-            by_mode = {}
-            for mode in sorted(set(labels[fte].tolist())):
-                sel = labels[fte] == mode
-                by_mode[mode] = round(float(alarm[len(te):][sel].mean()), 4)
-            metrics["detection_rate_by_fault"] = by_mode
-        metrics.update(oof_metrics)
-        manifest["provenance"]["metrics"] = metrics  # type: ignore[index]
-
-        # Warm-up rows: recorded outputs that a swap must reproduce before going live.
-        pick = np.concatenate([te[: spec.warmup_rows // 2], fte[: spec.warmup_rows - spec.warmup_rows // 2]])
-        pick = pick if len(pick) else tr[: spec.warmup_rows]
-        rows = [{f: float(full[f][i]) for f in sorted(full)} for i in pick]
-        wg = score_group(bundle, {f: full[f][pick] for f in sorted(full)}, len(pick), enable_xgb=True)
-        expected = [{"score": r["score"], "anomaly": r["anomaly"],
-                     "probabilities": r["classifier"].get("probabilities")}
-                    for r in materialise(wg) if isinstance(r, dict)]
-        (bdir / "warmup.json").write_text(json.dumps({"rows": rows, "expected": expected}, indent=1))
-        manifest["warmup"] = {"file": "warmup.json", "rtol": 1e-4, "atol": 1e-6}
+        inputs = {f: columns[f] for f in bundle.known_features if f in columns}  # derived ones are recomputed
+        metrics = {**_measure(bundle, inputs, labels, rows), **clf_metrics}
+        manifest["provenance"]["metrics"] = metrics
+        manifest["warmup"] = _record_warmup(bundle, inputs, rows, spec, bdir)
         _write_and_load(bdir, staging, manifest)
-
         final.parent.mkdir(parents=True, exist_ok=True)
         os.rename(bdir, final)  # atomic on one filesystem: the bundle appears whole or not at all
         progress(f"wrote {final}")
@@ -216,9 +155,121 @@ def build_bundle(
         _prune_empty(root / ".staging")
 
 
-def _write_and_load(bdir: Path, staging: Path, manifest: dict):
+def _derive_checked(spec: BuildSpec, columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    check_order(spec.derived)
+    columns = derive(columns, spec.derived)
+    needed = {f for fs in spec.modalities.values() for f in fs} | set(spec.classifier_features or [])
+    missing = sorted(needed - set(columns))
+    if missing:
+        raise ValueError(f"the training data has no column(s) {missing} (derived: "
+                         f"{', '.join(d.name for d in spec.derived) or 'none'})")
+    return columns
+
+
+def _split_rows(spec: BuildSpec, labels: np.ndarray) -> _Rows:
+    rng = np.random.default_rng(spec.seed)
+    normal = np.flatnonzero(labels == spec.normal_label)
+    faulty = np.flatnonzero((labels != spec.normal_label) & (labels != "unknown"))
+    tr, cal, te = (normal[s] for s in _splits(len(normal), rng, (0.7, 0.15, 0.15)))
+    ftr, fte = (faulty[s] for s in _splits(len(faulty), rng, (0.6, 0.4)))
+    return _Rows(normal, faulty, tr, cal, te, ftr, fte)
+
+
+def _train_gates(spec: BuildSpec, kind: kinds.ModelKind, columns: dict[str, np.ndarray], rows: _Rows,
+                 bdir: Path, progress: Progress) -> dict[str, Any]:
+    """One model per modality on the normal training rows; thresholds come later."""
+    out = {}
+    for name, feats in spec.modalities.items():
+        x = np.column_stack([columns[f] for f in feats]).astype(np.float64)
+        mean, scale = x[rows.train].mean(axis=0), x[rows.train].std(axis=0) + 1e-9
+        arch = kind.default_spec(len(feats), {"hidden": spec.hidden.get(name)})
+        state = kind.fit((x[rows.train] - mean) / scale, arch, seed=spec.seed, epochs=spec.epochs,
+                         batch_size=spec.batch_size, progress=progress, label=name)
+        torch.save(state, bdir / f"{name}.pt")
+        out[name] = {"features": feats, "scaler": {"mean": mean.tolist(), "scale": scale.tolist()},
+                     "model": arch.model_dump(), "weights": f"{name}.pt", "threshold": 1.0}
+    return out
+
+
+def _train_classifier(spec: BuildSpec, columns: dict[str, np.ndarray], labels: np.ndarray, rows: _Rows,
+                      bdir: Path, progress: Progress) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+    if not spec.classifier or not len(rows.faulty):
+        return None, {}
+    feats = spec.classifier_features or list(dict.fromkeys(f for fs in spec.modalities.values() for f in fs))
+    classes = [spec.normal_label, *sorted(set(labels[rows.faulty].tolist()))]
+    labelled = np.concatenate([rows.normal, rows.faulty])
+    cidx = {c: i for i, c in enumerate(classes)}
+    y = np.array([cidx[c] for c in labels[labelled]])
+    progress(f"  [classifier] XGBoost on {len(labelled)} labelled rows, thresholds calibrated out of fold")
+    fit = fit_classifier(np.column_stack([columns[f] for f in feats])[labelled], y, classes, 0, seed=spec.seed,
+                         max_depth=spec.classifier_depth, rounds=spec.classifier_rounds)
+    fit.booster.save_model(str(bdir / "xgb.json"))
+    pred, truth = np.asarray(classes)[fit.oof_labels], labels[labelled]
+    faults = classes[1:]
+    metrics = {
+        "classifier_eval": f"{fit.folds}-fold out-of-fold over all {len(labelled)} labelled rows",
+        "classifier_f1_failure_vs_none": round(binary_f1(truth != spec.normal_label, pred != spec.normal_label), 4),
+        "classifier_f1_macro_faults": round(float(np.mean([_f1(truth, pred, c) for c in faults])), 4),
+        "classifier_f1_by_fault": {c: round(_f1(truth, pred, c), 4) for c in faults},
+    }
+    return ({"kind": "xgboost", "file": "xgb.json", "features": feats, "classes": classes,
+             "normal_class": spec.normal_label, "fault_thresholds": fit.thresholds}, metrics)
+
+
+def _manifest(spec: BuildSpec, modalities: dict[str, Any], classifier: dict[str, Any] | None, data: str,
+              data_sha256: str | None) -> dict[str, Any]:
+    return {
+        "schema_version": SCHEMA_VERSION, "equipment_id": spec.equipment_id, "power": spec.power,
+        "model_version": spec.model_version, "power_range_kw": list(spec.power_range_kw),
+        "default_power": spec.default_power,
+        "power_source": spec.power_source.model_dump() if spec.power_source else None,
+        "derived": [d.model_dump() for d in spec.derived],
+        "modalities": modalities, "classifier": classifier,
+        "provenance": {"data": data, "data_sha256": data_sha256, "seed": spec.seed,
+                       "trained_at": dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat(),
+                       "builder": f"serve-ml {serve_ml.__version__}", "metrics": {}},
+        "files": {},
+    }
+
+
+def _measure(bundle: Bundle, inputs: dict[str, np.ndarray], labels: np.ndarray, rows: _Rows) -> dict[str, Any]:
+    """Gate false alarms on held-out normal rows, detection on held-out fault rows."""
+    te, fte = rows.test, rows.fault_test
+    metrics: dict[str, Any] = {"rows_train_normal": len(rows.train), "rows_calib_normal": len(rows.calib),
+                               "rows_test_normal": len(te), "rows_test_fault": len(fte)}
+    test_rows = np.concatenate([te, fte])
+    alarm = score_group(bundle, {f: c[test_rows] for f, c in inputs.items()}, len(test_rows),
+                        enable_xgb=True).anomaly
+    metrics["false_alarm_rate"] = round(float(alarm[: len(te)].mean()), 5) if len(te) else 0.0
+    if len(fte):
+        metrics["detection_rate"] = round(float(alarm[len(te):].mean()), 5)
+        metrics["detection_rate_by_fault"] = {
+            mode: round(float(alarm[len(te):][labels[fte] == mode].mean()), 4)
+            for mode in sorted(set(labels[fte].tolist()))}
+    return metrics
+
+
+def _record_warmup(bundle: Bundle, inputs: dict[str, np.ndarray], rows: _Rows, spec: BuildSpec,
+                   bdir: Path) -> dict[str, Any]:
+    """Sample rows and their outputs, which a swap must reproduce before going live."""
+    half = spec.warmup_rows // 2
+    pick = np.concatenate([rows.test[:half], rows.fault_test[: spec.warmup_rows - half]])
+    pick = pick if len(pick) else rows.train[: spec.warmup_rows]
+    names = sorted(inputs)
+    sample = [{f: float(inputs[f][i]) for f in names} for i in pick]
+    g = score_group(bundle, {f: inputs[f][pick] for f in names}, len(pick), enable_xgb=True)
+    expected = [{"score": r["score"], "anomaly": r["anomaly"], "probabilities": r["classifier"].get("probabilities")}
+                for r in materialise(g) if isinstance(r, dict)]
+    (bdir / "warmup.json").write_text(json.dumps({"rows": sample, "expected": expected}, indent=1))
+    return {"file": "warmup.json", "rtol": 1e-4, "atol": 1e-6}
+
+
+def _write_and_load(bdir: Path, staging: Path, manifest: dict[str, Any]) -> Bundle:
+    """Write the manifest as the ``Manifest`` model validates and serialises it, then
+    load the bundle as the server would: what the builder writes is what it checked."""
     manifest["files"] = {p.name: sha256_file(p) for p in sorted(bdir.iterdir()) if p.name != MANIFEST_NAME}
-    (bdir / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, sort_keys=False))
+    doc = Manifest.model_validate(manifest)
+    (bdir / MANIFEST_NAME).write_text(doc.model_dump_json(indent=2))
     return load_bundle(bdir, staging)
 
 
