@@ -8,7 +8,7 @@ import json
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
-from serve_ml.pipelines.decode import MAX_NAME
+from serve_ml.core.reading import MAX_NAME_CHARS as MAX_NAME
 
 NOW = dt.datetime(2026, 11, 23, 12, 0, tzinfo=dt.UTC)
 

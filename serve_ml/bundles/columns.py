@@ -24,11 +24,10 @@ import orjson
 from serve_ml.bundles.catalog import Catalog
 from serve_ml.bundles.scoring import GroupScore, ModalityScore, score_group
 from serve_ml.core.errors import FeatureError, PayloadTooLarge
+from serve_ml.core.reading import BAD_FEATURE_NAME, MAX_FEATURES, MAX_NAME_CHARS, NOT_A_NUMBER, TOO_MANY_FEATURES
 
 JSON_OPTS = orjson.OPT_SERIALIZE_NUMPY
 BINARY_DTYPES: dict[str, np.dtype] = {"float64": np.dtype("<f8"), "float32": np.dtype("<f4")}
-MAX_COLUMNS = 256
-MAX_NAME = 128
 
 
 def score_columns(catalog: Catalog, equipment_id: str, power: str | None, version: str | None,
@@ -135,7 +134,7 @@ def to_arrays(columns: Mapping[str, Any], max_rows: int) -> tuple[dict[str, np.n
     for name, values in columns.items():
         arr = np.asarray(values)
         if arr.ndim != 1 or arr.dtype.kind not in "if":  # bools, strings, nulls, nesting
-            problems[name] = "expected a flat array of numbers"
+            problems[name] = f"{NOT_A_NUMBER} in every row (a flat array of numbers)"
             continue
         out[name] = arr.astype(np.float64, copy=False)
     lengths = {len(a) for a in out.values()}
@@ -162,10 +161,10 @@ def from_binary(body: bytes, features: str, dtype: str, max_rows: int) -> tuple[
     problems: dict[str, str] = {}
     if dtype not in BINARY_DTYPES:
         problems["dtype"] = f"expected one of {', '.join(BINARY_DTYPES)}, got {dtype[:40]!r}"
-    if len(names) > MAX_COLUMNS:
-        problems["features"] = f"more than {MAX_COLUMNS} names"
-    elif any(not n or len(n) > MAX_NAME for n in names):
-        problems["features"] = f"expected comma-separated names of 1 to {MAX_NAME} characters"
+    if len(names) > MAX_FEATURES:
+        problems["features"] = TOO_MANY_FEATURES
+    elif any(not n or len(n) > MAX_NAME_CHARS for n in names):
+        problems["features"] = f"comma-separated; {BAD_FEATURE_NAME}"
     elif len(set(names)) != len(names):
         problems["features"] = "a feature name appears twice"
     if problems:

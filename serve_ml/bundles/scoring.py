@@ -16,6 +16,7 @@ import numpy as np
 from serve_ml.bundles.derived import derive
 from serve_ml.bundles.loader import Bundle
 from serve_ml.core.errors import FeatureError, ServeMLError
+from serve_ml.core.reading import NOT_FINITE
 
 Result = dict[str, Any] | ServeMLError
 
@@ -138,7 +139,7 @@ def _non_finite_rows(columns: Mapping[str, np.ndarray], n: int) -> dict[int, dic
         ok = np.isfinite(col)
         if not ok.all():
             for i in np.flatnonzero(~ok).tolist():
-                bad.setdefault(i, {})[name] = "not a finite number"
+                bad.setdefault(i, {})[name] = NOT_FINITE
     return bad
 
 

@@ -7,9 +7,15 @@ from typing import Annotated, Any, Literal, NotRequired
 from pydantic import BaseModel, ConfigDict, Field, with_config
 from typing_extensions import TypedDict  # pydantic needs this one on Python < 3.12
 
-Name = Annotated[str, Field(min_length=1, max_length=128)]
+from serve_ml.core.reading import MAX_FEATURES, MAX_NAME_CHARS
+
+# The reading contract's limits (serve_ml.core.reading); its wording is put on
+# pydantic's refusals where the API translates them.
+Name = Annotated[str, Field(min_length=1, max_length=MAX_NAME_CHARS)]
 # Strict: a JSON string or boolean is a type error (422), not silently coerced.
+# Non-finite values pass here: the scorer names them, per row on the bulk paths.
 Number = Annotated[float, Field(strict=True)]
+Features = Annotated[dict[Name, Number], Field(min_length=1, max_length=MAX_FEATURES)]
 
 
 class PredictRequest(BaseModel):
@@ -23,7 +29,7 @@ class PredictRequest(BaseModel):
     equipment_id: Name = Field(description="Equipment id, the first level of the bundle root.")
     power: Name | None = Field(default=None, description="Power class, e.g. '7.5kW'; omitted: chosen automatically.")
     model_version: Name | None = Field(default=None, description="Pin a version; omitted: the live version.")
-    features: dict[Name, Number] = Field(max_length=256, description="Feature name -> value.")
+    features: Features = Field(description="Feature name -> value.")
 
 
 @with_config(ConfigDict(extra="forbid"))
@@ -37,7 +43,7 @@ class BulkReading(TypedDict):
     equipment_id: Name
     power: NotRequired[Name | None]
     model_version: NotRequired[Name | None]
-    features: Annotated[dict[Name, Number], Field(max_length=256)]
+    features: Features
 
 
 class BulkRequest(BaseModel):
@@ -58,7 +64,7 @@ class ColumnsRequest(BaseModel):
     equipment_id: Name = Field(description="Equipment id; every row belongs to it.")
     power: Name | None = Field(default=None, description="Power class; omitted: chosen per row automatically.")
     model_version: Name | None = Field(default=None, description="Pin a version; omitted: the live version.")
-    columns: dict[Name, list[Number]] = Field(min_length=1, max_length=256,
+    columns: dict[Name, list[Number]] = Field(min_length=1, max_length=MAX_FEATURES,
                                               description="Feature name -> one value per row; equal lengths.")
 
 

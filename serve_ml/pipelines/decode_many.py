@@ -23,11 +23,11 @@ from typing import Annotated
 import msgspec
 
 from serve_ml.bundles.batch import Reading
-from serve_ml.pipelines.decode import MAX_FEATURES, MAX_NAME, Rejected, StreamReading, decode, window
+from serve_ml.core.reading import MAX_FEATURES, MAX_NAME_CHARS
+from serve_ml.pipelines.decode import Rejected, StreamReading, decode, window
 
-_Name = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_NAME)]
-_Features = Annotated[dict[Annotated[str, msgspec.Meta(max_length=MAX_NAME)], float],
-                      msgspec.Meta(min_length=1, max_length=MAX_FEATURES)]
+_Name = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_NAME_CHARS)]
+_Features = Annotated[dict[_Name, float], msgspec.Meta(min_length=1, max_length=MAX_FEATURES)]
 
 
 class _Message(msgspec.Struct, forbid_unknown_fields=True, gc=False):

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import logging
 import uuid
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 
 import serve_ml
+from serve_ml.core import reading
 from serve_ml.core.errors import ServeMLError
 from serve_ml.deployments.api.body import PARSE_INLINE_MAX_BYTES, OrjsonRoute
 from serve_ml.deployments.api.deps import Core, error_response, json_response
@@ -38,11 +40,7 @@ def create_api(core: Core, *, max_request_bytes: int) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> Response:
-        problems = []
-        for e in exc.errors():
-            loc = ".".join(str(p) for p in e.get("loc", ()) if p != "body") or "body"
-            why = (e.get("ctx") or {}).get("error")  # what the JSON parser said, for a body that is not JSON
-            problems.append(f"{loc}: {e.get('msg')}" + (f" ({why})" if isinstance(why, str) else ""))
+        problems = [_problem(e) for e in exc.errors()]
         body = {"error": "InvalidRequest", "message": "invalid request: " + "; ".join(problems[:20]),
                 "detail": [{"loc": list(e.get("loc", ())), "msg": e.get("msg")} for e in exc.errors()[:50]]}
         return json_response(body, 422)
@@ -59,6 +57,21 @@ def create_api(core: Core, *, max_request_bytes: int) -> FastAPI:
                        routes=frozenset(r.path for router in ROUTERS for r in router.routes),  # type: ignore[attr-defined]
                        guard=core.guard)
     return app
+
+
+def _problem(e: Any) -> str:
+    """One validation error in words: the reading contract's where it speaks of the
+    field (so HTTP and the stream refuse a reading alike), else pydantic's."""
+    loc = [p for p in e.get("loc", ()) if p not in ("body", "query")]
+    prefix = ""
+    if len(loc) >= 2 and loc[0] == "readings" and isinstance(loc[1], int):  # one reading of a bulk request
+        prefix, loc = f"readings[{loc[1]}].", loc[2:]
+    said = reading.translate(loc, e.get("type", ""))
+    if said is not None:
+        return prefix + said
+    why = (e.get("ctx") or {}).get("error")  # what the JSON parser said, for a body that is not JSON
+    where = ".".join(str(p) for p in loc) or "body"
+    return f"{prefix}{where}: {e.get('msg')}" + (f" ({why})" if isinstance(why, str) else "")
 
 
 __all__ = ["PARSE_INLINE_MAX_BYTES", "PREFIX", "Core", "create_api"]

@@ -10,8 +10,10 @@ import orjson
 from hypothesis import given
 from hypothesis import strategies as st
 
+from serve_ml.core.reading import MAX_FEATURES
+from serve_ml.core.reading import MAX_NAME_CHARS as MAX_NAME
 from serve_ml.core.settings import Settings
-from serve_ml.pipelines.decode import MAX_FEATURES, MAX_NAME, Rejected, decode
+from serve_ml.pipelines.decode import Rejected, decode
 from serve_ml.pipelines.mqtt import to_kafka_payload
 from tests.strategies import (
     FUZZ,

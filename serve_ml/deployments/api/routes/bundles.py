@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
+from serve_ml.core.reading import MAX_NAME_CHARS
 from serve_ml.deployments.api.body import OrjsonRoute
 from serve_ml.deployments.api.deps import (
     EDGE,
@@ -23,8 +24,8 @@ router = APIRouter(prefix=PREFIX, route_class=OrjsonRoute)
 
 
 @router.get("/bundles", dependencies=READ_ONLY, responses=READ_ERRORS)
-async def bundles(core: CoreDep, equipment_id: str | None = Query(default=None, max_length=128),
-                  power: str | None = Query(default=None, max_length=128)) -> Response:
+async def bundles(core: CoreDep, equipment_id: str | None = Query(default=None, max_length=MAX_NAME_CHARS),
+                  power: str | None = Query(default=None, max_length=MAX_NAME_CHARS)) -> Response:
     """Every valid bundle (identity, modalities, features, thresholds, classifier, live flag)."""
     items = [b for b in core.describe()
              if (equipment_id is None or b["equipment_id"] == equipment_id)

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
 from serve_ml.core.errors import InvalidQuery
+from serve_ml.core.reading import MAX_NAME_CHARS
 from serve_ml.deployments.api.body import OrjsonRoute
 from serve_ml.deployments.api.deps import READ_ERRORS, READ_ONLY, CoreDep, json_response
 from serve_ml.deployments.edge import PREFIX
@@ -44,7 +45,7 @@ async def readings(core: CoreDep, equipment_id: str, start: dt.datetime | None =
     return json_response({"readings": await core.history.readings(equipment_id, s, e, limit)})
 
 @router.get("/alerts", dependencies=READ_ONLY, responses=READ_ERRORS)
-async def alerts(core: CoreDep, equipment_id: str | None = Query(default=None, max_length=128),
+async def alerts(core: CoreDep, equipment_id: str | None = Query(default=None, max_length=MAX_NAME_CHARS),
                  status: Literal["open", "resolved"] | None = None,
                  limit: int = Query(default=100, ge=1, le=10_000)) -> Response:
     """Alerts, newest first; filter by equipment and status."""

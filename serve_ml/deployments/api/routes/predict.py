@@ -12,6 +12,7 @@ from fastapi.responses import Response
 from serve_ml.bundles.batch import Reading, ReadingColumns
 from serve_ml.bundles.columns import from_binary, to_arrays
 from serve_ml.core.errors import PayloadTooLarge, ServeMLError, UnsupportedMediaType
+from serve_ml.core.reading import MAX_FEATURES, MAX_NAME_CHARS
 from serve_ml.deployments.api.body import OrjsonRoute
 from serve_ml.deployments.api.deps import (
     BINARY_ERRORS,
@@ -91,12 +92,13 @@ async def predict_columns(core: CoreDep, req: ColumnsRequest) -> Response:
               BINARY_MEDIA_TYPE: {"schema": {"type": "string", "format": "binary"}}}}})
 async def predict_columns_binary(core: CoreDep,
     request: Request,
-    equipment_id: str = Query(min_length=1, max_length=128, description="Equipment id; every row belongs to it."),
-    features: str = Query(min_length=1, max_length=33_000,
+    equipment_id: str = Query(min_length=1, max_length=MAX_NAME_CHARS,
+                              description="Equipment id; every row belongs to it."),
+    features: str = Query(min_length=1, max_length=MAX_FEATURES * (MAX_NAME_CHARS + 1),
                           description="Comma-separated feature names: the order of the columns in the body."),
-    power: str | None = Query(default=None, min_length=1, max_length=128,
+    power: str | None = Query(default=None, min_length=1, max_length=MAX_NAME_CHARS,
                               description="Power class; omitted: chosen per row automatically."),
-    model_version: str | None = Query(default=None, min_length=1, max_length=128,
+    model_version: str | None = Query(default=None, min_length=1, max_length=MAX_NAME_CHARS,
                                       description="Pin a version; omitted: the live version."),
     dtype: str = Query(default="float64", description="float64 or float32, little-endian."),
 ) -> Response:
