@@ -24,7 +24,6 @@ from serve_ml.bench.common import Figure, Report
 from serve_ml.bench.loadgen import run_load, write_bodies
 from serve_ml.bench.servers import API, serve_cluster
 from serve_ml.bundles.catalog import Catalog
-from serve_ml.core.settings import Settings
 from serve_ml.deployments.launch import app_args_from_config
 
 TEMPLATE = ("pump-03", "7.5kW", "1.0.0")
@@ -68,8 +67,8 @@ def bundle_memory_per_100(root: Path) -> float:
     return per100
 
 
-def run(n: int = 1000, repeats: int = 3, duration_s: float = 5.0) -> Report:
-    src = Settings().root
+def run(src: Path, n: int = 1000, repeats: int = 3, duration_s: float = 5.0) -> Report:
+    """``src``: the bundle root whose bundles the generated fleet copies."""
     rows = json.loads((src.joinpath(*TEMPLATE) / "warmup.json").read_text())["rows"]
     rep = Report(f"bench fleet: {n} equipment bundles, single-row predict, 16 clients")
     with tempfile.TemporaryDirectory(prefix="serve-ml-fleet-") as tmp:

@@ -18,7 +18,6 @@ from serve_ml.bench.servers import API, serve_cluster, uvicorn_baseline
 from serve_ml.bundles.batch import Reading, ReadingColumns
 from serve_ml.bundles.catalog import Catalog
 from serve_ml.bundles.columns import from_binary, score_columns
-from serve_ml.core.settings import Settings
 from serve_ml.scoring.service import ScoringService
 
 BULK_ROWS = 1000
@@ -67,8 +66,8 @@ def _fig(rep: Report, name: str, unit: str, runs: list[float], target: str = "",
     return rep.add(Figure(name, unit, runs, target or None, met))
 
 
-def run(repeats: int = 3, duration_s: float = 5.0, root: Path | None = None) -> Report:
-    root = root or Settings().root
+def run(root: Path, repeats: int = 3, duration_s: float = 5.0) -> Report:
+    """``root``: the bundle root to serve (the settings' ``root``)."""
     single, bulk, bulk_rows = sample_bodies(root)
     single_file, bulk_file = write_bodies(single), write_bodies(bulk)
     col_bodies, bin_bodies, bin_query, col_arrays = column_bodies(root)

@@ -16,7 +16,6 @@ from serve_ml.bench.common import Figure, Report, time_it
 from serve_ml.bundles.batch import Reading, ReadingColumns
 from serve_ml.bundles.catalog import Catalog
 from serve_ml.bundles.scoring import score_group
-from serve_ml.core.settings import Settings
 from serve_ml.scoring.service import ScoringService
 
 BATCHES = (1, 64, 4096)
@@ -31,9 +30,9 @@ def demo_rows(catalog: Catalog, equipment_id: str, power: str, n: int) -> list[d
     return [rows[i % len(rows)] for i in range(n)]
 
 
-def run(root: Path | None = None, *, equipment_id: str = "press-02", power: str = "7.5kW",
+def run(root: Path, *, equipment_id: str = "press-02", power: str = "7.5kW",
         repeats: int = 5, enable_xgb: bool = False) -> Report:
-    service = ScoringService(root or Settings().root, enable_xgb=enable_xgb)
+    service = ScoringService(root, enable_xgb=enable_xgb)
     catalog = service.catalog
     bundle = catalog.live_bundle(equipment_id, power)
     rep = Report(f"bench score: in-process scorer, {equipment_id}/{power}, xgb={'on' if enable_xgb else 'off'}")

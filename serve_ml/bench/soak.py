@@ -45,7 +45,7 @@ def http_errors_by_status(metrics_port: int) -> dict[str, float]:
     return out
 
 
-def run(minutes: float = 10.0, http_clients: int = 4, rate_hz: float = 50.0) -> Report:
+def run(source: Path, minutes: float = 10.0, http_clients: int = 4, rate_hz: float = 50.0) -> Report:
     from serve_ml.bench.producer import SteadyProducer
     from serve_ml.bench.soak_faults import BROKER_OUTAGES, FAULTS, DeadLetterWatcher, lost_and_duplicated
     from serve_ml.bundles.builder import BuildSpec, build_bundle
@@ -65,7 +65,7 @@ def run(minutes: float = 10.0, http_clients: int = 4, rate_hz: float = 50.0) -> 
                  f"({rate_hz:g}/s x 3 machines) load, a swap every {SWAP_EVERY_S:g} s, one fault per minute")
     with tempfile.TemporaryDirectory(prefix="serve-ml-soak-") as tmp:
         root = Path(tmp) / "root"
-        shutil.copytree(Settings().root, root)
+        shutil.copytree(source, root)
         cols, labels = simulate_dataset(2000, 100, spec=MachineSpec.for_power(POWER), seed=3)
         build_bundle(BuildSpec(equipment_id=EQ, power=POWER, model_version="2.0.0", power_range_kw=(5.5, 100.0),
                                power_source=TORQUE_SPEED, modalities={"thermal": list(THERMAL),

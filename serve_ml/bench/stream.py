@@ -64,13 +64,13 @@ def fleet_ids(n: int) -> list[str]:
     raise AssertionError("unreachable")
 
 
-def fleet_root(tmp: Path, n: int) -> Path:
+def fleet_root(tmp: Path, n: int, source: Path) -> Path:
     """The demo bundles plus ``n - 4`` generated equipment: a fleet spread over every
     partition of the features topic (readings are keyed by equipment)."""
     root = tmp / "root"
-    shutil.copytree(Settings().root, root)
+    shutil.copytree(source, root)
     if n > 4:
-        generate_fleet(root, n - 4, Settings().root, ids=fleet_ids(n))
+        generate_fleet(root, n - 4, source, ids=fleet_ids(n))
     return root
 
 
@@ -211,7 +211,7 @@ def throughput_round(stack: Stack, s: Settings, n: int, n_machines: int, *, keep
             "stages": stage_us(h0, h1, count)}
 
 
-def run(n: int = 100_000, rate_hz: float = 10_000, rate_seconds: float = 10.0, consumers: int = 2,
+def run(root: Path, n: int = 100_000, rate_hz: float = 10_000, rate_seconds: float = 10.0, consumers: int = 2,
         n_machines: int = 16, rounds: int = 3, compare_with: int | None = 1) -> Report:
     """``rounds`` backlogs through ``consumers`` scorer actors and, alternating with
     them, through ``compare_with`` actors (None: no comparison rounds)."""
@@ -219,7 +219,7 @@ def run(n: int = 100_000, rate_hz: float = 10_000, rate_seconds: float = 10.0, c
                  f"PostgreSQL ({consumers} scorer actor(s)"
                  + (f"; alternating with {compare_with})" if compare_with else ")"))
     with tempfile.TemporaryDirectory(prefix="serve-ml-stream-") as tmp:
-        s = Settings(state_dir=Path(tmp), root=fleet_root(Path(tmp), n_machines), stream_consumers=consumers,
+        s = Settings(state_dir=Path(tmp), root=fleet_root(Path(tmp), n_machines, root), stream_consumers=consumers,
                      batch_wait_ms=50)
         other = s.model_copy(update={"stream_consumers": compare_with}) if compare_with else None
         ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)

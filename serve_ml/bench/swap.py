@@ -17,7 +17,6 @@ import orjson
 from serve_ml.bench.common import Figure, Report
 from serve_ml.bench.loadgen import LoadResult, run_load, write_bodies
 from serve_ml.bench.servers import API, serve_cluster
-from serve_ml.core.settings import Settings
 
 EQ, POWER = "press-02", "7.5kW"
 
@@ -28,7 +27,7 @@ def _serving(base: str, version: str, reading: dict) -> bool:
     return single.get("model_version") == version and bulk.get("model_version") == version
 
 
-def run(swaps: int = 6, duration_s: float = 12.0) -> Report:
+def run(source: Path, swaps: int = 6, duration_s: float = 12.0) -> Report:
     from serve_ml.bundles.builder import BuildSpec, build_bundle
     from serve_ml.bundles.demo import TORQUE_SPEED
     from serve_ml.bundles.simulation import MECHANICAL, THERMAL, MachineSpec, simulate_dataset
@@ -39,7 +38,7 @@ def run(swaps: int = 6, duration_s: float = 12.0) -> Report:
     rep = Report(f"bench swap: {swaps} live-version swaps of {EQ}/{POWER} under steady load (wrk, 8 clients)")
     with tempfile.TemporaryDirectory(prefix="serve-ml-swap-") as tmp:
         root = Path(tmp) / "root"
-        shutil.copytree(Settings().root, root)
+        shutil.copytree(source, root)
         cols, labels = simulate_dataset(2000, 100, spec=MachineSpec.for_power(POWER), seed=3)
         spec = BuildSpec(equipment_id=EQ, power=POWER, model_version="2.0.0", power_range_kw=(5.5, 100.0),
                          power_source=TORQUE_SPEED, modalities={"thermal": list(THERMAL),

@@ -53,25 +53,25 @@ def _print(name: str, rep: object) -> int:
 def _score(args: argparse.Namespace) -> int:
     from serve_ml.bench import score
 
-    return _print("score", score.run(repeats=args.repeats, enable_xgb=args.xgb))
+    return _print("score", score.run(args.settings.root, repeats=args.repeats, enable_xgb=args.xgb))
 
 
 def _http(args: argparse.Namespace) -> int:
     from serve_ml.bench import http
 
-    return _print("http", http.run(repeats=args.repeats, duration_s=args.duration_s))
+    return _print("http", http.run(args.settings.root, repeats=args.repeats, duration_s=args.duration_s))
 
 
 def _fleet(args: argparse.Namespace) -> int:
     from serve_ml.bench import fleet
 
-    return _print("fleet", fleet.run(n=args.bundles, repeats=args.repeats, duration_s=args.duration_s))
+    return _print("fleet", fleet.run(args.settings.root, n=args.bundles, repeats=args.repeats, duration_s=args.duration_s))
 
 
 def _stream(args: argparse.Namespace) -> int:
     from serve_ml.bench import stream
 
-    return _print("stream", stream.run(n=args.readings, rate_hz=args.rate_hz, consumers=args.consumers,
+    return _print("stream", stream.run(args.settings.root, n=args.readings, rate_hz=args.rate_hz, consumers=args.consumers,
                                        compare_with=args.compare_with or None, n_machines=args.machines))
 
 
@@ -83,25 +83,25 @@ def _soak(args: argparse.Namespace) -> int:
     # SIGTERM unwinds like Ctrl-C, so the cluster and embedded services it started are stopped.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
 
-    return _print("soak", soak.run(minutes=args.minutes, http_clients=args.http_clients, rate_hz=args.rate_hz))
+    return _print("soak", soak.run(args.settings.root, minutes=args.minutes, http_clients=args.http_clients, rate_hz=args.rate_hz))
 
 
 def _swap(args: argparse.Namespace) -> int:
     from serve_ml.bench import swap
 
-    return _print("swap", swap.run(swaps=args.swaps, duration_s=args.duration_s))
+    return _print("swap", swap.run(args.settings.root, swaps=args.swaps, duration_s=args.duration_s))
 def _all(args: argparse.Namespace) -> int:
     import time
 
     from serve_ml.bench import fleet, http, score, stream, swap
 
-    quick = args.quick
+    quick, root = args.quick, args.settings.root
     t0 = time.monotonic()
-    runs = [("score", lambda: score.run(repeats=3)),
-            ("http", lambda: http.run(repeats=2 if quick else 3, duration_s=4 if quick else 5)),
-            ("fleet", lambda: fleet.run(repeats=2 if quick else 3, duration_s=4 if quick else 5)),
-            ("stream", lambda: stream.run(n=50_000 if quick else 100_000)),
-            ("swap", lambda: swap.run(swaps=4 if quick else 6, duration_s=8 if quick else 12))]
+    runs = [("score", lambda: score.run(root, repeats=3)),
+            ("http", lambda: http.run(root, repeats=2 if quick else 3, duration_s=4 if quick else 5)),
+            ("fleet", lambda: fleet.run(root, repeats=2 if quick else 3, duration_s=4 if quick else 5)),
+            ("stream", lambda: stream.run(root, n=50_000 if quick else 100_000)),
+            ("swap", lambda: swap.run(root, swaps=4 if quick else 6, duration_s=8 if quick else 12))]
     missed = 0
     for name, fn in runs:
         rep = fn()
