@@ -35,6 +35,7 @@ from serve_ml.bundles.manifest import (
     PowerFromTorqueSpeed,
 )
 from serve_ml.bundles.scoring import materialise, score_group
+from serve_ml.bundles.thresholds import Quantile, ThresholdRule
 
 Progress = Callable[[str], None]
 
@@ -67,7 +68,8 @@ class BuildSpec(BaseModel):
     seed: int = 0
     epochs: int = Field(default=60, ge=1)
     batch_size: int = Field(default=256, ge=8)
-    threshold_quantile: float = Field(default=0.995, gt=0.5, lt=1.0)
+    threshold_rule: ThresholdRule = Field(default_factory=Quantile,
+                                          description="How each gate's threshold is set (bundles.thresholds).")
     warmup_rows: int = Field(default=16, ge=1)
 
 
@@ -138,8 +140,8 @@ def build_bundle(
         bundle = _write_and_load(bdir, staging, manifest)
         for name, mod in bundle.modalities.items():  # gates calibrated on held-out normal rows
             x = (np.column_stack([columns[f] for f in mod.features]) - mod.mean) / mod.scale
-            manifest["modalities"][name]["threshold"] = float(
-                np.quantile(mod.model.errors(x[rows.calib]), spec.threshold_quantile))
+            manifest["modalities"][name]["threshold"] = spec.threshold_rule.threshold(mod.model.errors(x[rows.calib]))
+            manifest["modalities"][name]["threshold_rule"] = spec.threshold_rule.model_dump()
         bundle = _write_and_load(bdir, staging, manifest)
         inputs = {f: columns[f] for f in bundle.known_features if f in columns}  # derived ones are recomputed
         metrics = {**_measure(bundle, inputs, labels, rows), **clf_metrics}

@@ -16,6 +16,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SerializeAsA
 from serve_ml.bundles import kinds
 from serve_ml.bundles.derived import DerivedFeature, check_order, raw_inputs
 from serve_ml.bundles.kinds.base import KindSpec
+from serve_ml.bundles.thresholds import ThresholdRule
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -69,6 +70,8 @@ class Modality(_Strict):
     model: ModelSpec = Field(description="The model: its `kind` and that kind's parameters.")
     weights: str = Field(description="File name of the torch state dict (loaded weights_only).")
     threshold: float = Field(gt=0, description="Gate: mean squared reconstruction error above this is anomalous.")
+    threshold_rule: ThresholdRule | None = Field(
+        default=None, description="How the builder set `threshold` (rule and parameters); absent: not recorded.")
 
     @field_validator("threshold")
     @classmethod

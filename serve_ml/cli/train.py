@@ -32,8 +32,12 @@ def register(bsub: argparse._SubParsersAction) -> None:
     b.add_argument("--no-classifier", action="store_true", help="gate-only bundle (no xgb.json)")
     b.add_argument("--power-feature", help="the feature holding power in kW (default: from torque_nm and "
                    "speed_rpm when the data has both, else none)")
-    b.add_argument("--threshold-quantile", type=float, default=0.995,
-                   help="gate threshold: this quantile of held-out normal errors")
+    b.add_argument("--threshold-quantile", type=float,
+                   help="gate threshold: this quantile of held-out normal errors (default 0.995); "
+                        "short for --threshold-rule quantile:Q")
+    b.add_argument("--threshold-rule", metavar="RULE[:PARAMS]",
+                   help="quantile[:Q], quantile_factor[:Q,FACTOR] (default 0.99,1.5) or pot[:Q,RISK] "
+                        "(peaks over threshold, default 0.98,1e-4); recorded in the manifest")
     b.add_argument("--hidden", metavar="W1,W2", help="autoencoder encoder widths for every modality")
     b.add_argument("--batch-size", type=int, default=256)
     b.add_argument("--seed", type=int, default=0)
@@ -49,6 +53,16 @@ def register(bsub: argparse._SubParsersAction) -> None:
     e.add_argument("--sep")
     e.add_argument("--json", action="store_true", help="one JSON object, for machines")
     e.set_defaults(func=_evaluate)
+
+
+def _threshold_rule(args: argparse.Namespace) -> Any:
+    from serve_ml.bundles.thresholds import Quantile, parse_rule
+
+    if args.threshold_rule and args.threshold_quantile is not None:
+        raise ValueError("give --threshold-rule or --threshold-quantile, not both")
+    if args.threshold_rule:
+        return parse_rule(args.threshold_rule)
+    return Quantile(q=args.threshold_quantile) if args.threshold_quantile is not None else Quantile()
 
 
 def _parse_derived(items: list[str]) -> list[Any]:
@@ -125,11 +139,15 @@ def _build(args: argparse.Namespace) -> int:
                          else TORQUE_SPEED if {"torque_nm", "speed_rpm"} <= set(cols) else None)
     hidden = [int(w) for w in args.hidden.split(",")] if args.hidden else None
     try:
+        rule = _threshold_rule(args)
+    except (ValueError, ValidationError) as exc:
+        return fail(f"--threshold-rule: {exc}")
+    try:
         spec = BuildSpec(equipment_id=args.equipment_id, power=args.power, model_version=args.model_version,
                          power_range_kw=(lo, hi), default_power=args.default_power, power_source=power_source,
                          modalities=mods, classifier=not args.no_classifier, seed=args.seed, epochs=args.epochs,
                          derived=derived, classifier_features=clf_feats, batch_size=args.batch_size,
-                         threshold_quantile=args.threshold_quantile,
+                         threshold_rule=rule,
                          hidden={m: hidden for m in mods} if hidden else {})
     except ValidationError as exc:
         return fail(f"bad build options: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}")

@@ -72,6 +72,25 @@ def test_errors_are_messages_not_tracebacks(tmp_path: Path, capsys: pytest.Captu
     assert "missing_col" in capsys.readouterr().err
     assert _build(tmp_path, own, "--label-column", "anomaly", "--modality", "v=site") == 2
     assert "'plant A' is not a number" in capsys.readouterr().err
+    assert _build(tmp_path, own, *args, "--threshold-rule", "median") == 2
+    assert "unknown threshold rule 'median'" in capsys.readouterr().err
+
+
+def test_the_threshold_rule_is_recorded_with_its_value(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    own = _own_csv(tmp_path / "own.csv", n=1200)
+    base = ("--label-column", "anomaly", "--modality", "v=vib_rms,vib_peak", "--no-classifier")
+    thresholds = {}
+    for version, rule in (("1.0.0", "quantile:0.99"), ("1.1.0", "quantile_factor:0.99,2"), ("1.2.0", "pot:0.9,1e-4")):
+        assert main(["bundle", "build", "--csv", str(own), "--equipment-id", "fan-1", "--power", "all",
+                     "--model-version", version, "--root", str(tmp_path / "root"), "--epochs", "3", *base,
+                     "--threshold-rule", rule]) == 0
+        manifest = json.loads((Path(json.loads(capsys.readouterr().out)["path"]) / "manifest.json").read_text())
+        mod = manifest["modalities"]["v"]
+        assert mod["threshold_rule"]["rule"] == rule.split(":")[0]
+        thresholds[version] = mod["threshold"]
+    # same seed, same model: the factor doubles the quantile; the tail fit reaches beyond the 0.99 quantile
+    assert thresholds["1.1.0"] == pytest.approx(2 * thresholds["1.0.0"])
+    assert thresholds["1.2.0"] > thresholds["1.0.0"]
 
 
 @pytest.mark.skipif(not AI4I.is_file(), reason="AI4I 2020 CSV not at ../shared")
