@@ -3,8 +3,8 @@
 The stream stores every reading's prediction but raises alerts from a few of them:
 the anomalies, and how many normal readings followed the last one. So a scored
 group keeps its verdicts column by column (:class:`Judged`) and builds a
-:class:`Verdict` only for the rows the alert logic asks about; a named tuple per
-reading used to be a tenth of the scorer's CPU.
+:class:`Verdict` only for the rows the alert logic asks about: a named tuple per
+reading would cost a tenth of the scorer's CPU.
 """
 
 from __future__ import annotations
