@@ -88,6 +88,19 @@ def _assert_refused(message: str, refusal: tuple[str, str]) -> None:
     assert where.rsplit(".", 1)[-1] in message, message  # the field, or the feature, by name
 
 
+def _assert_columnar_answer(r: Any, refusal: tuple[str, str] | None, features_field: str) -> None:
+    """A columnar answer: every row scored, a non-finite row answered as a row error,
+    anything else refused whole (the features named as the request names them)."""
+    if refusal is None:
+        assert r.status_code == 200 and not r.json()["errors"], r.text
+    elif refusal[1] == contract.NOT_FINITE:
+        assert r.status_code == 200 and r.json()["errors"]["0"]["status"] == 422, r.text
+        _assert_refused(r.json()["errors"]["0"]["error"]["message"], refusal)
+    else:
+        assert r.status_code == 422, r.text
+        _assert_refused(r.json()["message"], (refusal[0].replace("features", features_field, 1), refusal[1]))
+
+
 @pytest.fixture(scope="module")
 def client(demo_root: Path) -> TestClient:
     return TestClient(create_local_app(Settings(root=demo_root)))
@@ -149,16 +162,7 @@ def test_http_columns(client: TestClient, good: dict[str, Any], name: str, make:
         pytest.skip("columns hold one array per feature: a non-object has no columnar form")
     r = client.post(f"{API}/predict/columns", content=_json({**doc, "columns": {k: [v] for k, v in feats.items()}}),
                     headers={"content-type": "application/json"})
-    if refusal is None:
-        assert r.status_code == 200 and not r.json()["errors"], r.text
-        return
-    columnar = (refusal[0].replace("features", "columns", 1), refusal[1])
-    if refusal[1] == contract.NOT_FINITE:  # a row error, the request answered
-        assert r.status_code == 200 and r.json()["errors"]["0"]["status"] == 422, r.text
-        _assert_refused(r.json()["errors"]["0"]["error"]["message"], refusal)
-    else:
-        assert r.status_code == 422, r.text
-        _assert_refused(r.json()["message"], columnar)
+    _assert_columnar_answer(r, refusal, "columns")
 
 
 @pytest.mark.parametrize(("name", "make", "refusal"), CASES, ids=IDS)
@@ -174,14 +178,7 @@ def test_http_binary_columns(client: TestClient, good: dict[str, Any], name: str
     body = struct.pack(f"<{len(feats)}d", *(float(v) for v in feats.values()))
     r = client.post(f"{API}/predict/columns/binary", params=params, content=body,
                     headers={"content-type": "application/octet-stream"})
-    if refusal is None:
-        assert r.status_code == 200 and not r.json()["errors"], r.text
-    elif refusal[1] == contract.NOT_FINITE:
-        assert r.status_code == 200 and r.json()["errors"]["0"]["status"] == 422, r.text
-        _assert_refused(r.json()["errors"]["0"]["error"]["message"], refusal)
-    else:
-        assert r.status_code == 422, r.text
-        _assert_refused(r.json()["message"], refusal)
+    _assert_columnar_answer(r, refusal, "features")
 
 
 def test_the_table_covers_every_rule() -> None:
