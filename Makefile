@@ -38,18 +38,22 @@ lint: install
 	$(BIN)/ruff check serve_ml tests
 	$(BIN)/mypy
 
-# The unit tier runs in a random order (pytest-randomly; the seed is printed, rerun one
-# with --randomly-seed=N). The tiers on the shared real cluster run in
-# collection order: conftest.py puts tests that start their own cluster first.
+# Every tier runs in a random order (pytest-randomly; the seed is printed, rerun one
+# with -p randomly --randomly-seed=N). Tests that start a Ray cluster of their own run
+# in a pytest process of their own: one process can be the driver of one cluster only,
+# and the other tiers share one real cluster for the whole session.
+CLUSTER_TIERS := tests/integration tests/e2e tests/faults
+
 test: install test-deps lint
 	$(BIN)/python -m pytest -q -p randomly tests/unit
-	$(BIN)/python -m pytest -q -p no:randomly tests/integration tests/e2e tests/faults
+	$(BIN)/python -m pytest -q -p randomly -m "not own_cluster" $(CLUSTER_TIERS)
+	$(BIN)/python -m pytest -q -p randomly -m own_cluster $(CLUSTER_TIERS)
 
 test-unit: install
 	$(BIN)/python -m pytest -q -p randomly tests/unit
 
 test-integration: install test-deps
-	$(BIN)/python -m pytest -q -p no:randomly tests/integration
+	$(BIN)/python -m pytest -q -p randomly -m "not own_cluster" tests/integration
 
 # wrk is the load generator the benchmarks prefer (C, light on a 2-core machine);
 # without it they fall back to the project's own aiohttp client.

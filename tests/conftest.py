@@ -49,9 +49,3 @@ def root_copy(tmp_path: Path) -> Path:
     dst = tmp_path / "root"
     shutil.copytree(DEMO_ROOT, dst)
     return dst
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Tests that start their own Ray cluster run first, before the session's shared
-    cluster exists: Serve's HAProxy binds fixed ports, so two clusters cannot coexist."""
-    items.sort(key=lambda item: 0 if item.get_closest_marker("own_cluster") else 1)

@@ -1,6 +1,6 @@
 """`serve-ml up` as a new user runs it, then the whole stack restarted (`serve-ml down`, then `serve-ml up` on the same state
 directory): live versions, pins and open alerts are as they were. Starts its own
-cluster, so it runs before the session's shared one (marker ``own_cluster``)."""
+cluster (marker ``own_cluster``: a pytest process apart from the shared cluster's)."""
 
 from __future__ import annotations
 
