@@ -16,11 +16,11 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 import serve_ml
 from serve_ml.bundles import kinds
@@ -55,7 +55,8 @@ class BuildSpec(BaseModel):
     power_range_kw: tuple[float, float]
     default_power: bool = False
     power_source: PowerFromFeature | PowerFromTorqueSpeed | None = None
-    modalities: dict[str, list[str]] = Field(min_length=1)
+    modalities: dict[str, list[str]] = Field(
+        default_factory=dict, description="Gates: modality -> features. None: a classifier-only bundle.")
     kind: str = Field(default="dense_autoencoder", description="Model kind of every modality (serve_ml.bundles.kinds).")
     hidden: dict[str, list[int]] = Field(default_factory=dict, description="Per-modality encoder widths.")
     classifier: bool = True
@@ -63,7 +64,11 @@ class BuildSpec(BaseModel):
         default=None, description="Classifier inputs (raw or derived); default: every modality feature.")
     derived: list[DerivedFeature] = Field(default_factory=list, description="Features the bundle computes.")
     classifier_depth: int = Field(default=4, ge=1, le=12, description="XGBoost max_depth.")
-    classifier_rounds: int = Field(default=150, ge=1, le=5000, description="XGBoost boosting rounds.")
+    classifier_rounds: int = Field(default=150, ge=1, le=5000,
+                                   description="XGBoost boosting rounds (random forest: trees).")
+    classifier_mode: Literal["boosted", "random_forest"] = Field(
+        default="boosted", description="Gradient boosting, or XGBoost's random-forest mode (one round of "
+        "parallel trees on bootstrap rows); both saved as XGBoost JSON.")
     normal_label: str = Field(default="none", description="The label of normal rows.")
     seed: int = 0
     epochs: int = Field(default=60, ge=1)
@@ -71,6 +76,14 @@ class BuildSpec(BaseModel):
     threshold_rule: ThresholdRule = Field(default_factory=Quantile,
                                           description="How each gate's threshold is set (bundles.thresholds).")
     warmup_rows: int = Field(default=16, ge=1)
+
+    @model_validator(mode="after")
+    def _something_to_build(self) -> BuildSpec:
+        if not self.modalities and not self.classifier:
+            raise ValueError("nothing to build: give at least one modality, or a classifier")
+        if not self.modalities and not self.classifier_features:
+            raise ValueError("a classifier-only bundle needs its classifier features named")
+        return self
 
 
 def _splits(n: int, rng: np.random.Generator, fractions: tuple[float, ...]) -> list[np.ndarray]:
@@ -204,7 +217,8 @@ def _train_classifier(spec: BuildSpec, columns: dict[str, np.ndarray], labels: n
     y = np.array([cidx[c] for c in labels[labelled]])
     progress(f"  [classifier] XGBoost on {len(labelled)} labelled rows, thresholds calibrated out of fold")
     fit = fit_classifier(np.column_stack([columns[f] for f in feats])[labelled], y, classes, 0, seed=spec.seed,
-                         max_depth=spec.classifier_depth, rounds=spec.classifier_rounds)
+                         max_depth=spec.classifier_depth, rounds=spec.classifier_rounds,
+                         random_forest=spec.classifier_mode == "random_forest")
     fit.booster.save_model(str(bdir / "xgb.json"))
     pred, truth = np.asarray(classes)[fit.oof_labels], labels[labelled]
     faults = classes[1:]
@@ -215,7 +229,8 @@ def _train_classifier(spec: BuildSpec, columns: dict[str, np.ndarray], labels: n
         "classifier_f1_by_fault": {c: round(_f1(truth, pred, c), 4) for c in faults},
     }
     return ({"kind": "xgboost", "file": "xgb.json", "features": feats, "classes": classes,
-             "normal_class": spec.normal_label, "fault_thresholds": fit.thresholds}, metrics)
+             "normal_class": spec.normal_label, "fault_thresholds": fit.thresholds, "mode": spec.classifier_mode},
+            metrics)
 
 
 def _manifest(spec: BuildSpec, modalities: dict[str, Any], classifier: dict[str, Any] | None, data: str,

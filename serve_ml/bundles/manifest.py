@@ -99,6 +99,8 @@ class Classifier(_Strict):
     features: list[str] = Field(min_length=1, description="Input feature names, in order.")
     classes: list[str] = Field(min_length=2, description="Class labels by output index.")
     normal_class: str = Field(default="none", description="The label meaning 'no fault'.")
+    mode: Literal["boosted", "random_forest"] = Field(
+        default="boosted", description="How the trees were grown (the file format is the same).")
     fault_thresholds: dict[str, float] | None = Field(
         default=None,
         description="Per fault class, the probability at or above which a row is that fault (the most "
@@ -202,7 +204,9 @@ class Manifest(_Strict):
         default_factory=list, max_length=64,
         description="Features the server computes from the reading's own (serve_ml.bundles.derived); "
                     "modalities and the classifier may use them, clients do not send them.")
-    modalities: dict[str, Modality] = Field(min_length=1)
+    modalities: dict[str, Modality] = Field(
+        default_factory=dict, description="The anomaly gates, one per sensor modality; none in a classifier-only "
+        "bundle, which then needs a classifier.")
     classifier: Classifier | None = None
     rul: RulHead | None = Field(default=None, description="Reserved for a RUL head.")
     warmup: Warmup | None = None
@@ -246,6 +250,8 @@ class Manifest(_Strict):
         low, high = self.power_range_kw
         if not (math.isfinite(low) and low >= 0 and high > low):
             raise ValueError("power_range_kw must be [low, high) with 0 <= low < high")
+        if not self.modalities and self.classifier is None:
+            raise ValueError("a bundle needs at least one modality or a classifier")
         referenced = {m.weights for m in self.modalities.values()}
         if self.classifier:
             referenced.add(self.classifier.file)

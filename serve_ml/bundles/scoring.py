@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from serve_ml.bundles.classifier import FaultClassifier
 from serve_ml.bundles.derived import derive
 from serve_ml.bundles.loader import Bundle
 from serve_ml.core.errors import FeatureError, ServeMLError
@@ -60,6 +61,14 @@ def check_feature_names(bundle: Bundle, names: frozenset[str]) -> list[str]:
     derived = {d.name: d for d in bundle.manifest.derived}
     for name in names - bundle.known_features - derived.keys():
         problems[name] = "unknown feature for this bundle"
+    if not bundle.modalities:  # classifier-only: the classifier is the verdict, so it needs every input
+        needs = bundle.classifier.spec.features  # type: ignore[union-attr]
+        for f in needs:
+            if f not in names and f not in derived:
+                problems[f] = f"missing (the classifier needs {', '.join(needs)})"
+        if problems:
+            raise FeatureError(problems)
+        return []
     present: list[str] = []
     for mod in bundle.modalities.values():
         have = names.intersection(mod.features)
@@ -115,6 +124,17 @@ def score_group(
 
     ran, reason, probs, labels = False, None, None, None
     clf = bundle.classifier
+    if not bundle.modalities:
+        # A classifier-only bundle has no other verdict, so its classifier always runs:
+        # anomaly is a fault label, score the probability of any fault.
+        probs, labels = _classify(clf, columns, bad)  # type: ignore[arg-type]
+        normal = clf.spec.classes.index(clf.spec.normal_class)  # type: ignore[union-attr]
+        anomaly = labels != normal
+        score = 1.0 - probs[:, normal]
+        if bad:
+            score[list(bad)] = 0.0
+            anomaly[list(bad)] = False
+        return GroupScore(bundle, n, score, anomaly, mods, True, None, probs, bad, labels)
     if not enable_xgb:
         reason = XGB_DISABLED if clf is not None else XGB_ABSENT
     elif clf is None:
@@ -124,13 +144,18 @@ def score_group(
         if missing:
             reason = f"classifier features missing: {', '.join(missing)}"
         else:
-            x = np.column_stack([columns[f] for f in clf.spec.features])
-            if bad:
-                x[list(bad)] = 0.0
-            probs = clf.predict_proba(x)
-            labels = clf.labels(probs)
+            probs, labels = _classify(clf, columns, bad)
             ran = True
     return GroupScore(bundle, n, score, anomaly, mods, ran, reason, probs, bad, labels)
+
+
+def _classify(clf: FaultClassifier, columns: Mapping[str, np.ndarray],
+              bad: Mapping[int, object]) -> tuple[np.ndarray, np.ndarray]:
+    x = np.column_stack([columns[f] for f in clf.spec.features])
+    if bad:
+        x[list(bad)] = 0.0  # keep the maths finite; these rows get an error, not a verdict
+    probs = clf.predict_proba(x)
+    return probs, clf.labels(probs)
 
 
 def _non_finite_rows(columns: Mapping[str, np.ndarray], n: int) -> dict[int, dict[str, str]]:

@@ -30,6 +30,12 @@ def register(bsub: argparse._SubParsersAction) -> None:
     b.add_argument("--normal-label", help="label of normal rows (default 'none', or 0 for a 0/1 column)")
     b.add_argument("--sep", help="CSV delimiter (default: sniffed among , ; tab |)")
     b.add_argument("--no-classifier", action="store_true", help="gate-only bundle (no xgb.json)")
+    b.add_argument("--classifier-only", action="store_true",
+                   help="no gate: the classifier alone answers (its features: --classifier-features, else the "
+                        "modalities' features)")
+    b.add_argument("--classifier-mode", choices=["boosted", "random_forest"], default="boosted",
+                   help="gradient boosting, or XGBoost's random-forest mode (trees = --classifier-rounds)")
+    b.add_argument("--classifier-rounds", type=int, default=150, help="boosting rounds (random forest: trees)")
     b.add_argument("--power-feature", help="the feature holding power in kW (default: from torque_nm and "
                    "speed_rpm when the data has both, else none)")
     b.add_argument("--threshold-quantile", type=float,
@@ -117,6 +123,11 @@ def _build(args: argparse.Namespace) -> int:
         derived = list(AI4I_DERIVED)
     clf_feats = (args.classifier_features.split(",") if args.classifier_features
                  else list(AI4I_CLASSIFIER_FEATURES) if ai4i else None)
+    if args.classifier_only:
+        if args.no_classifier:
+            return fail("--classifier-only and --no-classifier contradict each other")
+        clf_feats = clf_feats or list(dict.fromkeys(f for fs in mods.values() for f in fs))
+        mods = {}
     derived_names = {d.name for d in derived}
     wanted = [f for f in dict.fromkeys([*(f for fs in mods.values() for f in fs), *(clf_feats or []),
                                         *raw_inputs(derived)]) if f not in derived_names]
@@ -146,6 +157,7 @@ def _build(args: argparse.Namespace) -> int:
         spec = BuildSpec(equipment_id=args.equipment_id, power=args.power, model_version=args.model_version,
                          power_range_kw=(lo, hi), default_power=args.default_power, power_source=power_source,
                          modalities=mods, classifier=not args.no_classifier, seed=args.seed, epochs=args.epochs,
+                         classifier_mode=args.classifier_mode, classifier_rounds=args.classifier_rounds,
                          derived=derived, classifier_features=clf_feats, batch_size=args.batch_size,
                          threshold_rule=rule,
                          hidden={m: hidden for m in mods} if hidden else {})
