@@ -38,22 +38,27 @@ lint: install
 	$(BIN)/ruff check serve_ml tests
 	$(BIN)/mypy
 
-# Every tier runs in a random order (pytest-randomly; the seed is printed, rerun one
-# with -p randomly --randomly-seed=N). Tests that start a Ray cluster of their own run
-# in a pytest process of their own: one process can be the driver of one cluster only,
-# and the other tiers share one real cluster for the whole session.
+# Every tier runs in a random order, from one seed printed first: `make test SEED=N`
+# repeats an order. Tests that start a Ray cluster of their own run in a pytest
+# process of their own: one process can be the driver of one cluster only, and the
+# other tiers share one real cluster for the whole session.
+ifndef SEED
+SEED := $(shell od -An -N4 -tu4 /dev/urandom | tr -d ' ')
+endif
+RANDOM_ORDER = -p randomly --randomly-seed=$(SEED)
 CLUSTER_TIERS := tests/integration tests/e2e tests/faults
 
 test: install test-deps lint
-	$(BIN)/python -m pytest -q -p randomly tests/unit
-	$(BIN)/python -m pytest -q -p randomly -m "not own_cluster" $(CLUSTER_TIERS)
-	$(BIN)/python -m pytest -q -p randomly -m own_cluster $(CLUSTER_TIERS)
+	@echo "test order: seed $(SEED) (repeat with: make test SEED=$(SEED))"
+	$(BIN)/python -m pytest -q $(RANDOM_ORDER) tests/unit
+	$(BIN)/python -m pytest -q $(RANDOM_ORDER) -m "not own_cluster" $(CLUSTER_TIERS)
+	$(BIN)/python -m pytest -q $(RANDOM_ORDER) -m own_cluster $(CLUSTER_TIERS)
 
 test-unit: install
-	$(BIN)/python -m pytest -q -p randomly tests/unit
+	$(BIN)/python -m pytest -q $(RANDOM_ORDER) tests/unit
 
 test-integration: install test-deps
-	$(BIN)/python -m pytest -q -p randomly -m "not own_cluster" tests/integration
+	$(BIN)/python -m pytest -q $(RANDOM_ORDER) -m "not own_cluster" tests/integration
 
 # wrk is the load generator the benchmarks prefer (C, light on a 2-core machine);
 # without it they fall back to the project's own aiohttp client.

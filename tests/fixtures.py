@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -73,14 +74,20 @@ def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
 
 
 @pytest.fixture(scope="session")
-def stack(cluster, serve_root: Path, mosquitto: int, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    s = Settings(root=serve_root, state_dir=tmp_path_factory.mktemp("state"), batch_wait_ms=50,
+def stack(cluster, serve_root: Path, mosquitto: int) -> Iterator[Stack]:
+    # Not under pytest's basetemp: the embedded PostgreSQL runs as another user, so its
+    # data directory's parents must stay traversable, and pytest makes its basetemp
+    # private again whenever a pytest process starts (a restart of the server in a
+    # fault test would then be refused).
+    state_dir = Path(tempfile.mkdtemp(prefix="serve-ml-test-state-"))
+    s = Settings(root=serve_root, state_dir=state_dir, batch_wait_ms=50,
                  alert_resolve_after=5, mqtt_url=f"mqtt://127.0.0.1:{mosquitto}", stream_consumers=1)
     st = start_stack(s)
     try:
         yield st
     finally:
         st.stop()
+        shutil.rmtree(state_dir, ignore_errors=True)
 
 
 def replica_actors(app: str, deployment: str = "") -> list[dict]:

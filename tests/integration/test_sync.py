@@ -48,17 +48,19 @@ def test_sync_new_version_goes_live_on_both_paths(http: httpx.Client, serve_root
 
 
 def test_corrupt_bundle_rejected_and_live_version_kept(http: httpx.Client, serve_root: Path) -> None:
-    src = serve_root / "pump-03" / "7.5kW" / "1.1.0"
-    bad = serve_root / "pump-03" / "7.5kW" / "1.2.0"
+    live = version_of(http, "pump-03", "7.5kW", bulk=False)  # whatever other tests made live
+    src = serve_root / "pump-03" / "7.5kW" / live
+    bad = serve_root / "pump-03" / "7.5kW" / "9.9.0"
     shutil.copytree(src, bad)
-    manifest = (bad / "manifest.json").read_text().replace('"model_version": "1.1.0"', '"model_version": "1.2.0"')
+    manifest = (bad / "manifest.json").read_text().replace(f'"model_version": "{live}"', '"model_version": "9.9.0"')
     (bad / "manifest.json").write_text(manifest)
     (bad / "thermal.pt").write_bytes(b"garbage")
     report = http.post("/sync", headers=ADMIN).json()
-    assert [r for r in report["rejected"] if r["path"].endswith("1.2.0")][0]["reason"].startswith("checksum mismatch")
-    assert version_of(http, "pump-03", "7.5kW", bulk=False) == "1.1.0"
-    assert version_of(http, "pump-03", "7.5kW", bulk=True) == "1.1.0"
+    assert [r for r in report["rejected"] if r["path"].endswith("9.9.0")][0]["reason"].startswith("checksum mismatch")
+    assert version_of(http, "pump-03", "7.5kW", bulk=False) == live
+    assert version_of(http, "pump-03", "7.5kW", bulk=True) == live
     shutil.rmtree(bad)
+    http.post("/sync", headers=ADMIN)  # forget the rejected directory, for the tests after this one
     assert sha256_file(src / "thermal.pt")  # the live bundle's files are untouched
 
 
