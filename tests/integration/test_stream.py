@@ -50,7 +50,9 @@ def test_malformed_messages_dead_lettered_good_ones_stored(stack: Stack) -> None
             "unknown equipment_id 'ghost'",
         orjson.dumps({"equipment_id": "press-02", "ts": t0.isoformat(), "power": "7.5kW",
                       "features": {"air_temp_k": 300.0}}): "process_temp_k: missing",
-        b'{"equipment_id": "press-02", "ts": 1, "features": {"x": NaN}}': "not valid JSON",
+        b'{"equipment_id": "press-02", "ts": "' + t0.isoformat().encode() + b'", "features": {"x": NaN}}':
+            "features.x: not a finite number",
+        b'{"equipment_id": "press-02", "ts": "' + t0.isoformat().encode() + b'", "features": {"x": 1}': "not valid JSON",
         b'{"equipment_id": "press-02", "features": {"x": 1}, "ts": "' + b"9" * 70000 + b'"}': "limit is 65536",
     }
     values = [(b"press-02", good[0]), *[(b"k", v) for v in bad], (b"press-02", good[1]), (b"press-02", good[2])]
