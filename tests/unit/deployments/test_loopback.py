@@ -8,7 +8,9 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from serve_ml.deployments.loopback import _narrowed, write_haproxy_wrapper
+import pytest
+
+from serve_ml.deployments.loopback import _narrowed, haproxy_binary, write_haproxy_wrapper
 
 # The bind lines of Ray 2.60's HAProxy template, as rendered with an operator who
 # chose to serve HTTP on every interface.
@@ -72,3 +74,19 @@ def test_wildcard_grpc_addresses_are_narrowed_to_loopback() -> None:
     assert _narrowed("0.0.0.0:9000") == "127.0.0.1:9000"
     assert _narrowed("10.1.2.3:9000") == "10.1.2.3:9000"
     assert _narrowed("127.0.0.1:0") == "127.0.0.1:0"
+
+
+def test_the_real_haproxy_is_found_past_a_wrapper_left_in_the_environment(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # a process that starts a second cluster still has the first one's wrapper in its environment
+    real = haproxy_binary()
+    wrapper = write_haproxy_wrapper(tmp_path, real, (8404, 9101))
+    monkeypatch.setenv("RAY_SERVE_HAPROXY_BINARY_PATH", str(wrapper))
+    assert haproxy_binary() == real
+    wrapper.unlink()  # and that cluster's private directory is gone
+    assert haproxy_binary() == real
+    own = tmp_path / "operators-haproxy"
+    own.write_text("#!/bin/sh\nexec true\n")
+    own.chmod(0o700)
+    monkeypatch.setenv("RAY_SERVE_HAPROXY_BINARY_PATH", str(own))
+    assert haproxy_binary() == str(own)  # an operator's own choice is kept
