@@ -125,14 +125,13 @@ class Settings(BaseSettings):
 
     stream_consumers: int = Field(default=2, ge=0, le=16)
     """Stream scorer actors in the consumer group (0: no stream scoring). Each takes a
-    share of the features topic's 4 partitions; on a 2-core machine one actor
-    commits ~80k readings/s and two ~115k (``serve-ml bench stream``)."""
+    share of the features topic's 4 partitions; what one and two commit on a 2-core
+    machine is in BENCHMARKS.md (``serve-ml bench stream``)."""
 
     batch_max_records: int = Field(default=10_000, ge=1, le=100_000)
     """Largest micro-batch the stream scorer takes from Kafka. Bigger batches spread the
-    per-transaction cost (round trips, WAL flush) over more readings: on the 2-core
-    reference machine 5,000 -> 10,000 took end to end from 38k to 42k readings/s;
-    at low rates batches stay small anyway (``batch_wait_ms`` bounds them)."""
+    per-transaction cost (round trips, WAL flush) over more readings; at low rates
+    batches stay small anyway (``batch_wait_ms`` bounds them)."""
 
     batch_wait_ms: int = Field(default=100, ge=1)
     """Longest wait for a micro-batch to fill; also the longest a broker may hold a
