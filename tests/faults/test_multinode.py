@@ -204,6 +204,9 @@ def test_losing_a_worker_node_under_load_loses_no_reading(tmp_path: Path) -> Non
             stack.stop()
         if cluster is not None:
             cluster.stop()
+        # `ray start` also leaves a monitor and log monitors behind, parented to init:
+        # everything whose command line names this test's temp dir is this test's.
+        started += [p for p in psutil.process_iter(["cmdline"]) if str(temp_dir) in " ".join(p.info["cmdline"] or [])]
         for p in started:
             if p.is_running():
                 p.kill()
