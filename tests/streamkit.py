@@ -11,10 +11,11 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from serve_ml.bench.producer import SteadyProducer
+from serve_ml.pipelines.simulator import Machine, run_kafka
 from serve_ml.pipelines.stack import Stack
 
-__all__ = ["SteadyProducer", "consume_all", "count", "locate", "now", "produce_raw", "q", "report", "stored_times",
-           "wait_count", "wait_stored"]
+__all__ = ["SteadyProducer", "consume_all", "count", "locate", "now", "produce_raw", "q", "report",
+           "resolve_open_alerts", "stored_times", "wait_count", "wait_stored"]
 
 
 def q(stack: Stack, sql: str, *args):
@@ -44,6 +45,21 @@ def wait_count(stack: Stack, table: str, eq: str, since: dt.datetime, n: int, ti
             return count(stack, table, eq, since)
         time.sleep(0.3)
     return got
+
+
+def resolve_open_alerts(stack: Stack, machine: Machine, timeout_s: float = 90) -> None:
+    """Stream ``machine``'s readings (a normal profile) until it has no open alert.
+
+    Tests share one database and run in random order: an alert another test left
+    open would absorb this test's anomalies instead of a new alert opening."""
+    deadline, seed = time.monotonic() + timeout_s, 100
+    assert machine.profile == "normal", machine
+    while q(stack, "SELECT 1 FROM serve_ml_alerts WHERE equipment_id = $1 AND status = 'open'", machine.equipment_id):
+        assert time.monotonic() < deadline, f"an alert on {machine.equipment_id} stayed open"
+        asyncio.run(run_kafka(stack.bootstrap, stack.settings.features_topic, [machine], 0,
+                              total=stack.settings.alert_resolve_after * 2, seed=seed))
+        seed += 1
+        time.sleep(1.0)
 
 
 def produce_raw(stack: Stack, topic: str, values: list[tuple[bytes, bytes]]) -> None:

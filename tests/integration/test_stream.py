@@ -13,7 +13,7 @@ import pytest
 
 from serve_ml.pipelines.simulator import Machine, run_kafka, run_mqtt
 from serve_ml.pipelines.stack import Stack
-from tests.streamkit import consume_all, count, now, produce_raw, q, wait_count
+from tests.streamkit import consume_all, count, now, produce_raw, q, resolve_open_alerts, wait_count
 
 pytestmark = pytest.mark.integration
 
@@ -66,6 +66,7 @@ def test_malformed_messages_dead_lettered_good_ones_stored(stack: Stack) -> None
 
 
 def test_anomaly_opens_exactly_one_alert_and_one_message(stack: Stack) -> None:
+    resolve_open_alerts(stack, Machine("mill-01", "7.5kW", ai4i=True))
     t0 = now()
     asyncio.run(run_kafka(stack.bootstrap, stack.settings.features_topic,
                           [Machine("mill-01", "7.5kW", "heat_dissipation", ai4i=True)], 0, total=50, seed=7))

@@ -4,6 +4,7 @@ and bulk (equipment deployment) paths."""
 
 from __future__ import annotations
 
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -56,9 +57,17 @@ def test_swap_under_load(cluster, http: httpx.Client, serve_root: Path) -> None:
         assert len(switches) == 1, (path, switches)  # never flips back
 
 
-def test_every_dashboard_metric_is_exported(cluster, http: httpx.Client) -> None:
-    """Runs after a swap, so swap and live-version series exist too."""
+def test_every_dashboard_metric_is_exported(cluster, http: httpx.Client, serve_root: Path) -> None:
+    """Makes a swap of its own first, whatever ran before: a power bucket that
+    appears and goes again, so what is live afterwards is what it was before."""
     from tests.dashboard import dashboard_metrics
+
+    build_sim_bundle(serve_root, "mill-01", "11kW", "1.0.0", power_range_kw=(500.0, 600.0), epochs=2)
+    try:
+        assert http.post("/sync", headers=ADMIN).json()["added"] == ["mill-01/11kW/1.0.0"]
+    finally:
+        shutil.rmtree(serve_root / "mill-01" / "11kW")
+        assert http.post("/sync", headers=ADMIN).json()["removed"] == ["mill-01/11kW/1.0.0"]
 
     http.post("/predict/bulk", json={"readings": [{"equipment_id": "press-02", "power": "7.5kW",
                                                    "features": sim_rows("overstrain", 1, "7.5kW")[0]}] * 5})
