@@ -83,7 +83,7 @@ def join_env(settings: Settings) -> dict[str, str]:
     cluster a start made with ``settings``: the token, and on a loopback cluster Ray's
     single-machine mode (otherwise the client looks for its node on the host's
     outward address and never finds it)."""
-    env = ray_client_env(ray_token_path(settings)) if settings.ray_auth else {}
+    env = ray_client_env(ray_token_path(settings)) if settings.ray_auth else {"RAY_AUTH_MODE": "disabled"}
     if settings.ray_loopback:
         env.update(SINGLE_MACHINE_ENV)
     return env
@@ -212,20 +212,21 @@ def start_cluster(
     http_port = http_port or settings.http_port
     metrics_port = metrics_port or free_port()
     t0 = time.monotonic()
-    if settings.ray_address:
-        ctx = ray.init(address=settings.ray_address, namespace="serve")
-    else:
-        runtime_env = {"worker_process_setup_hook": SETUP_HOOK} if loopback else None
-        ctx = ray.init(num_cpus=num_cpus, include_dashboard=dashboard, dashboard_port=dashboard_port,
-                       _node_ip_address="127.0.0.1", _metrics_export_port=metrics_port,
-                       namespace="serve", log_to_driver=False, runtime_env=runtime_env)
     try:
+        if settings.ray_address:
+            ctx = ray.init(address=settings.ray_address, namespace="serve")
+        else:
+            runtime_env = {"worker_process_setup_hook": SETUP_HOOK} if loopback else None
+            ctx = ray.init(num_cpus=num_cpus, include_dashboard=dashboard, dashboard_port=dashboard_port,
+                           _node_ip_address="127.0.0.1", _metrics_export_port=metrics_port,
+                           namespace="serve", log_to_driver=False, runtime_env=runtime_env)
         _restore_live_state(settings)
         serve.start(http_options={"host": settings.http_host, "port": http_port})
         serve.run(build_graph(app_args, settings), name=APP_NAME, route_prefix="/")
         register_recipe(settings, app_args)
     except BaseException:
         ray.shutdown()
+        single_machine(False)  # a later start in this process may not want it
         if private_dir is not None:
             shutil.rmtree(private_dir, ignore_errors=True)
         raise

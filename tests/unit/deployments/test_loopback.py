@@ -90,3 +90,21 @@ def test_the_real_haproxy_is_found_past_a_wrapper_left_in_the_environment(
     own.chmod(0o700)
     monkeypatch.setenv("RAY_SERVE_HAPROXY_BINARY_PATH", str(own))
     assert haproxy_binary() == str(own)  # an operator's own choice is kept
+
+
+@pytest.mark.parametrize(("auth", "loopback"), [(True, True), (True, False), (False, True), (False, False)])
+def test_join_env_matches_what_the_cluster_was_started_with(tmp_path: Path, auth: bool, loopback: bool) -> None:
+    """A client on this machine joins with the same authentication mode and address
+    mode as the Ray processes of the start (``ray_env``, and ``single_machine`` on a
+    loopback start); Ray refuses a mismatch."""
+    from serve_ml.core.settings import Settings
+    from serve_ml.deployments.launch import join_env, ray_env
+    from serve_ml.deployments.loopback import SINGLE_MACHINE_ENV
+
+    settings = Settings(state_dir=tmp_path, ray_auth=auth, ray_loopback=loopback)
+    started = ray_env(settings, tmp_path)
+    joined = join_env(settings)
+    assert joined["RAY_AUTH_MODE"] == started["RAY_AUTH_MODE"] == ("token" if auth else "disabled")
+    assert joined.get("RAY_AUTH_TOKEN_PATH") == started.get("RAY_AUTH_TOKEN_PATH")
+    for key, value in SINGLE_MACHINE_ENV.items():
+        assert (joined.get(key) == value) is loopback
