@@ -9,8 +9,9 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 from serve_ml.bundles.builder import BuildSpec, build_bundle
-from serve_ml.bundles.demo import TORQUE_SPEED
+from serve_ml.bundles.demo import RANGES, TORQUE_SPEED
 from serve_ml.bundles.simulation import MECHANICAL, THERMAL, MachineSpec, simulate_dataset
+from serve_ml.bundles.thresholds import Quantile
 from serve_ml.core.settings import REPO_ROOT
 
 pytest_plugins = ["tests.fixtures"]
@@ -41,6 +42,24 @@ def build_sim_bundle(root: Path, equipment_id: str, power: str, version: str, *,
 @pytest.fixture(scope="session")
 def demo_root() -> Path:
     return DEMO_ROOT
+
+
+@pytest.fixture(scope="session")
+def cascade_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo fleet's press-02 and pump-03 shapes, rebuilt small, press-02 with a
+    gate_then_classify cascade whose gates flag about half the normal rows, so both
+    of the cascade's branches see many rows."""
+    root = tmp_path_factory.mktemp("cascade")
+    for power, rng in RANGES.items():
+        cols, labels = simulate_dataset(600, 40, spec=MachineSpec.for_power(power), seed=3)
+        for eq, classifier in (("press-02", True), ("pump-03", False)):
+            spec = BuildSpec(equipment_id=eq, power=power, model_version="1.0.0", power_range_kw=rng,
+                             default_power=eq == "pump-03" and power == "7.5kW", power_source=TORQUE_SPEED,
+                             modalities=MODS, classifier=classifier, seed=3, epochs=4,
+                             cascade="gate_then_classify" if classifier else "always",
+                             threshold_rule=Quantile(q=0.6), classifier_rounds=20)
+            build_bundle(spec, cols, labels, root, data="simulator:test", progress=lambda _m: None)
+    return root
 
 
 @pytest.fixture()

@@ -162,7 +162,7 @@ class _TallyMetrics(Metrics):
     def replica_fallback(self, equipment: str) -> None:
         pass
 
-    def record(self, outcome: Any, modal: Any, clf: Any, elapsed_ms: float) -> None:
+    def record(self, outcome: Any, modal: Any, clf: Any, elapsed_ms: float, classifier_s: Any = None) -> None:
         pass
 
     def catalog(self, bundles: Iterable[Any], live: dict[tuple[str, str], str], old_live: dict) -> None:

@@ -39,6 +39,11 @@ from serve_ml.bundles.thresholds import Quantile, ThresholdRule
 
 Progress = Callable[[str], None]
 
+CASCADE_F1_TOLERANCE = 0.01
+"""'auto' keeps the gate in front of the classifier unless that costs more than this
+much binary F1 (fault vs none) on the rows the builder can judge fairly: held-out
+normal rows and every fault row, with the classifier's out-of-fold predictions."""
+
 
 def _stderr(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
@@ -69,6 +74,9 @@ class BuildSpec(BaseModel):
     classifier_mode: Literal["boosted", "random_forest"] = Field(
         default="boosted", description="Gradient boosting, or XGBoost's random-forest mode (one round of "
         "parallel trees on bootstrap rows); both saved as XGBoost JSON.")
+    cascade: Literal["auto", "always", "gate_then_classify"] = Field(
+        default="auto", description="When the classifier runs (manifest 'cascade'). 'auto': gate_then_classify, "
+        "unless the gate would hide faults the classifier finds (see CASCADE_F1_TOLERANCE).")
     normal_label: str = Field(default="none", description="The label of normal rows.")
     seed: int = 0
     epochs: int = Field(default=60, ge=1)
@@ -83,6 +91,8 @@ class BuildSpec(BaseModel):
             raise ValueError("nothing to build: give at least one modality, or a classifier")
         if not self.modalities and not self.classifier_features:
             raise ValueError("a classifier-only bundle needs its classifier features named")
+        if self.cascade == "gate_then_classify" and not (self.modalities and self.classifier):
+            raise ValueError("cascade gate_then_classify needs a gate (a modality) and a classifier")
         return self
 
 
@@ -148,7 +158,7 @@ def build_bundle(
     bdir.mkdir(parents=True)
     try:
         modalities = _train_gates(spec, kind, columns, rows, bdir, progress)
-        classifier, clf_metrics = _train_classifier(spec, columns, labels, rows, bdir, progress)
+        classifier, clf_metrics, oof = _train_classifier(spec, columns, labels, rows, bdir, progress)
         manifest = _manifest(spec, modalities, classifier, data, data_sha256)
         bundle = _write_and_load(bdir, staging, manifest)
         for name, mod in bundle.modalities.items():  # gates calibrated on held-out normal rows
@@ -157,7 +167,12 @@ def build_bundle(
             manifest["modalities"][name]["threshold_rule"] = spec.threshold_rule.model_dump()
         bundle = _write_and_load(bdir, staging, manifest)
         inputs = {f: columns[f] for f in bundle.known_features if f in columns}  # derived ones are recomputed
-        metrics = {**_measure(bundle, inputs, labels, rows), **clf_metrics}
+        cascade, cascade_metrics = _choose_cascade(spec, bundle, inputs, labels, rows, oof)
+        if cascade != "always":
+            manifest["cascade"] = cascade
+            bundle = _write_and_load(bdir, staging, manifest)
+        progress(f"  [cascade] {cascade}" + (f" ({cascade_metrics['cascade_reason']})" if cascade_metrics else ""))
+        metrics = {**_measure(bundle, inputs, labels, rows), **clf_metrics, **cascade_metrics}
         manifest["provenance"]["metrics"] = metrics
         manifest["warmup"] = _record_warmup(bundle, inputs, rows, spec, bdir)
         _write_and_load(bdir, staging, manifest)
@@ -206,10 +221,18 @@ def _train_gates(spec: BuildSpec, kind: kinds.ModelKind, columns: dict[str, np.n
     return out
 
 
+@dataclass(frozen=True)
+class _OutOfFold:
+    """The classifier's out-of-fold call on each labelled row: fault or not."""
+
+    rows: np.ndarray
+    fault: np.ndarray
+
+
 def _train_classifier(spec: BuildSpec, columns: dict[str, np.ndarray], labels: np.ndarray, rows: _Rows,
-                      bdir: Path, progress: Progress) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+                      bdir: Path, progress: Progress) -> tuple[dict[str, Any] | None, dict[str, Any], _OutOfFold | None]:
     if not spec.classifier or not len(rows.faulty):
-        return None, {}
+        return None, {}, None
     feats = spec.classifier_features or list(dict.fromkeys(f for fs in spec.modalities.values() for f in fs))
     classes = [spec.normal_label, *sorted(set(labels[rows.faulty].tolist()))]
     labelled = np.concatenate([rows.normal, rows.faulty])
@@ -230,7 +253,33 @@ def _train_classifier(spec: BuildSpec, columns: dict[str, np.ndarray], labels: n
     }
     return ({"kind": "xgboost", "file": "xgb.json", "features": feats, "classes": classes,
              "normal_class": spec.normal_label, "fault_thresholds": fit.thresholds, "mode": spec.classifier_mode},
-            metrics)
+            metrics, _OutOfFold(labelled, pred != spec.normal_label))
+
+
+def _choose_cascade(spec: BuildSpec, bundle: Bundle, inputs: dict[str, np.ndarray], labels: np.ndarray,
+                    rows: _Rows, oof: _OutOfFold | None) -> tuple[str, dict[str, Any]]:
+    """The manifest's cascade, and the figures behind the choice.
+
+    Judged on held-out normal rows and every fault row (the gates never trained on
+    a fault), with the classifier's out-of-fold calls: what 'always' would answer
+    against what the cascade would (a fault only where the gate flagged the row too)."""
+    if not bundle.modalities or bundle.classifier is None or oof is None:
+        return "always", {}
+    judged = np.concatenate([rows.test, rows.faulty])
+    where = {int(r): i for i, r in enumerate(oof.rows.tolist())}
+    clf_fault = oof.fault[[where[int(r)] for r in judged]]
+    gate = score_group(bundle, {f: c[judged] for f, c in inputs.items()}, len(judged), enable_xgb=False).anomaly
+    truth = labels[judged] != spec.normal_label
+    f1_always, f1_cascade = binary_f1(truth, clf_fault), binary_f1(truth, clf_fault & gate)
+    if spec.cascade == "auto":
+        chosen = "gate_then_classify" if f1_cascade >= f1_always - CASCADE_F1_TOLERANCE else "always"
+        reason = (f"auto: binary F1 {f1_cascade:.3f} with the gate in front, {f1_always:.3f} without; "
+                  f"tolerance {CASCADE_F1_TOLERANCE}")
+    else:
+        chosen, reason = spec.cascade, "chosen by the builder's caller"
+    return chosen, {"cascade": chosen, "cascade_reason": reason, "cascade_f1_always": round(f1_always, 4),
+                    "cascade_f1_gate_then_classify": round(f1_cascade, 4),
+                    "cascade_gated_fraction": round(float(gate.mean()), 4)}
 
 
 def _manifest(spec: BuildSpec, modalities: dict[str, Any], classifier: dict[str, Any] | None, data: str,

@@ -27,6 +27,9 @@ from serve_ml.core.errors import FeatureError, PayloadTooLarge
 from serve_ml.core.reading import BAD_FEATURE_NAME, MAX_FEATURES, MAX_NAME_CHARS, NOT_A_NUMBER, TOO_MANY_FEATURES
 
 JSON_OPTS = orjson.OPT_SERIALIZE_NUMPY
+CLASSIFIER_S = "classifier_s"
+"""The key of :func:`score_columns`' result holding the classifier's seconds, for the
+caller's metrics; not part of the answer (the caller pops it before sending)."""
 BINARY_DTYPES: dict[str, np.dtype] = {"float64": np.dtype("<f8"), "float32": np.dtype("<f4")}
 
 
@@ -37,9 +40,9 @@ def score_columns(catalog: Catalog, equipment_id: str, power: str | None, versio
     parts = [(sub, _masked(score_group(bundle, columns if sub is None else {f: c[sub] for f, c in columns.items()},
                                        n if sub is None else len(sub), enable_xgb=enable_xgb)))
              for bundle, sub in catalog.resolve(equipment_id, power, version, columns, n)]
-    if len(parts) == 1:
-        return _single(equipment_id, parts[0][1])
-    return _merge(equipment_id, parts, n)
+    out = _single(equipment_id, parts[0][1]) if len(parts) == 1 else _merge(equipment_id, parts, n)
+    out[CLASSIFIER_S] = sum(g.classifier_s for _, g in parts)
+    return out
 
 
 def _masked(g: GroupScore) -> GroupScore:
@@ -60,7 +63,7 @@ def _masked(g: GroupScore) -> GroupScore:
     if probs is not None:
         probs[bad] = np.nan
     return GroupScore(g.bundle, g.n, score, anomaly, mods, g.classifier_ran, g.classifier_reason, probs, g.bad_rows,
-                      g.labels)
+                      g.labels, g.classified, g.classifier_s)
 
 
 def _ident(g: GroupScore) -> tuple[str, str]:
@@ -82,7 +85,12 @@ def _classifier(g: GroupScore) -> dict[str, Any]:
     label = np.asarray(classes, dtype=object)[g.labels]
     if g.bad_rows:
         label[list(g.bad_rows)] = None
-    return {"status": "ran", "classes": classes, "probabilities": probs, "label": label.tolist()}
+    if g.classified is None:
+        return {"status": "ran", "classes": classes, "probabilities": probs, "label": label.tolist()}
+    # A cascade: rows the gate passed have no label, null probabilities, and say so.
+    label[~g.classified] = None
+    return {"status": "ran", "cascade": "gate_then_classify", "classes": classes, "probabilities": probs,
+            "label": label.tolist(), "classified": g.classified}
 
 
 def _single(equipment_id: str, g: GroupScore) -> dict[str, Any]:

@@ -36,7 +36,7 @@ def evaluate(bundle: Bundle, columns: dict[str, np.ndarray], labels: np.ndarray)
     (``none`` normal; anything else a fault)."""
     inputs = {f: np.asarray(c, dtype=np.float64) for f, c in columns.items() if f in bundle.known_features}
     n = len(labels)
-    g = score_group(bundle, inputs, n, enable_xgb=True)
+    g = score_group(bundle, inputs, n, enable_xgb=True, cascade="always")  # the classifier on every row
     ok = np.ones(n, dtype=bool)
     ok[list(g.bad_rows)] = False
     truth = (labels != NORMAL)[ok]
@@ -59,6 +59,10 @@ def evaluate(bundle: Bundle, columns: dict[str, np.ndarray], labels: np.ndarray)
             table.setdefault(t, {}).setdefault(p, 0)
             table[t][p] += 1
         out["classifier"]["confusion_by_class"] = table
+        # What the server answers: under a cascade, a fault only where the gate flagged the row too.
+        cascade = bundle.manifest.cascade
+        served = (pred != normal) & g.anomaly[ok] if cascade == "gate_then_classify" else pred != normal
+        out["served"] = {"cascade": cascade, **binary_report(truth, served)}
     else:
         out["classifier"] = {"status": "skipped", "reason": g.classifier_reason}
     return out
@@ -83,6 +87,7 @@ def format_report(r: dict[str, Any]) -> str:
     clf = r["classifier"]
     if "f1" in clf:
         lines.append(row("classifier", clf))
+        lines.append(row(f"served ({r['served']['cascade']})", r["served"]))
         lines += ["", "classifier recall by fault: " + ", ".join(
             f"{c} {v['detected']}/{v['rows']}" for c, v in clf["by_fault_recall"].items())]
         classes = sorted({p for row_ in clf["confusion_by_class"].values() for p in row_})

@@ -18,6 +18,8 @@ from serve_ml.bundles.derived import DerivedFeature, check_order, raw_inputs
 from serve_ml.bundles.kinds.base import KindSpec
 from serve_ml.bundles.thresholds import ThresholdRule
 
+Cascade = Literal["always", "gate_then_classify"]
+
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 
@@ -208,6 +210,11 @@ class Manifest(_Strict):
         default_factory=dict, description="The anomaly gates, one per sensor modality; none in a classifier-only "
         "bundle, which then needs a classifier.")
     classifier: Classifier | None = None
+    cascade: Cascade = Field(
+        default="always",
+        description="When the classifier runs: on every row ('always'), or only on the rows the gate flags "
+                    "('gate_then_classify': the gate decides which rows are worth a classifier call, and the "
+                    "other rows answer 'skipped'). Needs a gate and a classifier.")
     rul: RulHead | None = Field(default=None, description="Reserved for a RUL head.")
     warmup: Warmup | None = None
     provenance: Provenance
@@ -252,6 +259,8 @@ class Manifest(_Strict):
             raise ValueError("power_range_kw must be [low, high) with 0 <= low < high")
         if not self.modalities and self.classifier is None:
             raise ValueError("a bundle needs at least one modality or a classifier")
+        if self.cascade == "gate_then_classify" and not (self.modalities and self.classifier):
+            raise ValueError("cascade 'gate_then_classify' needs both a gate (a modality) and a classifier")
         referenced = {m.weights for m in self.modalities.values()}
         if self.classifier:
             referenced.add(self.classifier.file)

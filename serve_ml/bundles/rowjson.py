@@ -18,7 +18,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import orjson
 
-from serve_ml.bundles.scoring import GroupScore
+from serve_ml.bundles.scoring import GATE_PASSED, GroupScore
 from serve_ml.core.errors import FeatureError, ServeMLError
 
 _BOOLS = (b"false", b"true")
@@ -74,18 +74,33 @@ def _rows(g: GroupScore) -> list[bytes]:
         else:
             segments.append(head + dumps({"status": "absent", "threshold": s.threshold}))
     segments.append(b'},"classifier":')
-    if g.classifier_ran:
-        probs = g.probabilities
-        labels = [dumps(c) for c in g.bundle.classifier.spec.classes]  # type: ignore[union-attr]
-        segments += [b'{"status":"ran","label":', list(map(labels.__getitem__, g.labels.tolist())),  # type: ignore[union-attr]
-                     b',"probabilities":{']
-        for k, label in enumerate(labels):
-            segments += [(b"," if k else b"") + label + b":", _floats(probs[:, k])]  # type: ignore[index]
-        segments.append(b"}}")
-    else:
+    if not g.classifier_ran:
         segments.append(dumps({"status": "skipped", "reason": g.classifier_reason}))
+    elif g.classified is None:
+        segments += _ran(g, None)
+    else:  # a cascade: the rows the gate passed answer "skipped"
+        rows = np.flatnonzero(g.classified)
+        tokens = [dumps({"status": "skipped", "reason": GATE_PASSED})] * g.n
+        if len(rows):
+            for i, item in zip(rows.tolist(), _interleave(len(rows), [*_ran(g, rows), _ROW_END]), strict=True):
+                tokens[i] = item
+        segments.append(tokens)
     segments.append(b"}" + _ROW_END)
     return _interleave(g.n, segments)
+
+
+def _ran(g: GroupScore, rows: np.ndarray | None) -> list[bytes | list[bytes]]:
+    """The segments of a classifier that ran: for every row, or only for ``rows``."""
+    probs, best = g.probabilities, g.labels
+    if rows is not None:
+        probs, best = probs[rows], best[rows]  # type: ignore[index]
+    labels = [orjson.dumps(c) for c in g.bundle.classifier.spec.classes]  # type: ignore[union-attr]
+    segments: list[bytes | list[bytes]] = [b'{"status":"ran","label":', list(map(labels.__getitem__, best.tolist())),  # type: ignore[union-attr]
+                                           b',"probabilities":{']
+    for k, label in enumerate(labels):
+        segments += [(b"," if k else b"") + label + b":", _floats(probs[:, k])]  # type: ignore[index]
+    segments.append(b"}}")
+    return segments
 
 
 def _interleave(n: int, segments: list[bytes | list[bytes]]) -> list[bytes]:

@@ -7,6 +7,7 @@ row count. A single reading is a group of one.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -16,6 +17,7 @@ import numpy as np
 from serve_ml.bundles.classifier import FaultClassifier
 from serve_ml.bundles.derived import derive
 from serve_ml.bundles.loader import Bundle
+from serve_ml.bundles.manifest import Cascade
 from serve_ml.core.errors import FeatureError, ServeMLError
 from serve_ml.core.reading import NOT_FINITE
 
@@ -23,6 +25,7 @@ Result = dict[str, Any] | ServeMLError
 
 XGB_DISABLED = "disabled: SERVE_ML_ENABLE_XGB is not true"
 XGB_ABSENT = "bundle has no classifier (gate-only)"
+GATE_PASSED = "gate_then_classify: the gate passed this row"
 
 
 @dataclass(slots=True)
@@ -49,6 +52,16 @@ class GroupScore:
     probabilities: np.ndarray | None
     bad_rows: dict[int, dict[str, str]]
     labels: np.ndarray | None = None  # class index per row, by the classifier's decision rule
+    # Rows the classifier ran on (cascade ``gate_then_classify``); None: every row, when
+    # it ran. The other rows' probabilities are NaN and their labels mean nothing.
+    classified: np.ndarray | None = None
+    classifier_s: float = 0.0  # time spent in the classifier
+
+    def classified_rows(self) -> int:
+        """How many rows the classifier ran on."""
+        if not self.classifier_ran:
+            return 0
+        return self.n if self.classified is None else int(np.count_nonzero(self.classified))
 
 
 def check_feature_names(bundle: Bundle, names: frozenset[str]) -> list[str]:
@@ -92,8 +105,13 @@ def score_group(
     n: int,
     *,
     enable_xgb: bool,
+    cascade: Cascade | None = None,
 ) -> GroupScore:
-    """Score ``n`` rows given as float64 ``columns`` (all the same feature names)."""
+    """Score ``n`` rows given as float64 ``columns`` (all the same feature names).
+
+    ``cascade`` overrides the bundle's own (an evaluation measures the classifier on
+    every row as well as what the server answers)."""
+    cascade = cascade or bundle.manifest.cascade
     derived = bundle.manifest.derived
     if derived:
         sent = [d for d in derived if d.name in columns]
@@ -127,14 +145,16 @@ def score_group(
     if not bundle.modalities:
         # A classifier-only bundle has no other verdict, so its classifier always runs:
         # anomaly is a fault label, score the probability of any fault.
+        t0 = time.perf_counter()
         probs, labels = _classify(clf, columns, bad)  # type: ignore[arg-type]
+        elapsed = time.perf_counter() - t0
         normal = clf.spec.classes.index(clf.spec.normal_class)  # type: ignore[union-attr]
         anomaly = labels != normal
         score = 1.0 - probs[:, normal]
         if bad:
             score[list(bad)] = 0.0
             anomaly[list(bad)] = False
-        return GroupScore(bundle, n, score, anomaly, mods, True, None, probs, bad, labels)
+        return GroupScore(bundle, n, score, anomaly, mods, True, None, probs, bad, labels, None, elapsed)
     if not enable_xgb:
         reason = XGB_DISABLED if clf is not None else XGB_ABSENT
     elif clf is None:
@@ -144,8 +164,17 @@ def score_group(
         if missing:
             reason = f"classifier features missing: {', '.join(missing)}"
         else:
-            probs, labels = _classify(clf, columns, bad)
-            ran = True
+            t0 = time.perf_counter()
+            if cascade == "gate_then_classify":
+                gated = anomaly.copy()
+                if bad:
+                    gated[list(bad)] = False
+                probs, labels = _classify_gated(clf, columns, gated)
+            else:
+                probs, labels = _classify(clf, columns, bad)
+                gated = None
+            return GroupScore(bundle, n, score, anomaly, mods, True, None, probs, bad, labels, gated,
+                              time.perf_counter() - t0)
     return GroupScore(bundle, n, score, anomaly, mods, ran, reason, probs, bad, labels)
 
 
@@ -156,6 +185,20 @@ def _classify(clf: FaultClassifier, columns: Mapping[str, np.ndarray],
         x[list(bad)] = 0.0  # keep the maths finite; these rows get an error, not a verdict
     probs = clf.predict_proba(x)
     return probs, clf.labels(probs)
+
+
+def _classify_gated(clf: FaultClassifier, columns: Mapping[str, np.ndarray],
+                    gated: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The classifier on the ``gated`` rows only; the others get NaN probabilities."""
+    n, k = len(gated), len(clf.spec.classes)
+    probs = np.full((n, k), np.nan)
+    labels = np.zeros(n, dtype=np.intp)
+    rows = np.flatnonzero(gated)
+    if len(rows):
+        sub = clf.predict_proba(np.column_stack([columns[f][rows] for f in clf.spec.features]))
+        probs[rows] = sub
+        labels[rows] = clf.labels(sub)
+    return probs, labels
 
 
 def _non_finite_rows(columns: Mapping[str, np.ndarray], n: int) -> dict[int, dict[str, str]]:
@@ -181,7 +224,9 @@ def materialise(g: GroupScore) -> list[Result]:
         classes = g.bundle.classifier.spec.classes  # type: ignore[union-attr]
         probs = g.probabilities.tolist()  # type: ignore[union-attr]
         best = g.labels.tolist()  # type: ignore[union-attr]
+        ran = [True] * g.n if g.classified is None else g.classified.tolist()
     skipped = {"status": "skipped", "reason": g.classifier_reason}
+    passed = {"status": "skipped", "reason": GATE_PASSED}
     rows: list[Result] = []
     for i in range(g.n):
         if i in g.bad_rows:
@@ -192,11 +237,12 @@ def materialise(g: GroupScore) -> list[Result]:
                    if err is not None else {"status": "absent", "threshold": thr})
             for name, thr, err, an in mods
         }
-        if g.classifier_ran:
-            clf: dict[str, Any] = {"status": "ran", "label": classes[best[i]],
-                                   "probabilities": dict(zip(classes, probs[i], strict=True))}
+        if not g.classifier_ran:
+            clf: dict[str, Any] = skipped
+        elif ran[i]:
+            clf = {"status": "ran", "label": classes[best[i]], "probabilities": dict(zip(classes, probs[i], strict=True))}
         else:
-            clf = skipped
+            clf = passed
         rows.append({**ident, "anomaly": anomaly[i], "score": score[i], "modalities": detail,
                      "classifier": clf})
     return rows

@@ -36,6 +36,9 @@ def register(bsub: argparse._SubParsersAction) -> None:
     b.add_argument("--classifier-mode", choices=["boosted", "random_forest"], default="boosted",
                    help="gradient boosting, or XGBoost's random-forest mode (trees = --classifier-rounds)")
     b.add_argument("--classifier-rounds", type=int, default=150, help="boosting rounds (random forest: trees)")
+    b.add_argument("--cascade", choices=["auto", "always", "gate_then_classify"], default="auto",
+                   help="run the classifier only on rows the gate flags (gate_then_classify), or on every row "
+                        "(always); auto: the cascade unless it costs more than 0.01 binary F1 on held-out rows")
     b.add_argument("--power-feature", help="the feature holding power in kW (default: from torque_nm and "
                    "speed_rpm when the data has both, else none)")
     b.add_argument("--threshold-quantile", type=float,
@@ -159,7 +162,7 @@ def _build(args: argparse.Namespace) -> int:
                          modalities=mods, classifier=not args.no_classifier, seed=args.seed, epochs=args.epochs,
                          classifier_mode=args.classifier_mode, classifier_rounds=args.classifier_rounds,
                          derived=derived, classifier_features=clf_feats, batch_size=args.batch_size,
-                         threshold_rule=rule,
+                         threshold_rule=rule, cascade=args.cascade,
                          hidden={m: hidden for m in mods} if hidden else {})
     except ValidationError as exc:
         return fail(f"bad build options: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}")

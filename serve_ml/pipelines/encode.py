@@ -220,4 +220,9 @@ def _classifier_columns(g: GroupScore) -> tuple[list[bytes | None], list[bytes |
     names = [c.encode() for c in classes]
     probs = g.probabilities.tolist()  # type: ignore[union-attr]
     best = g.labels.tolist()  # type: ignore[union-attr]
-    return [names[b] for b in best], [orjson.dumps(dict(zip(classes, p, strict=True))) for p in probs]
+    labels: list[bytes | None] = [names[b] for b in best]
+    out: list[bytes | None] = [orjson.dumps(dict(zip(classes, p, strict=True))) for p in probs]
+    if g.classified is not None:  # a cascade: rows the gate passed store no label
+        for i in np.flatnonzero(~g.classified).tolist():
+            labels[i] = out[i] = None
+    return labels, out

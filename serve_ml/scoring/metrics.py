@@ -13,7 +13,7 @@ have a loaded bundle; anything else is recorded as ``unknown``.
 from __future__ import annotations
 
 from collections import Counter as Tally
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -41,8 +41,13 @@ class Metrics:
                               tag_keys=("equipment", "outcome"))
         self.anomalies = m.Counter("serve_ml_anomalies", "Anomalous readings by equipment and modality.",
                                    tag_keys=("equipment", "modality"))
-        self.classifier = m.Counter("serve_ml_classifier_invocations", "Classifier runs and skips.",
-                                    tag_keys=("equipment", "status"))
+        self.classifier = m.Counter(
+            "serve_ml_classifier_invocations", "Rows by what the classifier did: ran, skipped (none, or "
+            "disabled), gate_passed (a gate_then_classify cascade's gate passed the row).",
+            tag_keys=("equipment", "status"))
+        self.classifier_latency = m.Histogram(
+            "serve_ml_classifier_duration_seconds", "Time the classifier took in one scoring call.",
+            boundaries=LATENCY_BUCKETS_S, tag_keys=("equipment",))
         self.scoring_latency = m.Histogram("serve_ml_scoring_duration_seconds", "Time spent scoring one call.",
                                            boundaries=LATENCY_BUCKETS_S, tag_keys=("equipment",))
         self.bundles_loaded = m.Gauge("serve_ml_bundles_loaded", "Valid bundles loaded by this replica.",
@@ -61,8 +66,9 @@ class Metrics:
     def replica_fallback(self, equipment: str) -> None:
         self.replica_fallbacks.inc(1, {"equipment": equipment})
 
-    def scored_columns(self, result: dict[str, Any], elapsed_ms: float) -> None:
-        """The same series as ``scored_groups``, counted from a columnar result's arrays."""
+    def scored_columns(self, result: dict[str, Any], elapsed_ms: float, classifier_s: float = 0.0) -> None:
+        """The same series as ``scored_groups``, counted from a columnar result's arrays
+        (``classifier_s``: the classifier's share of the call)."""
         eq = result["equipment_id"]
         errors = len(result["errors"])
         anomalies = int(np.count_nonzero(result["anomaly"]))
@@ -73,8 +79,13 @@ class Metrics:
         groups = result["classifier"] if isinstance(result["classifier"], list) else [result["classifier"]]
         clf: Tally[tuple[str, str]] = Tally()
         for g in groups:
-            clf[(eq, g["status"])] += result["rows"] - errors if len(groups) == 1 else len(g["rows"])
-        self.record(+outcome, +modal, +clf, elapsed_ms)
+            rows = result["rows"] - errors if len(groups) == 1 else len(g["rows"])
+            if "classified" in g:
+                ran = int(np.count_nonzero(g["classified"]))
+                clf.update({(eq, "ran"): ran, (eq, "gate_passed"): rows - ran})
+            else:
+                clf[(eq, g["status"])] += rows
+        self.record(+outcome, +modal, +clf, elapsed_ms, {eq: classifier_s})
 
     def scored_groups(self, known: Iterable[str], scored: Sequence[tuple[Sequence[int], GroupScore | ServeMLError]],
                       elapsed_ms: float) -> None:
@@ -87,6 +98,7 @@ class Metrics:
         outcome: Tally[tuple[str, str]] = Tally()
         modal: Tally[tuple[str, str]] = Tally()
         clf: Tally[tuple[str, str]] = Tally()
+        timing: dict[str, float] = {}
         for idx, g in scored:
             if isinstance(g, ServeMLError):
                 eq = g.detail.get("equipment_id", UNKNOWN)
@@ -101,17 +113,25 @@ class Metrics:
             for m in g.modalities:
                 if m.present:
                     modal[(eq, m.name)] += int(np.count_nonzero(m.anomaly & flagged))  # type: ignore[operator]
-            clf[(eq, "ran" if g.classifier_ran else "skipped")] += g.n - errors
-        self.record(+outcome, +modal, +clf, elapsed_ms)
+            if not g.classifier_ran:
+                clf[(eq, "skipped")] += g.n - errors
+            else:
+                ran = g.n - errors if g.classified is None else g.classified_rows()
+                clf.update({(eq, "ran"): ran, (eq, "gate_passed"): g.n - errors - ran})
+                timing[eq] = timing.get(eq, 0.0) + g.classifier_s
+        self.record(+outcome, +modal, +clf, elapsed_ms, timing)
 
     def record(self, outcome: Tally[tuple[str, str]], modal: Tally[tuple[str, str]], clf: Tally[tuple[str, str]],
-               elapsed_ms: float) -> None:
+               elapsed_ms: float, classifier_s: Mapping[str, float] | None = None) -> None:
         for (eq, o), k in outcome.items():
             self.rows.inc(k, {"equipment": eq, "outcome": o})
         for (eq, name), k in modal.items():
             self.anomalies.inc(k, {"equipment": eq, "modality": name})
         for (eq, s), k in clf.items():
             self.classifier.inc(k, {"equipment": eq, "status": s})
+        for eq, seconds in (classifier_s or {}).items():
+            if seconds > 0:
+                self.classifier_latency.observe(seconds, {"equipment": eq})
         eqs = {eq for eq, _ in outcome}
         self.scoring_latency.observe(elapsed_ms / 1e3, {"equipment": next(iter(eqs)) if len(eqs) == 1 else "mixed"})
 
@@ -139,7 +159,7 @@ class NoMetrics(Metrics):
     def replica_fallback(self, equipment: str) -> None:
         pass
 
-    def scored_columns(self, result: dict[str, Any], elapsed_ms: float) -> None:
+    def scored_columns(self, result: dict[str, Any], elapsed_ms: float, classifier_s: float = 0.0) -> None:
         pass
 
     def scored_groups(self, known: Iterable[str], scored: Sequence[tuple[Sequence[int], GroupScore | ServeMLError]],
@@ -147,7 +167,7 @@ class NoMetrics(Metrics):
         pass
 
     def record(self, outcome: Tally[tuple[str, str]], modal: Tally[tuple[str, str]], clf: Tally[tuple[str, str]],
-               elapsed_ms: float) -> None:
+               elapsed_ms: float, classifier_s: Mapping[str, float] | None = None) -> None:
         pass
 
     def catalog(self, bundles: Iterable[Bundle], live: dict[tuple[str, str], str], old_live: dict) -> None:

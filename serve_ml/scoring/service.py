@@ -20,7 +20,7 @@ import orjson
 
 from serve_ml.bundles.batch import Reading, ReadingColumns, Result, in_order, score_groups
 from serve_ml.bundles.catalog import Catalog, Override
-from serve_ml.bundles.columns import dumps, score_columns
+from serve_ml.bundles.columns import CLASSIFIER_S, dumps, score_columns
 from serve_ml.bundles.rowjson import encode_items
 from serve_ml.core.errors import ServeMLError
 from serve_ml.scoring.metrics import Metrics, NoMetrics
@@ -86,7 +86,7 @@ class ScoringService:
             result = score_columns(catalog, equipment_id, power, version, columns, n, enable_xgb=self.enable_xgb)
         except ServeMLError as exc:
             return exc.status_code, orjson.dumps(exc.to_dict())
-        self.metrics.scored_columns(result, (time.perf_counter() - t0) * 1e3)
+        self.metrics.scored_columns(result, (time.perf_counter() - t0) * 1e3, result.pop(CLASSIFIER_S))
         return 200, dumps(result)
 
     def reload(

@@ -23,9 +23,10 @@ def result_items(results: list) -> tuple[int, list]:
     return sum(isinstance(r, ServeMLError) for r in results), items
 
 
-@pytest.fixture(scope="module")
-def cat(demo_root: Path) -> Catalog:
-    return Catalog.scan(demo_root)
+@pytest.fixture(scope="module", params=["demo", "cascade"])
+def cat(request: pytest.FixtureRequest, demo_root: Path) -> Catalog:
+    """The shipped fleet, and one whose press-02 runs its classifier behind the gate."""
+    return Catalog.scan(demo_root if request.param == "demo" else request.getfixturevalue("cascade_root"))
 
 
 @pytest.mark.parametrize("xgb", [False, True])

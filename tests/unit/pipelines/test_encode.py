@@ -25,9 +25,10 @@ P_KINDS = ("timestamptz", "text", "int8", "text", "text", "bool", "float8", "jso
            "int8")
 
 
-@pytest.fixture(scope="module")
-def cat(demo_root: Path) -> Catalog:
-    return Catalog.scan(demo_root)
+@pytest.fixture(scope="module", params=["demo", "cascade"])
+def cat(request: pytest.FixtureRequest, demo_root: Path) -> Catalog:
+    """The shipped fleet, and one whose press-02 runs its classifier behind the gate."""
+    return Catalog.scan(demo_root if request.param == "demo" else request.getfixturevalue("cascade_root"))
 
 
 def decoded(row: tuple, json_cols: tuple[int, ...]) -> tuple:
@@ -61,4 +62,7 @@ def test_columnar_rows_equal_verdict_dicts(cat: Catalog, xgb: bool) -> None:
     assert any(v.anomaly for v in want_verdicts) and any(not v.anomaly for v in want_verdicts)
     assert any('"absent"' in p[7] for p in stored_preds)
     assert any(p[9] is not None for p in stored_preds) is xgb
+    press = [p for p in stored_preds if p[1] == "press-02"]
+    if xgb and any(b.manifest.cascade == "gate_then_classify" for b in cat.bundles.values()):  # rows the gate passed: no label
+        assert any(p[8] is None for p in press) and any(p[8] is not None for p in press)
     assert {p[3] for p in stored_preds} == {"5.5kW", "7.5kW"}
