@@ -24,8 +24,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 import serve_ml
 from serve_ml.bundles import kinds
+from serve_ml.bundles.datasets import Ordering
 from serve_ml.bundles.derived import DerivedFeature, check_order, derive
-from serve_ml.bundles.fault_classifier import binary_f1, fit_classifier
+from serve_ml.bundles.fault_classifier import binary_f1, decide, fit_classifier
 from serve_ml.bundles.loader import Bundle, load_bundle, sha256_file
 from serve_ml.bundles.manifest import (
     MANIFEST_NAME,
@@ -77,6 +78,10 @@ class BuildSpec(BaseModel):
     cascade: Literal["auto", "always", "gate_then_classify"] = Field(
         default="auto", description="When the classifier runs (manifest 'cascade'). 'auto': gate_then_classify, "
         "unless the gate would hide faults the classifier finds (see CASCADE_F1_TOLERANCE).")
+    split: Literal["random", "time", "unit"] = Field(
+        default="random", description="How rows are held out: at random; in consecutive blocks of time "
+        "(train, calibration, evaluation: 70/15/15 % of rows in time order); or by unit (whole machines, "
+        "70/15/15 % of units). 'time' and 'unit' need the matching column (datasets.Ordering).")
     normal_label: str = Field(default="none", description="The label of normal rows.")
     seed: int = 0
     epochs: int = Field(default=60, ge=1)
@@ -112,7 +117,11 @@ def _f1(y_true: np.ndarray, y_pred: np.ndarray, positive: str) -> float:
 @dataclass(frozen=True)
 class _Rows:
     """Which rows play which part: normal rows train / calibrate / test the gates,
-    fault rows train / test them; the classifier learns every labelled row."""
+    fault rows train / test them. The classifier learns ``clf_train``: every
+    labelled row on a random split (its figures are out of fold); the rows before
+    the evaluation block on a time or unit split, where ``clf_test`` (the evaluation
+    block's labelled rows) gives its figures on later data, at the natural balance.
+    ``groups`` keeps the classifier's folds to consecutive time or whole units."""
 
     normal: np.ndarray
     faulty: np.ndarray
@@ -121,6 +130,9 @@ class _Rows:
     test: np.ndarray
     fault_train: np.ndarray
     fault_test: np.ndarray
+    clf_train: np.ndarray
+    clf_test: np.ndarray
+    groups: np.ndarray | None = None
 
 
 def build_bundle(
@@ -132,6 +144,7 @@ def build_bundle(
     data: str,
     data_sha256: str | None = None,
     progress: Progress = _stderr,
+    ordering: Ordering | None = None,
 ) -> tuple[Path, dict]:
     """Train and write ``<root>/<equipment>/<power>/<version>``; return its path and metrics.
 
@@ -148,10 +161,10 @@ def build_bundle(
     if kind is None:
         raise ValueError(f"model kind {spec.kind!r} cannot be trained here; known: {', '.join(kinds.names())}")
     columns = _derive_checked(spec, columns)
-    rows = _split_rows(spec, labels)
+    rows = _split_rows(spec, labels, ordering)
     progress(f"building {spec.equipment_id}/{spec.power}/{spec.model_version} from {data}: "
              f"{len(rows.normal)} normal rows ({len(rows.train)}/{len(rows.calib)}/{len(rows.test)} "
-             f"train/calib/test), {len(rows.faulty)} fault rows")
+             f"train/calib/test, split {spec.split}), {len(rows.faulty)} fault rows")
 
     staging = root / ".staging" / uuid.uuid4().hex
     bdir = staging / spec.equipment_id / spec.power / spec.model_version
@@ -172,7 +185,8 @@ def build_bundle(
             manifest["cascade"] = cascade
             bundle = _write_and_load(bdir, staging, manifest)
         progress(f"  [cascade] {cascade}" + (f" ({cascade_metrics['cascade_reason']})" if cascade_metrics else ""))
-        metrics = {**_measure(bundle, inputs, labels, rows), **clf_metrics, **cascade_metrics}
+        metrics = {"split": _split_name(spec, ordering), **_measure(bundle, inputs, labels, rows), **clf_metrics,
+                   **cascade_metrics}
         manifest["provenance"]["metrics"] = metrics
         manifest["warmup"] = _record_warmup(bundle, inputs, rows, spec, bdir)
         _write_and_load(bdir, staging, manifest)
@@ -196,13 +210,52 @@ def _derive_checked(spec: BuildSpec, columns: dict[str, np.ndarray]) -> dict[str
     return columns
 
 
-def _split_rows(spec: BuildSpec, labels: np.ndarray) -> _Rows:
+def _split_rows(spec: BuildSpec, labels: np.ndarray, ordering: Ordering | None) -> _Rows:
     rng = np.random.default_rng(spec.seed)
-    normal = np.flatnonzero(labels == spec.normal_label)
-    faulty = np.flatnonzero((labels != spec.normal_label) & (labels != "unknown"))
-    tr, cal, te = (normal[s] for s in _splits(len(normal), rng, (0.7, 0.15, 0.15)))
-    ftr, fte = (faulty[s] for s in _splits(len(faulty), rng, (0.6, 0.4)))
-    return _Rows(normal, faulty, tr, cal, te, ftr, fte)
+    is_normal = labels == spec.normal_label
+    is_fault = ~is_normal & (labels != "unknown")
+    normal, faulty = np.flatnonzero(is_normal), np.flatnonzero(is_fault)
+    if spec.split == "random":
+        tr, cal, te = (normal[s] for s in _splits(len(normal), rng, (0.7, 0.15, 0.15)))
+        ftr, fte = (faulty[s] for s in _splits(len(faulty), rng, (0.6, 0.4)))
+        return _Rows(normal, faulty, tr, cal, te, ftr, fte, np.concatenate([normal, faulty]), np.array([], int))
+    part, groups = _blocks(spec, len(labels), ordering, rng)
+    labelled = is_normal | is_fault
+    tr, cal, te = (np.flatnonzero(is_normal & (part == b)) for b in (0, 1, 2))
+    return _Rows(normal, faulty, tr, cal, te, np.flatnonzero(is_fault & (part < 2)), np.flatnonzero(is_fault & (part == 2)),
+                 np.flatnonzero(labelled & (part < 2)), np.flatnonzero(labelled & (part == 2)),
+                 groups[labelled & (part < 2)])
+
+
+def _split_name(spec: BuildSpec, ordering: Ordering | None) -> str:
+    if spec.split == "time":
+        return f"time: consecutive blocks of {ordering.time_column!r}"  # type: ignore[union-attr]
+    if spec.split == "unit":
+        return f"unit: whole units of {ordering.unit_column!r}"  # type: ignore[union-attr]
+    return "random"
+
+
+def _blocks(spec: BuildSpec, n: int, ordering: Ordering | None,
+            rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's part (0 train, 1 calibration, 2 evaluation) and its fold group."""
+    if spec.split == "time":
+        if ordering is None or ordering.time is None:
+            raise ValueError("a time split needs a time column (--time-column)")
+        rank = np.empty(n, dtype=np.int64)
+        rank[np.argsort(ordering.time, kind="stable")] = np.arange(n)
+        return np.searchsorted([int(round(0.7 * n)), int(round(0.85 * n))], rank, side="right"), rank
+    if ordering is None or ordering.unit is None:
+        raise ValueError("a unit split needs a unit column (--unit-column)")
+    units, unit_of = np.unique(ordering.unit, return_inverse=True)
+    if len(units) < 3:
+        raise ValueError(f"a unit split needs at least 3 units (train, calibration, evaluation); "
+                         f"{ordering.unit_column!r} has {len(units)}")
+    order = rng.permutation(len(units))
+    n_train = min(max(1, int(round(0.7 * len(units)))), len(units) - 2)
+    n_calib = max(1, min(int(round(0.15 * len(units))), len(units) - n_train - 1))
+    unit_part = np.empty(len(units), dtype=np.int64)
+    unit_part[order] = np.searchsorted([n_train, n_train + n_calib], np.arange(len(units)), side="right")
+    return unit_part[unit_of], unit_of
 
 
 def _train_gates(spec: BuildSpec, kind: kinds.ModelKind, columns: dict[str, np.ndarray], rows: _Rows,
@@ -234,26 +287,50 @@ def _train_classifier(spec: BuildSpec, columns: dict[str, np.ndarray], labels: n
     if not spec.classifier or not len(rows.faulty):
         return None, {}, None
     feats = spec.classifier_features or list(dict.fromkeys(f for fs in spec.modalities.values() for f in fs))
-    classes = [spec.normal_label, *sorted(set(labels[rows.faulty].tolist()))]
-    labelled = np.concatenate([rows.normal, rows.faulty])
+    labelled = rows.clf_train
+    classes = [spec.normal_label, *sorted(set(labels[labelled].tolist()) - {spec.normal_label})]
+    if len(classes) < 2:
+        progress("  [classifier] none: no fault rows before the evaluation block")
+        return None, {}, None
     cidx = {c: i for i, c in enumerate(classes)}
     y = np.array([cidx[c] for c in labels[labelled]])
-    progress(f"  [classifier] XGBoost on {len(labelled)} labelled rows, thresholds calibrated out of fold")
-    fit = fit_classifier(np.column_stack([columns[f] for f in feats])[labelled], y, classes, 0, seed=spec.seed,
-                         max_depth=spec.classifier_depth, rounds=spec.classifier_rounds,
-                         random_forest=spec.classifier_mode == "random_forest")
+    x = np.column_stack([columns[f] for f in feats])
+    folds = "folds of consecutive time" if spec.split == "time" else "folds of whole units" if spec.split == "unit" \
+        else "stratified folds"
+    progress(f"  [classifier] XGBoost on {len(labelled)} labelled rows, thresholds calibrated on {folds}")
+    fit = fit_classifier(x[labelled], y, classes, 0, seed=spec.seed, max_depth=spec.classifier_depth,
+                         rounds=spec.classifier_rounds, random_forest=spec.classifier_mode == "random_forest",
+                         groups=rows.groups)
     fit.booster.save_model(str(bdir / "xgb.json"))
     pred, truth = np.asarray(classes)[fit.oof_labels], labels[labelled]
-    faults = classes[1:]
-    metrics = {
-        "classifier_eval": f"{fit.folds}-fold out-of-fold over all {len(labelled)} labelled rows",
-        "classifier_f1_failure_vs_none": round(binary_f1(truth != spec.normal_label, pred != spec.normal_label), 4),
-        "classifier_f1_macro_faults": round(float(np.mean([_f1(truth, pred, c) for c in faults])), 4),
-        "classifier_f1_by_fault": {c: round(_f1(truth, pred, c), 4) for c in faults},
-    }
+    metrics = {"classifier_eval": f"{fit.folds} {folds}, out of fold, over the {len(labelled)} labelled rows it "
+                                  "learnt", **_classifier_figures("classifier", truth, pred, spec.normal_label)}
+    calls = _OutOfFold(labelled, pred != spec.normal_label)
+    if len(rows.clf_test):  # a time or unit split: the classifier never saw the evaluation block
+        import xgboost as xgb
+
+        probs = np.asarray(fit.booster.predict(xgb.DMatrix(x[rows.clf_test]))).reshape(len(rows.clf_test), -1)
+        t = np.array([np.inf if i == 0 else fit.thresholds[c] for i, c in enumerate(classes)])
+        held = np.asarray(classes)[decide(probs, t, 0)]
+        known = np.isin(labels[rows.clf_test], classes)  # a fault first seen in the evaluation block is still a fault
+        metrics.update(_classifier_figures("classifier_test", labels[rows.clf_test], held, spec.normal_label,
+                                           modes=classes[1:]))
+        metrics["classifier_test_rows"] = f"{len(rows.clf_test)} ({int((~known).sum())} of unseen fault modes)"
+        calls = _OutOfFold(np.concatenate([labelled, rows.clf_test]),
+                           np.concatenate([calls.fault, held != spec.normal_label]))
     return ({"kind": "xgboost", "file": "xgb.json", "features": feats, "classes": classes,
              "normal_class": spec.normal_label, "fault_thresholds": fit.thresholds, "mode": spec.classifier_mode},
-            metrics, _OutOfFold(labelled, pred != spec.normal_label))
+            metrics, calls)
+
+
+def _classifier_figures(prefix: str, truth: np.ndarray, pred: np.ndarray, normal: str,
+                        modes: list[str] | None = None) -> dict[str, Any]:
+    faults = modes if modes is not None else sorted(set(truth.tolist()) - {normal})
+    return {
+        f"{prefix}_f1_failure_vs_none": round(binary_f1(truth != normal, pred != normal), 4),
+        f"{prefix}_f1_macro_faults": round(float(np.mean([_f1(truth, pred, c) for c in faults])), 4) if faults else 0.0,
+        f"{prefix}_f1_by_fault": {c: round(_f1(truth, pred, c), 4) for c in faults},
+    }
 
 
 def _choose_cascade(spec: BuildSpec, bundle: Bundle, inputs: dict[str, np.ndarray], labels: np.ndarray,

@@ -7,8 +7,10 @@ label) otherwise, ``unknown`` for rows known to be faulty without a mode.
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import hashlib
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +42,55 @@ AI4I_CLASSIFIER_FEATURES = [*AI4I_COLUMNS.values(), "type_code", "power_w", "del
 
 class DatasetError(ValueError):
     """The file cannot give what was asked of it; the message names the column or row."""
+
+
+@dataclass(frozen=True)
+class Ordering:
+    """When each row was taken and on which unit (machine), for splits that respect
+    time: ``time`` as seconds (a numeric column as is, ISO-8601 as POSIX seconds),
+    ``unit`` as text. Either may be None."""
+
+    time: np.ndarray | None = None
+    unit: np.ndarray | None = None
+    time_column: str | None = None
+    unit_column: str | None = None
+
+
+def read_ordering(path: Path, *, sep: str | None = None, time_column: str | None = None,
+                  unit_column: str | None = None) -> Ordering:
+    """The time and unit columns of a CSV (only those are parsed)."""
+    path = Path(path)
+    with path.open(newline="") as f:
+        reader = csv.DictReader(f, delimiter=sep or _sniff(path))
+        header = list(reader.fieldnames or [])
+        for column, flag in ((time_column, "--time-column"), (unit_column, "--unit-column")):
+            if column is not None and column not in header:
+                raise DatasetError(f"{path}: no {flag} {column!r}; columns are {header}")
+        wanted = [c for c in (time_column, unit_column) if c is not None]
+        rows = [[r[c] for c in wanted] for r in reader]
+    times = _times(path, [r[0] for r in rows], time_column) if time_column is not None else None
+    units = np.array([r[-1].strip() for r in rows]) if unit_column is not None else None
+    if units is not None and (units == "").any():
+        bad = int(np.flatnonzero(units == "")[0])
+        raise DatasetError(f"{path}: column {unit_column!r} row {bad + 2} is empty (every row needs its unit)")
+    return Ordering(times, units, time_column, unit_column)
+
+
+def _times(path: Path, values: list[str], column: str) -> np.ndarray:
+    """Numbers as they are; else ISO-8601 times (naive ones taken as UTC) as POSIX seconds."""
+    try:
+        return np.array([float(v) for v in values])
+    except ValueError:
+        pass
+    out = np.empty(len(values))
+    for i, v in enumerate(values):
+        try:
+            t = dt.datetime.fromisoformat(v.strip())
+        except ValueError:
+            raise DatasetError(f"{path}: column {column!r} row {i + 2}: {v!r} is neither a number nor an "
+                               "ISO-8601 time") from None
+        out[i] = (t if t.tzinfo else t.replace(tzinfo=dt.UTC)).timestamp()
+    return out
 
 
 def file_sha256(path: Path) -> str:

@@ -38,6 +38,14 @@ def stratified_folds(y: np.ndarray, k: int, seed: int) -> list[np.ndarray]:
     return [np.sort(np.asarray(f, dtype=np.int64)) for f in folds]
 
 
+def group_folds(groups: np.ndarray, k: int) -> list[np.ndarray]:
+    """``k`` index sets of consecutive groups: rows that share a group (a unit) stay
+    together, and ordered groups (time ranks) give contiguous stretches of time."""
+    uniq = np.unique(groups)
+    chunks = np.array_split(uniq, k)
+    return [np.sort(np.flatnonzero(np.isin(groups, c))) for c in chunks if len(c)]
+
+
 def binary_f1(truth_fault: np.ndarray, pred_fault: np.ndarray) -> float:
     tp = int(np.sum(pred_fault & truth_fault))
     fp = int(np.sum(pred_fault & ~truth_fault))
@@ -75,10 +83,13 @@ def calibrate(probs: np.ndarray, y: np.ndarray, normal: int, sweeps: int = 3) ->
 
 def fit_classifier(x: np.ndarray, y: np.ndarray, classes: list[str], normal: int, *, seed: int,
                    max_depth: int = 4, rounds: int = 150, folds: int = 5,
-                   random_forest: bool = False) -> ClassifierFit:
+                   random_forest: bool = False, groups: np.ndarray | None = None) -> ClassifierFit:
     """Train on every row of ``x`` (class indices ``y``); calibrate out of fold.
     ``random_forest``: XGBoost's random-forest mode, ``rounds`` trees grown in one
-    round on bootstrap-like row and per-split column samples, no shrinkage."""
+    round on bootstrap-like row and per-split column samples, no shrinkage.
+    ``groups``: folds of consecutive groups (:func:`group_folds`) instead of
+    stratified ones, so a row is never predicted by a model that saw its unit or
+    its stretch of time."""
     import xgboost as xgb
 
     # max_bin well above the default 256: fault rules are sharp thresholds (a power
@@ -91,7 +102,7 @@ def fit_classifier(x: np.ndarray, y: np.ndarray, classes: list[str], normal: int
         rounds = 1
     k = max(2, min(folds, int(np.bincount(y).min(initial=folds)) if len(y) else 2))
     oof = np.zeros((len(y), len(classes)))
-    parts = stratified_folds(y, k, seed)
+    parts = stratified_folds(y, k, seed) if groups is None else group_folds(groups, k)
     for held in parts:
         mask = np.ones(len(y), dtype=bool)
         mask[held] = False

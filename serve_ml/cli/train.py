@@ -29,6 +29,12 @@ def register(bsub: argparse._SubParsersAction) -> None:
     b.add_argument("--label-column", help="CSV column with the row's label (default 'label' when present)")
     b.add_argument("--normal-label", help="label of normal rows (default 'none', or 0 for a 0/1 column)")
     b.add_argument("--sep", help="CSV delimiter (default: sniffed among , ; tab |)")
+    b.add_argument("--time-column", help="CSV column with each row's time (a number, or ISO-8601): train, "
+                   "calibrate and evaluate on consecutive blocks of time instead of random rows")
+    b.add_argument("--unit-column", help="CSV column naming each row's unit (machine): hold out whole units")
+    b.add_argument("--split", choices=["random", "time", "unit"],
+                   help="how rows are held out (default: unit with --unit-column, else time with "
+                        "--time-column, else random)")
     b.add_argument("--no-classifier", action="store_true", help="gate-only bundle (no xgb.json)")
     b.add_argument("--classifier-only", action="store_true",
                    help="no gate: the classifier alone answers (its features: --classifier-features, else the "
@@ -96,6 +102,7 @@ def _build(args: argparse.Namespace) -> int:
         csv_header,
         file_sha256,
         is_ai4i,
+        read_ordering,
         read_training_csv,
     )
     from serve_ml.bundles.demo import TORQUE_SPEED
@@ -137,10 +144,16 @@ def _build(args: argparse.Namespace) -> int:
     if args.power_feature:
         wanted.append(args.power_feature)
     try:
+        ordering = None
         if args.csv:
             cols, labels = read_training_csv(args.csv, sep=args.sep, label_column=args.label_column,
                                              normal_label=args.normal_label, columns=wanted)
             data, sha = args.csv.name, file_sha256(args.csv)
+            if args.time_column or args.unit_column:
+                ordering = read_ordering(args.csv, sep=args.sep, time_column=args.time_column,
+                                         unit_column=args.unit_column)
+        elif args.time_column or args.unit_column:
+            return fail("--time-column and --unit-column read a --csv file")
         else:
             cols, labels = simulate_dataset(4000, 300, spec=MachineSpec.for_power(args.power), seed=args.seed)
             data, sha = f"simulator:{args.power}:seed={args.seed}", None
@@ -152,6 +165,9 @@ def _build(args: argparse.Namespace) -> int:
     power_source: Any = (PowerFromFeature(feature=args.power_feature) if args.power_feature
                          else TORQUE_SPEED if {"torque_nm", "speed_rpm"} <= set(cols) else None)
     hidden = [int(w) for w in args.hidden.split(",")] if args.hidden else None
+    split: Any = args.split or ("unit" if args.unit_column else "time" if args.time_column else "random")
+    if (split == "time" and not args.time_column) or (split == "unit" and not args.unit_column):
+        return fail(f"--split {split} needs --{split}-column")
     try:
         rule = _threshold_rule(args)
     except (ValueError, ValidationError) as exc:
@@ -162,13 +178,13 @@ def _build(args: argparse.Namespace) -> int:
                          modalities=mods, classifier=not args.no_classifier, seed=args.seed, epochs=args.epochs,
                          classifier_mode=args.classifier_mode, classifier_rounds=args.classifier_rounds,
                          derived=derived, classifier_features=clf_feats, batch_size=args.batch_size,
-                         threshold_rule=rule, cascade=args.cascade,
+                         threshold_rule=rule, cascade=args.cascade, split=split,
                          hidden={m: hidden for m in mods} if hidden else {})
     except ValidationError as exc:
         return fail(f"bad build options: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}")
     root = (args.root or args.settings.root).resolve()
     try:
-        path, metrics = build_bundle(spec, cols, labels, root, data=data, data_sha256=sha)
+        path, metrics = build_bundle(spec, cols, labels, root, data=data, data_sha256=sha, ordering=ordering)
     except FileExistsError:
         return fail(f"{args.equipment_id}/{args.power}/{args.model_version} already exists under {root}; "
                     "bundles are immutable: pass a new --model-version")
