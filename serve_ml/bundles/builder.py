@@ -36,6 +36,7 @@ from serve_ml.bundles.manifest import (
     PowerFromTorqueSpeed,
 )
 from serve_ml.bundles.scoring import materialise, score_group
+from serve_ml.bundles.splits import Rows, split_name, split_rows
 from serve_ml.bundles.thresholds import Quantile, ThresholdRule
 
 Progress = Callable[[str], None]
@@ -101,38 +102,11 @@ class BuildSpec(BaseModel):
         return self
 
 
-def _splits(n: int, rng: np.random.Generator, fractions: tuple[float, ...]) -> list[np.ndarray]:
-    idx = rng.permutation(n)
-    cuts = np.cumsum([int(round(f * n)) for f in fractions[:-1]])
-    return np.split(idx, cuts)
-
-
 def _f1(y_true: np.ndarray, y_pred: np.ndarray, positive: str) -> float:
     tp = np.sum((y_pred == positive) & (y_true == positive))
     fp = np.sum((y_pred == positive) & (y_true != positive))
     fn = np.sum((y_pred != positive) & (y_true == positive))
     return float(2 * tp / (2 * tp + fp + fn)) if tp + fp + fn else 1.0
-
-
-@dataclass(frozen=True)
-class _Rows:
-    """Which rows play which part: normal rows train / calibrate / test the gates,
-    fault rows train / test them. The classifier learns ``clf_train``: every
-    labelled row on a random split (its figures are out of fold); the rows before
-    the evaluation block on a time or unit split, where ``clf_test`` (the evaluation
-    block's labelled rows) gives its figures on later data, at the natural balance.
-    ``groups`` keeps the classifier's folds to consecutive time or whole units."""
-
-    normal: np.ndarray
-    faulty: np.ndarray
-    train: np.ndarray
-    calib: np.ndarray
-    test: np.ndarray
-    fault_train: np.ndarray
-    fault_test: np.ndarray
-    clf_train: np.ndarray
-    clf_test: np.ndarray
-    groups: np.ndarray | None = None
 
 
 def build_bundle(
@@ -161,7 +135,7 @@ def build_bundle(
     if kind is None:
         raise ValueError(f"model kind {spec.kind!r} cannot be trained here; known: {', '.join(kinds.names())}")
     columns = _derive_checked(spec, columns)
-    rows = _split_rows(spec, labels, ordering)
+    rows = split_rows(spec, labels, ordering)
     progress(f"building {spec.equipment_id}/{spec.power}/{spec.model_version} from {data}: "
              f"{len(rows.normal)} normal rows ({len(rows.train)}/{len(rows.calib)}/{len(rows.test)} "
              f"train/calib/test, split {spec.split}), {len(rows.faulty)} fault rows")
@@ -185,7 +159,7 @@ def build_bundle(
             manifest["cascade"] = cascade
             bundle = _write_and_load(bdir, staging, manifest)
         progress(f"  [cascade] {cascade}" + (f" ({cascade_metrics['cascade_reason']})" if cascade_metrics else ""))
-        metrics = {"split": _split_name(spec, ordering), **_measure(bundle, inputs, labels, rows), **clf_metrics,
+        metrics = {"split": split_name(spec, ordering), **_measure(bundle, inputs, labels, rows), **clf_metrics,
                    **cascade_metrics}
         manifest["provenance"]["metrics"] = metrics
         manifest["warmup"] = _record_warmup(bundle, inputs, rows, spec, bdir)
@@ -210,55 +184,7 @@ def _derive_checked(spec: BuildSpec, columns: dict[str, np.ndarray]) -> dict[str
     return columns
 
 
-def _split_rows(spec: BuildSpec, labels: np.ndarray, ordering: Ordering | None) -> _Rows:
-    rng = np.random.default_rng(spec.seed)
-    is_normal = labels == spec.normal_label
-    is_fault = ~is_normal & (labels != "unknown")
-    normal, faulty = np.flatnonzero(is_normal), np.flatnonzero(is_fault)
-    if spec.split == "random":
-        tr, cal, te = (normal[s] for s in _splits(len(normal), rng, (0.7, 0.15, 0.15)))
-        ftr, fte = (faulty[s] for s in _splits(len(faulty), rng, (0.6, 0.4)))
-        return _Rows(normal, faulty, tr, cal, te, ftr, fte, np.concatenate([normal, faulty]), np.array([], int))
-    part, groups = _blocks(spec, len(labels), ordering, rng)
-    labelled = is_normal | is_fault
-    tr, cal, te = (np.flatnonzero(is_normal & (part == b)) for b in (0, 1, 2))
-    return _Rows(normal, faulty, tr, cal, te, np.flatnonzero(is_fault & (part < 2)), np.flatnonzero(is_fault & (part == 2)),
-                 np.flatnonzero(labelled & (part < 2)), np.flatnonzero(labelled & (part == 2)),
-                 groups[labelled & (part < 2)])
-
-
-def _split_name(spec: BuildSpec, ordering: Ordering | None) -> str:
-    if spec.split == "time":
-        return f"time: consecutive blocks of {ordering.time_column!r}"  # type: ignore[union-attr]
-    if spec.split == "unit":
-        return f"unit: whole units of {ordering.unit_column!r}"  # type: ignore[union-attr]
-    return "random"
-
-
-def _blocks(spec: BuildSpec, n: int, ordering: Ordering | None,
-            rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Each row's part (0 train, 1 calibration, 2 evaluation) and its fold group."""
-    if spec.split == "time":
-        if ordering is None or ordering.time is None:
-            raise ValueError("a time split needs a time column (--time-column)")
-        rank = np.empty(n, dtype=np.int64)
-        rank[np.argsort(ordering.time, kind="stable")] = np.arange(n)
-        return np.searchsorted([int(round(0.7 * n)), int(round(0.85 * n))], rank, side="right"), rank
-    if ordering is None or ordering.unit is None:
-        raise ValueError("a unit split needs a unit column (--unit-column)")
-    units, unit_of = np.unique(ordering.unit, return_inverse=True)
-    if len(units) < 3:
-        raise ValueError(f"a unit split needs at least 3 units (train, calibration, evaluation); "
-                         f"{ordering.unit_column!r} has {len(units)}")
-    order = rng.permutation(len(units))
-    n_train = min(max(1, int(round(0.7 * len(units)))), len(units) - 2)
-    n_calib = max(1, min(int(round(0.15 * len(units))), len(units) - n_train - 1))
-    unit_part = np.empty(len(units), dtype=np.int64)
-    unit_part[order] = np.searchsorted([n_train, n_train + n_calib], np.arange(len(units)), side="right")
-    return unit_part[unit_of], unit_of
-
-
-def _train_gates(spec: BuildSpec, kind: kinds.ModelKind, columns: dict[str, np.ndarray], rows: _Rows,
+def _train_gates(spec: BuildSpec, kind: kinds.ModelKind, columns: dict[str, np.ndarray], rows: Rows,
                  bdir: Path, progress: Progress) -> dict[str, Any]:
     """One model per modality on the normal training rows; thresholds come later."""
     out = {}
@@ -282,7 +208,7 @@ class _OutOfFold:
     fault: np.ndarray
 
 
-def _train_classifier(spec: BuildSpec, columns: dict[str, np.ndarray], labels: np.ndarray, rows: _Rows,
+def _train_classifier(spec: BuildSpec, columns: dict[str, np.ndarray], labels: np.ndarray, rows: Rows,
                       bdir: Path, progress: Progress) -> tuple[dict[str, Any] | None, dict[str, Any], _OutOfFold | None]:
     if not spec.classifier or not len(rows.faulty):
         return None, {}, None
@@ -334,7 +260,7 @@ def _classifier_figures(prefix: str, truth: np.ndarray, pred: np.ndarray, normal
 
 
 def _choose_cascade(spec: BuildSpec, bundle: Bundle, inputs: dict[str, np.ndarray], labels: np.ndarray,
-                    rows: _Rows, oof: _OutOfFold | None) -> tuple[str, dict[str, Any]]:
+                    rows: Rows, oof: _OutOfFold | None) -> tuple[str, dict[str, Any]]:
     """The manifest's cascade, and the figures behind the choice.
 
     Judged on held-out normal rows and every fault row (the gates never trained on
@@ -375,7 +301,7 @@ def _manifest(spec: BuildSpec, modalities: dict[str, Any], classifier: dict[str,
     }
 
 
-def _measure(bundle: Bundle, inputs: dict[str, np.ndarray], labels: np.ndarray, rows: _Rows) -> dict[str, Any]:
+def _measure(bundle: Bundle, inputs: dict[str, np.ndarray], labels: np.ndarray, rows: Rows) -> dict[str, Any]:
     """Gate false alarms on held-out normal rows, detection on held-out fault rows."""
     te, fte = rows.test, rows.fault_test
     metrics: dict[str, Any] = {"rows_train_normal": len(rows.train), "rows_calib_normal": len(rows.calib),
@@ -392,7 +318,7 @@ def _measure(bundle: Bundle, inputs: dict[str, np.ndarray], labels: np.ndarray, 
     return metrics
 
 
-def _record_warmup(bundle: Bundle, inputs: dict[str, np.ndarray], rows: _Rows, spec: BuildSpec,
+def _record_warmup(bundle: Bundle, inputs: dict[str, np.ndarray], rows: Rows, spec: BuildSpec,
                    bdir: Path) -> dict[str, Any]:
     """Sample rows and their outputs, which a swap must reproduce before going live."""
     half = spec.warmup_rows // 2

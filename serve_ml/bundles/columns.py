@@ -100,7 +100,23 @@ def _single(equipment_id: str, g: GroupScore) -> dict[str, Any]:
             "modalities": {m.name: ({"threshold": m.threshold, "error": m.errors, "anomaly": m.anomaly}
                                     if m.present else {"threshold": m.threshold, "status": "absent"})
                            for m in g.modalities},
-            "classifier": _classifier(g), "errors": _errors(g.bad_rows, None)}
+            "classifier": _classifier(g), "errors": _errors(g.bad_rows, None), **_rul(g)}
+
+
+def _rul(g: GroupScore) -> dict[str, Any]:
+    """``{"rul": {unit, value[], lower[], upper[]}}`` (null for rows not scored), or
+    ``{"rul": None}`` when the readings lack the head's features; nothing without a head."""
+    head = g.bundle.rul
+    if head is None:
+        return {}
+    if g.rul is None:
+        return {"rul": None}
+    lower, upper = head.bounds(g.rul)
+    value = g.rul.copy()
+    if g.bad_rows:
+        bad = list(g.bad_rows)
+        value[bad] = lower[bad] = upper[bad] = np.nan
+    return {"rul": {"unit": head.spec.unit, "value": value, "lower": lower, "upper": upper}}
 
 
 def _merge(equipment_id: str, parts: list[tuple[np.ndarray | None, GroupScore]], n: int) -> dict[str, Any]:
@@ -113,6 +129,7 @@ def _merge(equipment_id: str, parts: list[tuple[np.ndarray | None, GroupScore]],
     mods: dict[str, dict[str, np.ndarray]] = {}
     errors: dict[str, Any] = {}
     classifiers: list[dict[str, Any]] = []
+    rul: dict[str, Any] | None = None  # one unit per equipment: its bundles share a training convention
     for rows, g in parts:
         assert rows is not None
         p, v = _ident(g)
@@ -126,8 +143,17 @@ def _merge(equipment_id: str, parts: list[tuple[np.ndarray | None, GroupScore]],
                 cols["anomaly"][rows] = m.anomaly
         errors.update(_errors(g.bad_rows, rows))
         classifiers.append({"power": p, **_classifier(g), "rows": rows})
-    return {"equipment_id": equipment_id, "rows": n, "power": power.tolist(), "model_version": version.tolist(),
-            "anomaly": anomaly, "score": score, "modalities": mods, "classifier": classifiers, "errors": errors}
+        part = _rul(g).get("rul")
+        if part is not None:
+            if rul is None:
+                rul = {"unit": part["unit"], **{k: np.full(n, np.nan) for k in ("value", "lower", "upper")}}
+            for k in ("value", "lower", "upper"):
+                rul[k][rows] = part[k]
+    out = {"equipment_id": equipment_id, "rows": n, "power": power.tolist(), "model_version": version.tolist(),
+           "anomaly": anomaly, "score": score, "modalities": mods, "classifier": classifiers, "errors": errors}
+    if any(g.bundle.rul is not None for _, g in parts):
+        out["rul"] = rul
+    return out
 
 
 def dumps(result: dict[str, Any]) -> bytes:

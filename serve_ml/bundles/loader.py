@@ -19,6 +19,7 @@ from serve_ml.bundles import kinds
 from serve_ml.bundles.classifier import FaultClassifier
 from serve_ml.bundles.kinds.base import Input, Scorer
 from serve_ml.bundles.manifest import MANIFEST_NAME, Manifest, WarmupFile, is_safe_segment
+from serve_ml.bundles.rul import RulRegressor
 from serve_ml.core.errors import BundleInvalid
 
 MAX_MANIFEST_BYTES = 1 << 20
@@ -47,6 +48,7 @@ class Bundle:
     classifier: FaultClassifier | None
     warmup: WarmupFile | None
     known_features: frozenset[str] = field(default_factory=frozenset)
+    rul: RulRegressor | None = None
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -197,6 +199,13 @@ def _load(path: Path, root: Path) -> Bundle:
         except Exception as exc:  # xgboost raises XGBoostError / ValueError on bad JSON
             raise _refuse(path, f"{manifest.classifier.file}: {exc}") from None
 
+    rul = None
+    if manifest.rul is not None:
+        try:
+            rul = RulRegressor(path / manifest.rul.file, manifest.rul)
+        except Exception as exc:  # xgboost raises XGBoostError / ValueError on bad JSON
+            raise _refuse(path, f"{manifest.rul.file}: {exc}") from None
+
     warmup = None
     if manifest.warmup is not None:
         try:
@@ -216,4 +225,5 @@ def _load(path: Path, root: Path) -> Bundle:
         classifier=classifier,
         warmup=warmup,
         known_features=frozenset(known),
+        rul=rul,
     )

@@ -122,13 +122,37 @@ class Classifier(_Strict):
         return self
 
 
-class RulHead(_Strict):
-    """Reserved: a remaining-useful-life regressor. Declared now, served later."""
+class RulInterval(_Strict):
+    """Where the true RUL fell around the prediction on units the regressor never saw:
+    the ``(1 - coverage) / 2`` and ``(1 + coverage) / 2`` quantiles of the residuals."""
 
-    kind: Literal["rul_regressor"] = "rul_regressor"
-    file: str
-    features: list[str]
-    unit: Literal["hours", "cycles", "minutes"] = "hours"
+    lower: float = Field(le=0, description="Added to the prediction for the interval's lower end (<= 0).")
+    upper: float = Field(ge=0, description="Added to the prediction for the interval's upper end (>= 0).")
+    coverage: float = Field(gt=0, lt=1, description="Share of held-out rows the interval covered, by design.")
+
+
+class RulHead(_Strict):
+    """A remaining-useful-life regressor over the reading's features (XGBoost JSON).
+
+    Answers ``rul: {value, unit, lower, upper}`` with the value clipped to
+    ``[0, cap]``; below ``alert_below`` the stream opens an alert of type ``rul``."""
+
+    kind: Literal["xgboost_rul"] = "xgboost_rul"
+    file: Literal["rul.json"] = Field(default="rul.json", description="Model file name.")
+    features: list[str] = Field(min_length=1, max_length=256, description="Regressor input order.")
+    unit: Literal["cycles", "hours", "minutes"] = Field(default="cycles", description="Unit of the RUL.")
+    cap: float | None = Field(default=125.0, gt=0, description="Target cap used in training (piecewise-linear "
+                              "RUL); predictions never exceed it. None: uncapped.")
+    interval: RulInterval
+    alert_below: float | None = Field(default=None, ge=0, description="A RUL below this opens a 'rul' alert on "
+                                      "the stream; None: no RUL alerts.")
+
+    @field_validator("features")
+    @classmethod
+    def _names(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError("RUL features repeat a name")
+        return v
 
 
 class PowerFromFeature(_Strict):
@@ -215,7 +239,7 @@ class Manifest(_Strict):
         description="When the classifier runs: on every row ('always'), or only on the rows the gate flags "
                     "('gate_then_classify': the gate decides which rows are worth a classifier call, and the "
                     "other rows answer 'skipped'). Needs a gate and a classifier.")
-    rul: RulHead | None = Field(default=None, description="Reserved for a RUL head.")
+    rul: RulHead | None = Field(default=None, description="A remaining-useful-life head, if any.")
     warmup: Warmup | None = None
     provenance: Provenance
     files: dict[str, str] = Field(description="Every file in the bundle (but this manifest) -> sha256.")
@@ -287,5 +311,7 @@ class Manifest(_Strict):
             seen.update(dict.fromkeys(m.features))
         if self.classifier:
             seen.update(dict.fromkeys(self.classifier.features))
+        if self.rul:
+            seen.update(dict.fromkeys(self.rul.features))
         seen.update(dict.fromkeys(raw_inputs(self.derived)))
         return [f for f in seen if f not in derived]

@@ -85,6 +85,13 @@ def _rows(g: GroupScore) -> list[bytes]:
             for i, item in zip(rows.tolist(), _interleave(len(rows), [*_ran(g, rows), _ROW_END]), strict=True):
                 tokens[i] = item
         segments.append(tokens)
+    rul = g.bundle.rul
+    if rul is not None and g.rul is None:  # the reading lacks the head's features
+        segments.append(b',"rul":null')
+    elif rul is not None and g.rul is not None:
+        lower, upper = rul.bounds(g.rul)
+        segments += [b',"rul":{"value":', _floats(g.rul), b',"unit":' + dumps(rul.spec.unit) + b',"lower":',
+                     _floats(lower), b',"upper":', _floats(upper), b"}"]
     segments.append(b"}" + _ROW_END)
     return _interleave(g.n, segments)
 

@@ -56,6 +56,7 @@ class GroupScore:
     # it ran. The other rows' probabilities are NaN and their labels mean nothing.
     classified: np.ndarray | None = None
     classifier_s: float = 0.0  # time spent in the classifier
+    rul: np.ndarray | None = None  # remaining useful life per row, when the bundle has a head and its features
 
     def classified_rows(self) -> int:
         """How many rows the classifier ran on."""
@@ -111,7 +112,6 @@ def score_group(
 
     ``cascade`` overrides the bundle's own (an evaluation measures the classifier on
     every row as well as what the server answers)."""
-    cascade = cascade or bundle.manifest.cascade
     derived = bundle.manifest.derived
     if derived:
         sent = [d for d in derived if d.name in columns]
@@ -119,6 +119,23 @@ def score_group(
             raise FeatureError({d.name: f"derived by the bundle ({d.op} of {', '.join(d.inputs)}); "
                                         "send its inputs instead" for d in sent})
         columns = derive(columns, derived)
+    g = _gate_and_classify(bundle, columns, n, enable_xgb=enable_xgb, cascade=cascade or bundle.manifest.cascade)
+    if bundle.rul is not None and all(f in columns for f in bundle.rul.spec.features):
+        x = np.column_stack([columns[f] for f in bundle.rul.spec.features])
+        if g.bad_rows:
+            x[list(g.bad_rows)] = 0.0  # keep the maths finite; these rows get an error, not a verdict
+        g.rul = bundle.rul.predict(x)
+    return g
+
+
+def _gate_and_classify(
+    bundle: Bundle,
+    columns: Mapping[str, np.ndarray],
+    n: int,
+    *,
+    enable_xgb: bool,
+    cascade: Cascade,
+) -> GroupScore:
     present = check_feature_names(bundle, frozenset(columns))
     bad = _non_finite_rows(columns, n)
 
@@ -227,6 +244,7 @@ def materialise(g: GroupScore) -> list[Result]:
         ran = [True] * g.n if g.classified is None else g.classified.tolist()
     skipped = {"status": "skipped", "reason": g.classifier_reason}
     passed = {"status": "skipped", "reason": GATE_PASSED}
+    rul = rul_items(g)
     rows: list[Result] = []
     for i in range(g.n):
         if i in g.bad_rows:
@@ -243,6 +261,22 @@ def materialise(g: GroupScore) -> list[Result]:
             clf = {"status": "ran", "label": classes[best[i]], "probabilities": dict(zip(classes, probs[i], strict=True))}
         else:
             clf = passed
-        rows.append({**ident, "anomaly": anomaly[i], "score": score[i], "modalities": detail,
-                     "classifier": clf})
+        row = {**ident, "anomaly": anomaly[i], "score": score[i], "modalities": detail, "classifier": clf}
+        if rul is not None:
+            row["rul"] = rul[i]
+        rows.append(row)
     return rows
+
+
+def rul_items(g: GroupScore) -> list[dict[str, Any] | None] | None:
+    """Each row's ``rul`` item, or None for a bundle without a head (no ``rul`` key);
+    an item is None (JSON null) when the reading lacks the head's features."""
+    head = g.bundle.rul
+    if head is None:
+        return None
+    if g.rul is None:
+        return [None] * g.n
+    lower, upper = head.bounds(g.rul)
+    unit = head.spec.unit
+    return [{"value": v, "unit": unit, "lower": lo, "upper": hi}
+            for v, lo, hi in zip(g.rul.tolist(), lower.tolist(), upper.tolist(), strict=True)]

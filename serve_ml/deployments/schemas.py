@@ -82,6 +82,8 @@ class ColumnsResponse(BaseModel):
     modalities: dict[str, dict[str, Any]] = Field(description="name -> {threshold, error[], anomaly[]} or absent.")
     classifier: dict[str, Any] | list[dict[str, Any]]
     errors: dict[str, Any] = Field(description="Row index -> {status, error} for rows that could not be scored.")
+    rul: dict[str, Any] | None = Field(default=None, description="{unit, value[], lower[], upper[]} when the "
+                                       "bundle has a RUL head.")
     latency_ms: float
 
 
@@ -99,6 +101,13 @@ class ClassifierResult(BaseModel):
     probabilities: dict[str, float] | None = None
 
 
+class RulResult(BaseModel):
+    value: float = Field(description="Predicted remaining useful life, in [0, the bundle's cap].")
+    unit: Literal["cycles", "hours", "minutes"]
+    lower: float = Field(description="Lower end of the interval from held-out units' residuals.")
+    upper: float = Field(description="Upper end of that interval.")
+
+
 class PredictResponse(BaseModel):
     equipment_id: str
     power: str
@@ -107,6 +116,8 @@ class PredictResponse(BaseModel):
     score: float = Field(description="Max over scored modalities of error / threshold; > 1 is anomalous.")
     modalities: dict[str, ModalityResult]
     classifier: ClassifierResult
+    rul: RulResult | None = Field(default=None, description="Remaining useful life, when the bundle has a RUL "
+                                  "head (null when the reading lacks the head's features).")
     latency_ms: float | None = Field(
         default=None, description="Scoring latency inside the server (bulk: once, at the top level).")
 

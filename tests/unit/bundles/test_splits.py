@@ -14,10 +14,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from serve_ml.bundles.builder import BuildSpec, _split_rows
+from serve_ml.bundles.builder import BuildSpec
 from serve_ml.bundles.datasets import DatasetError, Ordering, read_ordering
 from serve_ml.bundles.fault_classifier import group_folds
 from serve_ml.bundles.simulation import MachineSpec, simulate
+from serve_ml.bundles.splits import split_rows
 from serve_ml.cli.main import main
 
 T0 = dt.datetime(2026, 3, 1, tzinfo=dt.UTC)
@@ -78,7 +79,7 @@ def test_time_blocks_are_consecutive_and_cover_every_row() -> None:
     labels = np.where(rng.random(n) < 0.1, "osf", "none")
     spec = BuildSpec(equipment_id="m", power="p", model_version="1", power_range_kw=(0, 1),
                      modalities={"a": ["x"]}, split="time")
-    rows = _split_rows(spec, labels, Ordering(time=times, time_column="t"))
+    rows = split_rows(spec, labels, Ordering(time=times, time_column="t"))
     blocks = [np.concatenate([rows.train, rows.fault_train[times[rows.fault_train] < times[rows.calib].min()]]),
               rows.calib, np.concatenate([rows.test, rows.fault_test])]
     assert times[blocks[0]].max() < times[blocks[1]].min() and times[blocks[1]].max() < times[blocks[2]].min()
@@ -97,7 +98,7 @@ def test_a_unit_split_holds_out_whole_units() -> None:
     labels = np.where(np.arange(1000) % 50 >= 45, "failing", "none")
     spec = BuildSpec(equipment_id="m", power="p", model_version="1", power_range_kw=(0, 1),
                      modalities={"a": ["x"]}, split="unit")
-    rows = _split_rows(spec, labels, Ordering(unit=units, unit_column="engine"))
+    rows = split_rows(spec, labels, Ordering(unit=units, unit_column="engine"))
     # (the classifier also learns the calibration units' faults: fault_train is every fault before the last block)
     parts = [set(units[np.concatenate(p)].tolist()) for p in ([rows.train], [rows.calib], [rows.test, rows.fault_test])]
     assert not (parts[0] & parts[1]) and not (parts[1] & parts[2]) and not (parts[0] & parts[2])
@@ -107,9 +108,9 @@ def test_a_unit_split_holds_out_whole_units() -> None:
         outside = set(units[rows.clf_train].tolist()) - inside
         assert inside and not inside & outside
     with pytest.raises(ValueError, match="at least 3 units"):
-        _split_rows(spec, labels[:100], Ordering(unit=units[:100], unit_column="engine"))
+        split_rows(spec, labels[:100], Ordering(unit=units[:100], unit_column="engine"))
     with pytest.raises(ValueError, match="needs a unit column"):
-        _split_rows(spec, labels, None)
+        split_rows(spec, labels, None)
 
 
 def test_ordering_columns_are_read_and_bad_ones_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
