@@ -5,10 +5,14 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, settings
 
 from serve_ml.bundles.builder import BuildSpec, build_bundle
+from serve_ml.bundles.datasets import Ordering
+from serve_ml.bundles.rul_training import RulSpec
+from serve_ml.bundles.run_to_failure import simulate_fleet
 from serve_ml.bundles.demo import RANGES, TORQUE_SPEED
 from serve_ml.bundles.simulation import MECHANICAL, THERMAL, MachineSpec, simulate_dataset
 from serve_ml.bundles.thresholds import Quantile
@@ -59,6 +63,34 @@ def cascade_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
                              cascade="gate_then_classify" if classifier else "always",
                              threshold_rule=Quantile(q=0.6), classifier_rounds=20)
             build_bundle(spec, cols, labels, root, data="simulator:test", progress=lambda _m: None)
+    return root
+
+
+def build_rul_bundle(root: Path, equipment_id: str, power: str, version: str, *, alert_below: float | None = 60.0,
+                     power_range_kw: tuple[float, float] = (0.0, 100.0), units: int = 12, seed: int = 4) -> Path:
+    """A tiny real bundle with a RUL head, trained on simulated run-to-failure units.
+    It reads the simulator's seven features (tool wear is added to the fleet's
+    sensors), so the readings other tests send fit it."""
+    fleet = simulate_fleet(units, seed=seed, min_life=80, max_life=160)
+    cols = dict(fleet.sensors)
+    cols["tool_wear_min"] = np.random.default_rng(seed).uniform(0, 200, len(fleet.unit))
+    spec = BuildSpec(equipment_id=equipment_id, power=power, model_version=version, power_range_kw=power_range_kw,
+                     power_source=TORQUE_SPEED, modalities=MODS, seed=seed, epochs=4, classifier_rounds=20,
+                     split="unit", rul=RulSpec(alert_below=alert_below, rounds=60))
+    ordering = Ordering(time=fleet.cycle.astype(float), unit=fleet.unit, time_column="cycle", unit_column="unit")
+    path, _ = build_bundle(spec, cols, np.full(len(fleet.unit), "none"), root, data="simulator:run-to-failure",
+                           progress=lambda _m: None, ordering=ordering)
+    return path
+
+
+@pytest.fixture(scope="session")
+def rul_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo fleet's shapes with press-02 rebuilt with a RUL head (alert below 60
+    cycles) at both power classes; pump-03 as shipped."""
+    root = tmp_path_factory.mktemp("rul")
+    shutil.copytree(DEMO_ROOT / "pump-03", root / "pump-03")
+    for power, rng in RANGES.items():
+        build_rul_bundle(root, "press-02", power, "1.0.0", power_range_kw=rng)
     return root
 
 

@@ -46,10 +46,13 @@ def rows_from_verdicts(origins: list[Origin], results: list) -> tuple[list, list
         key = key_of(dict(o.features), o.reading_id)
         readings.append((o.ts, r["equipment_id"], key, r["power"], orjson.dumps(dict(o.features)).decode(), o.source,
                          o.partition, o.offset))
+        rul = r.get("rul") or {}
         preds.append((o.ts, r["equipment_id"], key, r["power"], r["model_version"], r["anomaly"], r["score"],
                       orjson.dumps(r["modalities"]).decode(), clf.get("label"),
-                      orjson.dumps(probs).decode() if probs else None, o.source, o.partition, o.offset))
+                      orjson.dumps(probs).decode() if probs else None, o.source, o.partition, o.offset,
+                      rul.get("value"), rul.get("lower"), rul.get("upper")))
         verdicts.append(Verdict(o.ts, r["equipment_id"], r["power"], r["model_version"], r["anomaly"], r["score"],
                                 clf.get("label"),
-                                [m for m, d in r["modalities"].items() if d.get("anomaly")] if r["anomaly"] else []))
+                                [m for m, d in r["modalities"].items() if d.get("anomaly")] if r["anomaly"] else [],
+                                rul.get("value")))
     return readings, preds, verdicts

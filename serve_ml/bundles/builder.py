@@ -35,6 +35,7 @@ from serve_ml.bundles.manifest import (
     PowerFromFeature,
     PowerFromTorqueSpeed,
 )
+from serve_ml.bundles.rul_training import RulSpec, fit_rul_head, rul_labels, rul_target
 from serve_ml.bundles.scoring import materialise, score_group
 from serve_ml.bundles.splits import Rows, split_name, split_rows
 from serve_ml.bundles.thresholds import Quantile, ThresholdRule
@@ -84,6 +85,8 @@ class BuildSpec(BaseModel):
         "(train, calibration, evaluation: 70/15/15 % of rows in time order); or by unit (whole machines, "
         "70/15/15 % of units). 'time' and 'unit' need the matching column (datasets.Ordering).")
     normal_label: str = Field(default="none", description="The label of normal rows.")
+    rul: RulSpec | None = Field(default=None, description="A remaining-useful-life head, trained from "
+                                "run-to-failure data (needs the unit split).")
     seed: int = 0
     epochs: int = Field(default=60, ge=1)
     batch_size: int = Field(default=256, ge=8)
@@ -97,6 +100,8 @@ class BuildSpec(BaseModel):
             raise ValueError("nothing to build: give at least one modality, or a classifier")
         if not self.modalities and not self.classifier_features:
             raise ValueError("a classifier-only bundle needs its classifier features named")
+        if self.rul is not None and self.split != "unit":
+            raise ValueError("a RUL head is judged on units it never saw: it needs split 'unit'")
         if self.cascade == "gate_then_classify" and not (self.modalities and self.classifier):
             raise ValueError("cascade gate_then_classify needs a gate (a modality) and a classifier")
         return self
@@ -135,6 +140,10 @@ def build_bundle(
     if kind is None:
         raise ValueError(f"model kind {spec.kind!r} cannot be trained here; known: {', '.join(kinds.names())}")
     columns = _derive_checked(spec, columns)
+    target = None
+    if spec.rul is not None:
+        target = rul_target(ordering)
+        labels = rul_labels(labels, target, spec.rul, spec.normal_label)
     rows = split_rows(spec, labels, ordering)
     progress(f"building {spec.equipment_id}/{spec.power}/{spec.model_version} from {data}: "
              f"{len(rows.normal)} normal rows ({len(rows.train)}/{len(rows.calib)}/{len(rows.test)} "
@@ -146,7 +155,19 @@ def build_bundle(
     try:
         modalities = _train_gates(spec, kind, columns, rows, bdir, progress)
         classifier, clf_metrics, oof = _train_classifier(spec, columns, labels, rows, bdir, progress)
+        rul_head: dict[str, Any] | None = None
+        rul_metrics: dict[str, Any] = {}
+        if spec.rul is not None:
+            feats = spec.rul.features or list(dict.fromkeys(
+                [*(f for fs in spec.modalities.values() for f in fs), *(classifier or {}).get("features", [])]))
+            missing = [f for f in feats if f not in columns]
+            if missing:
+                raise ValueError(f"the training data has no RUL feature(s) {missing}")
+            progress(f"  [rul] XGBoost regressor on {len(feats)} features, cap {spec.rul.cap}")
+            rul_head, rul_metrics = fit_rul_head(spec.rul, feats, columns, target, rows.part, bdir,  # type: ignore[arg-type]
+                                                 seed=spec.seed)
         manifest = _manifest(spec, modalities, classifier, data, data_sha256)
+        manifest["rul"] = rul_head
         bundle = _write_and_load(bdir, staging, manifest)
         for name, mod in bundle.modalities.items():  # gates calibrated on held-out normal rows
             x = (np.column_stack([columns[f] for f in mod.features]) - mod.mean) / mod.scale
@@ -160,7 +181,7 @@ def build_bundle(
             bundle = _write_and_load(bdir, staging, manifest)
         progress(f"  [cascade] {cascade}" + (f" ({cascade_metrics['cascade_reason']})" if cascade_metrics else ""))
         metrics = {"split": split_name(spec, ordering), **_measure(bundle, inputs, labels, rows), **clf_metrics,
-                   **cascade_metrics}
+                   **cascade_metrics, **rul_metrics}
         manifest["provenance"]["metrics"] = metrics
         manifest["warmup"] = _record_warmup(bundle, inputs, rows, spec, bdir)
         _write_and_load(bdir, staging, manifest)
@@ -327,8 +348,8 @@ def _record_warmup(bundle: Bundle, inputs: dict[str, np.ndarray], rows: Rows, sp
     names = sorted(inputs)
     sample = [{f: float(inputs[f][i]) for f in names} for i in pick]
     g = score_group(bundle, {f: inputs[f][pick] for f in names}, len(pick), enable_xgb=True)
-    expected = [{"score": r["score"], "anomaly": r["anomaly"], "probabilities": r["classifier"].get("probabilities")}
-                for r in materialise(g) if isinstance(r, dict)]
+    expected = [{"score": r["score"], "anomaly": r["anomaly"], "probabilities": r["classifier"].get("probabilities"),
+                 **({"rul": r["rul"]["value"]} if r.get("rul") else {})} for r in materialise(g) if isinstance(r, dict)]
     (bdir / "warmup.json").write_text(json.dumps({"rows": sample, "expected": expected}, indent=1))
     return {"file": "warmup.json", "rtol": 1e-4, "atol": 1e-6}
 

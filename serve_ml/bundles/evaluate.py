@@ -11,7 +11,9 @@ from typing import Any
 
 import numpy as np
 
+from serve_ml.bundles.datasets import Ordering
 from serve_ml.bundles.loader import Bundle
+from serve_ml.bundles.rul_training import RulSpec, rul_figures, rul_labels, rul_target
 from serve_ml.bundles.scoring import score_group
 
 NORMAL = "none"
@@ -31,11 +33,19 @@ def binary_report(truth: np.ndarray, pred: np.ndarray) -> dict[str, Any]:
     }
 
 
-def evaluate(bundle: Bundle, columns: dict[str, np.ndarray], labels: np.ndarray) -> dict[str, Any]:
+def evaluate(bundle: Bundle, columns: dict[str, np.ndarray], labels: np.ndarray,
+             ordering: Ordering | None = None) -> dict[str, Any]:
     """Per modality (the gate), the gate combined, and the classifier, on ``labels``
-    (``none`` normal; anything else a fault)."""
+    (``none`` normal; anything else a fault). With run-to-failure ``ordering`` (unit
+    and time) and a bundle with a RUL head: its figures too, and rows on the healthy
+    plateau (RUL at or above the cap) count as normal, the others as faults."""
     inputs = {f: np.asarray(c, dtype=np.float64) for f, c in columns.items() if f in bundle.known_features}
     n = len(labels)
+    head = bundle.manifest.rul
+    target = None
+    if head is not None and ordering is not None:
+        target = rul_target(ordering)
+        labels = rul_labels(labels, target, RulSpec(cap=head.cap), NORMAL)
     g = score_group(bundle, inputs, n, enable_xgb=True, cascade="always")  # the classifier on every row
     ok = np.ones(n, dtype=bool)
     ok[list(g.bad_rows)] = False
@@ -65,6 +75,14 @@ def evaluate(bundle: Bundle, columns: dict[str, np.ndarray], labels: np.ndarray)
         out["served"] = {"cascade": cascade, **binary_report(truth, served)}
     else:
         out["classifier"] = {"status": "skipped", "reason": g.classifier_reason}
+    if target is not None and g.rul is not None and bundle.rul is not None:
+        truth = np.minimum(target, head.cap) if head.cap is not None else target  # type: ignore[union-attr]
+        lower, upper = bundle.rul.bounds(g.rul)
+        out["rul"] = {"unit": head.unit, "cap": head.cap,  # type: ignore[union-attr]
+                      **rul_figures(g.rul[ok], truth[ok], lower[ok], upper[ok])}
+        near = ok & (truth < (head.cap or np.inf))  # type: ignore[union-attr]
+        if near.any():
+            out["rul"]["below_cap"] = rul_figures(g.rul[near], truth[near], lower[near], upper[near])
     return out
 
 
@@ -96,4 +114,11 @@ def format_report(r: dict[str, Any]) -> str:
             lines.append(f"{t:<10}" + "".join(f"{preds.get(c, 0):>9}" for c in classes))
     else:
         lines.append(f"classifier: skipped ({clf['reason']})")
+    if "rul" in r:
+        u = r["rul"]
+        lines += ["", f"RUL ({u['unit']}, cap {u['cap']})   rows  RMSE     MAE   NASA score  interval coverage"]
+        for name, f_ in (("all rows", u), ("below the cap", u.get("below_cap"))):
+            if f_:
+                lines.append(f"  {name:<20}{f_['rows']:>6}{f_['rmse']:>7.2f}{f_['mae']:>8.2f}{f_['nasa_score']:>13.1f}"
+                             f"{f_['interval_coverage']:>19.3f}")
     return "\n".join(lines)

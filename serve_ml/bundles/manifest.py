@@ -182,6 +182,7 @@ class WarmupExpected(_Strict):
     score: float = Field(description="Combined anomaly score of the row.")
     anomaly: bool = Field(description="Whether the row crossed its threshold.")
     probabilities: dict[str, float] | None = Field(default=None, description="Classifier probabilities, if any.")
+    rul: float | None = Field(default=None, description="Predicted remaining useful life, if the bundle has a head.")
 
 
 class WarmupFile(_Strict):

@@ -30,6 +30,9 @@ MODES = ("bearing", "thermal")
 REGIMES = ((1500.0, 40.0), (1800.0, 30.0), (1200.0, 55.0))
 SENSORS = ("air_temp_k", "process_temp_k", "speed_rpm", "torque_nm", "vibration_rms_mm_s", "current_a")
 COLUMNS = ("unit", "cycle", "regime", *SENSORS, "failure_mode")
+# The builder's gates on this shape, when no --modality is given.
+MODALITIES = {"thermal": ["air_temp_k", "process_temp_k"],
+              "mechanical": ["speed_rpm", "torque_nm", "vibration_rms_mm_s", "current_a"]}
 _VOLT_PF = math.sqrt(3) * 400.0 * 0.85
 
 

@@ -50,6 +50,7 @@ class Rows:
     clf_train: np.ndarray
     clf_test: np.ndarray
     groups: np.ndarray | None = None
+    part: np.ndarray | None = None  # each row's block on a time or unit split: 0 train, 1 calibration, 2 evaluation
 
 
 def _splits(n: int, rng: np.random.Generator, fractions: tuple[float, ...]) -> list[np.ndarray]:
@@ -72,7 +73,7 @@ def split_rows(spec: SplitSpec, labels: np.ndarray, ordering: Ordering | None) -
     tr, cal, te = (np.flatnonzero(is_normal & (part == b)) for b in (0, 1, 2))
     return Rows(normal, faulty, tr, cal, te, np.flatnonzero(is_fault & (part < 2)), np.flatnonzero(is_fault & (part == 2)),
                  np.flatnonzero(labelled & (part < 2)), np.flatnonzero(labelled & (part == 2)),
-                 groups[labelled & (part < 2)])
+                 groups[labelled & (part < 2)], part)
 
 
 def split_name(spec: SplitSpec, ordering: Ordering | None) -> str:

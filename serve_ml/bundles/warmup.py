@@ -39,3 +39,6 @@ def verify_warmup(bundle: Bundle) -> None:
                 not math.isclose(probs.get(k, math.nan), v, rel_tol=1e-3, abs_tol=1e-5)
                 for k, v in e.probabilities.items())):
             raise BundleInvalid(str(bundle.path), f"warm-up mismatch: row {i} classifier probabilities differ")
+        rul = (g.get("rul") or {}).get("value")
+        if e.rul is not None and (rul is None or not math.isclose(rul, e.rul, rel_tol=1e-3, abs_tol=1e-3)):
+            raise BundleInvalid(str(bundle.path), f"warm-up mismatch: row {i} RUL {rul} != recorded {e.rul:.6g}")

@@ -53,6 +53,14 @@ def register(bsub: argparse._SubParsersAction) -> None:
     b.add_argument("--threshold-rule", metavar="RULE[:PARAMS]",
                    help="quantile[:Q], quantile_factor[:Q,FACTOR] (default 0.99,1.5) or pot[:Q,RISK] "
                         "(peaks over threshold, default 0.98,1e-4); recorded in the manifest")
+    b.add_argument("--rul", action="store_true",
+                   help="add a remaining-useful-life head, from run-to-failure data (needs --unit-column and "
+                        "--time-column; rows at or above the cap are the gates' normal rows)")
+    b.add_argument("--rul-cap", type=float, default=125.0, help="cap on the RUL target (0: uncapped)")
+    b.add_argument("--rul-unit", choices=["cycles", "hours", "minutes"], default="cycles")
+    b.add_argument("--rul-alert-below", type=float, help="a RUL below this opens a 'rul' alert on the stream")
+    b.add_argument("--rul-features", metavar="F1,F2", help="RUL regressor inputs (default: the gates' and the "
+                   "classifier's features; on the simulator's run-to-failure file also 'regime')")
     b.add_argument("--hidden", metavar="W1,W2", help="autoencoder encoder widths for every modality")
     b.add_argument("--batch-size", type=int, default=256)
     b.add_argument("--seed", type=int, default=0)
@@ -60,12 +68,21 @@ def register(bsub: argparse._SubParsersAction) -> None:
     b.add_argument("--root", type=Path, help="bundle root (default SERVE_ML_ROOT)")
     b.set_defaults(func=_build)
 
+    r = bsub.add_parser("run-to-failure", help="write simulated run-to-failure trajectories as a CSV")
+    r.add_argument("--out", type=Path, required=True)
+    r.add_argument("--units", type=int, default=40)
+    r.add_argument("--seed", type=int, default=0)
+    r.set_defaults(func=_run_to_failure)
+
     e = bsub.add_parser("evaluate", help="score a labelled CSV with one bundle; print precision/recall/F1")
     e.add_argument("bundle", type=Path, help="bundle directory <root>/<equipment>/<power>/<version>")
     e.add_argument("--csv", type=Path, required=True)
     e.add_argument("--label-column")
     e.add_argument("--normal-label")
     e.add_argument("--sep")
+    e.add_argument("--unit-column", help="run-to-failure data: the unit column (with --time-column, gives RUL "
+                   "figures for a bundle with a RUL head)")
+    e.add_argument("--time-column", help="run-to-failure data: the time or cycle column")
     e.add_argument("--json", action="store_true", help="one JSON object, for machines")
     e.set_defaults(func=_evaluate)
 
@@ -108,6 +125,9 @@ def _build(args: argparse.Namespace) -> int:
     from serve_ml.bundles.demo import TORQUE_SPEED
     from serve_ml.bundles.derived import raw_inputs
     from serve_ml.bundles.manifest import PowerFromFeature
+    from serve_ml.bundles.rul_training import RulSpec
+    from serve_ml.bundles.run_to_failure import MODALITIES as RTF_MODALITIES
+    from serve_ml.bundles.run_to_failure import SENSORS as RTF_SENSORS
     from serve_ml.bundles.simulation import MECHANICAL, THERMAL, MachineSpec, simulate_dataset
 
     def fail(msg: str) -> int:
@@ -126,9 +146,13 @@ def _build(args: argparse.Namespace) -> int:
         if not args.csv.is_file():
             return fail(f"{args.csv}: no such file")
         ai4i = is_ai4i(csv_header(args.csv, args.sep)) and args.label_column is None
+    rtf = bool(args.csv) and set(RTF_SENSORS) <= set(csv_header(args.csv, args.sep))
     if mods is None:
-        mods = ({"thermal": list(THERMAL), "mechanical": ["speed_rpm", "torque_nm", "tool_wear_min"]} if args.csv
+        mods = (dict(RTF_MODALITIES) if rtf
+                else {"thermal": list(THERMAL), "mechanical": ["speed_rpm", "torque_nm", "tool_wear_min"]} if args.csv
                 else {"thermal": list(THERMAL), "mechanical": list(MECHANICAL)})
+    rul_feats = (args.rul_features.split(",") if args.rul_features
+                 else [*RTF_SENSORS, "regime"] if rtf and args.rul else None)
     if ai4i and not args.derived:
         derived = list(AI4I_DERIVED)
     clf_feats = (args.classifier_features.split(",") if args.classifier_features
@@ -143,6 +167,7 @@ def _build(args: argparse.Namespace) -> int:
                                         *raw_inputs(derived)]) if f not in derived_names]
     if args.power_feature:
         wanted.append(args.power_feature)
+    wanted += [f for f in rul_feats or [] if f not in wanted and f not in derived_names]
     try:
         ordering = None
         if args.csv:
@@ -165,6 +190,8 @@ def _build(args: argparse.Namespace) -> int:
     power_source: Any = (PowerFromFeature(feature=args.power_feature) if args.power_feature
                          else TORQUE_SPEED if {"torque_nm", "speed_rpm"} <= set(cols) else None)
     hidden = [int(w) for w in args.hidden.split(",")] if args.hidden else None
+    if args.rul and not (args.unit_column and args.time_column):
+        return fail("--rul needs run-to-failure data: --unit-column and --time-column")
     split: Any = args.split or ("unit" if args.unit_column else "time" if args.time_column else "random")
     if (split == "time" and not args.time_column) or (split == "unit" and not args.unit_column):
         return fail(f"--split {split} needs --{split}-column")
@@ -179,6 +206,8 @@ def _build(args: argparse.Namespace) -> int:
                          classifier_mode=args.classifier_mode, classifier_rounds=args.classifier_rounds,
                          derived=derived, classifier_features=clf_feats, batch_size=args.batch_size,
                          threshold_rule=rule, cascade=args.cascade, split=split,
+                         rul=RulSpec(cap=args.rul_cap or None, unit=args.rul_unit, alert_below=args.rul_alert_below,
+                                     features=rul_feats) if args.rul else None,
                          hidden={m: hidden for m in mods} if hidden else {})
     except ValidationError as exc:
         return fail(f"bad build options: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}")
@@ -217,7 +246,30 @@ def _evaluate(args: argparse.Namespace) -> int:
     except (DatasetError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    report = evaluate(bundle, cols, labels)
+    ordering = None
+    if args.unit_column or args.time_column:
+        from serve_ml.bundles.datasets import read_ordering
+
+        try:
+            ordering = read_ordering(args.csv, sep=args.sep, time_column=args.time_column,
+                                     unit_column=args.unit_column)
+        except DatasetError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+    try:
+        report = evaluate(bundle, cols, labels, ordering=ordering)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     report["bundle"] = "/".join(bundle.key)
     print(json.dumps(report, indent=2) if args.json else format_report(report))
+    return 0
+
+
+def _run_to_failure(args: argparse.Namespace) -> int:
+    from serve_ml.bundles.run_to_failure import simulate_fleet, write_csv
+
+    fleet = simulate_fleet(args.units, seed=args.seed)
+    path = write_csv(fleet, args.out)
+    print(f"wrote {path}: {args.units} units, {len(fleet.unit)} rows (unit, cycle, regime, sensors, failure_mode)")
     return 0

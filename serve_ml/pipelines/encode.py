@@ -48,7 +48,8 @@ from serve_ml.pipelines.verdicts import Judged
 R_COLS = ("time", "equipment_id", "reading_key", "power", "features", "source", "source_partition",
           "source_offset")
 P_COLS = ("time", "equipment_id", "reading_key", "power", "model_version", "anomaly", "score", "modalities",
-          "fault_label", "fault_probabilities", "source", "source_partition", "source_offset")
+          "fault_label", "fault_probabilities", "source", "source_partition", "source_offset", "rul", "rul_lower",
+          "rul_upper")
 
 
 def reading_key(features_json: bytes, reading_id: str | None) -> int:
@@ -125,10 +126,13 @@ class Rows:
         rejected = [(i, FeatureError(reason)) for i, reason in sorted(g.bad_rows.items())]
         score, anomaly = g.score, g.anomaly
         flags = [(s.name, s.anomaly) for s in g.modalities if s.present]
+        head = g.bundle.rul
+        rul = None if g.rul is None or head is None else np.stack([g.rul, *head.bounds(g.rul)])
         if rejected:
             keep = [i for i in range(len(origins)) if i not in g.bad_rows]
             origins = [origins[i] for i in keep]
             score, anomaly = score[keep], anomaly[keep]
+            rul = None if rul is None else rul[:, keep]
             mod_json = mod_json.take(keep)  # type: ignore[union-attr]
             labels, probs = ([col[i] for i in keep] for col in (labels, probs))
             flags = [(name, an[keep]) for name, an in flags]  # type: ignore[index]
@@ -150,9 +154,11 @@ class Rows:
         self.predictions.append(encode_rows(n, [
             time_col, eq_col, key_col, power_col, Const(version.encode()), Fixed(BOOL, anomaly), Fixed(FLOAT8, score),
             mod_json, Var(labels) if g.classifier_ran else Const(None),  # type: ignore[list-item]
-            Var(probs) if g.classifier_ran else Const(None), source, partition, offset]))
+            Var(probs) if g.classifier_ran else Const(None), source, partition, offset,
+            *([Fixed(FLOAT8, None)] * 3 if rul is None else [Fixed(FLOAT8, c) for c in rul])]))
         label_s = [None if b is None else b.decode() for b in labels] if g.classifier_ran else labels
-        self.judged.append(Judged(eq, power, version, times, time_us, anomaly, score, label_s, flags, keys))  # type: ignore[arg-type]
+        self.judged.append(Judged(eq, power, version, times, time_us, anomaly, score, label_s, flags, keys,  # type: ignore[arg-type]
+                                  None if rul is None else rul[0], None if head is None else head.spec.alert_below))
         return rejected
 
 

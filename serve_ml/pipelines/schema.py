@@ -166,9 +166,22 @@ async def _v5(conn: asyncpg.Connection, mode: str) -> None:
                            f"ALTER TABLE {t} ADD PRIMARY KEY (equipment_id, time, reading_key)")
 
 
+async def _v6(conn: asyncpg.Connection, mode: str) -> None:
+    # Bundles with a remaining-useful-life head: the prediction and its interval per
+    # reading, and alerts of a second kind (RUL below the bundle's alert_below), each
+    # kind with at most one open alert per equipment.
+    await conn.execute("""
+    ALTER TABLE serve_ml_predictions ADD COLUMN rul double precision, ADD COLUMN rul_lower double precision,
+        ADD COLUMN rul_upper double precision;
+    ALTER TABLE serve_ml_alerts ADD COLUMN kind text NOT NULL DEFAULT 'anomaly' CHECK (kind IN ('anomaly', 'rul'));
+    DROP INDEX serve_ml_alerts_one_open;
+    CREATE UNIQUE INDEX serve_ml_alerts_one_open ON serve_ml_alerts (equipment_id, kind) WHERE status = 'open';
+    """)
+
+
 MIGRATIONS = [(1, "initial schema", _v1), (2, "explicit live versions", _v2),
               (3, "per-row documents as json", _v3), (4, "BRIN time index on predictions", _v4),
-              (5, "readings keyed by what tells them apart", _v5)]
+              (5, "readings keyed by what tells them apart", _v5), (6, "remaining useful life", _v6)]
 
 
 async def detect_mode(conn: asyncpg.Connection) -> str:

@@ -122,13 +122,23 @@ async def _copy(conn: asyncpg.Connection, table: str, rows: Rows) -> None:
 
 async def _alerts(conn: asyncpg.Connection, judged: list[Judged], stats: WriteStats,
                   topic: str, resolve_after: int) -> None:
+    """Both kinds of alert, each with its own lifecycle: ``anomaly`` from the gate's
+    verdicts, ``rul`` from RUL heads with an alert level (rows below it flagged)."""
+    await _alerts_of(conn, judged, stats, topic, resolve_after, "anomaly")
+    views = [v for v in (j.rul_view() for j in judged) if v is not None]
+    if views:
+        await _alerts_of(conn, views, stats, topic, resolve_after, "rul")
+
+
+async def _alerts_of(conn: asyncpg.Connection, judged: list[Judged], stats: WriteStats,
+                     topic: str, resolve_after: int, kind: str) -> None:
     by_eq: dict[str, list[Judged]] = defaultdict(list)
     for group in judged:
         if len(group):
             by_eq[group.equipment_id].append(group)
     open_rows = {r["equipment_id"]: r for r in await conn.fetch(
-        "SELECT * FROM serve_ml_alerts WHERE status = 'open' AND equipment_id = ANY($1::text[]) FOR UPDATE",
-        list(by_eq))}
+        "SELECT * FROM serve_ml_alerts WHERE status = 'open' AND kind = $2 AND equipment_id = ANY($1::text[]) "
+        "FOR UPDATE", list(by_eq), kind)}
     outbox: list[tuple[str, str, str]] = []
     for eq, groups in by_eq.items():
         rows = Timeline(groups)
@@ -146,12 +156,12 @@ async def _alerts(conn: asyncpg.Connection, judged: list[Judged], stats: WriteSt
             if alert is None:
                 alert_id = await conn.fetchval(
                     "INSERT INTO serve_ml_alerts (equipment_id, power, model_version, status, severity, opened_at, "
-                    "last_seen_at, peak_score, anomalies, normal_streak, fault_label, modalities) "
-                    "VALUES ($1, $2, $3, 'open', $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id",
+                    "last_seen_at, peak_score, anomalies, normal_streak, fault_label, modalities, kind) "
+                    "VALUES ($1, $2, $3, 'open', $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id",
                     eq, worst.power, worst.model_version, severity(worst.score), anomalies[0].time,
-                    anomalies[-1].time, worst.score, len(anomalies), streak, worst.fault_label, mods)
+                    anomalies[-1].time, worst.score, len(anomalies), streak, worst.fault_label, mods, kind)
                 stats.alerts_opened.append(alert_id)
-                outbox.append((topic, eq, _event("opened", alert_id, eq, worst, anomalies[0].time, mods)))
+                outbox.append((topic, eq, _event("opened", alert_id, eq, worst, anomalies[0].time, mods, kind)))
             else:
                 alert_id = alert["id"]
                 peak = max(alert["peak_score"], worst.score)
@@ -170,16 +180,19 @@ async def _alerts(conn: asyncpg.Connection, judged: list[Judged], stats: WriteSt
             await conn.execute("UPDATE serve_ml_alerts SET status = 'resolved', resolved_at = $2, normal_streak = $3 "
                                "WHERE id = $1", alert_id, resolved_at, streak)
             stats.alerts_resolved.append(alert_id)
-            outbox.append((topic, eq, orjson.dumps({"event": "resolved", "alert_id": alert_id, "equipment_id": eq,
-                                                    "at": resolved_at.isoformat()}).decode()))
+            outbox.append((topic, eq, orjson.dumps({"event": "resolved", "alert_id": alert_id, "type": kind,
+                                                    "equipment_id": eq, "at": resolved_at.isoformat()}).decode()))
         elif not anomalies:
             await conn.execute("UPDATE serve_ml_alerts SET normal_streak = $2 WHERE id = $1", alert_id, streak)
     if outbox:
         await conn.executemany("INSERT INTO serve_ml_outbox (topic, key, payload) VALUES ($1, $2, $3)", outbox)
 
 
-def _event(kind: str, alert_id: int, eq: str, worst: Verdict, at: dt.datetime, mods: list[str]) -> str:
-    return orjson.dumps({
-        "event": kind, "alert_id": alert_id, "equipment_id": eq, "power": worst.power,
-        "model_version": worst.model_version, "severity": severity(worst.score), "score": worst.score,
-        "fault_label": worst.fault_label, "modalities": mods, "at": at.isoformat()}).decode()
+def _event(event: str, alert_id: int, eq: str, worst: Verdict, at: dt.datetime, mods: list[str],
+           kind: str) -> str:
+    doc = {"event": event, "alert_id": alert_id, "type": kind, "equipment_id": eq, "power": worst.power,
+           "model_version": worst.model_version, "severity": severity(worst.score), "score": worst.score,
+           "fault_label": worst.fault_label, "modalities": mods, "at": at.isoformat()}
+    if kind == "rul":
+        doc["rul"] = worst.rul
+    return orjson.dumps(doc).decode()

@@ -32,6 +32,7 @@ class Verdict(NamedTuple):
     score: float
     fault_label: str | None
     modalities: list[str]  # the anomalous ones
+    rul: float | None = None  # remaining useful life, from a bundle with a RUL head
 
 
 @dataclass(slots=True)
@@ -48,6 +49,8 @@ class Judged:
     labels: Sequence[str | None]
     flags: Sequence[tuple[str, np.ndarray]]  # per scored modality, the rows it flagged
     keys: np.ndarray  # int64 ``reading_key`` per row (see ``pipelines.encode.reading_key``)
+    rul: np.ndarray | None = None  # remaining useful life per row, from a bundle with a RUL head
+    rul_alert_below: float | None = None  # that head's alert level
 
     def __len__(self) -> int:
         return len(self.times)
@@ -55,14 +58,28 @@ class Judged:
     def verdict(self, i: int) -> Verdict:
         anomaly = bool(self.anomaly[i])
         return Verdict(self.times[i], self.equipment_id, self.power, self.model_version, anomaly,
-                       float(self.score[i]), self.labels[i], [m for m, f in self.flags if f[i]] if anomaly else [])
+                       float(self.score[i]), self.labels[i], [m for m, f in self.flags if f[i]] if anomaly else [],
+                       None if self.rul is None else float(self.rul[i]))
 
     def take(self, rows: Sequence[int]) -> Judged:
         """Only ``rows``, in that order."""
         idx = np.asarray(rows, dtype=np.intp)
         return Judged(self.equipment_id, self.power, self.model_version, [self.times[i] for i in rows],
                       self.time_us[idx], self.anomaly[idx], self.score[idx], [self.labels[i] for i in rows],
-                      [(m, f[idx]) for m, f in self.flags], self.keys[idx])
+                      [(m, f[idx]) for m, f in self.flags], self.keys[idx],
+                      None if self.rul is None else self.rul[idx], self.rul_alert_below)
+
+    def rul_view(self) -> Judged | None:
+        """The same rows judged by their RUL, for the alert logic: a row is flagged
+        when its RUL is below the head's ``alert_below``, and its score is
+        ``alert_below / RUL`` (above 1 when flagged; 1.5 and 3 are the major and
+        critical severities, as for anomaly scores). None without a RUL alert level."""
+        if self.rul is None or self.rul_alert_below is None:
+            return None
+        below = self.rul_alert_below
+        score = below / np.maximum(self.rul, below / 1000.0) if below > 0 else np.zeros(len(self.rul))
+        return Judged(self.equipment_id, self.power, self.model_version, self.times, self.time_us, self.rul < below,
+                      score, [None] * len(self.times), [], self.keys, self.rul, below)
 
 
 def all_verdicts(judged: Sequence[Judged]) -> list[Verdict]:

@@ -61,7 +61,7 @@ class History:
     async def predictions(self, equipment_id: str, start: dt.datetime, end: dt.datetime, limit: int) -> list[dict]:
         return await self._fetch(
             "SELECT time, equipment_id, power, model_version, anomaly, score, modalities, fault_label, "
-            "fault_probabilities FROM serve_ml_predictions WHERE equipment_id = $1 AND time >= $2 AND time < $3 "
+            "fault_probabilities, rul, rul_lower, rul_upper FROM serve_ml_predictions WHERE equipment_id = $1 AND time >= $2 AND time < $3 "
             "ORDER BY time DESC LIMIT $4", equipment_id, start, end, min(limit, MAX_ROWS))
 
     async def readings(self, equipment_id: str, start: dt.datetime, end: dt.datetime, limit: int) -> list[dict]:
@@ -72,7 +72,7 @@ class History:
 
     async def alerts(self, equipment_id: str | None, status: str | None, limit: int) -> list[dict]:
         return await self._fetch(
-            "SELECT id, equipment_id, power, model_version, status, severity, opened_at, last_seen_at, "
+            "SELECT id, kind, equipment_id, power, model_version, status, severity, opened_at, last_seen_at, "
             "resolved_at, peak_score, anomalies, fault_label, modalities FROM serve_ml_alerts "
             "WHERE ($1::text IS NULL OR equipment_id = $1) AND ($2::text IS NULL OR status = $2) "
             "ORDER BY opened_at DESC LIMIT $3", equipment_id, status, min(limit, MAX_ROWS))

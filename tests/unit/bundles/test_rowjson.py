@@ -23,10 +23,11 @@ def result_items(results: list) -> tuple[int, list]:
     return sum(isinstance(r, ServeMLError) for r in results), items
 
 
-@pytest.fixture(scope="module", params=["demo", "cascade"])
+@pytest.fixture(scope="module", params=["demo", "cascade", "rul"])
 def cat(request: pytest.FixtureRequest, demo_root: Path) -> Catalog:
-    """The shipped fleet, and one whose press-02 runs its classifier behind the gate."""
-    return Catalog.scan(demo_root if request.param == "demo" else request.getfixturevalue("cascade_root"))
+    """The shipped fleet, one whose press-02 runs its classifier behind the gate, and
+    one whose press-02 has a RUL head."""
+    return Catalog.scan(demo_root if request.param == "demo" else request.getfixturevalue(f"{request.param}_root"))
 
 
 @pytest.mark.parametrize("xgb", [False, True])

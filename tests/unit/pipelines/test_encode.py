@@ -22,13 +22,14 @@ JSON_COLS = (4,)  # readings.features
 P_JSON_COLS = (7, 9)  # predictions.modalities, predictions.fault_probabilities
 R_KINDS = ("timestamptz", "text", "int8", "text", "json", "text", "int4", "int8")
 P_KINDS = ("timestamptz", "text", "int8", "text", "text", "bool", "float8", "json", "text", "json", "text", "int4",
-           "int8")
+           "int8", "float8", "float8", "float8")
 
 
-@pytest.fixture(scope="module", params=["demo", "cascade"])
+@pytest.fixture(scope="module", params=["demo", "cascade", "rul"])
 def cat(request: pytest.FixtureRequest, demo_root: Path) -> Catalog:
-    """The shipped fleet, and one whose press-02 runs its classifier behind the gate."""
-    return Catalog.scan(demo_root if request.param == "demo" else request.getfixturevalue("cascade_root"))
+    """The shipped fleet, one whose press-02 runs its classifier behind the gate, and
+    one whose press-02 has a RUL head."""
+    return Catalog.scan(demo_root if request.param == "demo" else request.getfixturevalue(f"{request.param}_root"))
 
 
 def decoded(row: tuple, json_cols: tuple[int, ...]) -> tuple:
@@ -63,6 +64,8 @@ def test_columnar_rows_equal_verdict_dicts(cat: Catalog, xgb: bool) -> None:
     assert any('"absent"' in p[7] for p in stored_preds)
     assert any(p[9] is not None for p in stored_preds) is xgb
     press = [p for p in stored_preds if p[1] == "press-02"]
+    has_rul = any(b.rul is not None for b in cat.bundles.values())
+    assert any(p[13] is not None for p in press) is has_rul  # (thermal-only readings lack the head's inputs)
     if xgb and any(b.manifest.cascade == "gate_then_classify" for b in cat.bundles.values()):  # rows the gate passed: no label
         assert any(p[8] is None for p in press) and any(p[8] is not None for p in press)
     assert {p[3] for p in stored_preds} == {"5.5kW", "7.5kW"}

@@ -52,11 +52,11 @@ def from_verdicts(known: set[str], readings: list[Reading], results: list) -> tu
     return outcome, modal, clf
 
 
-@pytest.mark.parametrize("fleet", ["demo", "cascade"])
+@pytest.mark.parametrize("fleet", ["demo", "cascade", "rul"])
 @pytest.mark.parametrize("xgb", [False, True])
 def test_group_tallies_equal_per_reading_tallies(request: pytest.FixtureRequest, demo_root: Path, xgb: bool,
                                                  fleet: str) -> None:
-    cat = Catalog.scan(demo_root if fleet == "demo" else request.getfixturevalue("cascade_root"))
+    cat = Catalog.scan(demo_root if fleet == "demo" else request.getfixturevalue(f"{fleet}_root"))
     readings = mixed_readings(200, 5)
     recorder = _Recorder()
     recorder.scored_groups(cat.live_equipment, list(score_groups(cat, readings, enable_xgb=xgb)), 1.0)
