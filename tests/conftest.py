@@ -11,9 +11,9 @@ from hypothesis import HealthCheck, settings
 
 from serve_ml.bundles.builder import BuildSpec, build_bundle
 from serve_ml.bundles.datasets import Ordering
+from serve_ml.bundles.demo import RANGES, TORQUE_SPEED
 from serve_ml.bundles.rul_training import RulSpec
 from serve_ml.bundles.run_to_failure import simulate_fleet
-from serve_ml.bundles.demo import RANGES, TORQUE_SPEED
 from serve_ml.bundles.simulation import MECHANICAL, THERMAL, MachineSpec, simulate_dataset
 from serve_ml.bundles.thresholds import Quantile
 from serve_ml.core.settings import REPO_ROOT
