@@ -8,6 +8,7 @@ import datetime as dt
 import time
 
 import asyncpg
+import numpy as np
 import orjson
 import pytest
 
@@ -266,3 +267,57 @@ def test_catalog_recorded_in_serve_ml_models(stack: Stack) -> None:
     live = rows[("mill-01", "7.5kW", "1.0.0")]
     assert live["status"] == "live" and live["activated_at"] is not None and len(live["sha256"]) == 64
     assert len([r for r in rows.values() if r["status"] in ("live", "loaded")]) == len(cat.bundles)
+
+
+def test_rul_is_stored_and_a_low_rul_opens_and_resolves_an_alert_of_its_own(stack: Stack, tmp_path) -> None:
+    """A unit's last cycles drive its RUL below the head's alert level: one alert of
+    type 'rul' opens (beside, not instead of, the gate's anomaly alerts) and its event
+    carries the RUL; after maintenance (a new unit's early life) it resolves."""
+    from serve_ml.bundles.batch import Reading
+    from serve_ml.bundles.catalog import Catalog
+    from serve_ml.bundles.run_to_failure import simulate_fleet
+    from serve_ml.pipelines.encode import Origin, encode_scored
+    from serve_ml.pipelines.schema import Partitions
+    from serve_ml.pipelines.store import write_batch
+    from tests.conftest import build_rul_bundle
+
+    eq = "rtf-int-01"
+    build_rul_bundle(tmp_path, eq, "7.5kW", "1.0.0", alert_below=40.0)
+    cat = Catalog.scan(tmp_path)
+    fleet = simulate_fleet(2, seed=21, min_life=120, max_life=120)
+    wear = np.random.default_rng(0).uniform(0, 200, len(fleet.unit))
+    feats = [{**{k: float(v[i]) for k, v in fleet.sensors.items()}, "tool_wear_min": float(wear[i])}
+             for i in range(len(fleet.unit))]
+    first, second = np.flatnonzero(fleet.unit == "unit-001"), np.flatnonzero(fleet.unit == "unit-002")
+    order = [*first, *second[:30]]  # unit 1 to failure, then unit 2 (a new machine) from new
+    base = now() + dt.timedelta(hours=5)
+    readings = [Reading(eq, feats[i], "7.5kW") for i in order]
+    origins = [Origin(base + dt.timedelta(seconds=k), r.features, "test", 1, k) for k, r in enumerate(readings)]
+    encoded, rejected = encode_scored(cat, readings, origins, enable_xgb=True)
+    assert not rejected
+
+    async def write():
+        conn = await asyncpg.connect(stack.database_url)
+        try:
+            return await write_batch(conn, encoded, partitions=Partitions(stack.mode), alerts_topic="t",
+                                     resolve_after=5)
+        finally:
+            await conn.close()
+
+    stats = asyncio.run(write())
+    stored = q(stack, "SELECT time, rul, rul_lower, rul_upper FROM serve_ml_predictions WHERE equipment_id = $1 "
+                      "ORDER BY time", eq)
+    assert len(stored) == len(readings) and all(r["rul_lower"] <= r["rul"] <= r["rul_upper"] for r in stored)
+    low = [k for k, r in enumerate(stored) if r["rul"] < 40.0]
+    assert low and low[0] > 40 and max(low) < len(first) + 5, low  # low late in unit 1's life only
+    alerts = q(stack, "SELECT * FROM serve_ml_alerts WHERE equipment_id = $1 AND kind = 'rul'", eq)
+    assert len(alerts) == 1 and alerts[0]["status"] == "resolved", alerts
+    assert alerts[0]["opened_at"] == stored[low[0]]["time"]
+    assert alerts[0]["opened_at"] < alerts[0]["resolved_at"] <= base + dt.timedelta(seconds=len(first) + 10)
+    assert set(stats.alerts_opened) >= {alerts[0]["id"]}
+    events = [orjson.loads(r["payload"]) for r in q(stack, "SELECT payload FROM serve_ml_outbox WHERE key = $1 "
+                                                           "ORDER BY id", eq)]
+    rul_events = [e for e in events if e["type"] == "rul"]
+    assert [e["event"] for e in rul_events] == ["opened", "resolved"]
+    assert rul_events[0]["rul"] == pytest.approx(min(stored[k]["rul"] for k in low))  # the batch's worst
+    assert {e["type"] for e in events} <= {"rul", "anomaly"}
