@@ -234,7 +234,7 @@ def audit(root: Path, *, equipment_id: str = "press-02", power: str = "7.5kW", s
     core = LocalCore(service, max_bulk_rows=max(large_rows, 10_000))
     app = create_api(core, max_request_bytes=64 * 2**20)
     warmup = Catalog.scan(root, equipment_ids={equipment_id}).live_bundle(equipment_id, power).warmup
-    rows = warmup.rows if warmup else []
+    rows = warmup.point_rows() if warmup else []
     if not rows:
         raise SystemExit(f"{equipment_id}/{power} has no warm-up rows to audit with")
     routes = _routes(rows, equipment_id, power)

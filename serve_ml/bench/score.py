@@ -24,7 +24,7 @@ BATCHES = (1, 64, 4096)
 def demo_rows(catalog: Catalog, equipment_id: str, power: str, n: int) -> list[dict[str, float]]:
     """``n`` realistic feature rows, cycled from the bundle's recorded warm-up rows."""
     b = catalog.live_bundle(equipment_id, power)
-    rows = b.warmup.rows if b.warmup else []
+    rows = b.warmup.point_rows() if b.warmup else []
     if not rows:
         raise SystemExit(f"{equipment_id}/{power} has no warm-up rows to benchmark with")
     return [rows[i % len(rows)] for i in range(n)]

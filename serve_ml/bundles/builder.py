@@ -13,7 +13,7 @@ import os
 import shutil
 import sys
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -39,8 +39,10 @@ from serve_ml.bundles.rul_training import RulSpec, fit_rul_head, rul_labels, rul
 from serve_ml.bundles.scoring import materialise, score_group
 from serve_ml.bundles.splits import Rows, split_name, split_rows
 from serve_ml.bundles.thresholds import Quantile, ThresholdRule
+from serve_ml.bundles.windows import take, window_index
 
 Progress = Callable[[str], None]
+Inputs = Callable[[np.ndarray], dict[str, np.ndarray]]  # rows -> the bundle's inputs for them (values or windows)
 
 CASCADE_F1_TOLERANCE = 0.01
 """'auto' keeps the gate in front of the classifier unless that costs more than this
@@ -65,7 +67,14 @@ class BuildSpec(BaseModel):
     power_source: PowerFromFeature | PowerFromTorqueSpeed | None = None
     modalities: dict[str, list[str]] = Field(
         default_factory=dict, description="Gates: modality -> features. None: a classifier-only bundle.")
-    kind: str = Field(default="dense_autoencoder", description="Model kind of every modality (serve_ml.bundles.kinds).")
+    kind: str = Field(default="dense_autoencoder", description="Model kind of the modalities (serve_ml.bundles.kinds).")
+    modality_kinds: dict[str, str] = Field(default_factory=dict, description="Per-modality kinds overriding "
+                                           "'kind': dense and sequence modalities can share a bundle.")
+    window_steps: int = Field(default=30, ge=2, le=4096, description="Readings per window, for a sequence kind "
+                              "(windows are consecutive rows of one unit in time order, file order without a "
+                              "time column).")
+    centre_windows: bool = Field(default=False, description="Sequence kinds judge movement within each window, "
+                                 "not its level (kinds.sequence.SequenceAutoencoder.centre).")
     hidden: dict[str, list[int]] = Field(default_factory=dict, description="Per-modality encoder widths.")
     classifier: bool = True
     classifier_features: list[str] | None = Field(
@@ -136,15 +145,30 @@ def build_bundle(
     final = root / spec.equipment_id / spec.power / spec.model_version
     if final.exists():
         raise FileExistsError(f"{final} exists; bundles are immutable, use a new model_version")
-    kind = kinds.get(spec.kind)
-    if kind is None:
-        raise ValueError(f"model kind {spec.kind!r} cannot be trained here; known: {', '.join(kinds.names())}")
+    kind_of: dict[str, kinds.ModelKind] = {}
+    for name in spec.modalities:
+        found = kinds.get(spec.modality_kinds.get(name, spec.kind))
+        if found is None:
+            raise ValueError(f"model kind {spec.modality_kinds.get(name, spec.kind)!r} cannot be trained here; "
+                             f"known: {', '.join(kinds.names())}")
+        kind_of[name] = found
+    unknown = sorted(set(spec.modality_kinds) - set(spec.modalities))
+    if unknown:
+        raise ValueError(f"kinds given for modalities the bundle does not have: {unknown}")
     columns = _derive_checked(spec, columns)
     target = None
     if spec.rul is not None:
         target = rul_target(ordering)
         labels = rul_labels(labels, target, spec.rul, spec.normal_label)
     rows = split_rows(spec, labels, ordering)
+    win = None
+    if any(k.input == "windows" for k in kind_of.values()):
+        # Rows with a whole window of their own unit behind them; a normal row's window
+        # is normal only if every reading in it is (the gates learn and judge those).
+        win = window_index(len(labels), spec.window_steps, ordering)
+        full = win[:, 0] >= 0
+        clean = full & (labels[np.where(full[:, None], win, 0)] == spec.normal_label).all(axis=1)
+        rows = rows.only(full & ((labels != spec.normal_label) | clean))
     progress(f"building {spec.equipment_id}/{spec.power}/{spec.model_version} from {data}: "
              f"{len(rows.normal)} normal rows ({len(rows.train)}/{len(rows.calib)}/{len(rows.test)} "
              f"train/calib/test, split {spec.split}), {len(rows.faulty)} fault rows")
@@ -153,7 +177,7 @@ def build_bundle(
     bdir = staging / spec.equipment_id / spec.power / spec.model_version
     bdir.mkdir(parents=True)
     try:
-        modalities = _train_gates(spec, kind, columns, rows, bdir, progress)
+        modalities = _train_gates(spec, kind_of, columns, rows, bdir, progress, win)
         classifier, clf_metrics, oof = _train_classifier(spec, columns, labels, rows, bdir, progress)
         rul_head: dict[str, Any] | None = None
         rul_metrics: dict[str, Any] = {}
@@ -170,11 +194,16 @@ def build_bundle(
         manifest["rul"] = rul_head
         bundle = _write_and_load(bdir, staging, manifest)
         for name, mod in bundle.modalities.items():  # gates calibrated on held-out normal rows
-            x = (np.column_stack([columns[f] for f in mod.features]) - mod.mean) / mod.scale
-            manifest["modalities"][name]["threshold"] = spec.threshold_rule.threshold(mod.model.errors(x[rows.calib]))
+            x = (_model_input(mod.features, columns, rows.calib, win if mod.input == "windows" else None)
+                 - mod.mean) / mod.scale
+            manifest["modalities"][name]["threshold"] = spec.threshold_rule.threshold(mod.model.errors(x))
             manifest["modalities"][name]["threshold_rule"] = spec.threshold_rule.model_dump()
         bundle = _write_and_load(bdir, staging, manifest)
-        inputs = {f: columns[f] for f in bundle.known_features if f in columns}  # derived ones are recomputed
+        known = {f: columns[f] for f in bundle.known_features if f in columns}  # derived ones are recomputed
+
+        def inputs(rows_: np.ndarray) -> dict[str, np.ndarray]:
+            return take(known, rows_, win)
+
         cascade, cascade_metrics = _choose_cascade(spec, bundle, inputs, labels, rows, oof)
         if cascade != "always":
             manifest["cascade"] = cascade
@@ -205,15 +234,27 @@ def _derive_checked(spec: BuildSpec, columns: dict[str, np.ndarray]) -> dict[str
     return columns
 
 
-def _train_gates(spec: BuildSpec, kind: kinds.ModelKind, columns: dict[str, np.ndarray], rows: Rows,
-                 bdir: Path, progress: Progress) -> dict[str, Any]:
+def _model_input(features: Sequence[str], columns: dict[str, np.ndarray], rows: np.ndarray,
+                 win: np.ndarray | None) -> np.ndarray:
+    """Unscaled model input for ``rows``: ``(rows, features)``, or with ``win``
+    ``(rows, steps, features)``."""
+    if win is None:
+        return np.column_stack([columns[f][rows] for f in features]).astype(np.float64)
+    return np.stack([columns[f][win[rows]] for f in features], axis=-1).astype(np.float64)
+
+
+def _train_gates(spec: BuildSpec, kind_of: dict[str, kinds.ModelKind], columns: dict[str, np.ndarray], rows: Rows,
+                 bdir: Path, progress: Progress, win: np.ndarray | None) -> dict[str, Any]:
     """One model per modality on the normal training rows; thresholds come later."""
     out = {}
     for name, feats in spec.modalities.items():
-        x = np.column_stack([columns[f] for f in feats]).astype(np.float64)
-        mean, scale = x[rows.train].mean(axis=0), x[rows.train].std(axis=0) + 1e-9
-        arch = kind.default_spec(len(feats), {"hidden": spec.hidden.get(name)})
-        state = kind.fit((x[rows.train] - mean) / scale, arch, seed=spec.seed, epochs=spec.epochs,
+        kind = kind_of[name]
+        point = np.column_stack([columns[f][rows.train] for f in feats]).astype(np.float64)
+        mean, scale = point.mean(axis=0), point.std(axis=0) + 1e-9
+        arch = kind.default_spec(len(feats), {"hidden": spec.hidden.get(name), "window_steps": spec.window_steps,
+                                              "centre": spec.centre_windows})
+        x = _model_input(feats, columns, rows.train, win if kind.input == "windows" else None)
+        state = kind.fit((x - mean) / scale, arch, seed=spec.seed, epochs=spec.epochs,
                          batch_size=spec.batch_size, progress=progress, label=name)
         torch.save(state, bdir / f"{name}.pt")
         out[name] = {"features": feats, "scaler": {"mean": mean.tolist(), "scale": scale.tolist()},
@@ -280,7 +321,7 @@ def _classifier_figures(prefix: str, truth: np.ndarray, pred: np.ndarray, normal
     }
 
 
-def _choose_cascade(spec: BuildSpec, bundle: Bundle, inputs: dict[str, np.ndarray], labels: np.ndarray,
+def _choose_cascade(spec: BuildSpec, bundle: Bundle, inputs: Inputs, labels: np.ndarray,
                     rows: Rows, oof: _OutOfFold | None) -> tuple[str, dict[str, Any]]:
     """The manifest's cascade, and the figures behind the choice.
 
@@ -292,7 +333,7 @@ def _choose_cascade(spec: BuildSpec, bundle: Bundle, inputs: dict[str, np.ndarra
     judged = np.concatenate([rows.test, rows.faulty])
     where = {int(r): i for i, r in enumerate(oof.rows.tolist())}
     clf_fault = oof.fault[[where[int(r)] for r in judged]]
-    gate = score_group(bundle, {f: c[judged] for f, c in inputs.items()}, len(judged), enable_xgb=False).anomaly
+    gate = score_group(bundle, inputs(judged), len(judged), enable_xgb=False).anomaly
     truth = labels[judged] != spec.normal_label
     f1_always, f1_cascade = binary_f1(truth, clf_fault), binary_f1(truth, clf_fault & gate)
     if spec.cascade == "auto":
@@ -322,13 +363,13 @@ def _manifest(spec: BuildSpec, modalities: dict[str, Any], classifier: dict[str,
     }
 
 
-def _measure(bundle: Bundle, inputs: dict[str, np.ndarray], labels: np.ndarray, rows: Rows) -> dict[str, Any]:
+def _measure(bundle: Bundle, inputs: Inputs, labels: np.ndarray, rows: Rows) -> dict[str, Any]:
     """Gate false alarms on held-out normal rows, detection on held-out fault rows."""
     te, fte = rows.test, rows.fault_test
     metrics: dict[str, Any] = {"rows_train_normal": len(rows.train), "rows_calib_normal": len(rows.calib),
                                "rows_test_normal": len(te), "rows_test_fault": len(fte)}
     test_rows = np.concatenate([te, fte])
-    alarm = score_group(bundle, {f: c[test_rows] for f, c in inputs.items()}, len(test_rows),
+    alarm = score_group(bundle, inputs(test_rows), len(test_rows),
                         enable_xgb=True).anomaly
     metrics["false_alarm_rate"] = round(float(alarm[: len(te)].mean()), 5) if len(te) else 0.0
     if len(fte):
@@ -339,15 +380,16 @@ def _measure(bundle: Bundle, inputs: dict[str, np.ndarray], labels: np.ndarray, 
     return metrics
 
 
-def _record_warmup(bundle: Bundle, inputs: dict[str, np.ndarray], rows: Rows, spec: BuildSpec,
+def _record_warmup(bundle: Bundle, inputs: Inputs, rows: Rows, spec: BuildSpec,
                    bdir: Path) -> dict[str, Any]:
     """Sample rows and their outputs, which a swap must reproduce before going live."""
     half = spec.warmup_rows // 2
     pick = np.concatenate([rows.test[:half], rows.fault_test[: spec.warmup_rows - half]])
     pick = pick if len(pick) else rows.train[: spec.warmup_rows]
-    names = sorted(inputs)
-    sample = [{f: float(inputs[f][i]) for f in names} for i in pick]
-    g = score_group(bundle, {f: inputs[f][pick] for f in names}, len(pick), enable_xgb=True)
+    cols = inputs(pick)
+    names = sorted(cols)
+    sample = [{f: cols[f][k].tolist() for f in names} for k in range(len(pick))]
+    g = score_group(bundle, cols, len(pick), enable_xgb=True)
     expected = [{"score": r["score"], "anomaly": r["anomaly"], "probabilities": r["classifier"].get("probabilities"),
                  **({"rul": r["rul"]["value"]} if r.get("rul") else {})} for r in materialise(g) if isinstance(r, dict)]
     (bdir / "warmup.json").write_text(json.dumps({"rows": sample, "expected": expected}, indent=1))

@@ -39,10 +39,17 @@ def score_columns(catalog: Catalog, equipment_id: str, power: str | None, versio
     request (unknown equipment, power, version or feature names)."""
     parts = [(sub, _masked(score_group(bundle, columns if sub is None else {f: c[sub] for f, c in columns.items()},
                                        n if sub is None else len(sub), enable_xgb=enable_xgb)))
-             for bundle, sub in catalog.resolve(equipment_id, power, version, columns, n)]
+             for bundle, sub in catalog.resolve(equipment_id, power, version, _last_step(columns), n)]
     out = _single(equipment_id, parts[0][1]) if len(parts) == 1 else _merge(equipment_id, parts, n)
     out[CLASSIFIER_S] = sum(g.classifier_s for _, g in parts)
     return out
+
+
+def _last_step(columns: Mapping[str, np.ndarray]) -> Mapping[str, np.ndarray]:
+    """Windows (rows x steps) reduced to each row's own reading, for choosing its power class."""
+    if all(c.ndim == 1 for c in columns.values()):
+        return columns
+    return {f: c[:, -1] if c.ndim == 2 else c for f, c in columns.items()}
 
 
 def _masked(g: GroupScore) -> GroupScore:
@@ -166,21 +173,28 @@ def to_arrays(columns: Mapping[str, Any], max_rows: int) -> tuple[dict[str, np.n
     out: dict[str, np.ndarray] = {}
     problems: dict[str, str] = {}
     for name, values in columns.items():
-        arr = np.asarray(values)
-        if arr.ndim != 1 or arr.dtype.kind not in "if":  # bools, strings, nulls, nesting
-            problems[name] = f"{NOT_A_NUMBER} in every row (a flat array of numbers)"
+        try:
+            arr = np.asarray(values)
+        except ValueError:  # ragged windows
+            arr = np.asarray([], dtype=object)
+        if arr.ndim not in (1, 2) or arr.dtype.kind not in "if":  # bools, strings, nulls, ragged nesting
+            problems[name] = (f"{NOT_A_NUMBER} in every row (a flat array of numbers, or one window of numbers "
+                              "per row, every window of the same length)")
             continue
         out[name] = arr.astype(np.float64, copy=False)
-    lengths = {len(a) for a in out.values()}
-    if not problems and len(lengths) > 1:
-        problems["columns"] = f"columns differ in length: {sorted(lengths)}"
+    shapes = {a.shape for a in out.values()}
+    if not problems and len(shapes) > 1:
+        problems["columns"] = f"columns differ in shape (rows, or rows x steps): {sorted(shapes)}"
     if problems:
         raise FeatureError(problems)
-    n = lengths.pop() if lengths else 0
-    if n == 0:
+    shape = shapes.pop() if shapes else (0,)
+    n = shape[0]
+    if n == 0 or (len(shape) == 2 and shape[1] == 0):
         raise FeatureError({"columns": "expected at least one row"})
-    if n > max_rows:
-        raise PayloadTooLarge(f"columnar request has {n} rows; the limit is {max_rows}")
+    values = n * (shape[1] if len(shape) == 2 else 1)
+    if values > max_rows:
+        raise PayloadTooLarge(f"columnar request has {n} rows" + (f" of {shape[1]} steps ({values} values per "
+                              "feature)" if len(shape) == 2 else "") + f"; the limit is {max_rows}")
     return out, n
 
 

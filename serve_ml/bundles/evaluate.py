@@ -15,6 +15,7 @@ from serve_ml.bundles.datasets import Ordering
 from serve_ml.bundles.loader import Bundle
 from serve_ml.bundles.rul_training import RulSpec, rul_figures, rul_labels, rul_target
 from serve_ml.bundles.scoring import score_group
+from serve_ml.bundles.windows import take, window_index
 
 NORMAL = "none"
 
@@ -36,7 +37,9 @@ def binary_report(truth: np.ndarray, pred: np.ndarray) -> dict[str, Any]:
 def evaluate(bundle: Bundle, columns: dict[str, np.ndarray], labels: np.ndarray,
              ordering: Ordering | None = None) -> dict[str, Any]:
     """Per modality (the gate), the gate combined, and the classifier, on ``labels``
-    (``none`` normal; anything else a fault). With run-to-failure ``ordering`` (unit
+    (``none`` normal; anything else a fault). A bundle with sequence modalities is
+    judged on the rows with a whole window behind them, in ``ordering``'s time order
+    per unit (file order without one). With run-to-failure ``ordering`` (unit
     and time) and a bundle with a RUL head: its figures too, and rows on the healthy
     plateau (RUL at or above the cap) count as normal, the others as faults."""
     inputs = {f: np.asarray(c, dtype=np.float64) for f, c in columns.items() if f in bundle.known_features}
@@ -46,12 +49,22 @@ def evaluate(bundle: Bundle, columns: dict[str, np.ndarray], labels: np.ndarray,
     if head is not None and ordering is not None:
         target = rul_target(ordering)
         labels = rul_labels(labels, target, RulSpec(cap=head.cap), NORMAL)
+    windows = [m.window_steps for m in bundle.modalities.values() if m.input == "windows"]
+    without_window = 0
+    if windows:  # sequence modalities: each row with the window of its unit's readings leading to it
+        win = window_index(n, max(windows), ordering)
+        keep = np.flatnonzero(win[:, 0] >= 0)
+        without_window = n - len(keep)
+        inputs, labels, n = take(inputs, keep, win), labels[keep], len(keep)
+        target = None if target is None else target[keep]
     g = score_group(bundle, inputs, n, enable_xgb=True, cascade="always")  # the classifier on every row
     ok = np.ones(n, dtype=bool)
     ok[list(g.bad_rows)] = False
     truth = (labels != NORMAL)[ok]
     out: dict[str, Any] = {"rows": int(ok.sum()), "faulty_rows": int(truth.sum()),
-                           "rows_not_scored": n - int(ok.sum()), "modalities": {}}
+                           "rows_not_scored": n - int(ok.sum()) + without_window, "modalities": {}}
+    if windows:
+        out["rows_without_a_full_window"] = without_window
     for m in g.modalities:
         if m.anomaly is not None:
             out["modalities"][m.name] = binary_report(truth, m.anomaly[ok])

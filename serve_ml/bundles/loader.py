@@ -35,6 +35,7 @@ class LoadedModality:
     threshold: float
     model: Scorer
     input: Input = "rows"
+    window_steps: int = 1  # readings per window (sequence kinds)
 
 
 @dataclass(frozen=True)
@@ -190,6 +191,7 @@ def _load(path: Path, root: Path) -> Bundle:
             threshold=float(spec.threshold),
             model=kind.scorer(state, spec.model),
             input=kind.input,
+            window_steps=int(getattr(spec.model, "window_steps", 1)),
         )
 
     classifier = None

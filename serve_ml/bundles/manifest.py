@@ -188,10 +188,18 @@ class WarmupExpected(_Strict):
 class WarmupFile(_Strict):
     """The warm-up file: rows to score at load time and the outputs they must reproduce."""
 
-    rows: list[dict[str, float]] = Field(min_length=1, max_length=1024,
-                                         description="Feature name -> value, one object per row.")
+    rows: list[dict[str, float | list[float]]] = Field(
+        min_length=1, max_length=1024,
+        description="Feature name -> value (a window of values, oldest first, for sequence bundles), one object "
+                    "per row.")
     expected: list[WarmupExpected] = Field(min_length=1, max_length=1024,
                                            description="Recorded output per row, in the same order.")
+
+    def point_rows(self) -> list[dict[str, float]]:
+        """The rows as single readings; a sequence bundle's windowed rows are refused."""
+        if any(isinstance(v, list) for r in self.rows for v in r.values()):
+            raise ValueError("these warm-up rows are windows (a sequence bundle), not single readings")
+        return self.rows  # type: ignore[return-value]
 
     @model_validator(mode="after")
     def _same_length(self) -> WarmupFile:

@@ -110,8 +110,11 @@ def score_group(
 ) -> GroupScore:
     """Score ``n`` rows given as float64 ``columns`` (all the same feature names).
 
-    ``cascade`` overrides the bundle's own (an evaluation measures the classifier on
-    every row as well as what the server answers)."""
+    A column of shape ``(n, steps)`` carries a window per row, oldest step first:
+    sequence modalities read the last ``window_steps`` of it, everything else (dense
+    modalities, the classifier, the RUL head) the last step, and the verdict is the
+    last step's. ``cascade`` overrides the bundle's own (an evaluation measures the
+    classifier on every row as well as what the server answers)."""
     derived = bundle.manifest.derived
     if derived:
         sent = [d for d in derived if d.name in columns]
@@ -119,7 +122,14 @@ def score_group(
             raise FeatureError({d.name: f"derived by the bundle ({d.op} of {', '.join(d.inputs)}); "
                                         "send its inputs instead" for d in sent})
         columns = derive(columns, derived)
-    g = _gate_and_classify(bundle, columns, n, enable_xgb=enable_xgb, cascade=cascade or bundle.manifest.cascade)
+    windows = None
+    if any(c.ndim == 2 for c in columns.values()):
+        steps = {c.shape[1] if c.ndim == 2 else 1 for c in columns.values()}
+        if len(steps) > 1:
+            raise FeatureError({"features": f"every feature needs the same number of steps; got {sorted(steps)}"})
+        windows, columns = columns, {f: c[:, -1] for f, c in columns.items()}
+    g = _gate_and_classify(bundle, columns, n, enable_xgb=enable_xgb, cascade=cascade or bundle.manifest.cascade,
+                           windows=windows)
     if bundle.rul is not None and all(f in columns for f in bundle.rul.spec.features):
         x = np.column_stack([columns[f] for f in bundle.rul.spec.features])
         if g.bad_rows:
@@ -135,9 +145,17 @@ def _gate_and_classify(
     *,
     enable_xgb: bool,
     cascade: Cascade,
+    windows: Mapping[str, np.ndarray] | None,
 ) -> GroupScore:
     present = check_feature_names(bundle, frozenset(columns))
-    bad = _non_finite_rows(columns, n)
+    bad = _non_finite_rows(windows if windows is not None else columns, n)
+    short = {m.name: m for m in bundle.modalities.values() if m.name in present and m.input == "windows"
+             and (windows is None or next(iter(windows.values())).shape[1] < m.window_steps)}
+    if short:
+        got = 1 if windows is None else next(iter(windows.values())).shape[1]
+        raise FeatureError({name: f"needs a window of {m.window_steps} consecutive readings (each of "
+                                  f"{', '.join(m.features)} an array of {m.window_steps} values, oldest first); "
+                                  f"got {got}" for name, m in short.items()})
 
     score = np.zeros(n)
     anomaly = np.zeros(n, dtype=bool)
@@ -146,7 +164,10 @@ def _gate_and_classify(
         if mod.name not in present:
             mods.append(ModalityScore(mod.name, False, mod.threshold))
             continue
-        x = np.column_stack([columns[f] for f in mod.features])
+        if mod.input == "windows":
+            x = np.stack([windows[f][:, -mod.window_steps:] for f in mod.features], axis=-1)  # type: ignore[index]
+        else:
+            x = np.column_stack([columns[f] for f in mod.features])
         x -= mod.mean
         x /= mod.scale
         if bad:
@@ -221,7 +242,7 @@ def _classify_gated(clf: FaultClassifier, columns: Mapping[str, np.ndarray],
 def _non_finite_rows(columns: Mapping[str, np.ndarray], n: int) -> dict[int, dict[str, str]]:
     bad: dict[int, dict[str, str]] = {}
     for name, col in columns.items():
-        ok = np.isfinite(col)
+        ok = np.isfinite(col) if col.ndim == 1 else np.isfinite(col).all(axis=1)
         if not ok.all():
             for i in np.flatnonzero(~ok).tolist():
                 bad.setdefault(i, {})[name] = NOT_FINITE

@@ -52,6 +52,15 @@ class Rows:
     groups: np.ndarray | None = None
     part: np.ndarray | None = None  # each row's block on a time or unit split: 0 train, 1 calibration, 2 evaluation
 
+    def only(self, keep: np.ndarray) -> Rows:
+        """The same parts restricted to rows where ``keep`` (a per-row mask) holds."""
+        def k(a: np.ndarray) -> np.ndarray:
+            return a[keep[a]]
+
+        return Rows(k(self.normal), k(self.faulty), k(self.train), k(self.calib), k(self.test), k(self.fault_train),
+                    k(self.fault_test), k(self.clf_train), k(self.clf_test),
+                    None if self.groups is None else self.groups[keep[self.clf_train]], self.part)
+
 
 def _splits(n: int, rng: np.random.Generator, fractions: tuple[float, ...]) -> list[np.ndarray]:
     idx = rng.permutation(n)

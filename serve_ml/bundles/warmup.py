@@ -22,7 +22,7 @@ def verify_warmup(bundle: Bundle) -> None:
     rows, expected = bundle.warmup.rows, bundle.warmup.expected  # shapes checked by its schema
     names = sorted(rows[0])
     try:
-        cols = {f: np.array([float(r[f]) for r in rows]) for f in names}
+        cols = {f: np.array([r[f] for r in rows], dtype=np.float64) for f in names}
         got = materialise(score_group(bundle, cols, len(rows), enable_xgb=True))
     except Exception as exc:  # a FeatureError or bad row shape is a broken warm-up file
         raise BundleInvalid(str(bundle.path), f"warm-up rows cannot be scored: {exc}") from None

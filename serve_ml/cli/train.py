@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+KIND_NAMES = {"dense": "dense_autoencoder", "lstm": "lstm_autoencoder"}
+
 
 def register(bsub: argparse._SubParsersAction) -> None:
     b = bsub.add_parser("build", help="train a bundle from a CSV or the built-in simulator")
@@ -61,7 +63,18 @@ def register(bsub: argparse._SubParsersAction) -> None:
     b.add_argument("--rul-alert-below", type=float, help="a RUL below this opens a 'rul' alert on the stream")
     b.add_argument("--rul-features", metavar="F1,F2", help="RUL regressor inputs (default: the gates' and the "
                    "classifier's features; on the simulator's run-to-failure file also 'regime')")
-    b.add_argument("--hidden", metavar="W1,W2", help="autoencoder encoder widths for every modality")
+    b.add_argument("--kind", choices=["dense", "lstm"], default="dense",
+                   help="the gates' model: a dense autoencoder over one reading, or an LSTM autoencoder over a "
+                        "window of consecutive readings (in --time-column order, per --unit-column)")
+    b.add_argument("--modality-kind", action="append", metavar="NAME=dense|lstm",
+                   help="this modality's model, overriding --kind (repeatable): dense and sequence gates in one "
+                        "bundle")
+    b.add_argument("--window-steps", type=int, default=30, help="readings per window (--kind lstm)")
+    b.add_argument("--centre-windows", action="store_true",
+                   help="--kind lstm: judge how readings move within each window, not their level (a slow drift "
+                        "is then no anomaly; a fault that only shifts the level is missed once it fills the window)")
+    b.add_argument("--hidden", metavar="W1,W2", help="autoencoder encoder widths for every modality "
+                   "(--kind lstm: the first is the LSTM's hidden size)")
     b.add_argument("--batch-size", type=int, default=256)
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--epochs", type=int, default=60)
@@ -190,6 +203,10 @@ def _build(args: argparse.Namespace) -> int:
     power_source: Any = (PowerFromFeature(feature=args.power_feature) if args.power_feature
                          else TORQUE_SPEED if {"torque_nm", "speed_rpm"} <= set(cols) else None)
     hidden = [int(w) for w in args.hidden.split(",")] if args.hidden else None
+    try:
+        modality_kinds = {n: KIND_NAMES[k] for n, _, k in (m.partition("=") for m in args.modality_kind or [])}
+    except KeyError as exc:
+        return fail(f"--modality-kind: unknown kind {exc}; use dense or lstm")
     if args.rul and not (args.unit_column and args.time_column):
         return fail("--rul needs run-to-failure data: --unit-column and --time-column")
     split: Any = args.split or ("unit" if args.unit_column else "time" if args.time_column else "random")
@@ -206,6 +223,8 @@ def _build(args: argparse.Namespace) -> int:
                          classifier_mode=args.classifier_mode, classifier_rounds=args.classifier_rounds,
                          derived=derived, classifier_features=clf_feats, batch_size=args.batch_size,
                          threshold_rule=rule, cascade=args.cascade, split=split,
+                         kind=KIND_NAMES[args.kind], modality_kinds=modality_kinds,
+                         window_steps=args.window_steps, centre_windows=args.centre_windows,
                          rul=RulSpec(cap=args.rul_cap or None, unit=args.rul_unit, alert_below=args.rul_alert_below,
                                      features=rul_feats) if args.rul else None,
                          hidden={m: hidden for m in mods} if hidden else {})

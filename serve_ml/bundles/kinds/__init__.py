@@ -11,12 +11,12 @@ from typing import Any
 
 from serve_ml.bundles.kinds.base import KindSpec, ModelKind
 from serve_ml.bundles.kinds.dense import DenseAutoencoderKind
-from serve_ml.bundles.kinds.reserved import SequenceAutoencoder
+from serve_ml.bundles.kinds.sequence import SequenceAutoencoderKind
 
-_BUILT_IN: tuple[ModelKind, ...] = (DenseAutoencoderKind(),)
-# Declared by the manifest schema so bundles may carry them, but not served by this
-# version: the loader refuses them by name rather than mis-scoring single rows.
-RESERVED: dict[str, type[KindSpec]] = {"lstm_autoencoder": SequenceAutoencoder}
+_BUILT_IN: tuple[ModelKind, ...] = (DenseAutoencoderKind(), SequenceAutoencoderKind())
+# Names the manifest schema declares for kinds this version does not serve: the
+# loader refuses them by name. None at present.
+RESERVED: dict[str, type[KindSpec]] = {}
 
 _registry: dict[str, ModelKind] = {k.name: k for k in _BUILT_IN}
 

@@ -89,17 +89,26 @@ def test_request_level_errors(cat: Catalog) -> None:
 
 
 @pytest.mark.parametrize("columns, needle", [
-    ({"a": [1.0, 2.0], "b": [1.0]}, "differ in length"),
+    ({"a": [1.0, 2.0], "b": [1.0]}, "differ in shape"),
+    ({"a": [[1.0, 2.0], [3.0, 4.0]], "b": [1.0, 2.0]}, "differ in shape"),  # windows and values mixed
     ({"a": [True, False]}, "flat array of numbers"),
     ({"a": ["1", "2"]}, "flat array of numbers"),
     ({"a": [1.0, None]}, "flat array of numbers"),
-    ({"a": [[1.0], [2.0]]}, "flat array of numbers"),
+    ({"a": [[1.0], [2.0, 3.0]]}, "every window of the same length"),  # ragged windows
+    ({"a": [[[1.0]]]}, "flat array of numbers"),
     ({"a": []}, "at least one row"),
 ])
 def test_to_arrays_names_the_problem(columns: dict, needle: str) -> None:
     with pytest.raises(FeatureError) as exc:
         to_arrays(columns, 100)
     assert needle in orjson.dumps(exc.value.to_dict()).decode()
+
+
+def test_to_arrays_takes_windows_and_counts_their_values_against_the_limit() -> None:
+    cols, n = to_arrays({"a": [[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]], "b": [[0.0] * 3] * 2}, 6)
+    assert n == 2 and cols["a"].shape == (2, 3)
+    with pytest.raises(PayloadTooLarge, match="2 rows of 3 steps"):
+        to_arrays({"a": [[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]}, 5)
 
 
 def test_to_arrays_row_limit() -> None:

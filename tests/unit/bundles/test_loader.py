@@ -132,10 +132,10 @@ def test_bundle_dir_link_outside_root(root_copy: Path, tmp_path: Path) -> None:
     refuse(root_copy, "link pointing outside the root")
 
 
-def test_sequence_model_declared_but_refused(root_copy: Path) -> None:
+def test_dense_weights_declared_as_a_sequence_model_are_refused(root_copy: Path) -> None:
     edit_manifest(bundle_dir(root_copy), lambda m: m["modalities"]["thermal"].update(
         model={"kind": "lstm_autoencoder", "window_steps": 30, "hidden_size": 8}))
-    refuse(root_copy, "lstm_autoencoder' is not supported")
+    refuse(root_copy, "shape mismatch with the declared architecture")
 
 
 def test_gate_only_bundle_has_no_classifier(root_copy: Path) -> None:

@@ -38,7 +38,9 @@ def _drifting_csv(path: Path, n: int = 3000, seed: int = 0) -> Path:
     rows = []
     for i in range(n):
         src = fault if is_fault[i] else normal
-        values = [src[f][i] + (drift[i] if f == "process_temp_k" else 0.0) for f in names]
+        # overstrain is mechanical: a fault row keeps the machine's own temperatures
+        values = [(normal if f.endswith("temp_k") else src)[f][i] + (drift[i] if f == "process_temp_k" else 0.0)
+                  for f in names]
         rows.append([(T0 + dt.timedelta(minutes=i)).isoformat(), *[f"{v:.4f}" for v in values],
                      "overstrain" if is_fault[i] else "none"])
     rng.shuffle(rows)

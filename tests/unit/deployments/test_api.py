@@ -145,7 +145,7 @@ def test_columns_ok_and_agrees_with_bulk(client: TestClient, demo_root: Path) ->
 @pytest.mark.parametrize("body, status, needle", [
     ({"equipment_id": "ghost", "columns": {"a": [1.0]}}, 404, "ghost"),
     ({"equipment_id": "press-02", "power": "7.5kW", "columns": {"air_temp_k": [1.0, 2.0], "process_temp_k": [1.0]}},
-     422, "differ in length"),
+     422, "differ in shape"),
     ({"equipment_id": "press-02", "power": "7.5kW", "columns": {"air_temp_k": ["hot"]}}, 422, "air_temp_k"),
     ({"equipment_id": "press-02", "power": "7.5kW", "columns": {"air_temp_k": [1.0] * 6, "process_temp_k": [1.0] * 6}},
      413, "limit is 5"),
