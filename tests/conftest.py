@@ -14,7 +14,7 @@ from serve_ml.bundles.datasets import Ordering
 from serve_ml.bundles.demo import RANGES, TORQUE_SPEED
 from serve_ml.bundles.rul_training import RulSpec
 from serve_ml.bundles.run_to_failure import simulate_fleet
-from serve_ml.bundles.simulation import MECHANICAL, THERMAL, MachineSpec, simulate_dataset
+from serve_ml.bundles.simulation import MECHANICAL, THERMAL, MachineSpec, simulate, simulate_dataset
 from serve_ml.bundles.thresholds import Quantile
 from serve_ml.core.settings import REPO_ROOT
 
@@ -80,6 +80,22 @@ def build_rul_bundle(root: Path, equipment_id: str, power: str, version: str, *,
     ordering = Ordering(time=fleet.cycle.astype(float), unit=fleet.unit, time_column="cycle", unit_column="unit")
     path, _ = build_bundle(spec, cols, np.full(len(fleet.unit), "none"), root, data="simulator:run-to-failure",
                            progress=lambda _m: None, ordering=ordering)
+    return path
+
+
+def build_seq_bundle(root: Path, equipment_id: str, power: str, version: str, *, steps: int = 6,
+                     power_range_kw: tuple[float, float] = (0.0, 100.0), seed: int = 5) -> Path:
+    """A tiny real bundle with an LSTM gate over ``steps`` readings ("motor":
+    vibration and current) beside a dense one ("thermal"), trained on one simulated
+    machine's consecutive readings (file order is time order)."""
+    cols = simulate(1500, spec=MachineSpec.for_power(power), rng=np.random.default_rng(seed))
+    spec = BuildSpec(equipment_id=equipment_id, power=power, model_version=version, power_range_kw=power_range_kw,
+                     modalities={"thermal": ["air_temp_k", "process_temp_k"],
+                                 "motor": ["vibration_rms_mm_s", "current_a"]},
+                     modality_kinds={"motor": "lstm_autoencoder"}, window_steps=steps, classifier=False, seed=seed,
+                     epochs=4)
+    path, _ = build_bundle(spec, cols, np.full(1500, "none"), root, data="simulator:series",
+                           progress=lambda _m: None)
     return path
 
 

@@ -11,11 +11,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from itertools import chain, count, repeat
 from operator import itemgetter
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
 from serve_ml.bundles.catalog import Catalog
+from serve_ml.bundles.loader import Bundle
 from serve_ml.bundles.scoring import GroupScore, Result, materialise, score_group
 from serve_ml.core.errors import ServeMLError
 
@@ -63,11 +64,26 @@ class ReadingColumns(NamedTuple):
         return ReadingColumns(*(list(map(col.__getitem__, idx)) for col in self))  # type: ignore[arg-type]
 
 
+class History(Protocol):
+    """Past readings, for bundles with sequence modalities (the stream keeps them)."""
+
+    def windows(self, bundle: Bundle, rows: list[int],
+                columns: Mapping[str, np.ndarray]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """For the readings at input positions ``rows``, scored by ``bundle`` (their
+        values in ``columns``): a mask of those with a whole window of readings behind
+        them, and those rows' windows (rows x steps, oldest first)."""
+        ...
+
+
 def score_groups(catalog: Catalog, readings: Sequence[Reading] | ReadingColumns, *,
-                 enable_xgb: bool) -> Iterator[tuple[list[int], GroupScore | ServeMLError]]:
+                 enable_xgb: bool, history: History | None = None
+                 ) -> Iterator[tuple[list[int], GroupScore | ServeMLError]]:
     """Group the readings and score each group with a few vectorised calls. Yields
     ``(input positions, column-oriented result)``, or the error that fails all of
-    those positions (unknown equipment, power, version or feature names)."""
+    those positions (unknown equipment, power, version or feature names). With a
+    ``history``, readings for a bundle with sequence modalities are scored on their
+    windows; those whose window is not whole yet are scored without those
+    modalities (``absent``)."""
     cols = readings if isinstance(readings, ReadingColumns) else ReadingColumns.of_readings(readings)
     for (eq, power, version, names), idx in _groups(cols).items():
         try:
@@ -77,7 +93,17 @@ def score_groups(catalog: Catalog, readings: Sequence[Reading] | ReadingColumns,
             for bundle, sub in catalog.resolve(eq, power, version, columns, len(idx)):
                 rows = idx if sub is None else list(map(idx.__getitem__, sub.tolist()))
                 cols_ = columns if sub is None else {f: c[sub] for f, c in columns.items()}
-                parts.append((rows, score_group(bundle, cols_, len(rows), enable_xgb=enable_xgb)))
+                if history is None or all(m.input == "rows" for m in bundle.modalities.values()):
+                    parts.append((rows, score_group(bundle, cols_, len(rows), enable_xgb=enable_xgb)))
+                    continue
+                full, wins = history.windows(bundle, rows, cols_)
+                if full.any():
+                    parts.append(([r for r, f in zip(rows, full.tolist(), strict=True) if f],
+                                  score_group(bundle, wins, int(full.sum()), enable_xgb=enable_xgb)))
+                if not full.all():
+                    parts.append(([r for r, f in zip(rows, full.tolist(), strict=True) if not f],
+                                  score_group(bundle, {f: c[~full] for f, c in cols_.items()}, int((~full).sum()),
+                                              enable_xgb=enable_xgb, short_windows="absent")))
         except ServeMLError as exc:
             yield idx, exc
             continue

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -107,8 +107,12 @@ def score_group(
     *,
     enable_xgb: bool,
     cascade: Cascade | None = None,
+    short_windows: Literal["refuse", "absent"] = "refuse",
 ) -> GroupScore:
     """Score ``n`` rows given as float64 ``columns`` (all the same feature names).
+
+    ``short_windows="absent"``: a sequence modality without a whole window is left
+    out (``absent``) instead of refusing the rows (the stream, while a window fills).
 
     A column of shape ``(n, steps)`` carries a window per row, oldest step first:
     sequence modalities read the last ``window_steps`` of it, everything else (dense
@@ -129,7 +133,7 @@ def score_group(
             raise FeatureError({"features": f"every feature needs the same number of steps; got {sorted(steps)}"})
         windows, columns = columns, {f: c[:, -1] for f, c in columns.items()}
     g = _gate_and_classify(bundle, columns, n, enable_xgb=enable_xgb, cascade=cascade or bundle.manifest.cascade,
-                           windows=windows)
+                           windows=windows, short_windows=short_windows)
     if bundle.rul is not None and all(f in columns for f in bundle.rul.spec.features):
         x = np.column_stack([columns[f] for f in bundle.rul.spec.features])
         if g.bad_rows:
@@ -146,12 +150,15 @@ def _gate_and_classify(
     enable_xgb: bool,
     cascade: Cascade,
     windows: Mapping[str, np.ndarray] | None,
+    short_windows: Literal["refuse", "absent"],
 ) -> GroupScore:
     present = check_feature_names(bundle, frozenset(columns))
     bad = _non_finite_rows(windows if windows is not None else columns, n)
     short = {m.name: m for m in bundle.modalities.values() if m.name in present and m.input == "windows"
              and (windows is None or next(iter(windows.values())).shape[1] < m.window_steps)}
-    if short:
+    if short and short_windows == "absent":
+        present = [m for m in present if m not in short]
+    elif short:
         got = 1 if windows is None else next(iter(windows.values())).shape[1]
         raise FeatureError({name: f"needs a window of {m.window_steps} consecutive readings (each of "
                                   f"{', '.join(m.features)} an array of {m.window_steps} values, oldest first); "

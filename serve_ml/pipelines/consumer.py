@@ -41,6 +41,7 @@ from serve_ml.pipelines.schema import Partitions
 from serve_ml.pipelines.store import WriteStats, write_batch
 from serve_ml.pipelines.stream_metrics import StreamMetrics
 from serve_ml.pipelines.watchdog import ConsumerStalled, LogGuard, Positions, StallWatch, positions
+from serve_ml.pipelines.windows import StreamWindows, pg_history
 from serve_ml.scoring.control import GenerationWatcher, get_control
 from serve_ml.scoring.service import ScoringService
 
@@ -94,12 +95,13 @@ class StreamScorer:
         self.guard = LogGuard(in_memory_broker=embedded_broker)
         # Cumulative seconds per stage: whichever grows fastest limits throughput.
         self.busy_s = {"fetch": 0.0, "poll_empty": 0.0, "lag": 0.0, "prepare": 0.0, "wait_write": 0.0, "write": 0.0}
+        self.windows = StreamWindows()  # sequence bundles' windows; refilled from PostgreSQL when short
 
     async def health(self) -> dict[str, Any]:
         return {"name": self.name, "state": self.state, "lag": self.lag, "last_commit_at": self.last_commit_at,
                 "last_stored_at": self.last_stored_at,
                 "partitions": len(self.consumer.assignment()) if self.consumer is not None else 0,
-                **self.counts,
+                **self.counts, "late_readings": self.windows.late, "window_readings_refilled": self.windows.refilled,
                 **{f"{k}_s": round(v, 3) for k, v in self.busy_s.items()}}
 
     async def run(self) -> None:
@@ -197,7 +199,8 @@ class StreamScorer:
         t1 = time.perf_counter()
         offsets = {tp: part[-1].offset + 1 for tp, part in batch.items() if part}
         self.next_offsets.update(offsets)
-        prepared = await prepare_batch(records, offsets, self.guard.epoch, self.service.catalog, self.s)
+        prepared = await prepare_batch(records, offsets, self.guard.epoch, self.service.catalog, self.s,
+                                       self.windows, pg_history(pool))
         t2 = time.perf_counter()
         self.busy_s["prepare"] += t2 - t1
         if loop.older is not None:  # two writes in flight at most

@@ -23,7 +23,7 @@ from typing import NamedTuple
 import numpy as np
 import orjson
 
-from serve_ml.bundles.batch import Reading, score_groups
+from serve_ml.bundles.batch import History, Reading, score_groups
 from serve_ml.bundles.catalog import Catalog
 from serve_ml.bundles.scoring import GroupScore, materialise
 from serve_ml.core.errors import FeatureError, ServeMLError
@@ -163,13 +163,13 @@ class Rows:
 
 
 def encode_groups(catalog: Catalog, readings: Sequence[Reading], origins: Sequence[Origin], *,
-                  enable_xgb: bool) -> Iterator[tuple[Rows, list[tuple[int, str]]]]:
+                  enable_xgb: bool, history: History | None = None) -> Iterator[tuple[Rows, list[tuple[int, str]]]]:
     """Score ``readings`` (``origins[i]`` says where reading ``i`` came from) and encode
     them for COPY, one group (equipment, version, feature names) at a time, so a caller
     can yield to its event loop between groups. Yields each group's rows and, for each
     reading that cannot be stored, its position and the reason (unknown equipment,
     power, version or features; a non-finite value)."""
-    for idx, scored in score_groups(catalog, readings, enable_xgb=enable_xgb):
+    for idx, scored in score_groups(catalog, readings, enable_xgb=enable_xgb, history=history):
         rows: Rows = Rows([], [], [])
         if isinstance(scored, ServeMLError):
             yield rows, [(i, scored.message) for i in idx]
@@ -179,10 +179,11 @@ def encode_groups(catalog: Catalog, readings: Sequence[Reading], origins: Sequen
 
 
 def encode_scored(catalog: Catalog, readings: Sequence[Reading], origins: Sequence[Origin], *,
-                  enable_xgb: bool) -> tuple[Rows, list[tuple[int, str]]]:
+                  enable_xgb: bool, history: History | None = None) -> tuple[Rows, list[tuple[int, str]]]:
     """:func:`encode_groups` in one call: all the rows, and every rejected reading."""
     rows, rejected = Rows([], [], []), []
-    for group_rows, group_rejected in encode_groups(catalog, readings, origins, enable_xgb=enable_xgb):
+    for group_rows, group_rejected in encode_groups(catalog, readings, origins, enable_xgb=enable_xgb,
+                                                    history=history):
         rows.extend(group_rows)
         rejected += group_rejected
     return rows, rejected

@@ -15,6 +15,7 @@ from serve_ml.core.settings import Settings
 from serve_ml.pipelines.decode import Rejected, record_time
 from serve_ml.pipelines.decode_many import decode_many
 from serve_ml.pipelines.encode import Origin, Rows, encode_groups
+from serve_ml.pipelines.windows import FetchHistory, StreamWindows
 
 PREPARE_SLICE = 500  # records decoded, or encoded, between two turns of the event loop
 
@@ -35,13 +36,15 @@ class Prepared:
 
 
 async def prepare_batch(records: list[ConsumerRecord], offsets: dict[TopicPartition, int], epoch: int,
-                    catalog: Catalog, s: Settings) -> Prepared:
+                        catalog: Catalog, s: Settings, windows: StreamWindows | None = None,
+                        fetch: FetchHistory | None = None) -> Prepared:
     """Decode, score and encode one micro-batch. Pure CPU, done in slices that yield
     to the event loop: the write in flight needs the loop to stream its COPY data
     and read the server's answers, or the two stages would not overlap. Scoring
     takes the whole micro-batch at once, so each equipment's readings are one
     vectorised group (scored in 100-record slices, groups of a few rows cost
-    twice the CPU per reading)."""
+    twice the CPU per reading). ``windows`` keeps the sequence bundles' windows
+    (refilled from ``fetch`` when short)."""
     now = dt.datetime.now(dt.UTC)
     out = Prepared(len(records), Rows([], [], []), [], offsets, records, epoch)
     readings, origins, accepted = [], [], []
@@ -65,8 +68,12 @@ async def prepare_batch(records: list[ConsumerRecord], offsets: dict[TopicPartit
                                   r.reading_id))
             accepted.append(rec)
         await asyncio.sleep(0)
+    if windows is not None:
+        windows.bind(origins)
+        if fetch is not None and readings:
+            await windows.refill(catalog, origins, [r.equipment_id for r in readings], fetch)
     encoded = 0
-    for rows, rejected in encode_groups(catalog, readings, origins, enable_xgb=s.enable_xgb):
+    for rows, rejected in encode_groups(catalog, readings, origins, enable_xgb=s.enable_xgb, history=windows):
         out.rows.extend(rows)
         out.dead += [(accepted[i], reason) for i, reason in rejected]
         encoded += len(rows) + len(rejected)

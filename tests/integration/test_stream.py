@@ -321,3 +321,52 @@ def test_rul_is_stored_and_a_low_rul_opens_and_resolves_an_alert_of_its_own(stac
     assert [e["event"] for e in rul_events] == ["opened", "resolved"]
     assert rul_events[0]["rul"] == pytest.approx(min(stored[k]["rul"] for k in low))  # the batch's worst
     assert {e["type"] for e in events} <= {"rul", "anomaly"}
+
+
+def test_sequence_windows_are_refilled_from_the_readings_postgres_stored(stack: Stack, tmp_path) -> None:
+    """What a restarted scorer does: its windows start empty, and the readings already
+    stored (by the same write path the stream uses) fill them, so its first reading is
+    judged on a whole window, equal to the one the scorer before it would have used."""
+    from serve_ml.bundles.batch import Reading, in_order, score_groups
+    from serve_ml.bundles.catalog import Catalog
+    from serve_ml.pipelines.encode import Origin, encode_scored
+    from serve_ml.pipelines.schema import Partitions
+    from serve_ml.pipelines.store import write_batch
+    from serve_ml.pipelines.windows import StreamWindows, pg_history
+    from tests.conftest import build_seq_bundle
+    from tests.samples import sim_rows
+
+    eq, steps = "seq-int-01", 6
+    build_seq_bundle(tmp_path, eq, "7.5kW", "1.0.0", steps=steps)
+    cat = Catalog.scan(tmp_path)
+    rows = sim_rows("normal", 24, seed=8)
+    feats = [{k: r[k] for k in ("air_temp_k", "process_temp_k", "vibration_rms_mm_s", "current_a")} for r in rows]
+    base = now() + dt.timedelta(hours=7)
+    readings = [Reading(eq, f, "7.5kW") for f in feats]
+    origins = [Origin(base + dt.timedelta(seconds=k), f, "kafka", 0, k) for k, f in enumerate(feats)]
+
+    before = StreamWindows()  # the scorer that stored the first 20 readings
+    before.bind(origins[:20])
+    encoded, rejected = encode_scored(cat, readings[:20], origins[:20], enable_xgb=False, history=before)
+    assert not rejected
+    before.bind(origins[20:])  # what it would have answered for the last 4, had it lived on
+    expected = in_order(4, score_groups(cat, readings[20:], enable_xgb=False, history=before))
+
+    async def scenario():
+        pool = await asyncpg.create_pool(stack.database_url, min_size=1, max_size=2)
+        try:
+            async with pool.acquire() as conn:
+                await write_batch(conn, encoded, partitions=Partitions(stack.mode), alerts_topic="t", resolve_after=5)
+            restarted = StreamWindows()
+            await restarted.refill(cat, origins[20:], [eq] * 4, pg_history(pool))
+            return restarted
+        finally:
+            await pool.close()
+
+    restarted = asyncio.run(scenario())
+    assert restarted.refilled == steps - 1
+    restarted.bind(origins[20:])
+    got = in_order(4, score_groups(cat, readings[20:], enable_xgb=False, history=restarted))
+    assert [g["modalities"]["motor"]["status"] for g in got] == ["scored"] * 4
+    assert [g["modalities"]["motor"]["error"] for g in got] == pytest.approx(
+        [e["modalities"]["motor"]["error"] for e in expected])

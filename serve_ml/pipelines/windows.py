@@ -1,0 +1,130 @@
+"""Rolling windows for bundles with sequence modalities, on the stream.
+
+The scorer keeps, per (equipment, power class), the last readings its live bundle's
+longest window needs, in event-time order, and scores each reading on the window
+that ends at it. The rules:
+
+* Within a micro-batch, readings are windowed in event-time order, whatever order
+  they arrived in.
+* A reading older than the newest one already in its window is **late**: it is
+  scored without the sequence modalities (``absent``), stored, counted, and not put
+  into the window (which has moved on).
+* Until a window is whole (a new machine, or a longer window after a swap), the
+  reading is scored without the sequence modalities.
+* When a window is short, the readings stored in PostgreSQL before the batch refill
+  it first (once per key and window length), so a scorer that starts or restarts is
+  not blind for ``window_steps`` readings. Windows keep raw readings, so they
+  survive a swap to a bundle with the same window length, and are refilled for a
+  longer one.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+
+import asyncpg
+import numpy as np
+import orjson
+
+from serve_ml.bundles.catalog import Catalog
+from serve_ml.bundles.loader import Bundle
+from serve_ml.pipelines.encode import Origin
+from serve_ml.pipelines.pgcopy import timestamps_us
+
+Key = tuple[str, str]
+Step = tuple[int, Mapping[str, float]]  # event time (µs), features
+# (equipment, power, before, limit) -> up to ``limit`` stored readings before ``before``, newest first
+FetchHistory = Callable[[str, str, dt.datetime, int], Awaitable[list[tuple[dt.datetime, Mapping[str, float]]]]]
+
+
+def window_steps(bundle: Bundle) -> int:
+    """The longest window any of the bundle's modalities reads (0: none)."""
+    return max((m.window_steps for m in bundle.modalities.values() if m.input == "windows"), default=0)
+
+
+class StreamWindows:
+    """The stream's windows; implements ``bundles.batch.History`` for one batch at a
+    time (``bind`` it to the batch's origins first)."""
+
+    def __init__(self) -> None:
+        self._buffers: dict[Key, deque[Step]] = {}
+        self._refilled: set[tuple[Key, int]] = set()
+        self._times: np.ndarray = np.empty(0, dtype=np.int64)
+        self.late = 0
+        self.refilled = 0
+
+    def bind(self, origins: Sequence[Origin]) -> None:
+        self._times = timestamps_us([o.ts for o in origins])
+
+    def _buffer(self, key: Key, steps: int) -> deque[Step]:
+        buf = self._buffers.get(key)
+        if buf is None or buf.maxlen != steps - 1:
+            buf = self._buffers[key] = deque(buf or (), maxlen=steps - 1)
+        return buf
+
+    async def refill(self, catalog: Catalog, origins: Sequence[Origin], equipment: Sequence[str],
+                     fetch: FetchHistory) -> None:
+        """Fill short windows of the batch's equipment from stored readings."""
+        first: dict[str, dt.datetime] = {}
+        for eq, o in zip(equipment, origins, strict=True):
+            if eq not in first or o.ts < first[eq]:
+                first[eq] = o.ts
+        for eq, before in first.items():
+            if eq not in catalog.live_equipment:
+                continue
+            for power in catalog.powers(eq):
+                bundle = catalog.live_bundle(eq, power)
+                steps = window_steps(bundle)
+                key = (eq, power)
+                buf = self._buffer(key, steps) if steps else None
+                if buf is None or len(buf) >= steps - 1 or (key, steps) in self._refilled:
+                    continue
+                self._refilled.add((key, steps))
+                stored = await fetch(eq, power, before, steps - 1)
+                older = [(int(t), f) for t, f in zip(timestamps_us([t for t, _ in stored]).tolist(),
+                                                     [f for _, f in stored], strict=True)]
+                newest = buf[0][0] if buf else None
+                merged = sorted([s for s in older if newest is None or s[0] < newest], key=lambda s: s[0]) + list(buf)
+                buf.clear()
+                buf.extend(merged[-(steps - 1):])
+                self.refilled += len(older)
+
+    def windows(self, bundle: Bundle, rows: list[int],
+                columns: Mapping[str, np.ndarray]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        steps = window_steps(bundle)
+        m = bundle.manifest
+        buf = self._buffer((m.equipment_id, m.power), steps)
+        names = list(columns)
+        full = np.zeros(len(rows), dtype=bool)
+        ready: dict[int, list[Step]] = {}
+        for k in sorted(range(len(rows)), key=lambda k: self._times[rows[k]]):
+            t = int(self._times[rows[k]])
+            step = (t, {f: float(columns[f][k]) for f in names})
+            if buf and t < buf[-1][0]:
+                self.late += 1
+                continue
+            window = [*buf, step]
+            if len(window) == steps and all(f in s for _, s in window for f in names):
+                full[k] = True
+                ready[k] = window
+            buf.append(step)
+        ks = np.flatnonzero(full).tolist()
+        wins = {f: np.array([[s[f] for _, s in ready[k]] for k in ks], dtype=np.float64).reshape(len(ks), steps)
+                for f in names}
+        return full, wins
+
+
+def pg_history(pool: asyncpg.Pool) -> FetchHistory:
+    """:data:`FetchHistory` over the stored readings (newest first)."""
+
+    async def fetch(equipment_id: str, power: str, before: dt.datetime,
+                    limit: int) -> list[tuple[dt.datetime, Mapping[str, float]]]:
+        async with pool.acquire() as conn:
+            rows = await conn.fetch("SELECT time, features FROM serve_ml_readings WHERE equipment_id = $1 AND "
+                                    "power = $2 AND time < $3 ORDER BY time DESC LIMIT $4",
+                                    equipment_id, power, before, limit)
+        return [(r["time"], orjson.loads(r["features"])) for r in rows]
+
+    return fetch
