@@ -99,3 +99,22 @@ def replica_actors(app: str, deployment: str = "") -> list[dict]:
     prefix = f"SERVE_REPLICA::{app}#{deployment}#" if deployment else f"SERVE_REPLICA::{app}#"
     return [{"name": a["Name"], "pid": a["Pid"]} for a in ray._private.state.actors().values()  # noqa: SLF001
             if a["State"] == "ALIVE" and a["Name"].startswith(prefix)]
+
+
+def graph_settled(timeout_s: float = 180) -> dict:
+    """Wait for the background redeploy a sync started (new or removed equipment);
+    return the control plane's view and the app's deployments."""
+    import ray
+    from ray import serve
+
+    from serve_ml.scoring.control import get_control
+
+    control = get_control()
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        status = ray.get(control.graph_status.remote())
+        app = serve.status().applications["serve-ml"]
+        if not status["redeploying"] and app.status == "RUNNING":
+            return {**status, "deployments": sorted(app.deployments)}
+        time.sleep(1.0)
+    raise TimeoutError("the graph redeploy did not finish")

@@ -198,7 +198,8 @@ def to_arrays(columns: Mapping[str, Any], max_rows: int) -> tuple[dict[str, np.n
     return out, n
 
 
-def from_binary(body: bytes, features: str, dtype: str, max_rows: int) -> tuple[dict[str, np.ndarray], int]:
+def from_binary(body: bytes, features: str, dtype: str, max_rows: int,
+                steps: int = 1) -> tuple[dict[str, np.ndarray], int]:
     """A raw binary columnar body -> float64 arrays, without touching a value in Python.
 
     ``features`` is the comma-separated column order; ``body`` holds each column's
@@ -218,14 +219,16 @@ def from_binary(body: bytes, features: str, dtype: str, max_rows: int) -> tuple[
     if problems:
         raise FeatureError(problems)
     item = BINARY_DTYPES[dtype]
-    row_bytes = item.itemsize * len(names)
+    row_bytes = item.itemsize * len(names) * steps
     if not body or len(body) % row_bytes:
-        raise FeatureError({"body": f"{len(body)} bytes is not a whole number of rows of {len(names)} {dtype} "
-                                    f"values ({row_bytes} bytes per row)"})
+        shape = f"{len(names)}" if steps == 1 else f"{len(names)} x {steps}"
+        raise FeatureError({"body": f"{len(body)} bytes is not a whole number of rows of {shape} {dtype} values "
+                                    f"({row_bytes} bytes per row)"})
     n = len(body) // row_bytes
-    if n > max_rows:
-        raise PayloadTooLarge(f"columnar request has {n} rows; the limit is {max_rows}")
-    matrix = np.frombuffer(body, dtype=item).reshape(len(names), n)
+    if n * steps > max_rows:
+        raise PayloadTooLarge(f"columnar request has {n} rows" + (f" of {steps} steps" if steps > 1 else "")
+                              + f"; the limit is {max_rows} values per feature")
+    matrix = np.frombuffer(body, dtype=item).reshape((len(names), n) if steps == 1 else (len(names), n, steps))
     if item != np.float64:
         matrix = matrix.astype(np.float64)
     return {name: matrix[j] for j, name in enumerate(names)}, n

@@ -30,6 +30,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     st.add_argument("--machines", type=int, default=16,
                     help="simulated machines; beyond 4, generated equipment spread over every partition")
     st.set_defaults(func=_stream)
+    sq = bsub.add_parser("sequence", help="an LSTM sequence bundle: in process vs plain torch, through Serve")
+    sq.add_argument("--repeats", type=int, default=3)
+    sq.add_argument("--duration-s", type=float, default=5.0)
+    sq.set_defaults(func=_sequence)
     sw = bsub.add_parser("swap", help="live-version swaps under steady load")
     sw.add_argument("--swaps", type=int, default=6)
     sw.add_argument("--duration-s", type=float, default=12.0)
@@ -54,6 +58,12 @@ def _score(args: argparse.Namespace) -> int:
     from serve_ml.bench import score
 
     return _print("score", score.run(args.settings.root, repeats=args.repeats, enable_xgb=args.xgb))
+
+
+def _sequence(args: argparse.Namespace) -> int:
+    from serve_ml.bench import sequence
+
+    return _print("sequence", sequence.run(repeats=args.repeats, duration_s=args.duration_s))
 
 
 def _http(args: argparse.Namespace) -> int:

@@ -4,19 +4,15 @@ from __future__ import annotations
 
 import shutil
 import threading
-import time
 from collections import Counter
 from pathlib import Path
 
 import httpx
 import pytest
-import ray
-from ray import serve
 
 from serve_ml.bundles.loader import sha256_file
-from serve_ml.scoring.control import get_control
 from tests.conftest import build_sim_bundle
-from tests.fixtures import replica_actors
+from tests.fixtures import graph_settled, replica_actors
 from tests.integration.conftest import ADMIN, API
 from tests.samples import sim_rows
 
@@ -64,19 +60,6 @@ def test_corrupt_bundle_rejected_and_live_version_kept(http: httpx.Client, serve
     assert sha256_file(src / "thermal.pt")  # the live bundle's files are untouched
 
 
-def _graph_settled(cluster) -> dict:
-    """Wait for the background redeploy a sync started; return the control plane's view."""
-    control = get_control()
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        status = ray.get(control.graph_status.remote())
-        app = serve.status().applications["serve-ml"]
-        if not status["redeploying"] and app.status == "RUNNING":
-            return {**status, "deployments": sorted(app.deployments)}
-        time.sleep(1.0)
-    raise TimeoutError("the graph redeploy did not finish")
-
-
 def _replicas(deployment: str) -> set[str]:
     return {a["name"] for a in replica_actors("serve-ml", deployment)}
 
@@ -107,7 +90,7 @@ def test_new_equipment_servable_after_sync_then_drained_and_removed(cluster, htt
         assert report["deployments"]["adding"] == ["lathe-04"], report["deployments"]
         assert version_of(http, "lathe-04", "7.5kW", bulk=False) == "1.0.0"  # before the redeploy finishes
         assert version_of(http, "lathe-04", "7.5kW", bulk=True) == "1.0.0"
-        graph = _graph_settled(cluster)
+        graph = graph_settled()
         assert graph["last"]["ok"] and "equipment-lathe-04" in graph["deployments"], graph
         assert version_of(http, "lathe-04", "7.5kW", bulk=True) == "1.0.0"  # now through its own deployment
 
@@ -117,7 +100,7 @@ def test_new_equipment_servable_after_sync_then_drained_and_removed(cluster, htt
         assert report["deployments"]["removing"] == ["lathe-04"], report["deployments"]
         r = http.post("/predict", json={"equipment_id": "lathe-04", "features": row})
         assert r.status_code == 404  # no new work reaches it while it drains
-        graph = _graph_settled(cluster)
+        graph = graph_settled()
         assert graph["last"]["ok"] and "equipment-lathe-04" not in graph["deployments"], graph
         assert not _replicas("equipment-lathe-04")
     finally:

@@ -12,7 +12,7 @@ import pytest
 
 from serve_ml.bundles.batch import Reading, score_readings
 from serve_ml.bundles.catalog import Catalog
-from serve_ml.bundles.columns import dumps, score_columns, to_arrays
+from serve_ml.bundles.columns import dumps, from_binary, score_columns, to_arrays
 from serve_ml.core.errors import AmbiguousPower, FeatureError, PayloadTooLarge
 from tests.samples import mixed_power_rows
 
@@ -116,3 +116,14 @@ def test_to_arrays_row_limit() -> None:
         to_arrays({"a": [1.0] * 4}, 3)
     arrays, n = to_arrays({"a": [1, 2.5], "b": [3, 4]}, 3)
     assert n == 2 and arrays["a"].dtype == np.float64
+
+
+def test_binary_windows_are_rows_by_steps_per_feature() -> None:
+    a = np.arange(12, dtype="<f8").reshape(2, 6)  # 2 rows x 6 steps
+    b = -a
+    cols, n = from_binary(np.stack([a, b]).tobytes(), "a,b", "float64", 100, steps=6)
+    assert n == 2 and cols["a"].tolist() == a.tolist() and cols["b"].tolist() == b.tolist()
+    with pytest.raises(FeatureError, match="rows of 2 x 5 float64 values"):
+        from_binary(np.stack([a, b]).tobytes(), "a,b", "float64", 100, steps=5)
+    with pytest.raises(PayloadTooLarge, match="2 rows of 6 steps"):
+        from_binary(np.stack([a, b]).tobytes(), "a,b", "float64", 11, steps=6)

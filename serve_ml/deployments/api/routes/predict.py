@@ -101,16 +101,20 @@ async def predict_columns_binary(core: CoreDep,
     model_version: str | None = Query(default=None, min_length=1, max_length=MAX_NAME_CHARS,
                                       description="Pin a version; omitted: the live version."),
     dtype: str = Query(default="float64", description="float64 or float32, little-endian."),
+    steps: int = Query(default=1, ge=1, le=4096, description="Readings per row: above 1, each row is a window "
+                       "of that many readings, oldest first (sequence bundles)."),
 ) -> Response:
     """Score many readings of one equipment sent as raw binary columns.
 
     The body is each feature's values back to back, in the order of ``features``
     (all rows of the first, then all rows of the second, ...), as little-endian
-    ``dtype`` (numpy: ``np.stack(cols).astype("<f8").tobytes()``). No JSON is parsed
-    on the way in; the answer is the same as ``/predict/columns``.
+    ``dtype`` (numpy: ``np.stack(cols).astype("<f8").tobytes()``). With ``steps`` above
+    1 each row is a window: a feature's block is rows x steps values, row by row,
+    oldest step first. No JSON is parsed on the way in; the answer is the same as
+    ``/predict/columns``.
     """
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media != BINARY_MEDIA_TYPE:
         raise UnsupportedMediaType(f"expected Content-Type {BINARY_MEDIA_TYPE}, got {media[:80] or 'none'!r}")
-    columns, n = from_binary(await request.body(), features, dtype, core.max_bulk_rows)
+    columns, n = from_binary(await request.body(), features, dtype, core.max_bulk_rows, steps)
     return await columns_response(core, equipment_id, power, model_version, columns, n)
