@@ -31,6 +31,7 @@ from serve_ml.bundles.loader import Bundle, load_bundle, sha256_file
 from serve_ml.bundles.manifest import (
     MANIFEST_NAME,
     SCHEMA_VERSION,
+    EvaluationFile,
     Manifest,
     PowerFromFeature,
     PowerFromTorqueSpeed,
@@ -181,6 +182,7 @@ def build_bundle(
         classifier, clf_metrics, oof = _train_classifier(spec, columns, labels, rows, bdir, progress)
         rul_head: dict[str, Any] | None = None
         rul_metrics: dict[str, Any] = {}
+        rul_pairs = None
         if spec.rul is not None:
             feats = spec.rul.features or list(dict.fromkeys(
                 [*(f for fs in spec.modalities.values() for f in fs), *(classifier or {}).get("features", [])]))
@@ -188,8 +190,8 @@ def build_bundle(
             if missing:
                 raise ValueError(f"the training data has no RUL feature(s) {missing}")
             progress(f"  [rul] XGBoost regressor on {len(feats)} features, cap {spec.rul.cap}")
-            rul_head, rul_metrics = fit_rul_head(spec.rul, feats, columns, target, rows.part, bdir,  # type: ignore[arg-type]
-                                                 seed=spec.seed)
+            rul_head, rul_metrics, rul_pairs = fit_rul_head(spec.rul, feats, columns, target, rows.part,  # type: ignore[arg-type]
+                                                            bdir, seed=spec.seed)
         manifest = _manifest(spec, modalities, classifier, data, data_sha256)
         manifest["rul"] = rul_head
         bundle = _write_and_load(bdir, staging, manifest)
@@ -209,9 +211,13 @@ def build_bundle(
             manifest["cascade"] = cascade
             bundle = _write_and_load(bdir, staging, manifest)
         progress(f"  [cascade] {cascade}" + (f" ({cascade_metrics['cascade_reason']})" if cascade_metrics else ""))
-        metrics = {"split": split_name(spec, ordering), **_measure(bundle, inputs, labels, rows), **clf_metrics,
-                   **cascade_metrics, **rul_metrics}
+        histograms: dict[str, Any] = {}
+        metrics = {"split": split_name(spec, ordering), **_measure(bundle, inputs, labels, rows, histograms),
+                   **clf_metrics, **cascade_metrics, **rul_metrics}
         manifest["provenance"]["metrics"] = metrics
+        evaluation = EvaluationFile(split=metrics["split"], modalities=histograms, rul=rul_pairs)
+        (bdir / "evaluation.json").write_text(evaluation.model_dump_json())
+        manifest["evaluation"] = {"file": "evaluation.json"}
         manifest["warmup"] = _record_warmup(bundle, inputs, rows, spec, bdir)
         _write_and_load(bdir, staging, manifest)
         final.parent.mkdir(parents=True, exist_ok=True)
@@ -363,14 +369,19 @@ def _manifest(spec: BuildSpec, modalities: dict[str, Any], classifier: dict[str,
     }
 
 
-def _measure(bundle: Bundle, inputs: Inputs, labels: np.ndarray, rows: Rows) -> dict[str, Any]:
-    """Gate false alarms on held-out normal rows, detection on held-out fault rows."""
+def _measure(bundle: Bundle, inputs: Inputs, labels: np.ndarray, rows: Rows,
+             histograms: dict[str, Any]) -> dict[str, Any]:
+    """Gate false alarms on held-out normal rows, detection on held-out fault rows;
+    each gate's held-out errors binned into ``histograms``."""
     te, fte = rows.test, rows.fault_test
     metrics: dict[str, Any] = {"rows_train_normal": len(rows.train), "rows_calib_normal": len(rows.calib),
                                "rows_test_normal": len(te), "rows_test_fault": len(fte)}
     test_rows = np.concatenate([te, fte])
-    alarm = score_group(bundle, inputs(test_rows), len(test_rows),
-                        enable_xgb=True).anomaly
+    g = score_group(bundle, inputs(test_rows), len(test_rows), enable_xgb=True)
+    alarm = g.anomaly
+    for m in g.modalities:
+        if m.errors is not None and len(test_rows):
+            histograms[m.name] = _histogram(m.errors, len(te), m.threshold)
     metrics["false_alarm_rate"] = round(float(alarm[: len(te)].mean()), 5) if len(te) else 0.0
     if len(fte):
         metrics["detection_rate"] = round(float(alarm[len(te):].mean()), 5)
@@ -378,6 +389,18 @@ def _measure(bundle: Bundle, inputs: Inputs, labels: np.ndarray, rows: Rows) -> 
             mode: round(float(alarm[len(te):][labels[fte] == mode].mean()), 4)
             for mode in sorted(set(labels[fte].tolist()))}
     return metrics
+
+
+def _histogram(errors: np.ndarray, n_normal: int, threshold: float, bins: int = 40) -> dict[str, Any]:
+    """Log-spaced bins over the errors and the threshold; normal rows come first."""
+    positive = errors[errors > 0]
+    low = float(positive.min()) * 0.9 if len(positive) else threshold / 10
+    high = max(float(errors.max()), threshold) * 1.1
+    edges = np.geomspace(min(low, threshold / 2), high, bins + 1)
+    clipped = np.clip(errors, edges[0], edges[-1])
+    normal, _ = np.histogram(clipped[:n_normal], edges)
+    fault, _ = np.histogram(clipped[n_normal:], edges)
+    return {"threshold": threshold, "edges": edges.tolist(), "normal": normal.tolist(), "fault": fault.tolist()}
 
 
 def _record_warmup(bundle: Bundle, inputs: Inputs, rows: Rows, spec: BuildSpec,

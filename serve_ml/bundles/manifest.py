@@ -208,6 +208,35 @@ class WarmupFile(_Strict):
         return self
 
 
+class Evaluation(_Strict):
+    """The builder's held-out figures in a file of their own (``bundle report`` draws them)."""
+
+    file: Literal["evaluation.json"] = Field(default="evaluation.json", description="JSON file: EvaluationFile.")
+
+
+class ErrorHistogram(_Strict):
+    """One gate's reconstruction errors on held-out rows, binned."""
+
+    threshold: float
+    edges: list[float] = Field(min_length=2, max_length=202, description="Bin edges (log-spaced).")
+    normal: list[int] = Field(description="Held-out normal rows per bin.")
+    fault: list[int] = Field(description="Held-out fault rows per bin.")
+
+
+class RulPairs(_Strict):
+    """The RUL head on the units it never saw: truth and prediction per row (sampled)."""
+
+    truth: list[float] = Field(max_length=5000)
+    predicted: list[float] = Field(max_length=5000)
+    unit: str
+
+
+class EvaluationFile(_Strict):
+    split: str
+    modalities: dict[str, ErrorHistogram] = Field(default_factory=dict)
+    rul: RulPairs | None = None
+
+
 class Provenance(_Strict):
     """Where the bundle came from: data, seed, date and held-out metrics."""
 
@@ -250,6 +279,8 @@ class Manifest(_Strict):
                     "other rows answer 'skipped'). Needs a gate and a classifier.")
     rul: RulHead | None = Field(default=None, description="A remaining-useful-life head, if any.")
     warmup: Warmup | None = None
+    evaluation: Evaluation | None = Field(default=None, description="The builder's held-out figures, for "
+                                          "'serve-ml bundle report'.")
     provenance: Provenance
     files: dict[str, str] = Field(description="Every file in the bundle (but this manifest) -> sha256.")
 
@@ -301,6 +332,8 @@ class Manifest(_Strict):
             referenced.add(self.warmup.file)
         if self.rul:
             referenced.add(self.rul.file)
+        if self.evaluation:
+            referenced.add(self.evaluation.file)
         check_order(self.derived)
         missing = referenced - set(self.files)
         if missing:

@@ -18,6 +18,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from serve_ml.bundles.datasets import Ordering
+from serve_ml.bundles.manifest import RulPairs
 
 DEGRADING = "degrading"
 
@@ -74,9 +75,11 @@ def rul_figures(pred: np.ndarray, truth: np.ndarray, lower: np.ndarray | None = 
 
 
 def fit_rul_head(spec: RulSpec, features: list[str], columns: dict[str, np.ndarray], target: np.ndarray,
-                 part: np.ndarray, bdir: Path, *, seed: int) -> tuple[dict[str, Any], dict[str, Any]]:
+                 part: np.ndarray, bdir: Path, *, seed: int
+                 ) -> tuple[dict[str, Any], dict[str, Any], RulPairs]:
     """Train on part 0, calibrate the interval on part 1, measure on part 2; write
-    ``rul.json``; return the manifest's ``rul`` block and the figures."""
+    ``rul.json``; return the manifest's ``rul`` block, the figures, and (a sample
+    of) the evaluation block's truth and predictions."""
     import xgboost as xgb
 
     y = np.minimum(target, spec.cap) if spec.cap is not None else target
@@ -101,4 +104,6 @@ def fit_rul_head(spec: RulSpec, features: list[str], columns: dict[str, np.ndarr
                **{f"rul_{k}": v for k, v in rul_figures(pred, y[test], lower, upper).items()}}
     head = {"kind": "xgboost_rul", "file": "rul.json", "features": features, "unit": spec.unit, "cap": spec.cap,
             "interval": interval, "alert_below": spec.alert_below}
-    return head, figures
+    pick = np.linspace(0, len(test) - 1, min(len(test), 2000)).astype(int) if len(test) else np.array([], int)
+    pairs = RulPairs(truth=y[test][pick].tolist(), predicted=pred[pick].tolist(), unit=spec.unit)
+    return head, figures, pairs

@@ -87,6 +87,11 @@ def register(bsub: argparse._SubParsersAction) -> None:
     r.add_argument("--seed", type=int, default=0)
     r.set_defaults(func=_run_to_failure)
 
+    rp = bsub.add_parser("report", help="write a self-contained HTML page (and PNGs) of a bundle's held-out figures")
+    rp.add_argument("bundle", type=Path, help="bundle directory <root>/<equipment>/<power>/<version>")
+    rp.add_argument("--out", type=Path, help="output directory (default: ./report-<equipment>-<power>-<version>)")
+    rp.set_defaults(func=_report)
+
     e = bsub.add_parser("evaluate", help="score a labelled CSV with one bundle; print precision/recall/F1")
     e.add_argument("bundle", type=Path, help="bundle directory <root>/<equipment>/<power>/<version>")
     e.add_argument("--csv", type=Path, required=True)
@@ -291,4 +296,21 @@ def _run_to_failure(args: argparse.Namespace) -> int:
     fleet = simulate_fleet(args.units, seed=args.seed)
     path = write_csv(fleet, args.out)
     print(f"wrote {path}: {args.units} units, {len(fleet.unit)} rows (unit, cycle, regime, sensors, failure_mode)")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from serve_ml.bundles.loader import load_bundle
+    from serve_ml.bundles.report import write_report
+    from serve_ml.core.errors import BundleInvalid
+
+    path = args.bundle.resolve()
+    try:
+        bundle = load_bundle(path, path.parents[2])
+    except (BundleInvalid, IndexError) as exc:
+        print(f"error: {getattr(exc, 'message', exc)}", file=sys.stderr)
+        return 2
+    out = args.out or Path(f"report-{'-'.join(bundle.key)}")
+    page = write_report(bundle, out)
+    print(f"wrote {page} ({len(list(out.glob('*.png')))} figures)")
     return 0

@@ -61,7 +61,7 @@ def test_built_without_a_gate_in_both_tree_modes(root: Path) -> None:
         metrics = manifest["provenance"]["metrics"]
         assert metrics["classifier_f1_failure_vs_none"] > 0.9, metrics
         assert sorted(p.name for p in (root / "sorter-1" / "7.5kW" / version).iterdir()) == [
-            "manifest.json", "warmup.json", "xgb.json"]
+            "evaluation.json", "manifest.json", "warmup.json", "xgb.json"]
 
 
 @pytest.mark.parametrize("enable_xgb", [False, True])
