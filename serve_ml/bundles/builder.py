@@ -170,6 +170,9 @@ def build_bundle(
         full = win[:, 0] >= 0
         clean = full & (labels[np.where(full[:, None], win, 0)] == spec.normal_label).all(axis=1)
         rows = rows.only(full & ((labels != spec.normal_label) | clean))
+    if spec.modalities and not (len(rows.train) and len(rows.calib)):
+        raise ValueError(f"no normal rows to {'train' if not len(rows.train) else 'calibrate'} the gates on "
+                         f"(split {spec.split}: {len(rows.train)} train, {len(rows.calib)} calibration rows)")
     progress(f"building {spec.equipment_id}/{spec.power}/{spec.model_version} from {data}: "
              f"{len(rows.normal)} normal rows ({len(rows.train)}/{len(rows.calib)}/{len(rows.test)} "
              f"train/calib/test, split {spec.split}), {len(rows.faulty)} fault rows")

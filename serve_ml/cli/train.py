@@ -87,6 +87,17 @@ def register(bsub: argparse._SubParsersAction) -> None:
     r.add_argument("--seed", type=int, default=0)
     r.set_defaults(func=_run_to_failure)
 
+    tr = bsub.add_parser("train", help="build a new version of a bundle from the readings the stream stored "
+                         "(it goes live only when activated)")
+    tr.add_argument("equipment_id")
+    tr.add_argument("power")
+    tr.add_argument("--start", required=True, help="first reading time, ISO-8601 with a timezone")
+    tr.add_argument("--end", required=True, help="end of the range (exclusive), ISO-8601 with a timezone")
+    tr.add_argument("--model-version", help="default: the live version's next minor release")
+    tr.add_argument("--epochs", type=int, default=60)
+    tr.add_argument("--root", type=Path, help="bundle root (default SERVE_ML_ROOT)")
+    tr.set_defaults(func=_train)
+
     rp = bsub.add_parser("report", help="write a self-contained HTML page (and PNGs) of a bundle's held-out figures")
     rp.add_argument("bundle", type=Path, help="bundle directory <root>/<equipment>/<power>/<version>")
     rp.add_argument("--out", type=Path, help="output directory (default: ./report-<equipment>-<power>-<version>)")
@@ -314,3 +325,63 @@ def _report(args: argparse.Namespace) -> int:
     page = write_report(bundle, out)
     print(f"wrote {page} ({len(list(out.glob('*.png')))} figures)")
     return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from serve_ml.cli.state import read_state
+    from serve_ml.core.errors import ServeMLError
+    from serve_ml.scoring.training import TrainRequest, train_from_store
+
+    s = args.settings
+    running = ((read_state(s) or {}).get("stream") or {}).get("database_url", "")
+    url = s.database_url or (running if running and "***" not in running else None)
+    if url is None:
+        print("error: no database: set DATABASE_URL, or run `serve-ml up` (whose database it then reads)",
+              file=sys.stderr)
+        return 2
+    try:
+        req = TrainRequest(equipment_id=args.equipment_id, power=args.power, start=args.start, end=args.end,
+                           model_version=args.model_version, epochs=args.epochs)
+        result = train_from_store(req, url, (args.root or s.root).resolve(),
+                                  lambda msg: print(msg, file=sys.stderr, flush=True),
+                                  lambda live: _keep_live(s, url, req.equipment_id, req.power, live))
+    except ValidationError as exc:
+        print(f"error: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}", file=sys.stderr)
+        return 2
+    except ServeMLError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 2
+    print(json.dumps(result, indent=2, default=str))
+    print(f"{result['path']} is not live: activate it with `serve-ml bundle activate {req.equipment_id} "
+          f"{req.power} {result['model_version']}`", file=sys.stderr)
+    return 0
+
+
+def _keep_live(s: Any, database_url: str, eq: str, power: str, live: str) -> str:
+    """Pin what is live, so the version being trained waits for an activation: on the
+    running system through its API, else in the database its next start reads."""
+    import asyncio
+
+    import httpx
+
+    from serve_ml.cli.state import read_state
+    from serve_ml.scoring.training import pin_in_database
+
+    reason = "serve-ml bundle train: kept live until the new version is activated"
+    base = (read_state(s) or {}).get("http_url")
+    if base:
+        headers = {"Authorization": f"Bearer {s.admin_secret()}"}
+        api = f"{base}/api/v1/serve-ml"
+        listed = httpx.get(f"{api}/bundles", params={"equipment_id": eq, "power": power}, headers=headers,
+                           timeout=60).json()
+        serving = next((b for b in listed.get("bundles", []) if b["live"]), None)
+        version = serving["model_version"] if serving else live
+        r = httpx.post(f"{api}/bundles/{eq}/{power}/activate", headers=headers, timeout=120,
+                       json={"model_version": version, "pin": True, "reason": reason})
+        if r.status_code != 200:
+            raise SystemExit(f"error: could not pin {eq}/{power}/{version} on the running system: {r.text[:300]}")
+        return f"pinned {eq}/{power}/{version} on the running system"
+    asyncio.run(pin_in_database(database_url, eq, power, live, reason))
+    return f"pinned {eq}/{power}/{live} in the database (the next start keeps it live)"

@@ -370,3 +370,79 @@ def test_sequence_windows_are_refilled_from_the_readings_postgres_stored(stack: 
     assert [g["modalities"]["motor"]["status"] for g in got] == ["scored"] * 4
     assert [g["modalities"]["motor"]["error"] for g in got] == pytest.approx(
         [e["modalities"]["motor"]["error"] for e in expected])
+
+
+def test_a_new_version_is_trained_from_stored_readings_and_waits_for_activation(stack: Stack, tmp_path) -> None:
+    """``serve-ml bundle train``'s core on the real database: the readings stored for a
+    power class in a range train a new version of the live bundle's shape; readings
+    inside an anomaly alert are not trained on; the live version is pinned first."""
+    import json
+
+    from serve_ml.bundles.batch import Reading
+    from serve_ml.bundles.builder import BuildSpec, build_bundle
+    from serve_ml.bundles.catalog import Catalog
+    from serve_ml.bundles.thresholds import QuantileFactor
+    from serve_ml.pipelines.encode import Origin, encode_scored
+    from serve_ml.pipelines.schema import Partitions
+    from serve_ml.pipelines.store import write_batch
+    from serve_ml.scoring.training import TrainRequest, pin_in_database, train_from_store
+    from tests.conftest import MODS
+    from tests.samples import sim_rows
+
+    eq = "train-int-01"
+    # Short stretches of many machines' readings, for the live bundle and the stream
+    # alike: the simulator's air temperature is a random walk, which over hundreds of
+    # readings wanders where a gate trained on another stretch never saw it.
+    def stretches(first_seed: int, k: int) -> list[dict[str, float]]:
+        return [r for s in range(k) for r in sim_rows("normal", 50, seed=first_seed + s)]
+
+    history = stretches(200, 30)
+    cols = {f: np.array([r[f] for r in history]) for f in history[0]}
+    # a gate that never fires (its threshold far above any error): the alert is set by hand below
+    spec = BuildSpec(equipment_id=eq, power="7.5kW", model_version="1.0.0", power_range_kw=(0.0, 100.0),
+                     modalities=MODS, classifier=False, epochs=5,
+                     threshold_rule=QuantileFactor(q=0.99, factor=100.0))
+    build_bundle(spec, cols, np.full(len(history), "none"), tmp_path, data="sim", progress=lambda _m: None)
+    cat = Catalog.scan(tmp_path)
+    rows = stretches(100, 10)
+    rows += sim_rows("overstrain", 30, seed=13) + sim_rows("normal", 30, seed=14)
+    base = now() + dt.timedelta(hours=9)
+    readings = [Reading(eq, r, "7.5kW") for r in rows]
+    origins = [Origin(base + dt.timedelta(seconds=k), r, "kafka", 0, k) for k, r in enumerate(rows)]
+    encoded, rejected = encode_scored(cat, readings, origins, enable_xgb=False)
+    assert not rejected
+
+    async def write():
+        conn = await asyncpg.connect(stack.database_url)
+        try:
+            return await write_batch(conn, encoded, partitions=Partitions(stack.mode), alerts_topic="t",
+                                     resolve_after=10)
+        finally:
+            await conn.close()
+
+    stats = asyncio.run(write())
+    assert not stats.alerts_opened
+    q(stack, "INSERT INTO serve_ml_alerts (equipment_id, power, model_version, status, severity, opened_at, "
+             "last_seen_at, resolved_at, peak_score, anomalies) VALUES ($1, '7.5kW', '1.0.0', 'resolved', 'major', "
+             "$2, $3, $3, 2.0, 30)", eq, origins[500].ts, origins[529].ts)  # the overstrain stretch
+    pinned: list[str] = []
+
+    def keep_live(version: str) -> str:
+        asyncio.run(pin_in_database(stack.database_url, eq, "7.5kW", version, "test"))
+        pinned.append(version)
+        return f"pinned {version}"
+
+    req = TrainRequest(equipment_id=eq, power="7.5kW", start=base, end=base + dt.timedelta(hours=1), epochs=3)
+    result = train_from_store(req, stack.database_url, tmp_path, lambda _m: None, keep_live)
+    assert pinned == ["1.0.0"] and result["model_version"] == "1.1.0" and result["live"] is False
+    assert result["rows"] == len(rows) and result["normal_rows"] == len(rows) - 30
+    manifest = json.loads((tmp_path / eq / "7.5kW" / "1.1.0" / "manifest.json").read_text())
+    old = json.loads((tmp_path / eq / "7.5kW" / "1.0.0" / "manifest.json").read_text())
+    assert {n: m["features"] for n, m in manifest["modalities"].items()} == {
+        n: m["features"] for n, m in old["modalities"].items()}
+    assert manifest["provenance"]["metrics"]["split"].startswith("time") and manifest["classifier"] is None
+    override = q(stack, "SELECT model_version, pinned FROM serve_ml_live_overrides WHERE equipment_id = $1", eq)
+    assert [(o["model_version"], o["pinned"]) for o in override] == [("1.0.0", True)]
+    with pytest.raises(Exception, match="at least 200 are needed"):
+        train_from_store(req.model_copy(update={"end": base + dt.timedelta(seconds=100)}), stack.database_url,
+                         tmp_path, lambda _m: None, keep_live)
