@@ -11,7 +11,6 @@ import datetime as dt
 import json
 import os
 import shutil
-import sys
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -36,6 +35,7 @@ from serve_ml.bundles.manifest import (
     PowerFromFeature,
     PowerFromTorqueSpeed,
 )
+from serve_ml.bundles.progress import ProgressPrinter
 from serve_ml.bundles.rul_training import RulSpec, fit_rul_head, rul_labels, rul_target
 from serve_ml.bundles.scoring import materialise, score_group
 from serve_ml.bundles.splits import Rows, split_name, split_rows
@@ -51,8 +51,6 @@ much binary F1 (fault vs none) on the rows the builder can judge fairly: held-ou
 normal rows and every fault row, with the classifier's out-of-fold predictions."""
 
 
-def _stderr(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
 
 
 class BuildSpec(BaseModel):
@@ -132,7 +130,7 @@ def build_bundle(
     *,
     data: str,
     data_sha256: str | None = None,
-    progress: Progress = _stderr,
+    progress: Progress | None = None,
     ordering: Ordering | None = None,
 ) -> tuple[Path, dict]:
     """Train and write ``<root>/<equipment>/<power>/<version>``; return its path and metrics.
@@ -140,6 +138,7 @@ def build_bundle(
     Phases: check and derive, split, train the gates, train the classifier, write,
     calibrate the gates, measure, record the warm-up; the bundle is built in
     ``<root>/.staging/`` and renamed into place, whole or not at all."""
+    progress = progress or ProgressPrinter()
     torch.use_deterministic_algorithms(True)
     torch.set_num_threads(1)
     root = Path(root).resolve()

@@ -13,10 +13,11 @@ from pathlib import Path
 
 import numpy as np
 
-from serve_ml.bundles.builder import BuildSpec, Progress, _stderr, build_bundle
+from serve_ml.bundles.builder import BuildSpec, Progress, build_bundle
 from serve_ml.bundles.catalog import RPM_NM_TO_KW
 from serve_ml.bundles.datasets import file_sha256, read_training_csv
 from serve_ml.bundles.manifest import PowerFromTorqueSpeed
+from serve_ml.bundles.progress import ProgressPrinter
 from serve_ml.bundles.simulation import MECHANICAL, THERMAL, MachineSpec, simulate_dataset
 
 AI4I_CSV = Path(__file__).resolve().parents[3] / "shared" / "datasets" / "ai4i2020" / "ai4i2020.csv"
@@ -59,7 +60,8 @@ def training_data(source: str, spec: BuildSpec, csv: Path | None) -> tuple[dict,
 
 
 def build_demo(root: Path, *, csv: Path | None = AI4I_CSV, version: str = "1.0.0",
-               progress: Progress = _stderr) -> list[Path]:
+               progress: Progress | None = None) -> list[Path]:
+    progress = progress or ProgressPrinter()
     built = []
     for spec, source in demo_specs(version):
         if source == "ai4i" and (csv is None or not csv.is_file()):

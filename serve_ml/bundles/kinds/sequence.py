@@ -110,6 +110,5 @@ class SequenceAutoencoderKind(ModelKind):
                 loss.backward()
                 opt.step()
                 total += float(loss.detach()) * len(batch)
-            if epoch % max(1, epochs // 5) == 0 or epoch == epochs - 1:
-                progress(f"  [{label}] epoch {epoch + 1}/{epochs} loss {total / len(data):.5f}")
+            progress(f"  [{label}] epoch {epoch + 1}/{epochs} loss {total / len(data):.5f}")
         return {k: v.detach().float().contiguous() for k, v in module.state_dict().items()}
