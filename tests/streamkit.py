@@ -15,7 +15,7 @@ from serve_ml.pipelines.simulator import Machine, run_kafka
 from serve_ml.pipelines.stack import Stack
 
 __all__ = ["SteadyProducer", "consume_all", "count", "locate", "now", "produce_raw", "q", "report",
-           "resolve_open_alerts", "stored_times", "wait_count", "wait_stored"]
+           "resolve_open_alerts", "stored_times", "wait_count", "wait_stored", "write_rows"]
 
 
 def q(stack: Stack, sql: str, *args):
@@ -60,6 +60,22 @@ def resolve_open_alerts(stack: Stack, machine: Machine, timeout_s: float = 90) -
                               total=stack.settings.alert_resolve_after * 2, seed=seed))
         seed += 1
         time.sleep(1.0)
+
+
+def write_rows(stack: Stack, rows, resolve_after: int):
+    """Store encoded rows (``pipelines.encode.Rows``) the way the stream scorer does,
+    on one connection of the stack's database; return the write's stats."""
+    from serve_ml.pipelines.schema import Partitions
+    from serve_ml.pipelines.store import write_batch
+
+    async def go():
+        conn = await asyncpg.connect(stack.database_url)
+        try:
+            return await write_batch(conn, rows, partitions=Partitions(stack.mode), alerts_topic="t",
+                                     resolve_after=resolve_after)
+        finally:
+            await conn.close()
+    return asyncio.run(go())
 
 
 def produce_raw(stack: Stack, topic: str, values: list[tuple[bytes, bytes]]) -> None:

@@ -261,14 +261,9 @@ def _build(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from serve_ml.bundles.datasets import AI4I_COLUMNS, DatasetError, csv_header, is_ai4i, read_training_csv
     from serve_ml.bundles.evaluate import evaluate, format_report
-    from serve_ml.bundles.loader import load_bundle
-    from serve_ml.core.errors import BundleInvalid
 
-    path = args.bundle.resolve()
-    try:
-        bundle = load_bundle(path, path.parents[2])
-    except (BundleInvalid, IndexError) as exc:
-        print(f"error: {getattr(exc, 'message', exc)}", file=sys.stderr)
+    bundle = _load(args.bundle)
+    if bundle is None:
         return 2
     try:
         header = csv_header(args.csv, args.sep)
@@ -311,15 +306,10 @@ def _run_to_failure(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from serve_ml.bundles.loader import load_bundle
     from serve_ml.bundles.report import write_report
-    from serve_ml.core.errors import BundleInvalid
 
-    path = args.bundle.resolve()
-    try:
-        bundle = load_bundle(path, path.parents[2])
-    except (BundleInvalid, IndexError) as exc:
-        print(f"error: {getattr(exc, 'message', exc)}", file=sys.stderr)
+    bundle = _load(args.bundle)
+    if bundle is None:
         return 2
     out = args.out or Path(f"report-{'-'.join(bundle.key)}")
     page = write_report(bundle, out)
@@ -385,3 +375,16 @@ def _keep_live(s: Any, database_url: str, eq: str, power: str, live: str) -> str
         return f"pinned {eq}/{power}/{version} on the running system"
     asyncio.run(pin_in_database(database_url, eq, power, live, reason))
     return f"pinned {eq}/{power}/{live} in the database (the next start keeps it live)"
+
+
+def _load(path: Path) -> Any:
+    """The bundle at ``path`` (its root three levels up), or None after saying why not."""
+    from serve_ml.bundles.loader import load_bundle
+    from serve_ml.core.errors import BundleInvalid
+
+    path = path.resolve()
+    try:
+        return load_bundle(path, path.parents[2])
+    except (BundleInvalid, IndexError) as exc:
+        print(f"error: {getattr(exc, 'message', exc)}", file=sys.stderr)
+        return None

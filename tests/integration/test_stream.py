@@ -14,7 +14,7 @@ import pytest
 
 from serve_ml.pipelines.simulator import Machine, run_kafka, run_mqtt
 from serve_ml.pipelines.stack import Stack
-from tests.streamkit import consume_all, count, now, produce_raw, q, resolve_open_alerts, wait_count
+from tests.streamkit import consume_all, count, now, produce_raw, q, resolve_open_alerts, wait_count, write_rows
 
 pytestmark = pytest.mark.integration
 
@@ -277,8 +277,6 @@ def test_rul_is_stored_and_a_low_rul_opens_and_resolves_an_alert_of_its_own(stac
     from serve_ml.bundles.catalog import Catalog
     from serve_ml.bundles.run_to_failure import simulate_fleet
     from serve_ml.pipelines.encode import Origin, encode_scored
-    from serve_ml.pipelines.schema import Partitions
-    from serve_ml.pipelines.store import write_batch
     from tests.conftest import build_rul_bundle
 
     eq = "rtf-int-01"
@@ -296,15 +294,7 @@ def test_rul_is_stored_and_a_low_rul_opens_and_resolves_an_alert_of_its_own(stac
     encoded, rejected = encode_scored(cat, readings, origins, enable_xgb=True)
     assert not rejected
 
-    async def write():
-        conn = await asyncpg.connect(stack.database_url)
-        try:
-            return await write_batch(conn, encoded, partitions=Partitions(stack.mode), alerts_topic="t",
-                                     resolve_after=5)
-        finally:
-            await conn.close()
-
-    stats = asyncio.run(write())
+    stats = write_rows(stack, encoded, resolve_after=5)
     stored = q(stack, "SELECT time, rul, rul_lower, rul_upper FROM serve_ml_predictions WHERE equipment_id = $1 "
                       "ORDER BY time", eq)
     assert len(stored) == len(readings) and all(r["rul_lower"] <= r["rul"] <= r["rul_upper"] for r in stored)
@@ -383,8 +373,6 @@ def test_a_new_version_is_trained_from_stored_readings_and_waits_for_activation(
     from serve_ml.bundles.catalog import Catalog
     from serve_ml.bundles.thresholds import QuantileFactor
     from serve_ml.pipelines.encode import Origin, encode_scored
-    from serve_ml.pipelines.schema import Partitions
-    from serve_ml.pipelines.store import write_batch
     from serve_ml.scoring.training import TrainRequest, pin_in_database, train_from_store
     from tests.conftest import MODS
     from tests.samples import sim_rows
@@ -412,15 +400,7 @@ def test_a_new_version_is_trained_from_stored_readings_and_waits_for_activation(
     encoded, rejected = encode_scored(cat, readings, origins, enable_xgb=False)
     assert not rejected
 
-    async def write():
-        conn = await asyncpg.connect(stack.database_url)
-        try:
-            return await write_batch(conn, encoded, partitions=Partitions(stack.mode), alerts_topic="t",
-                                     resolve_after=10)
-        finally:
-            await conn.close()
-
-    stats = asyncio.run(write())
+    stats = write_rows(stack, encoded, resolve_after=10)
     assert not stats.alerts_opened
     q(stack, "INSERT INTO serve_ml_alerts (equipment_id, power, model_version, status, severity, opened_at, "
              "last_seen_at, resolved_at, peak_score, anomalies) VALUES ($1, '7.5kW', '1.0.0', 'resolved', 'major', "

@@ -59,3 +59,23 @@ class ModelKind(ABC):
     def fit(self, x: np.ndarray, spec: KindSpec, *, seed: int, epochs: int, batch_size: int,
             progress: Progress, label: str) -> dict[str, torch.Tensor]:
         """Train on scaled normal rows ``x``; return the weights to save."""
+
+
+def train_reconstruction(module: torch.nn.Module, data: torch.Tensor, *, seed: int, epochs: int, batch_size: int,
+                         progress: Progress, label: str) -> dict[str, torch.Tensor]:
+    """Adam on the mean squared reconstruction error of ``data`` (rows or windows),
+    shuffled by ``seed``; one progress message per epoch; the weights to save."""
+    opt = torch.optim.Adam(module.parameters(), lr=5e-3)
+    gen = torch.Generator().manual_seed(seed)
+    for epoch in range(epochs):
+        perm = torch.randperm(len(data), generator=gen)
+        total = 0.0
+        for start in range(0, len(data), batch_size):
+            batch = data[perm[start:start + batch_size]]
+            opt.zero_grad()
+            loss = torch.mean((module(batch) - batch) ** 2)
+            loss.backward()
+            opt.step()
+            total += float(loss.detach()) * len(batch)
+        progress(f"  [{label}] epoch {epoch + 1}/{epochs} loss {total / len(data):.5f}")
+    return {k: v.detach().float().contiguous() for k, v in module.state_dict().items()}

@@ -16,7 +16,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from serve_ml.bundles.kinds.base import KindSpec, ModelKind, Progress
+from serve_ml.bundles.kinds.base import KindSpec, ModelKind, Progress, train_reconstruction
 
 
 class DenseAutoencoder(KindSpec):
@@ -100,18 +100,6 @@ class DenseAutoencoderKind(ModelKind):
         assert isinstance(spec, DenseAutoencoder)
         torch.manual_seed(seed)
         module = build_module(x.shape[1], spec).double()
-        opt = torch.optim.Adam(module.parameters(), lr=5e-3)
         data = torch.from_numpy(x)
-        gen = torch.Generator().manual_seed(seed)
-        for epoch in range(epochs):
-            perm = torch.randperm(len(data), generator=gen)
-            total = 0.0
-            for start in range(0, len(data), batch_size):
-                batch = data[perm[start:start + batch_size]]
-                opt.zero_grad()
-                loss = torch.mean((module(batch) - batch) ** 2)
-                loss.backward()
-                opt.step()
-                total += float(loss.detach()) * len(batch)
-            progress(f"  [{label}] epoch {epoch + 1}/{epochs} loss {total / len(data):.5f}")
-        return {k: v.detach().float().contiguous() for k, v in module.state_dict().items()}
+        return train_reconstruction(module, data, seed=seed, epochs=epochs, batch_size=batch_size, progress=progress,
+                                    label=label)

@@ -18,7 +18,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from serve_ml.bundles.kinds.base import KindSpec, ModelKind, Progress
+from serve_ml.bundles.kinds.base import KindSpec, ModelKind, Progress, train_reconstruction
 
 
 class SequenceAutoencoder(KindSpec):
@@ -97,18 +97,6 @@ class SequenceAutoencoderKind(ModelKind):
             raise ValueError(f"expected windows of {spec.window_steps} steps, got shape {x.shape}")
         torch.manual_seed(seed)
         module = LstmAutoencoder(x.shape[2], spec)
-        opt = torch.optim.Adam(module.parameters(), lr=5e-3)
         data = torch.from_numpy(centred(x, spec).astype(np.float32))
-        gen = torch.Generator().manual_seed(seed)
-        for epoch in range(epochs):
-            perm = torch.randperm(len(data), generator=gen)
-            total = 0.0
-            for start in range(0, len(data), batch_size):
-                batch = data[perm[start:start + batch_size]]
-                opt.zero_grad()
-                loss = torch.mean((module(batch) - batch) ** 2)
-                loss.backward()
-                opt.step()
-                total += float(loss.detach()) * len(batch)
-            progress(f"  [{label}] epoch {epoch + 1}/{epochs} loss {total / len(data):.5f}")
-        return {k: v.detach().float().contiguous() for k, v in module.state_dict().items()}
+        return train_reconstruction(module, data, seed=seed, epochs=epochs, batch_size=batch_size, progress=progress,
+                                    label=label)
