@@ -12,114 +12,33 @@ import json
 import os
 import shutil
 import uuid
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 import serve_ml
 from serve_ml.bundles import kinds
+from serve_ml.bundles.build_spec import BuildSpec, Inputs, Progress
+from serve_ml.bundles.classifier_training import choose_cascade, train_classifier
 from serve_ml.bundles.datasets import Ordering
-from serve_ml.bundles.derived import DerivedFeature, check_order, derive
-from serve_ml.bundles.fault_classifier import binary_f1, decide, fit_classifier
+from serve_ml.bundles.derived import check_order, derive
 from serve_ml.bundles.loader import Bundle, load_bundle, sha256_file
 from serve_ml.bundles.manifest import (
     MANIFEST_NAME,
     SCHEMA_VERSION,
     EvaluationFile,
     Manifest,
-    PowerFromFeature,
-    PowerFromTorqueSpeed,
 )
 from serve_ml.bundles.progress import ProgressPrinter
-from serve_ml.bundles.rul_training import RulSpec, fit_rul_head, rul_labels, rul_target
+from serve_ml.bundles.rul_training import fit_rul_head, rul_labels, rul_target
 from serve_ml.bundles.scoring import materialise, score_group
 from serve_ml.bundles.splits import Rows, split_name, split_rows
-from serve_ml.bundles.thresholds import Quantile, ThresholdRule
 from serve_ml.bundles.windows import take, window_index
 
-Progress = Callable[[str], None]
-Inputs = Callable[[np.ndarray], dict[str, np.ndarray]]  # rows -> the bundle's inputs for them (values or windows)
-
-CASCADE_F1_TOLERANCE = 0.01
-"""'auto' keeps the gate in front of the classifier unless that costs more than this
-much binary F1 (fault vs none) on the rows the builder can judge fairly: held-out
-normal rows and every fault row, with the classifier's out-of-fold predictions."""
-
-
-
-
-class BuildSpec(BaseModel):
-    """What to build. Validated before any training starts."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    equipment_id: str
-    power: str
-    model_version: str
-    power_range_kw: tuple[float, float]
-    default_power: bool = False
-    power_source: PowerFromFeature | PowerFromTorqueSpeed | None = None
-    modalities: dict[str, list[str]] = Field(
-        default_factory=dict, description="Gates: modality -> features. None: a classifier-only bundle.")
-    kind: str = Field(default="dense_autoencoder", description="Model kind of the modalities (serve_ml.bundles.kinds).")
-    modality_kinds: dict[str, str] = Field(default_factory=dict, description="Per-modality kinds overriding "
-                                           "'kind': dense and sequence modalities can share a bundle.")
-    window_steps: int = Field(default=30, ge=2, le=4096, description="Readings per window, for a sequence kind "
-                              "(windows are consecutive rows of one unit in time order, file order without a "
-                              "time column).")
-    centre_windows: bool = Field(default=False, description="Sequence kinds judge movement within each window, "
-                                 "not its level (kinds.sequence.SequenceAutoencoder.centre).")
-    hidden: dict[str, list[int]] = Field(default_factory=dict, description="Per-modality encoder widths.")
-    classifier: bool = True
-    classifier_features: list[str] | None = Field(
-        default=None, description="Classifier inputs (raw or derived); default: every modality feature.")
-    derived: list[DerivedFeature] = Field(default_factory=list, description="Features the bundle computes.")
-    classifier_depth: int = Field(default=4, ge=1, le=12, description="XGBoost max_depth.")
-    classifier_rounds: int = Field(default=150, ge=1, le=5000,
-                                   description="XGBoost boosting rounds (random forest: trees).")
-    classifier_mode: Literal["boosted", "random_forest"] = Field(
-        default="boosted", description="Gradient boosting, or XGBoost's random-forest mode (one round of "
-        "parallel trees on bootstrap rows); both saved as XGBoost JSON.")
-    cascade: Literal["auto", "always", "gate_then_classify"] = Field(
-        default="auto", description="When the classifier runs (manifest 'cascade'). 'auto': gate_then_classify, "
-        "unless the gate would hide faults the classifier finds (see CASCADE_F1_TOLERANCE).")
-    split: Literal["random", "time", "unit"] = Field(
-        default="random", description="How rows are held out: at random; in consecutive blocks of time "
-        "(train, calibration, evaluation: 70/15/15 % of rows in time order); or by unit (whole machines, "
-        "70/15/15 % of units). 'time' and 'unit' need the matching column (datasets.Ordering).")
-    normal_label: str = Field(default="none", description="The label of normal rows.")
-    rul: RulSpec | None = Field(default=None, description="A remaining-useful-life head, trained from "
-                                "run-to-failure data (needs the unit split).")
-    seed: int = 0
-    epochs: int = Field(default=60, ge=1)
-    batch_size: int = Field(default=256, ge=8)
-    threshold_rule: ThresholdRule = Field(default_factory=Quantile,
-                                          description="How each gate's threshold is set (bundles.thresholds).")
-    warmup_rows: int = Field(default=16, ge=1)
-
-    @model_validator(mode="after")
-    def _something_to_build(self) -> BuildSpec:
-        if not self.modalities and not self.classifier:
-            raise ValueError("nothing to build: give at least one modality, or a classifier")
-        if not self.modalities and not self.classifier_features:
-            raise ValueError("a classifier-only bundle needs its classifier features named")
-        if self.rul is not None and self.split != "unit":
-            raise ValueError("a RUL head is judged on units it never saw: it needs split 'unit'")
-        if self.cascade == "gate_then_classify" and not (self.modalities and self.classifier):
-            raise ValueError("cascade gate_then_classify needs a gate (a modality) and a classifier")
-        return self
-
-
-def _f1(y_true: np.ndarray, y_pred: np.ndarray, positive: str) -> float:
-    tp = np.sum((y_pred == positive) & (y_true == positive))
-    fp = np.sum((y_pred == positive) & (y_true != positive))
-    fn = np.sum((y_pred != positive) & (y_true == positive))
-    return float(2 * tp / (2 * tp + fp + fn)) if tp + fp + fn else 1.0
+__all__ = ["BuildSpec", "Progress", "build_bundle"]
 
 
 def build_bundle(
@@ -181,7 +100,7 @@ def build_bundle(
     bdir.mkdir(parents=True)
     try:
         modalities = _train_gates(spec, kind_of, columns, rows, bdir, progress, win)
-        classifier, clf_metrics, oof = _train_classifier(spec, columns, labels, rows, bdir, progress)
+        classifier, clf_metrics, oof = train_classifier(spec, columns, labels, rows, bdir, progress)
         rul_head: dict[str, Any] | None = None
         rul_metrics: dict[str, Any] = {}
         rul_pairs = None
@@ -208,7 +127,7 @@ def build_bundle(
         def inputs(rows_: np.ndarray) -> dict[str, np.ndarray]:
             return take(known, rows_, win)
 
-        cascade, cascade_metrics = _choose_cascade(spec, bundle, inputs, labels, rows, oof)
+        cascade, cascade_metrics = choose_cascade(spec, bundle, inputs, labels, rows, oof)
         if cascade != "always":
             manifest["cascade"] = cascade
             bundle = _write_and_load(bdir, staging, manifest)
@@ -268,91 +187,6 @@ def _train_gates(spec: BuildSpec, kind_of: dict[str, kinds.ModelKind], columns: 
         out[name] = {"features": feats, "scaler": {"mean": mean.tolist(), "scale": scale.tolist()},
                      "model": arch.model_dump(), "weights": f"{name}.pt", "threshold": 1.0}
     return out
-
-
-@dataclass(frozen=True)
-class _OutOfFold:
-    """The classifier's out-of-fold call on each labelled row: fault or not."""
-
-    rows: np.ndarray
-    fault: np.ndarray
-
-
-def _train_classifier(spec: BuildSpec, columns: dict[str, np.ndarray], labels: np.ndarray, rows: Rows,
-                      bdir: Path, progress: Progress) -> tuple[dict[str, Any] | None, dict[str, Any], _OutOfFold | None]:
-    if not spec.classifier or not len(rows.faulty):
-        return None, {}, None
-    feats = spec.classifier_features or list(dict.fromkeys(f for fs in spec.modalities.values() for f in fs))
-    labelled = rows.clf_train
-    classes = [spec.normal_label, *sorted(set(labels[labelled].tolist()) - {spec.normal_label})]
-    if len(classes) < 2:
-        progress("  [classifier] none: no fault rows before the evaluation block")
-        return None, {}, None
-    cidx = {c: i for i, c in enumerate(classes)}
-    y = np.array([cidx[c] for c in labels[labelled]])
-    x = np.column_stack([columns[f] for f in feats])
-    folds = "folds of consecutive time" if spec.split == "time" else "folds of whole units" if spec.split == "unit" \
-        else "stratified folds"
-    progress(f"  [classifier] XGBoost on {len(labelled)} labelled rows, thresholds calibrated on {folds}")
-    fit = fit_classifier(x[labelled], y, classes, 0, seed=spec.seed, max_depth=spec.classifier_depth,
-                         rounds=spec.classifier_rounds, random_forest=spec.classifier_mode == "random_forest",
-                         groups=rows.groups)
-    fit.booster.save_model(str(bdir / "xgb.json"))
-    pred, truth = np.asarray(classes)[fit.oof_labels], labels[labelled]
-    metrics = {"classifier_eval": f"{fit.folds} {folds}, out of fold, over the {len(labelled)} labelled rows it "
-                                  "learnt", **_classifier_figures("classifier", truth, pred, spec.normal_label)}
-    calls = _OutOfFold(labelled, pred != spec.normal_label)
-    if len(rows.clf_test):  # a time or unit split: the classifier never saw the evaluation block
-        import xgboost as xgb
-
-        probs = np.asarray(fit.booster.predict(xgb.DMatrix(x[rows.clf_test]))).reshape(len(rows.clf_test), -1)
-        t = np.array([np.inf if i == 0 else fit.thresholds[c] for i, c in enumerate(classes)])
-        held = np.asarray(classes)[decide(probs, t, 0)]
-        known = np.isin(labels[rows.clf_test], classes)  # a fault first seen in the evaluation block is still a fault
-        metrics.update(_classifier_figures("classifier_test", labels[rows.clf_test], held, spec.normal_label,
-                                           modes=classes[1:]))
-        metrics["classifier_test_rows"] = f"{len(rows.clf_test)} ({int((~known).sum())} of unseen fault modes)"
-        calls = _OutOfFold(np.concatenate([labelled, rows.clf_test]),
-                           np.concatenate([calls.fault, held != spec.normal_label]))
-    return ({"kind": "xgboost", "file": "xgb.json", "features": feats, "classes": classes,
-             "normal_class": spec.normal_label, "fault_thresholds": fit.thresholds, "mode": spec.classifier_mode},
-            metrics, calls)
-
-
-def _classifier_figures(prefix: str, truth: np.ndarray, pred: np.ndarray, normal: str,
-                        modes: list[str] | None = None) -> dict[str, Any]:
-    faults = modes if modes is not None else sorted(set(truth.tolist()) - {normal})
-    return {
-        f"{prefix}_f1_failure_vs_none": round(binary_f1(truth != normal, pred != normal), 4),
-        f"{prefix}_f1_macro_faults": round(float(np.mean([_f1(truth, pred, c) for c in faults])), 4) if faults else 0.0,
-        f"{prefix}_f1_by_fault": {c: round(_f1(truth, pred, c), 4) for c in faults},
-    }
-
-
-def _choose_cascade(spec: BuildSpec, bundle: Bundle, inputs: Inputs, labels: np.ndarray,
-                    rows: Rows, oof: _OutOfFold | None) -> tuple[str, dict[str, Any]]:
-    """The manifest's cascade, and the figures behind the choice.
-
-    Judged on held-out normal rows and every fault row (the gates never trained on
-    a fault), with the classifier's out-of-fold calls: what 'always' would answer
-    against what the cascade would (a fault only where the gate flagged the row too)."""
-    if not bundle.modalities or bundle.classifier is None or oof is None:
-        return "always", {}
-    judged = np.concatenate([rows.test, rows.faulty])
-    where = {int(r): i for i, r in enumerate(oof.rows.tolist())}
-    clf_fault = oof.fault[[where[int(r)] for r in judged]]
-    gate = score_group(bundle, inputs(judged), len(judged), enable_xgb=False).anomaly
-    truth = labels[judged] != spec.normal_label
-    f1_always, f1_cascade = binary_f1(truth, clf_fault), binary_f1(truth, clf_fault & gate)
-    if spec.cascade == "auto":
-        chosen = "gate_then_classify" if f1_cascade >= f1_always - CASCADE_F1_TOLERANCE else "always"
-        reason = (f"auto: binary F1 {f1_cascade:.3f} with the gate in front, {f1_always:.3f} without; "
-                  f"tolerance {CASCADE_F1_TOLERANCE}")
-    else:
-        chosen, reason = spec.cascade, "chosen by the builder's caller"
-    return chosen, {"cascade": chosen, "cascade_reason": reason, "cascade_f1_always": round(f1_always, 4),
-                    "cascade_f1_gate_then_classify": round(f1_cascade, 4),
-                    "cascade_gated_fraction": round(float(gate.mean()), 4)}
 
 
 def _manifest(spec: BuildSpec, modalities: dict[str, Any], classifier: dict[str, Any] | None, data: str,
