@@ -51,12 +51,29 @@ class StreamWindows:
     def __init__(self) -> None:
         self._buffers: dict[Key, deque[Step]] = {}
         self._refilled: set[tuple[Key, int]] = set()
-        self._times: np.ndarray = np.empty(0, dtype=np.int64)
+        self._origins: Sequence[Origin] = ()
+        self._times: np.ndarray | None = None
+        self._sequence_eqs: tuple[int, frozenset[str]] = (0, frozenset())
         self.late = 0
         self.refilled = 0
 
     def bind(self, origins: Sequence[Origin]) -> None:
-        self._times = timestamps_us([o.ts for o in origins])
+        """The batch the next ``windows`` calls index into (times converted on first use:
+        a batch with no sequence bundle pays nothing)."""
+        self._origins, self._times = origins, None
+
+    def _time_us(self) -> np.ndarray:
+        if self._times is None:
+            self._times = timestamps_us([o.ts for o in self._origins])
+        return self._times
+
+    def sequence_equipment(self, catalog: Catalog) -> frozenset[str]:
+        """Equipment with a live sequence bundle, worked out once per catalog."""
+        if self._sequence_eqs[0] != id(catalog):
+            eqs = frozenset(eq for eq in catalog.live_equipment for power in catalog.powers(eq)
+                            if window_steps(catalog.live_bundle(eq, power)))
+            self._sequence_eqs = (id(catalog), eqs)
+        return self._sequence_eqs[1]
 
     def _buffer(self, key: Key, steps: int) -> deque[Step]:
         buf = self._buffers.get(key)
@@ -67,13 +84,14 @@ class StreamWindows:
     async def refill(self, catalog: Catalog, origins: Sequence[Origin], equipment: Sequence[str],
                      fetch: FetchHistory) -> None:
         """Fill short windows of the batch's equipment from stored readings."""
+        wanted = self.sequence_equipment(catalog)
+        if not wanted:
+            return
         first: dict[str, dt.datetime] = {}
         for eq, o in zip(equipment, origins, strict=True):
-            if eq not in first or o.ts < first[eq]:
+            if eq in wanted and (eq not in first or o.ts < first[eq]):
                 first[eq] = o.ts
         for eq, before in first.items():
-            if eq not in catalog.live_equipment:
-                continue
             for power in catalog.powers(eq):
                 bundle = catalog.live_bundle(eq, power)
                 steps = window_steps(bundle)
@@ -99,8 +117,9 @@ class StreamWindows:
         names = list(columns)
         full = np.zeros(len(rows), dtype=bool)
         ready: dict[int, list[Step]] = {}
-        for k in sorted(range(len(rows)), key=lambda k: self._times[rows[k]]):
-            t = int(self._times[rows[k]])
+        times = self._time_us()
+        for k in sorted(range(len(rows)), key=lambda k: times[rows[k]]):
+            t = int(times[rows[k]])
             step = (t, {f: float(columns[f][k]) for f in names})
             if buf and t < buf[-1][0]:
                 self.late += 1

@@ -71,12 +71,12 @@ async def stored_rows(database_url: str, equipment_id: str, power: str, start: d
     finally:
         await conn.close()
     times = [r["time"] for r in rows]
-    labels = np.full(len(rows), "none", dtype=object)
+    stamps = np.array([t.timestamp() for t in times])
+    inside = np.zeros(len(times), dtype=bool)
     for a in alerts:  # open from opened_at to resolved_at, or to now while unresolved
-        for i, t in enumerate(times):
-            if a["opened_at"] <= t and (a["resolved_at"] is None or t <= a["resolved_at"]):
-                labels[i] = ALERT
-    return times, [orjson.loads(r["features"]) for r in rows], labels.astype(str)
+        until = np.inf if a["resolved_at"] is None else a["resolved_at"].timestamp()
+        inside |= (stamps >= a["opened_at"].timestamp()) & (stamps <= until)
+    return times, [orjson.loads(r["features"]) for r in rows], np.where(inside, ALERT, "none")
 
 
 def next_version(live: str, taken: list[str]) -> str:
