@@ -30,6 +30,8 @@ def readings() -> list[Reading]:
     out += [Reading("press-02", r, "7.5kW") for r in rows[:10]]  # press-02 has a classifier
     thermal_only = {k: v for k, v in rows[0].items() if k in ("air_temp_k", "process_temp_k")}
     out += [Reading("press-02", thermal_only, "5.5kW") for _ in range(3)]  # mechanical absent
+    no_current = {k: v for k, v in rows[3].items() if k != "current_a"}
+    out += [Reading("press-02", no_current, "5.5kW") for _ in range(2)]  # mechanical incomplete: reported missing
     out.append(Reading("pump-03", {**rows[1], "torque_nm": float("nan")}, "5.5kW"))  # a bad row
     out.append(Reading("no-such-machine", rows[2]))  # a failed group
     return out

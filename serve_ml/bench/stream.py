@@ -9,11 +9,13 @@ local Ray instance for the scorer actor(s).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import itertools
 import shutil
 import statistics
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,7 @@ import ray
 from aiokafka import AIOKafkaConsumer
 from aiokafka.partitioner import murmur2
 
+from serve_ml.bench import stream_ops
 from serve_ml.bench.common import Figure, Report
 from serve_ml.bench.fleet import TEMPLATE, generate_fleet
 from serve_ml.core.settings import Settings
@@ -143,11 +146,16 @@ def wait_committed(stack: Stack, n: int, timeout_s: float) -> dict[str, dict[str
     """The scorers' health once they have committed ``n`` readings to PostgreSQL."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        h = stack.health()
+        h = scorers(stack)
         if sum(v.get("stored", 0) + v.get("duplicates", 0) for v in h.values()) >= n:
             return h
         time.sleep(0.2)
     raise TimeoutError(f"not all {n} readings committed within {timeout_s}s")
+
+
+def scorers(stack: Stack) -> dict[str, dict[str, Any]]:
+    """The scorer actors' health (not the bridge's or the notifier's)."""
+    return {k: v for k, v in stack.health().items() if k.startswith("stream-")}
 
 
 def committed_between(before: dict[str, dict[str, Any]], after: dict[str, dict[str, Any]]) -> tuple[int, float]:
@@ -195,7 +203,7 @@ def throughput_round(stack: Stack, s: Settings, n: int, n_machines: int, *, keep
         # partitions move: one such round read 51k against 118k and 131k).
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
-            h0 = stack.health()
+            h0 = scorers(stack)
             if (all(v.get("partitions") for v in h0.values())
                     and any(v.get("last_stored_at") for v in h0.values())):
                 break
@@ -212,37 +220,66 @@ def throughput_round(stack: Stack, s: Settings, n: int, n_machines: int, *, keep
 
 
 def run(root: Path, n: int = 100_000, rate_hz: float = 10_000, rate_seconds: float = 10.0, consumers: int = 2,
-        n_machines: int = 16, rounds: int = 3, compare_with: int | None = 1) -> Report:
+        n_machines: int = 16, rounds: int = 3, compare_with: int | None = 1, operations: bool = True,
+        ws_clients: int = 0) -> Report:
     """``rounds`` backlogs through ``consumers`` scorer actors and, alternating with
-    them, through ``compare_with`` actors (None: no comparison rounds)."""
+    them, through ``compare_with`` actors (None: no comparison rounds). With
+    ``operations``, the fleet is registered with thresholds, two notification sinks
+    deliver to a local receiver, and WebSocket clients time the live pushes
+    (``bench.stream_ops``). With ``ws_clients``, each round is run a second time with
+    that many WebSocket clients connected to the fleet's live streams."""
     rep = Report(f"bench stream: {rounds} x {n} readings from {n_machines} machines through Kafka -> scorer -> "
                  f"PostgreSQL ({consumers} scorer actor(s)"
                  + (f"; alternating with {compare_with})" if compare_with else ")"))
+    receiver = stream_ops.Receiver() if operations else None
+    pushes: list[float] = []
     with tempfile.TemporaryDirectory(prefix="serve-ml-stream-") as tmp:
         s = Settings(state_dir=Path(tmp), root=fleet_root(Path(tmp), n_machines, root), stream_consumers=consumers,
-                     batch_wait_ms=50)
+                     batch_wait_ms=50, notifications_file=receiver.sinks_file(Path(tmp)) if receiver else None)
         other = s.model_copy(update={"stream_consumers": compare_with}) if compare_with else None
         ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
         stack: Stack = start_stack(s, actors=False)
+        if operations:
+            asyncio.run(stream_ops.seed(stack.database_url, [m.equipment_id for m in machines(n_machines)]))
         try:
-            res, cmp = [], []
+            res, cmp, crowded, crowds = [], [], [], []
             for i in range(rounds):
                 if other is not None:
                     stack.settings = other
                     cmp.append(throughput_round(stack, other, n, n_machines, keep_actors=False))
                 stack.settings = s
+                if ws_clients:
+                    crowd = stream_ops.Crowd(s, stack.database_url, [m.equipment_id for m in machines(n_machines)],
+                                             ws_clients)
+                    with crowd.connected():
+                        crowded.append(throughput_round(stack, s, n, n_machines, keep_actors=False))
+                    crowds.append(crowd.result)
                 res.append(throughput_round(stack, s, n, n_machines, keep_actors=i == rounds - 1))
             # Latency at a fixed rate, with one machine in a fault so alerts open.
             t1 = dt.datetime.now(dt.UTC)
             per_machine = rate_hz / 4
             total = int(rate_hz * rate_seconds)
-            asyncio.run(run_kafka(stack.bootstrap, s.features_topic, machines(4, faulty=1), per_machine, total=total))
+            with contextlib.ExitStack() as live:
+                watcher = None
+                if operations:
+                    address = live.enter_context(stream_ops.api_server(s, stack.database_url))
+                    ready = threading.Event()
+                    watcher = ThreadWithResult(lambda: asyncio.run(stream_ops.push_latencies(
+                        address, ["press-02", "pump-03"], rate_seconds + 3, ready)))
+                    ready.wait(10)
+                asyncio.run(run_kafka(stack.bootstrap, s.features_topic, machines(4, faulty=1), per_machine,
+                                      total=total))
+                if watcher is not None:
+                    pushes = sorted(watcher.result())
             wait_stored(stack.database_url, t1, total, timeout_s=120)
             p50, p99 = asyncio.run(latencies(stack.database_url, t1))
             alerts = sorted(asyncio.run(alert_latencies(stack.bootstrap, s.alerts_topic, t1)))
+            delivered = asyncio.run(_delivered(stack.database_url)) if operations else None
         finally:
             stack.stop()
             ray.shutdown()
+            if receiver is not None:
+                receiver.stop()
     e2e = [r["e2e"] for r in res]
     mid = statistics.median(e2e)
     rep.add(Figure("produce rate (aiokafka, acks=all)", "readings/s", [r["produce"] for r in res]))
@@ -253,6 +290,14 @@ def run(root: Path, n: int = 100_000, rate_hz: float = 10_000, rate_seconds: flo
     rep.add(Figure("readings in the timed window (all actors in the group)", "readings", [r["timed"] for r in res]))
     if cmp:
         rep.add(Figure(f"end to end, {compare_with} actor(s), alternating", "readings/s", [r["e2e"] for r in cmp]))
+    if crowded:
+        with_ws = statistics.median(r["e2e"] for r in crowded)
+        rep.add(Figure(f"end to end with {ws_clients} WebSocket clients connected, alternating", "readings/s",
+                       [r["e2e"] for r in crowded]))
+        rep.add(Figure("with those clients / without (medians)", "ratio", [with_ws / mid], ">= 0.90",
+                       with_ws / mid >= 0.9))
+        rep.add(Figure("WebSocket clients connected per round", "clients", [c.get("clients", 0) for c in crowds]))
+        rep.add(Figure("WebSocket messages received per round", "messages", [c.get("messages", 0) for c in crowds]))
     for stage in res[0]["stages"]:
         rep.add(Figure(f"scorer stage: {stage}", "µs/reading", [r["stages"][stage] for r in res]))
     rep.add(Figure(f"produce -> stored p50 at {rate_hz:g}/s", "ms", [p50]))
@@ -263,4 +308,49 @@ def run(root: Path, n: int = 100_000, rate_hz: float = 10_000, rate_seconds: flo
         rep.add(Figure(f"produce -> alert published p99 ({len(alerts)} alerts)", "ms", [a99], "<= 1000", a99 <= 1000))
     else:
         rep.add(Figure("alerts published", "count", [0.0], ">= 1", False))
+    if operations:
+        if pushes:
+            w99 = pushes[min(len(pushes) - 1, int(len(pushes) * 0.99))]
+            rep.add(Figure(f"produce -> WebSocket push p50 ({len(pushes)} pushes)", "ms", [pushes[len(pushes) // 2]]))
+            rep.add(Figure(f"produce -> WebSocket push p99 ({len(pushes)} pushes)", "ms", [w99], "<= 250",
+                           w99 <= 250))
+        else:
+            rep.add(Figure("WebSocket pushes", "count", [0.0], ">= 1", False))
+        rep.add(Figure("notifications delivered (2 sinks)", "count", [float(delivered or 0)]))
     return rep
+
+
+async def _delivered(database_url: str, wait_s: float = 10.0) -> int:
+    """Deliveries done once the notifier caught up (or after ``wait_s``)."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        deadline = time.monotonic() + wait_s
+        while await conn.fetchval("SELECT count(*) FROM serve_ml_deliveries WHERE status = 'pending'") and \
+                time.monotonic() < deadline:
+            await asyncio.sleep(0.5)
+        return int(await conn.fetchval("SELECT count(*) FROM serve_ml_deliveries WHERE status = 'delivered'"))
+    finally:
+        await conn.close()
+
+
+class ThreadWithResult:
+    """Run ``fn`` on a thread (its own event loop); ``result()`` joins and returns it."""
+
+    def __init__(self, fn: Any) -> None:
+        self._out: list[Any] = []
+        self._err: list[BaseException] = []
+
+        def target() -> None:
+            try:
+                self._out.append(fn())
+            except BaseException as exc:  # surfaced by result()
+                self._err.append(exc)
+
+        self._thread = threading.Thread(target=target, daemon=True)
+        self._thread.start()
+
+    def result(self, timeout_s: float = 60) -> Any:
+        self._thread.join(timeout_s)
+        if self._err:
+            raise self._err[0]
+        return self._out[0] if self._out else []

@@ -17,7 +17,7 @@ import numpy as np
 
 from serve_ml.bundles.catalog import Catalog
 from serve_ml.bundles.loader import Bundle
-from serve_ml.bundles.scoring import GroupScore, Result, materialise, score_group
+from serve_ml.bundles.scoring import FAULT_MISSING, GroupScore, Result, materialise, score_group
 from serve_ml.core.errors import ServeMLError
 
 
@@ -75,15 +75,26 @@ class History(Protocol):
         ...
 
 
+class Screen(Protocol):
+    """A data-quality gate (the stream keeps one): which values of a group are not
+    measurements (a flatlined or out-of-range sensor)."""
+
+    def __call__(self, equipment_id: str, columns: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Per feature with a fault in ``columns`` (rows in time order), an int8 fault
+        code per row (``scoring.FAULT_*``; 0: none)."""
+        ...
+
+
 def score_groups(catalog: Catalog, readings: Sequence[Reading] | ReadingColumns, *,
-                 enable_xgb: bool, history: History | None = None
+                 enable_xgb: bool, history: History | None = None, screen: Screen | None = None
                  ) -> Iterator[tuple[list[int], GroupScore | ServeMLError]]:
     """Group the readings and score each group with a few vectorised calls. Yields
     ``(input positions, column-oriented result)``, or the error that fails all of
     those positions (unknown equipment, power, version or feature names). With a
     ``history``, readings for a bundle with sequence modalities are scored on their
     windows; those whose window is not whole yet are scored without those
-    modalities (``absent``)."""
+    modalities (``absent``). With a ``screen``, faulted values are kept out of the
+    modalities they feed, and every group carries its sensor faults (``faults``)."""
     cols = readings if isinstance(readings, ReadingColumns) else ReadingColumns.of_readings(readings)
     for (eq, power, version, names), idx in _groups(cols).items():
         try:
@@ -93,21 +104,46 @@ def score_groups(catalog: Catalog, readings: Sequence[Reading] | ReadingColumns,
             for bundle, sub in catalog.resolve(eq, power, version, columns, len(idx)):
                 rows = idx if sub is None else list(map(idx.__getitem__, sub.tolist()))
                 cols_ = columns if sub is None else {f: c[sub] for f, c in columns.items()}
+                faults = screen(eq, cols_) if screen is not None else {}
+                invalid = {f: c > 0 for f, c in faults.items()} or None
                 if history is None or all(m.input == "rows" for m in bundle.modalities.values()):
-                    parts.append((rows, score_group(bundle, cols_, len(rows), enable_xgb=enable_xgb)))
+                    parts.append((rows, _with_inputs(score_group(bundle, cols_, len(rows), enable_xgb=enable_xgb,
+                                                                 invalid=invalid), cols_, faults, screen)))
                     continue
                 full, wins = history.windows(bundle, rows, cols_)
                 if full.any():
                     parts.append(([r for r, f in zip(rows, full.tolist(), strict=True) if f],
-                                  score_group(bundle, wins, int(full.sum()), enable_xgb=enable_xgb)))
+                                  _with_inputs(score_group(bundle, wins, int(full.sum()), enable_xgb=enable_xgb,
+                                                           invalid=_take(invalid, full)),
+                                               {f: c[full] for f, c in cols_.items()}, _take(faults, full),
+                                               screen)))
                 if not full.all():
+                    short = {f: c[~full] for f, c in cols_.items()}
                     parts.append(([r for r, f in zip(rows, full.tolist(), strict=True) if not f],
-                                  score_group(bundle, {f: c[~full] for f, c in cols_.items()}, int((~full).sum()),
-                                              enable_xgb=enable_xgb, short_windows="absent")))
+                                  _with_inputs(score_group(bundle, short, int((~full).sum()),
+                                                           enable_xgb=enable_xgb, short_windows="absent",
+                                                           invalid=_take(invalid, ~full)),
+                                               short, _take(faults, ~full), screen)))
         except ServeMLError as exc:
             yield idx, exc
             continue
         yield from parts
+
+
+def _with_inputs(g: GroupScore, inputs: dict[str, np.ndarray], faults: Mapping[str, np.ndarray] | None = None,
+                 screen: Screen | None = None) -> GroupScore:
+    g.inputs = inputs
+    if screen is not None:  # the stream's gate: sensors a modality missed are faults too
+        out = {f: c for f, c in (faults or {}).items() if c.any()}
+        for m in g.modalities:
+            for f in m.missing:
+                out[f] = np.full(g.n, FAULT_MISSING, dtype=np.int8)
+        g.faults = out
+    return g
+
+
+def _take(masks: Mapping[str, np.ndarray] | None, rows: np.ndarray) -> dict[str, np.ndarray] | None:
+    return None if masks is None else {f: m[rows] for f, m in masks.items()}
 
 
 def _groups(cols: ReadingColumns) -> dict[tuple[Any, ...], list[int]]:

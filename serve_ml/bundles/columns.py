@@ -64,7 +64,7 @@ def _masked(g: GroupScore) -> GroupScore:
         if m.present:
             err, an = m.errors.copy(), m.anomaly.copy()  # type: ignore[union-attr]
             err[bad], an[bad] = np.nan, False
-            m = ModalityScore(m.name, True, m.threshold, err, an)
+            m = ModalityScore(m.name, True, m.threshold, err, an, faulty=m.faulty)
         mods.append(m)
     probs = None if g.probabilities is None else g.probabilities.copy()
     if probs is not None:
@@ -105,7 +105,7 @@ def _single(equipment_id: str, g: GroupScore) -> dict[str, Any]:
     return {"equipment_id": equipment_id, "rows": g.n, "power": power, "model_version": version,
             "anomaly": g.anomaly, "score": g.score,
             "modalities": {m.name: ({"threshold": m.threshold, "error": m.errors, "anomaly": m.anomaly}
-                                    if m.present else {"threshold": m.threshold, "status": "absent"})
+                                    if m.present else m.absent())
                            for m in g.modalities},
             "classifier": _classifier(g), "errors": _errors(g.bad_rows, None), **_rul(g)}
 

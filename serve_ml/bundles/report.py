@@ -19,16 +19,21 @@ from serve_ml.bundles.loader import Bundle
 from serve_ml.bundles.manifest import ErrorHistogram, EvaluationFile, RulPairs
 
 
+def load_evaluation(bundle: Bundle) -> EvaluationFile | None:
+    """The builder's held-out figures, or None for a bundle that records none."""
+    m = bundle.manifest
+    if m.evaluation is None:
+        return None
+    return EvaluationFile.model_validate_json((bundle.path / m.evaluation.file).read_bytes())
+
+
 def write_report(bundle: Bundle, out_dir: Path) -> Path:
     """Write ``report.html`` and one PNG per figure into ``out_dir``; return the page."""
     import matplotlib
 
     matplotlib.use("Agg")  # no display; chosen here, not at import, so nothing else changes backend
     out_dir.mkdir(parents=True, exist_ok=True)
-    m = bundle.manifest
-    evaluation = None
-    if m.evaluation is not None:
-        evaluation = EvaluationFile.model_validate_json((bundle.path / m.evaluation.file).read_bytes())
+    evaluation = load_evaluation(bundle)
     figures: list[tuple[str, str, bytes]] = []  # title, file name, PNG
     if evaluation is not None:
         for name, hist in evaluation.modalities.items():

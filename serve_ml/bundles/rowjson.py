@@ -72,7 +72,7 @@ def _rows(g: GroupScore) -> list[bytes]:
                          b',"threshold":' + dumps(s.threshold) + b',"anomaly":', _bools(s.anomaly),  # type: ignore[arg-type]
                          b"}"]
         else:
-            segments.append(head + dumps({"status": "absent", "threshold": s.threshold}))
+            segments.append(head + dumps(s.absent()))
     segments.append(b'},"classifier":')
     if not g.classifier_ran:
         segments.append(dumps({"status": "skipped", "reason": g.classifier_reason}))

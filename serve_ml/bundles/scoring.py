@@ -26,6 +26,10 @@ Result = dict[str, Any] | ServeMLError
 XGB_DISABLED = "disabled: SERVE_ML_ENABLE_XGB is not true"
 XGB_ABSENT = "bundle has no classifier (gate-only)"
 GATE_PASSED = "gate_then_classify: the gate passed this row"
+# Sensor faults, per feature and row (int8 codes): what the stream's data-quality
+# gate found, and what the scorer did not feed to a modality as if it were real.
+FAULT_MISSING, FAULT_FLATLINE, FAULT_OUT_OF_RANGE = 1, 2, 3
+FAULT_NAMES = {FAULT_MISSING: "missing", FAULT_FLATLINE: "flatline", FAULT_OUT_OF_RANGE: "out_of_range"}
 
 
 @dataclass(slots=True)
@@ -35,6 +39,15 @@ class ModalityScore:
     threshold: float
     errors: np.ndarray | None = None  # (rows,)
     anomaly: np.ndarray | None = None  # (rows,) bool
+    missing: tuple[str, ...] = ()  # not scored because these sensors were not sent
+    faulty: np.ndarray | None = None  # (rows,) bool: not scored there, a sensor of it faulted
+
+    def absent(self) -> dict[str, Any]:
+        """How a modality that was not scored is reported."""
+        out: dict[str, Any] = {"status": "absent", "threshold": self.threshold}
+        if self.missing:
+            out["missing"] = list(self.missing)
+        return out
 
 
 @dataclass(slots=True)
@@ -57,6 +70,11 @@ class GroupScore:
     classified: np.ndarray | None = None
     classifier_s: float = 0.0  # time spent in the classifier
     rul: np.ndarray | None = None  # remaining useful life per row, when the bundle has a head and its features
+    # The raw values scored, one column per feature sent (set by ``batch.score_groups``):
+    # what raw thresholds and rollups read, without going back to the readings.
+    inputs: dict[str, np.ndarray] | None = None
+    # Sensor fault codes per feature (FAULT_*), rows with none at 0; only features with a fault.
+    faults: dict[str, np.ndarray] | None = None
 
     def classified_rows(self) -> int:
         """How many rows the classifier ran on."""
@@ -65,11 +83,14 @@ class GroupScore:
         return self.n if self.classified is None else int(np.count_nonzero(self.classified))
 
 
-def check_feature_names(bundle: Bundle, names: frozenset[str]) -> list[str]:
-    """Validate which features a group carries; return the names of present modalities.
+def check_feature_names(bundle: Bundle, names: frozenset[str]) -> tuple[list[str], dict[str, tuple[str, ...]]]:
+    """Validate which features a group carries; return the names of the complete
+    modalities, and for each incomplete one (some of its sensors sent, not all) the
+    sensors it misses. A reading is scored on its complete modalities; a dead
+    sensor must not silence the others.
 
-    Raises FeatureError naming every unknown feature and every feature missing from a
-    partially present modality.
+    Raises FeatureError naming every unknown feature, and every missing one when no
+    modality is complete.
     """
     problems: dict[str, str] = {}
     derived = {d.name: d for d in bundle.manifest.derived}
@@ -82,22 +103,26 @@ def check_feature_names(bundle: Bundle, names: frozenset[str]) -> list[str]:
                 problems[f] = f"missing (the classifier needs {', '.join(needs)})"
         if problems:
             raise FeatureError(problems)
-        return []
+        return [], {}
     present: list[str] = []
+    incomplete: dict[str, tuple[str, ...]] = {}
     for mod in bundle.modalities.values():
         have = names.intersection(mod.features)
         if have and len(have) < len(mod.features):
-            for f in mod.features:
-                if f not in names:
-                    problems[f] = f"missing (modality {mod.name!r} needs {', '.join(mod.features)})"
+            incomplete[mod.name] = tuple(f for f in mod.features if f not in names)
         elif have:
             present.append(mod.name)
-    if not present and not problems:
-        wanted = "; ".join(f"{m.name}: {', '.join(m.features)}" for m in bundle.modalities.values())
-        problems["features"] = f"no modality is complete; expected one of [{wanted}]"
+    if not present:
+        for name, missing in incomplete.items():
+            mod = bundle.modalities[name]
+            for f in missing:
+                problems[f] = f"missing (modality {mod.name!r} needs {', '.join(mod.features)})"
+        if not incomplete:
+            wanted = "; ".join(f"{m.name}: {', '.join(m.features)}" for m in bundle.modalities.values())
+            problems["features"] = f"no modality is complete; expected one of [{wanted}]"
     if problems:
         raise FeatureError(problems)
-    return present
+    return present, incomplete
 
 
 def score_group(
@@ -108,8 +133,12 @@ def score_group(
     enable_xgb: bool,
     cascade: Cascade | None = None,
     short_windows: Literal["refuse", "absent"] = "refuse",
+    invalid: Mapping[str, np.ndarray] | None = None,
 ) -> GroupScore:
     """Score ``n`` rows given as float64 ``columns`` (all the same feature names).
+
+    ``invalid``: per feature, the rows where its value is not a measurement (a
+    faulted sensor); a modality is not scored on those rows (``sensor_fault``).
 
     ``short_windows="absent"``: a sequence modality without a whole window is left
     out (``absent``) instead of refusing the rows (the stream, while a window fills).
@@ -133,6 +162,7 @@ def score_group(
             raise FeatureError({"features": f"every feature needs the same number of steps; got {sorted(steps)}"})
         windows, columns = columns, {f: c[:, -1] for f, c in columns.items()}
     g = _gate_and_classify(bundle, columns, n, enable_xgb=enable_xgb, cascade=cascade or bundle.manifest.cascade,
+                           invalid=invalid,
                            windows=windows, short_windows=short_windows)
     if bundle.rul is not None and all(f in columns for f in bundle.rul.spec.features):
         x = np.column_stack([columns[f] for f in bundle.rul.spec.features])
@@ -151,8 +181,9 @@ def _gate_and_classify(
     cascade: Cascade,
     windows: Mapping[str, np.ndarray] | None,
     short_windows: Literal["refuse", "absent"],
+    invalid: Mapping[str, np.ndarray] | None = None,
 ) -> GroupScore:
-    present = check_feature_names(bundle, frozenset(columns))
+    present, incomplete = check_feature_names(bundle, frozenset(columns))
     bad = _non_finite_rows(windows if windows is not None else columns, n)
     short = {m.name: m for m in bundle.modalities.values() if m.name in present and m.input == "windows"
              and (windows is None or next(iter(windows.values())).shape[1] < m.window_steps)}
@@ -169,7 +200,7 @@ def _gate_and_classify(
     mods: list[ModalityScore] = []
     for mod in bundle.modalities.values():
         if mod.name not in present:
-            mods.append(ModalityScore(mod.name, False, mod.threshold))
+            mods.append(ModalityScore(mod.name, False, mod.threshold, missing=incomplete.get(mod.name, ())))
             continue
         if mod.input == "windows":
             x = np.stack([windows[f][:, -mod.window_steps:] for f in mod.features], axis=-1)  # type: ignore[index]
@@ -180,10 +211,23 @@ def _gate_and_classify(
         if bad:
             x[list(bad)] = 0.0  # keep the maths finite; these rows get an error, not a verdict
         err = mod.model.errors(x)
-        over = err > mod.threshold
-        np.maximum(score, err / mod.threshold, out=score)
+        faulty = None
+        if invalid:
+            masks = [invalid[f] for f in mod.features if f in invalid]
+            faulty = np.logical_or.reduce(masks) if masks else None
+        if faulty is not None and faulty.any():
+            err = err.copy()
+            err[faulty] = np.nan
+            ratio = err / mod.threshold
+            ratio[faulty] = 0.0
+            over = (ratio > 1.0) & ~faulty
+            np.maximum(score, ratio, out=score)
+        else:
+            faulty = None
+            over = err > mod.threshold
+            np.maximum(score, err / mod.threshold, out=score)
         anomaly |= over
-        mods.append(ModalityScore(mod.name, True, mod.threshold, err, over))
+        mods.append(ModalityScore(mod.name, True, mod.threshold, err, over, faulty=faulty))
 
     ran, reason, probs, labels = False, None, None, None
     clf = bundle.classifier
@@ -265,6 +309,8 @@ def materialise(g: GroupScore) -> list[Result]:
     mods = [(s.name, s.threshold, s.errors.tolist(), s.anomaly.tolist())
             if s.errors is not None and s.anomaly is not None
             else (s.name, s.threshold, None, None) for s in g.modalities]
+    faulty = {s.name: s.faulty.tolist() for s in g.modalities if s.faulty is not None}
+    absent = {s.name: s.absent() for s in g.modalities if s.errors is None}
     if g.classifier_ran:
         classes = g.bundle.classifier.spec.classes  # type: ignore[union-attr]
         probs = g.probabilities.tolist()  # type: ignore[union-attr]
@@ -280,9 +326,12 @@ def materialise(g: GroupScore) -> list[Result]:
             continue
         detail = {
             name: ({"status": "scored", "error": err[i], "threshold": thr, "anomaly": an[i]}  # type: ignore[index]
-                   if err is not None else {"status": "absent", "threshold": thr})
+                   if err is not None else absent[name])
             for name, thr, err, an in mods
         }
+        for name, rows_ in faulty.items():
+            if rows_[i]:
+                detail[name] = {"status": "sensor_fault", "threshold": detail[name]["threshold"]}
         if not g.classifier_ran:
             clf: dict[str, Any] = skipped
         elif ran[i]:

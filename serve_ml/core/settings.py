@@ -13,7 +13,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # Never written to state files, deployment args or logs.
-SECRET_FIELDS = frozenset({"admin_token", "admin_token_file", "read_token"})
+SECRET_FIELDS = frozenset({"admin_token", "admin_token_file", "read_token", "operator_token"})
 MIN_TOKEN_CHARS = 16
 """A bearer token shorter than this is refused: guessable over the network."""
 
@@ -114,6 +114,13 @@ class Settings(BaseSettings):
     features_topic: str = "serve-ml.features"
     """Kafka topic of sensor readings (JSON, keyed by equipment id)."""
 
+    store_http_predictions: bool = False
+    """Store what ``/predict`` and ``/predict/bulk`` score like stream readings: they go
+    onto the features topic, pinned to the version that answered, and the scorers
+    write them to the same tables and raise the same alarms. Needs the broker
+    (``KAFKA_BOOTSTRAP``, or the one ``serve-ml up`` starts); a request whose readings
+    the broker does not acknowledge is a 503."""
+
     alerts_topic: str = "serve-ml.alerts"
     """Kafka topic the outbox relay publishes alert events to."""
 
@@ -162,14 +169,23 @@ class Settings(BaseSettings):
     dropped (TimescaleDB retention policy, or whole daily partitions on plain
     PostgreSQL); older readings are dead-lettered on arrival."""
 
+    flatline_readings: int = Field(default=30, ge=0)
+    """A sensor repeating the same value this many readings in a row is flatlined: a
+    sensor-fault alarm, and the value is kept out of the model (0: no flatline check)."""
+
+    rollup_retention_days: int = Field(default=365, ge=1)
+    """Hourly rollups (aggregates) older than this are dropped; never before the readings."""
+
     mqtt_url: str | None = None
     """MQTT broker (``mqtt://host:port``) for the bridge; unset: no MQTT bridge."""
 
     mqtt_topic: str = "serve-ml/+/features"
     """MQTT topic filter; the ``+`` level is the equipment id."""
 
-    simulate_machines: str = "press-02:7.5kW:normal,pump-03:5.5kW:overstrain,mill-01:7.5kW:normal:ai4i"
-    """Machines ``make up`` simulates: ``equipment:power[:profile[:ai4i]]``, comma-separated."""
+    simulate_machines: str = ("press-02:7.5kW:normal+spike=vibration_rms_mm_s,"
+                              "pump-03:5.5kW:overstrain+drop=current_a,mill-01:7.5kW:normal:ai4i+flatline=torque_nm")
+    """Machines ``make up`` simulates: ``equipment:power[:profile[:ai4i]][+quirk=sensor...]``,
+    comma-separated (quirks: flatline, drop, spike; see ``pipelines.simulator``)."""
 
     simulate_rate_hz: float = Field(default=20.0, ge=0)
     """Readings per second per simulated machine in ``make up`` (0: no simulator)."""
@@ -182,6 +198,22 @@ class Settings(BaseSettings):
 
     read_token: SecretStr | None = None
     """Bearer token for predict and read endpoints; unset: they are open."""
+
+    operator_token: SecretStr | None = None
+    """Bearer token for operator actions (equipment, thresholds, alarm ack/clear); the
+    admin token may take them too. Unset, and no admin token: refused."""
+
+    ws_max_per_client: int = Field(default=16, ge=1, le=100_000)
+    """WebSocket connections one client address may hold at once (more: close code
+    4429). Raise it for a gateway that fans many users in from one address."""
+
+    notifications_file: Path | None = None
+    """YAML file of notification sinks (Slack-compatible webhook, signed webhook,
+    SMTP email) and their routing rules; unset: no notifications. It holds the sinks'
+    secrets, so it is read where it is used, never passed around."""
+
+    stale_after_s: float = Field(default=300.0, gt=0)
+    """An equipment with no reading for this long shows ``no_data`` as its status."""
 
     def admin_secret(self) -> str | None:
         """The admin token in force, or None when management is disabled."""
@@ -199,7 +231,7 @@ class Settings(BaseSettings):
         actor arguments in the GCS and shows them in its dashboard)."""
         return self.model_copy(update=dict.fromkeys(SECRET_FIELDS))
 
-    @field_validator("admin_token", "read_token")
+    @field_validator("admin_token", "read_token", "operator_token")
     @classmethod
     def _token(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
         if value is not None:

@@ -22,7 +22,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import asyncpg
@@ -31,16 +30,20 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
 from serve_ml.core.settings import Settings
+from serve_ml.operations.follow import OpsFollower
 from serve_ml.pipelines.backoff import Backoff
 from serve_ml.pipelines.deadletter import DLQ_MAX_KEY_BYTES, DLQ_MAX_VALUE_BYTES, dead_letter_record
 from serve_ml.pipelines.encode import Rows
+from serve_ml.pipelines.faults import PipelineFaults
+from serve_ml.pipelines.inflight import InFlight
 from serve_ml.pipelines.outbox import run_relay
 from serve_ml.pipelines.prepare import Prepared, prepare_batch
+from serve_ml.pipelines.quality import SensorScreen
 from serve_ml.pipelines.retention import run_retention
 from serve_ml.pipelines.schema import Partitions
 from serve_ml.pipelines.store import WriteStats, write_batch
 from serve_ml.pipelines.stream_metrics import StreamMetrics
-from serve_ml.pipelines.watchdog import ConsumerStalled, LogGuard, Positions, StallWatch, positions
+from serve_ml.pipelines.watchdog import ConsumerStalled, LogGuard, StallWatch, positions
 from serve_ml.pipelines.windows import StreamWindows, pg_history
 from serve_ml.scoring.control import GenerationWatcher, get_control
 from serve_ml.scoring.service import ScoringService
@@ -96,6 +99,9 @@ class StreamScorer:
         # Cumulative seconds per stage: whichever grows fastest limits throughput.
         self.busy_s = {"fetch": 0.0, "poll_empty": 0.0, "lag": 0.0, "prepare": 0.0, "wait_write": 0.0, "write": 0.0}
         self.windows = StreamWindows()  # sequence bundles' windows; refilled from PostgreSQL when short
+        self.ops = OpsFollower()  # the raw thresholds in force
+        self.screen = SensorScreen(settings.flatline_readings)  # the data-quality gate
+        self.faults = PipelineFaults(name, database_url, settings.alerts_topic)  # outages as alarms
 
     async def health(self) -> dict[str, Any]:
         return {"name": self.name, "state": self.state, "lag": self.lag, "last_commit_at": self.last_commit_at,
@@ -120,6 +126,7 @@ class StreamScorer:
             except Exception as exc:
                 self.state = "degraded"
                 self.counts["restarts"] += 1
+                await self.faults.failing("stream loop", exc)
                 if self.counts["batches"] > batches:  # the pace is for failures in a row
                     backoff.reset()
                 delay = backoff.next_s()
@@ -156,7 +163,7 @@ class StreamScorer:
         producer, consumer = self._clients()
         self.consumer = consumer
         self.next_offsets = {}
-        loop = _Loop(StallWatch(s.stream_stall_timeout_s), lambda: positions(consumer, s.features_topic,
+        loop = InFlight(StallWatch(s.stream_stall_timeout_s), lambda: positions(consumer, s.features_topic,
                                                                                s.stream_consumers))
         background: list[asyncio.Task[None]] = []
         try:
@@ -164,8 +171,14 @@ class StreamScorer:
             await consumer.start()
             consumer.subscribe([s.features_topic], listener=self.guard.assignment)
             wake = asyncio.Event()
+            try:
+                await self.ops.refresh(pool)  # thresholds apply from the first batch on
+            except (asyncpg.PostgresError, *DB_ERRORS) as exc:
+                log.warning("threshold book: %s (retried in the background)", exc)
             background += [asyncio.create_task(run_relay(pool, producer, wake)),
-                           asyncio.create_task(run_retention(pool, self.partitions, s.retention_days))]
+                           asyncio.create_task(run_retention(pool, self.partitions, s.retention_days,
+                                                             rollup_days=s.rollup_retention_days)),
+                           asyncio.create_task(self.ops.run(pool))]
             self.state = "running"
             while True:
                 t0 = time.perf_counter()
@@ -189,7 +202,7 @@ class StreamScorer:
                     log.debug("closing %s: %s", close, exc)
 
     async def _take(self, batch: dict[TopicPartition, list[ConsumerRecord]], records: list[ConsumerRecord],
-                    loop: _Loop, pool: asyncpg.Pool, producer: AIOKafkaProducer, consumer: AIOKafkaConsumer,
+                    loop: InFlight, pool: asyncpg.Pool, producer: AIOKafkaProducer, consumer: AIOKafkaConsumer,
                     wake: asyncio.Event) -> None:
         """Prepare a fetched batch and start its write. Pipelined: while batch N is
         written and committed (the database's work), batch N+1 is fetched, decoded and
@@ -199,8 +212,9 @@ class StreamScorer:
         t1 = time.perf_counter()
         offsets = {tp: part[-1].offset + 1 for tp, part in batch.items() if part}
         self.next_offsets.update(offsets)
+        self.screen.book = self.ops.book
         prepared = await prepare_batch(records, offsets, self.guard.epoch, self.service.catalog, self.s,
-                                       self.windows, pg_history(pool))
+                                       self.windows, pg_history(pool), self.screen)
         t2 = time.perf_counter()
         self.busy_s["prepare"] += t2 - t1
         if loop.older is not None:  # two writes in flight at most
@@ -216,7 +230,7 @@ class StreamScorer:
         self._count_resets(await self.guard.check(consumer, None, loop.read_positions))
         self.busy_s["lag"] += time.perf_counter() - t3
 
-    async def _idle(self, loop: _Loop, consumer: AIOKafkaConsumer) -> None:
+    async def _idle(self, loop: InFlight, consumer: AIOKafkaConsumer) -> None:
         """Nothing fetched: finish done writes; twice a second, read positions for the
         lag figure, the stall watch and the lost-log check."""
         await loop.reap()
@@ -304,6 +318,8 @@ class StreamScorer:
         self.counts["alerts_opened"] += len(stats.alerts_opened)
         if stats.alerts_opened or stats.alerts_resolved:
             wake.set()
+        if self.faults.active:  # a batch stored: whatever failed works again
+            await self.faults.recovered()
         await self._commit(consumer, batch.offsets, batch.epoch)
 
     async def _write(self, pool: asyncpg.Pool, rows: Rows, after: asyncio.Task[None] | None) -> WriteStats:
@@ -315,7 +331,8 @@ class StreamScorer:
         async def write() -> WriteStats:
             async with pool.acquire() as conn:
                 return await write_batch(conn, rows, partitions=self.partitions, alerts_topic=self.s.alerts_topic,
-                                         resolve_after=self.s.alert_resolve_after, before_alerts=previous)
+                                         resolve_after=self.s.alert_resolve_after, before_alerts=previous,
+                                         book=self.ops.book)
 
         return await self._hold_and_retry(write, DB_ERRORS, "db_errors", "database write")
 
@@ -347,6 +364,7 @@ class StreamScorer:
             except errors as exc:
                 self.state = "degraded"
                 self.counts[counter] += 1
+                await self.faults.failing(what, exc)
                 delay = backoff.next_s()
                 log.warning("%s failed (%s); retrying the batch in %.1fs", what, type(exc).__name__, delay)
                 await asyncio.sleep(delay)
@@ -380,32 +398,3 @@ class StreamScorer:
                 self.metrics.partition_lag(tp.partition, behind)
         self.lag = lag
 
-
-@dataclass
-class _Loop:
-    """What the stages of one client life share: the writes in flight and the watch."""
-
-    stall: StallWatch
-    read_positions: Callable[[], Awaitable[Positions]]
-    older: asyncio.Task[None] | None = None
-    pending: asyncio.Task[None] | None = None
-    next_check_s: float = 0.0
-
-    async def reap(self) -> None:
-        """Collect writes that have finished (raising their error, if any)."""
-        if self.older is not None and self.older.done():
-            await self.older
-            self.older = None
-        if self.pending is not None and self.pending.done():
-            await self.pending
-            self.pending = None
-
-    def abandon(self) -> None:
-        for task in (self.pending, self.older):
-            if task is not None and not task.done():
-                # Its offsets are not committed: whoever consumes next gets the batch
-                # again and the idempotent write skips what was stored.
-                task.cancel()
-            elif task is not None and not task.cancelled() and task.exception() is not None:
-                # a later batch fails with the earlier one's error, which is the one raised
-                log.debug("write of a later batch failed too: %s", task.exception())

@@ -23,7 +23,7 @@ from typing import NamedTuple
 import numpy as np
 import orjson
 
-from serve_ml.bundles.batch import History, Reading, score_groups
+from serve_ml.bundles.batch import History, Reading, Screen, score_groups
 from serve_ml.bundles.catalog import Catalog
 from serve_ml.bundles.scoring import GroupScore, materialise
 from serve_ml.core.errors import FeatureError, ServeMLError
@@ -126,8 +126,10 @@ class Rows:
         rejected = [(i, FeatureError(reason)) for i, reason in sorted(g.bad_rows.items())]
         score, anomaly = g.score, g.anomaly
         flags = [(s.name, s.anomaly) for s in g.modalities if s.present]
+        errs = [(s.name, float(s.threshold), s.errors) for s in g.modalities if s.present]
         head = g.bundle.rul
         rul = None if g.rul is None or head is None else np.stack([g.rul, *head.bounds(g.rul)])
+        inputs, faults = g.inputs, g.faults
         if rejected:
             keep = [i for i in range(len(origins)) if i not in g.bad_rows]
             origins = [origins[i] for i in keep]
@@ -136,6 +138,9 @@ class Rows:
             mod_json = mod_json.take(keep)  # type: ignore[union-attr]
             labels, probs = ([col[i] for i in keep] for col in (labels, probs))
             flags = [(name, an[keep]) for name, an in flags]  # type: ignore[index]
+            errs = [(name, t, e[keep]) for name, t, e in errs]  # type: ignore[index]
+            inputs = None if inputs is None else {f: c[keep] for f, c in inputs.items()}
+            faults = None if faults is None else {f: c[keep] for f, c in faults.items()}
         n = len(origins)
         if n == 0:
             return rejected
@@ -158,18 +163,20 @@ class Rows:
             *([Fixed(FLOAT8, None)] * 3 if rul is None else [Fixed(FLOAT8, c) for c in rul])]))
         label_s = [None if b is None else b.decode() for b in labels] if g.classifier_ran else labels
         self.judged.append(Judged(eq, power, version, times, time_us, anomaly, score, label_s, flags, keys,  # type: ignore[arg-type]
-                                  None if rul is None else rul[0], None if head is None else head.spec.alert_below))
+                                  None if rul is None else rul[0], None if head is None else head.spec.alert_below,
+                                  inputs, faults=faults or None, errors=errs))  # type: ignore[arg-type]
         return rejected
 
 
 def encode_groups(catalog: Catalog, readings: Sequence[Reading], origins: Sequence[Origin], *,
-                  enable_xgb: bool, history: History | None = None) -> Iterator[tuple[Rows, list[tuple[int, str]]]]:
+                  enable_xgb: bool, history: History | None = None,
+                  screen: Screen | None = None) -> Iterator[tuple[Rows, list[tuple[int, str]]]]:
     """Score ``readings`` (``origins[i]`` says where reading ``i`` came from) and encode
     them for COPY, one group (equipment, version, feature names) at a time, so a caller
     can yield to its event loop between groups. Yields each group's rows and, for each
     reading that cannot be stored, its position and the reason (unknown equipment,
     power, version or features; a non-finite value)."""
-    for idx, scored in score_groups(catalog, readings, enable_xgb=enable_xgb, history=history):
+    for idx, scored in score_groups(catalog, readings, enable_xgb=enable_xgb, history=history, screen=screen):
         rows: Rows = Rows([], [], [])
         if isinstance(scored, ServeMLError):
             yield rows, [(i, scored.message) for i in idx]
@@ -179,11 +186,12 @@ def encode_groups(catalog: Catalog, readings: Sequence[Reading], origins: Sequen
 
 
 def encode_scored(catalog: Catalog, readings: Sequence[Reading], origins: Sequence[Origin], *,
-                  enable_xgb: bool, history: History | None = None) -> tuple[Rows, list[tuple[int, str]]]:
+                  enable_xgb: bool, history: History | None = None,
+                  screen: Screen | None = None) -> tuple[Rows, list[tuple[int, str]]]:
     """:func:`encode_groups` in one call: all the rows, and every rejected reading."""
     rows, rejected = Rows([], [], []), []
     for group_rows, group_rejected in encode_groups(catalog, readings, origins, enable_xgb=enable_xgb,
-                                                    history=history):
+                                                    history=history, screen=screen):
         rows.extend(group_rows)
         rejected += group_rejected
     return rows, rejected
@@ -207,7 +215,8 @@ def _modalities_json(g: GroupScore) -> Parts | None:
             return None
         text += (b"," if text != b"{" or pieces else b"") + orjson.dumps(s.name) + b':{"status":'
         if not s.present:
-            text += b'"absent","threshold":' + repr(threshold).encode() + b"}"
+            text += b'"absent","threshold":' + repr(threshold).encode()
+            text += (b',"missing":' + orjson.dumps(list(s.missing)) if s.missing else b"") + b"}"
             continue
         if not np.isfinite(s.errors).all():  # type: ignore[arg-type]
             return None

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from aiokafka import ConsumerRecord, TopicPartition
 
+from serve_ml.bundles.batch import Screen
 from serve_ml.bundles.catalog import Catalog
 from serve_ml.core.settings import Settings
 from serve_ml.pipelines.decode import Rejected, record_time
@@ -37,14 +38,14 @@ class Prepared:
 
 async def prepare_batch(records: list[ConsumerRecord], offsets: dict[TopicPartition, int], epoch: int,
                         catalog: Catalog, s: Settings, windows: StreamWindows | None = None,
-                        fetch: FetchHistory | None = None) -> Prepared:
+                        fetch: FetchHistory | None = None, screen: Screen | None = None) -> Prepared:
     """Decode, score and encode one micro-batch. Pure CPU, done in slices that yield
     to the event loop: the write in flight needs the loop to stream its COPY data
     and read the server's answers, or the two stages would not overlap. Scoring
     takes the whole micro-batch at once, so each equipment's readings are one
     vectorised group (scored in 100-record slices, groups of a few rows cost
     twice the CPU per reading). ``windows`` keeps the sequence bundles' windows
-    (refilled from ``fetch`` when short)."""
+    (refilled from ``fetch`` when short); ``screen`` is the data-quality gate."""
     now = dt.datetime.now(dt.UTC)
     out = Prepared(len(records), Rows([], [], []), [], offsets, records, epoch)
     readings, origins, accepted = [], [], []
@@ -73,7 +74,8 @@ async def prepare_batch(records: list[ConsumerRecord], offsets: dict[TopicPartit
         if fetch is not None and readings:
             await windows.refill(catalog, origins, [r.equipment_id for r in readings], fetch)
     encoded = 0
-    for rows, rejected in encode_groups(catalog, readings, origins, enable_xgb=s.enable_xgb, history=windows):
+    for rows, rejected in encode_groups(catalog, readings, origins, enable_xgb=s.enable_xgb, history=windows,
+                                        screen=screen):
         out.rows.extend(rows)
         out.dead += [(accepted[i], reason) for i, reason in rejected]
         encoded += len(rows) + len(rejected)

@@ -1,5 +1,6 @@
-"""Retention: readings, predictions and delivered outbox rows older than
-``SERVE_ML_RETENTION_DAYS`` are dropped by serve-ml itself.
+"""Retention: readings, predictions, finished notification deliveries and
+delivered outbox rows older than ``SERVE_ML_RETENTION_DAYS`` (hourly rollups: older
+than ``SERVE_ML_ROLLUP_RETENTION_DAYS``) are dropped by serve-ml itself.
 
 On TimescaleDB the extension's own job does it (``add_retention_policy`` on both
 hypertables, kept in step with the setting at every start). On plain PostgreSQL
@@ -38,9 +39,11 @@ class RetentionReport:
 
 
 async def apply_retention(conn: asyncpg.Connection, mode: str, days: int, *,
-                          now: dt.datetime | None = None) -> RetentionReport:
-    """One retention pass; returns what it did."""
+                          now: dt.datetime | None = None, rollup_days: int = 365) -> RetentionReport:
+    """One retention pass; returns what it did. Rollups outlive the readings they sum
+    (``rollup_days``): keeping a year of hourly figures is their point."""
     cutoff = (now or dt.datetime.now(dt.UTC)) - dt.timedelta(days=days)
+    rollup_cutoff = (now or dt.datetime.now(dt.UTC)) - dt.timedelta(days=max(days, rollup_days))
     report = RetentionReport(mode, cutoff)
     async with conn.transaction():
         if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", _LOCK_KEY):
@@ -63,6 +66,10 @@ async def apply_retention(conn: asyncpg.Connection, mode: str, days: int, *,
                     report.dropped.append(row["relname"])
         result = await conn.execute("DELETE FROM serve_ml_outbox WHERE sent_at IS NOT NULL AND sent_at < $1", cutoff)
         report.outbox_deleted = int(result.rsplit(" ", 1)[1])
+        # finished notification deliveries (their attempts go with them)
+        await conn.execute("DELETE FROM serve_ml_deliveries WHERE status <> 'pending' AND created_at < $1", cutoff)
+        await conn.execute("DELETE FROM serve_ml_rollup_sensors_1h WHERE bucket < $1", rollup_cutoff)
+        await conn.execute("DELETE FROM serve_ml_rollup_verdicts_1h WHERE bucket < $1", rollup_cutoff)
     return report
 
 
@@ -71,13 +78,13 @@ def dropped_days(report: RetentionReport) -> set[dt.date]:
 
 
 async def run_retention(pool: asyncpg.Pool, partitions: Partitions, days: int,
-                        every_s: float = RETENTION_EVERY_S) -> None:
+                        every_s: float = RETENTION_EVERY_S, rollup_days: int = 365) -> None:
     """Apply retention now and every ``every_s``; the days dropped are forgotten by
     this writer's partition cache (other writers find out at their next write)."""
     while True:
         try:
             async with pool.acquire() as conn:
-                report = await apply_retention(conn, partitions.mode, days)
+                report = await apply_retention(conn, partitions.mode, days, rollup_days=rollup_days)
             partitions.forget(dropped_days(report))
             if report.ran:
                 log.info("retention (%s, %d days): dropped %d partitions, %d delivered outbox rows",

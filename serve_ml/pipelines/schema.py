@@ -14,6 +14,8 @@ from collections.abc import Iterable
 
 import asyncpg
 
+from serve_ml.operations.ddl import ALARM_RULES_DDL, MAINTENANCE_DDL, NOTIFICATIONS_DDL, OPERATIONS_DDL, VALID_RANGE_DDL
+
 log = logging.getLogger("serve_ml.schema")
 TIMESCALE = "timescaledb"
 PARTITIONED = "postgres-partitioned"
@@ -179,9 +181,32 @@ async def _v6(conn: asyncpg.Connection, mode: str) -> None:
     """)
 
 
+async def _v7(conn: asyncpg.Connection, mode: str) -> None:
+    await conn.execute(OPERATIONS_DDL)
+
+
+async def _v8(conn: asyncpg.Connection, mode: str) -> None:
+    await conn.execute(NOTIFICATIONS_DDL)
+
+
+async def _v9(conn: asyncpg.Connection, mode: str) -> None:
+    await conn.execute(VALID_RANGE_DDL)
+
+
+async def _v10(conn: asyncpg.Connection, mode: str) -> None:
+    await conn.execute(MAINTENANCE_DDL)
+
+
+async def _v11(conn: asyncpg.Connection, mode: str) -> None:
+    await conn.execute(ALARM_RULES_DDL)
+
+
 MIGRATIONS = [(1, "initial schema", _v1), (2, "explicit live versions", _v2),
               (3, "per-row documents as json", _v3), (4, "BRIN time index on predictions", _v4),
-              (5, "readings keyed by what tells them apart", _v5), (6, "remaining useful life", _v6)]
+              (5, "readings keyed by what tells them apart", _v5), (6, "remaining useful life", _v6),
+              (7, "operations: equipment, thresholds, status, alarm lifecycle, rollups", _v7),
+              (8, "notification deliveries", _v8), (9, "sensors' physical ranges", _v9),
+              (10, "maintenance windows", _v10), (11, "alarm rules", _v11)]
 
 
 async def detect_mode(conn: asyncpg.Connection) -> str:

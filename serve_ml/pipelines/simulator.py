@@ -1,8 +1,12 @@
 """``serve-ml simulate``: realistic readings for many machines, to Kafka or MQTT.
 
-Each machine is ``equipment_id:power[:profile[:ai4i]]`` (profiles from
-``bundles.simulation.PROFILES``); ``ai4i`` limits the readings to AI4I's five
-signals, for bundles trained on that data set. Timestamps strictly increase per machine, so
+Each machine is ``equipment_id:power[:profile[:ai4i]][+quirk=sensor...]``
+(profiles from ``bundles.simulation.PROFILES``); ``ai4i`` limits the readings to
+AI4I's five signals, for bundles trained on that data set. A quirk makes one
+sensor misbehave for ``QUIRK_ON_S`` of every ``QUIRK_PERIOD_S`` seconds, so the
+operations layer has something to see: ``flatline`` (the value freezes),
+``drop`` (the sensor stops reporting), ``spike`` (the value jumps tenfold: over
+its limits, out of its physical range). Timestamps strictly increase per machine, so
 every reading has a distinct natural key ``(equipment_id, ts)``.
 """
 
@@ -20,6 +24,8 @@ import orjson
 from serve_ml.bundles.simulation import MECHANICAL, PROFILES, THERMAL, MachineSpec, simulate
 
 AI4I_SIGNALS = (*THERMAL, *MECHANICAL[:3])
+QUIRKS = ("flatline", "drop", "spike")
+QUIRK_PERIOD_S, QUIRK_ON_S = 60.0, 20.0
 
 
 @dataclass(frozen=True)
@@ -28,9 +34,23 @@ class Machine:
     power: str
     profile: str = "normal"
     ai4i: bool = False
+    quirks: tuple[tuple[str, str], ...] = ()  # (quirk, sensor)
 
     @classmethod
     def parse(cls, text: str) -> Machine:
+        head, *quirk_texts = text.strip().split("+")
+        quirks = []
+        for q in quirk_texts:
+            kind, _, sensor = q.partition("=")
+            if kind not in QUIRKS or not sensor:
+                raise ValueError(f"machine {text!r}: quirk {q!r} is not one of "
+                                 f"{', '.join(k + '=<sensor>' for k in QUIRKS)}")
+            quirks.append((kind, sensor))
+        m = cls._parse(head)
+        return cls(m.equipment_id, m.power, m.profile, m.ai4i, tuple(quirks))
+
+    @classmethod
+    def _parse(cls, text: str) -> Machine:
         parts = text.strip().split(":")
         ok = 2 <= len(parts) <= 4 and (len(parts) < 3 or parts[2] in PROFILES) and (
             len(parts) < 4 or parts[3] == "ai4i")
@@ -55,6 +75,7 @@ class ReadingSource:
         self.buf: list[dict[str, float]] = []
         self.wear = float(self.rng.uniform(0, 150))
         self.last_us = 0
+        self.frozen: dict[str, float] = {}  # a flatlined sensor's value
 
     def next_payload(self, *, with_identity: bool = True) -> bytes:
         if not self.buf:
@@ -67,10 +88,27 @@ class ReadingSource:
         now_us = max(int(time.time() * 1e6), self.last_us + 1)
         self.last_us = now_us
         ts = dt.datetime.fromtimestamp(now_us / 1e6, dt.UTC).isoformat()
-        body = {"ts": ts, "power": self.machine.power, "features": self.buf.pop()}
+        features = self.buf.pop()
+        if self.machine.quirks and (now_us / 1e6) % QUIRK_PERIOD_S < QUIRK_ON_S:
+            features = self._misbehave(features)
+        body = {"ts": ts, "power": self.machine.power, "features": features}
         if with_identity:
             body["equipment_id"] = self.machine.equipment_id
         return orjson.dumps(body)
+
+
+    def _misbehave(self, features: dict[str, float]) -> dict[str, float]:
+        out = dict(features)
+        for kind, sensor in self.machine.quirks:
+            if sensor not in out:
+                continue
+            if kind == "drop":
+                del out[sensor]
+            elif kind == "spike":
+                out[sensor] = out[sensor] * 10
+            else:
+                out[sensor] = self.frozen.setdefault(sensor, out[sensor])
+        return out
 
 
 async def run_kafka(bootstrap: str, topic: str, machines: list[Machine], rate_hz: float,

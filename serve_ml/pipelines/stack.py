@@ -16,8 +16,10 @@ import asyncpg
 import ray
 
 from serve_ml.core.settings import Settings
+from serve_ml.operations.notify_config import load_config
 from serve_ml.pipelines.consumer import StreamScorer
 from serve_ml.pipelines.mqtt import MqttBridge
+from serve_ml.pipelines.notifier import NotifierActor
 from serve_ml.pipelines.schema import migrate
 from serve_ml.pipelines.services import EmbeddedKafka, EmbeddedPostgres, mask_url
 
@@ -35,6 +37,7 @@ class Stack:
     kafka: EmbeddedKafka | None = None
     scorers: list[Any] = field(default_factory=list)
     bridge: Any = None
+    notifier: Any = None
     # ObjectRefs of the actors' run() calls: this process owns them, and with them the
     # retries Ray makes when it restarts a killed actor.
     _runs: list[Any] = field(default_factory=list)
@@ -65,6 +68,11 @@ class Stack:
             self.bridge = MqttBridge.options(name="serve-ml-mqtt", namespace="serve-ml").remote(  # type: ignore[attr-defined]
                 s.without_secrets(), self.bootstrap)
             self._runs.append(self.bridge.run.remote())
+        if s.notifications_file is not None:
+            load_config(s.notifications_file)  # refuse a bad file here, with its message, not in an actor
+            self.notifier = NotifierActor.options(name="serve-ml-notifier", namespace="serve-ml").remote(  # type: ignore[attr-defined]
+                s.without_secrets(), self.database_url)
+            self._runs.append(self.notifier.run.remote())
 
     def health(self, timeout_s: float = 5.0) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -78,6 +86,11 @@ class Stack:
                 out["mqtt-bridge"] = ray.get(self.bridge.health.remote(), timeout=timeout_s)
             except Exception as exc:
                 out["mqtt-bridge"] = {"state": f"unavailable: {type(exc).__name__}"}
+        if self.notifier is not None:
+            try:
+                out["notifier"] = ray.get(self.notifier.health.remote(), timeout=timeout_s)
+            except Exception as exc:
+                out["notifier"] = {"state": f"unavailable: {type(exc).__name__}"}
         return out
 
     def restart_broker(self) -> None:
@@ -105,11 +118,12 @@ class Stack:
     def stop_actors(self, timeout_s: float = 10.0) -> None:
         """Kill the stream actors and wait until their names are free again, so a
         following :meth:`start_actors` does not collide with the dying ones."""
-        names = [f"serve-ml-stream-{i}" for i in range(len(self.scorers))] + (["serve-ml-mqtt"] if self.bridge else [])
-        for a in [*self.scorers, self.bridge]:
+        names = [f"serve-ml-stream-{i}" for i in range(len(self.scorers))] + (["serve-ml-mqtt"] if self.bridge else []) \
+            + (["serve-ml-notifier"] if self.notifier else [])
+        for a in [*self.scorers, self.bridge, self.notifier]:
             if a is not None:
                 ray.kill(a, no_restart=True)
-        self.scorers, self.bridge, self._runs = [], None, []
+        self.scorers, self.bridge, self.notifier, self._runs = [], None, None, []
         deadline = time.monotonic() + timeout_s
         for name in names:
             while time.monotonic() < deadline:

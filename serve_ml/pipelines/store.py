@@ -17,17 +17,19 @@ server CPU per reading the fast way, 12 µs the slow way.
 
 from __future__ import annotations
 
-import datetime as dt
-from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import asyncpg
-import orjson
 
+from serve_ml.operations.alarm_store import TransitionLog
+from serve_ml.operations.thresholds import EMPTY_BOOK, ThresholdBook
+from serve_ml.pipelines import alarms
+from serve_ml.pipelines.alarms import Transitions
 from serve_ml.pipelines.encode import P_COLS, R_COLS, Rows
+from serve_ml.pipelines.ops_write import write_rollups, write_status
 from serve_ml.pipelines.schema import Partitions
-from serve_ml.pipelines.verdicts import Judged, Timeline, Verdict, days
+from serve_ml.pipelines.verdicts import Judged, days
 
 _TEMP = """
 CREATE TEMP TABLE IF NOT EXISTS _in_readings (LIKE serve_ml_readings INCLUDING DEFAULTS) ON COMMIT DELETE ROWS;
@@ -44,12 +46,9 @@ class WriteStats:
     alerts_resolved: list[int] = field(default_factory=list)
 
 
-def severity(peak_score: float) -> str:
-    return "critical" if peak_score >= 3 else "major" if peak_score >= 1.5 else "minor"
-
-
 async def write_batch(conn: asyncpg.Connection, rows: Rows, *, partitions: Partitions, alerts_topic: str,
-                      resolve_after: int, before_alerts: Callable[[], Awaitable[None]] | None = None) -> WriteStats:
+                      resolve_after: int, before_alerts: Callable[[], Awaitable[None]] | None = None,
+                      book: ThresholdBook = EMPTY_BOOK) -> WriteStats:
     """Store ``rows`` in one transaction. ``before_alerts`` is awaited after the copy
     and before the alert logic: the stream scorer passes "the previous batch is
     stored", so batches copy in parallel but open and resolve alerts in order."""
@@ -57,17 +56,17 @@ async def write_batch(conn: asyncpg.Connection, rows: Rows, *, partitions: Parti
         return WriteStats()
     await partitions.ensure(conn, days(rows.judged))
     try:
-        return await _write(conn, rows, alerts_topic, resolve_after, before_alerts)
+        return await _write(conn, rows, alerts_topic, resolve_after, before_alerts, book)
     except asyncpg.CheckViolationError:
         # "no partition of relation ... found for row": another writer's retention
         # pass dropped a partition this one still had in its cache.
         partitions.forget()
         await partitions.ensure(conn, days(rows.judged))
-        return await _write(conn, rows, alerts_topic, resolve_after, before_alerts)
+        return await _write(conn, rows, alerts_topic, resolve_after, before_alerts, book)
 
 
 async def _write(conn: asyncpg.Connection, rows: Rows, alerts_topic: str, resolve_after: int,
-                 before_alerts: Callable[[], Awaitable[None]] | None) -> WriteStats:
+                 before_alerts: Callable[[], Awaitable[None]] | None, book: ThresholdBook) -> WriteStats:
     try:
         async with conn.transaction():
             await _copy(conn, "serve_ml_readings", rows)
@@ -75,7 +74,7 @@ async def _write(conn: asyncpg.Connection, rows: Rows, alerts_topic: str, resolv
             stats = WriteStats(readings=len(rows), predictions=len(rows))
             if before_alerts is not None:
                 await before_alerts()
-            await _alerts(conn, rows.judged, stats, alerts_topic, resolve_after)
+            await _alerts(conn, rows.judged, stats, alerts_topic, resolve_after, book)
         return stats
     except asyncpg.UniqueViolationError:
         pass  # a replay: nothing of this transaction stays; take the slow way
@@ -85,7 +84,7 @@ async def _write(conn: asyncpg.Connection, rows: Rows, alerts_topic: str, resolv
         if before_alerts is not None:
             await before_alerts()
         if any(map(len, new)):
-            await _alerts(conn, new, stats, alerts_topic, resolve_after)
+            await _alerts(conn, new, stats, alerts_topic, resolve_after, book)
     return stats
 
 
@@ -121,78 +120,21 @@ async def _copy(conn: asyncpg.Connection, table: str, rows: Rows) -> None:
 
 
 async def _alerts(conn: asyncpg.Connection, judged: list[Judged], stats: WriteStats,
-                  topic: str, resolve_after: int) -> None:
-    """Both kinds of alert, each with its own lifecycle: ``anomaly`` from the gate's
-    verdicts, ``rul`` from RUL heads with an alert level (rows below it flagged)."""
-    await _alerts_of(conn, judged, stats, topic, resolve_after, "anomaly")
+                  topic: str, resolve_after: int, book: ThresholdBook) -> None:
+    """Every alarm type a batch can raise or clear (``pipelines.alarms``), then the
+    equipment's live status and the hourly rollups of the rows it stored."""
+    done, log = Transitions(), TransitionLog(topic)
+    await alarms.apply(conn, [("", j) for j in judged], alarms.ANOMALY, log, resolve_after, done, book)
     views = [v for v in (j.rul_view() for j in judged) if v is not None]
     if views:
-        await _alerts_of(conn, views, stats, topic, resolve_after, "rul")
-
-
-async def _alerts_of(conn: asyncpg.Connection, judged: list[Judged], stats: WriteStats,
-                     topic: str, resolve_after: int, kind: str) -> None:
-    by_eq: dict[str, list[Judged]] = defaultdict(list)
-    for group in judged:
-        if len(group):
-            by_eq[group.equipment_id].append(group)
-    open_rows = {r["equipment_id"]: r for r in await conn.fetch(
-        "SELECT * FROM serve_ml_alerts WHERE status = 'open' AND kind = $2 AND equipment_id = ANY($1::text[]) "
-        "FOR UPDATE", list(by_eq), kind)}
-    outbox: list[tuple[str, str, str]] = []
-    for eq, groups in by_eq.items():
-        rows = Timeline(groups)
-        alert = open_rows.get(eq)
-        if not len(rows.anomalous) and alert is None:
-            continue
-        # Verdicts are built for the anomalies only; normal rows count, and one of
-        # them may give the time an alert resolved.
-        anomalies = [rows.verdict(int(p)) for p in rows.anomalous]
-        if anomalies:
-            first_normal = int(rows.anomalous[-1]) + 1  # the normal rows after the last anomaly
-            streak = len(rows) - first_normal
-            worst = max(anomalies, key=lambda r: r.score)
-            mods = sorted({m for r in anomalies for m in r.modalities})
-            if alert is None:
-                alert_id = await conn.fetchval(
-                    "INSERT INTO serve_ml_alerts (equipment_id, power, model_version, status, severity, opened_at, "
-                    "last_seen_at, peak_score, anomalies, normal_streak, fault_label, modalities, kind) "
-                    "VALUES ($1, $2, $3, 'open', $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id",
-                    eq, worst.power, worst.model_version, severity(worst.score), anomalies[0].time,
-                    anomalies[-1].time, worst.score, len(anomalies), streak, worst.fault_label, mods, kind)
-                stats.alerts_opened.append(alert_id)
-                outbox.append((topic, eq, _event("opened", alert_id, eq, worst, anomalies[0].time, mods, kind)))
-            else:
-                alert_id = alert["id"]
-                peak = max(alert["peak_score"], worst.score)
-                await conn.execute(
-                    "UPDATE serve_ml_alerts SET last_seen_at = $2, peak_score = $3, severity = $4, "
-                    "anomalies = anomalies + $5, normal_streak = $6, "
-                    "modalities = ARRAY(SELECT DISTINCT unnest(modalities || $7::text[])) WHERE id = $1",
-                    alert_id, anomalies[-1].time, peak, severity(peak), len(anomalies), streak, mods)
-        else:
-            alert_id = alert["id"]  # type: ignore[index]
-            streak = alert["normal_streak"] + len(rows)  # type: ignore[index]
-            first_normal = 0
-        if streak >= resolve_after:
-            prior = 0 if anomalies else alert["normal_streak"]  # type: ignore[index]
-            resolved_at = rows.time(first_normal + resolve_after - prior - 1)
-            await conn.execute("UPDATE serve_ml_alerts SET status = 'resolved', resolved_at = $2, normal_streak = $3 "
-                               "WHERE id = $1", alert_id, resolved_at, streak)
-            stats.alerts_resolved.append(alert_id)
-            outbox.append((topic, eq, orjson.dumps({"event": "resolved", "alert_id": alert_id, "type": kind,
-                                                    "equipment_id": eq, "at": resolved_at.isoformat()}).decode()))
-        elif not anomalies:
-            await conn.execute("UPDATE serve_ml_alerts SET normal_streak = $2 WHERE id = $1", alert_id, streak)
-    if outbox:
-        await conn.executemany("INSERT INTO serve_ml_outbox (topic, key, payload) VALUES ($1, $2, $3)", outbox)
-
-
-def _event(event: str, alert_id: int, eq: str, worst: Verdict, at: dt.datetime, mods: list[str],
-           kind: str) -> str:
-    doc = {"event": event, "alert_id": alert_id, "type": kind, "equipment_id": eq, "power": worst.power,
-           "model_version": worst.model_version, "severity": severity(worst.score), "score": worst.score,
-           "fault_label": worst.fault_label, "modalities": mods, "at": at.isoformat()}
-    if kind == "rul":
-        doc["rul"] = worst.rul
-    return orjson.dumps(doc).decode()
+        await alarms.apply(conn, [("", v) for v in views], alarms.RUL, log, resolve_after, done, book)
+    if book:
+        await alarms.apply(conn, alarms.threshold_views(judged, book), alarms.THRESHOLD, log, resolve_after,
+                           done, book)
+    await alarms.apply(conn, alarms.fault_views(judged, await alarms.active_faults(conn, judged)),
+                       alarms.SENSOR_FAULT, log, resolve_after, done, book)
+    await log.flush(conn)
+    stats.alerts_opened += done.opened
+    stats.alerts_resolved += done.resolved
+    await write_status(conn, judged, book)
+    await write_rollups(conn, judged)

@@ -33,6 +33,7 @@ class Verdict(NamedTuple):
     fault_label: str | None
     modalities: list[str]  # the anomalous ones
     rul: float | None = None  # remaining useful life, from a bundle with a RUL head
+    value: float | None = None  # the raw value behind a threshold verdict
 
 
 @dataclass(slots=True)
@@ -51,6 +52,11 @@ class Judged:
     keys: np.ndarray  # int64 ``reading_key`` per row (see ``pipelines.encode.reading_key``)
     rul: np.ndarray | None = None  # remaining useful life per row, from a bundle with a RUL head
     rul_alert_below: float | None = None  # that head's alert level
+    inputs: dict[str, np.ndarray] | None = None  # the raw values scored, per feature
+    values: np.ndarray | None = None  # a threshold view's raw values (see ``pipelines.alarms``)
+    faults: dict[str, np.ndarray] | None = None  # sensor fault codes per feature (``bundles.scoring.FAULT_*``)
+    errors: Sequence[tuple[str, float, np.ndarray]] | None = None  # per scored modality: threshold, errors
+    hold: np.ndarray | None = None  # rows not flagged but not back to normal either (``operations.alarm_rules``)
 
     def __len__(self) -> int:
         return len(self.times)
@@ -59,7 +65,8 @@ class Judged:
         anomaly = bool(self.anomaly[i])
         return Verdict(self.times[i], self.equipment_id, self.power, self.model_version, anomaly,
                        float(self.score[i]), self.labels[i], [m for m, f in self.flags if f[i]] if anomaly else [],
-                       None if self.rul is None else float(self.rul[i]))
+                       None if self.rul is None else float(self.rul[i]),
+                       None if self.values is None else float(self.values[i]))
 
     def take(self, rows: Sequence[int]) -> Judged:
         """Only ``rows``, in that order."""
@@ -67,7 +74,12 @@ class Judged:
         return Judged(self.equipment_id, self.power, self.model_version, [self.times[i] for i in rows],
                       self.time_us[idx], self.anomaly[idx], self.score[idx], [self.labels[i] for i in rows],
                       [(m, f[idx]) for m, f in self.flags], self.keys[idx],
-                      None if self.rul is None else self.rul[idx], self.rul_alert_below)
+                      None if self.rul is None else self.rul[idx], self.rul_alert_below,
+                      None if self.inputs is None else {f: c[idx] for f, c in self.inputs.items()},
+                      None if self.values is None else self.values[idx],
+                      None if self.faults is None else {f: c[idx] for f, c in self.faults.items()},
+                      None if self.errors is None else [(m, t, e[idx]) for m, t, e in self.errors],
+                      None if self.hold is None else self.hold[idx])
 
     def rul_view(self) -> Judged | None:
         """The same rows judged by their RUL, for the alert logic: a row is flagged
@@ -101,9 +113,18 @@ class Timeline:
     def __init__(self, groups: Sequence[Judged]) -> None:
         self._groups = groups
         self._starts = np.cumsum([0] + [len(g) for g in groups[:-1]])
-        order = np.argsort(np.concatenate([g.time_us for g in groups]), kind="stable")
+        time_us = np.concatenate([g.time_us for g in groups])
+        order = np.argsort(time_us, kind="stable")
         self.order = order
-        self.anomalous = np.flatnonzero(np.concatenate([g.anomaly for g in groups])[order])  # positions in time order
+        self.time_us = time_us[order]
+        self.flags = np.concatenate([g.anomaly for g in groups])[order]
+        self.anomalous = np.flatnonzero(self.flags)  # positions in time order
+        # positions not back to normal: flagged, or held by a rule's clear margin
+        if any(g.hold is not None for g in groups):
+            hold = np.concatenate([g.hold if g.hold is not None else np.zeros(len(g), bool) for g in groups])[order]
+            self.blocking = np.flatnonzero(self.flags | hold)
+        else:
+            self.blocking = self.anomalous
 
     def __len__(self) -> int:
         return len(self.order)

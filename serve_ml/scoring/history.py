@@ -28,6 +28,10 @@ class History:
         self.database_url = database_url
         self._pool: asyncpg.Pool | None = None
 
+    async def pool(self) -> asyncpg.Pool:
+        """The pool (created on first use), for other readers of the same database."""
+        return await self._get_pool()
+
     async def _get_pool(self) -> asyncpg.Pool:
         if self.database_url is None:
             raise Unavailable("no database is configured (set DATABASE_URL or run `make up`)")

@@ -10,7 +10,7 @@ persistence and its reports are written once, here.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -30,8 +30,9 @@ class LiveState(Protocol):
     async def apply(self, key: Key, override: Override | None, entry: dict[str, Any]) -> int: ...
     async def bump(self, reason: str) -> int: ...
     async def state(self) -> tuple[int, Mapping[Key, Override]]: ...
-    async def converge(self, generation: int) -> bool:
-        """True once every other replica serves ``generation`` (bounded wait)."""
+    async def converge(self, generation: int, equipment: Collection[str]) -> bool:
+        """True once every other replica serving ``equipment`` serves ``generation``
+        (bounded wait)."""
         ...
     async def reconcile(self) -> dict[str, Any] | None:
         """Start whatever follows a sync beyond the catalog (e.g. graph redeploys)."""
@@ -64,7 +65,7 @@ class LocalState:
     async def state(self) -> tuple[int, Mapping[Key, Override]]:
         return self.generation, dict(self.overrides)
 
-    async def converge(self, generation: int) -> bool:
+    async def converge(self, generation: int, equipment: Collection[str]) -> bool:
         return True
 
     async def reconcile(self) -> dict[str, Any] | None:
@@ -96,7 +97,7 @@ class Management:
                                  version=version, pin=pin, reason=reason)
         generation = await self.live.apply((eq, power), override, entry)
         await self._reload()
-        converged = await self.live.converge(generation)
+        converged = await self.live.converge(generation, self.service.catalog.equipment_ids())
         persisted = await record_change(self.history, entry, override_dict(override))
         await record_catalog(self.history, self.service.catalog)
         return outcome(entry, self.service.catalog, (eq, power), generation=generation,
@@ -111,7 +112,9 @@ class Management:
         await self._reload()
         report = diff_catalogs(before, self.service.catalog)
         report["generation"] = generation
-        report["converged"] = await self.live.converge(generation)
+        # Only equipment still in the catalog: a removed one's deployment may already be
+        # gone, and a call to it would wait for replicas that never come.
+        report["converged"] = await self.live.converge(generation, self.service.catalog.equipment_ids())
         report["recorded"] = await record_catalog(self.history, self.service.catalog)
         deployments = await self.live.reconcile()
         if deployments is not None:

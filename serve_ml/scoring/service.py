@@ -21,8 +21,9 @@ import orjson
 from serve_ml.bundles.batch import Reading, ReadingColumns, Result, in_order, score_groups
 from serve_ml.bundles.catalog import Catalog, Override
 from serve_ml.bundles.columns import CLASSIFIER_S, dumps, score_columns
+from serve_ml.bundles.report import load_evaluation
 from serve_ml.bundles.rowjson import encode_items
-from serve_ml.core.errors import ServeMLError
+from serve_ml.core.errors import EquipmentNotFound, ServeMLError, VersionNotFound
 from serve_ml.scoring.metrics import Metrics, NoMetrics
 
 
@@ -118,6 +119,20 @@ class ScoringService:
     def describe(self) -> list[dict[str, Any]]:
         return describe_catalog(self.catalog)
 
+    def report(self, equipment_id: str, power: str, version: str) -> dict[str, Any]:
+        """One version's report: its description, held-out histograms per gate and RUL
+        pairs (read from the bundle's evaluation file: not a hot path)."""
+        catalog = self.catalog
+        bundle = catalog.bundles.get((equipment_id, power, version))
+        if bundle is None:
+            if equipment_id not in catalog.equipment_ids():
+                raise EquipmentNotFound(equipment_id, catalog.equipment_ids())
+            raise VersionNotFound(equipment_id, power, version,
+                                  [v for e, p, v in catalog.bundles if (e, p) == (equipment_id, power)])
+        evaluation = load_evaluation(bundle)
+        return {**describe_bundle(catalog, (equipment_id, power, version)),
+                "evaluation": None if evaluation is None else evaluation.model_dump()}
+
 
 def diff_catalogs(old: Catalog, new: Catalog) -> dict[str, Any]:
     def fmt(key: tuple[str, str, str]) -> str:
@@ -141,20 +156,23 @@ def diff_catalogs(old: Catalog, new: Catalog) -> dict[str, Any]:
 
 
 def describe_catalog(catalog: Catalog) -> list[dict[str, Any]]:
-    out = []
-    for (eq, power, ver), b in sorted(catalog.bundles.items()):
-        m = b.manifest
-        out.append({
-            "equipment_id": eq, "power": power, "model_version": ver,
-            "live": catalog.live.get((eq, power)) == ver,
-            "pinned": catalog.live.get((eq, power)) == ver and catalog.pinned.get((eq, power), False),
-            "power_range_kw": list(m.power_range_kw), "default_power": m.default_power,
-            "modalities": {n: {"features": mod.features, "threshold": mod.threshold}
-                           for n, mod in m.modalities.items()},
-            "features": m.all_features,
-            "classifier": ({"features": m.classifier.features, "classes": m.classifier.classes}
-                           if m.classifier else None),
-            "sha256": b.digest,
-            "provenance": m.provenance.model_dump(),
-        })
-    return out
+    return [describe_bundle(catalog, key) for key in sorted(catalog.bundles)]
+
+
+def describe_bundle(catalog: Catalog, key: tuple[str, str, str]) -> dict[str, Any]:
+    eq, power, ver = key
+    b = catalog.bundles[key]
+    m = b.manifest
+    return {
+        "equipment_id": eq, "power": power, "model_version": ver,
+        "live": catalog.live.get((eq, power)) == ver,
+        "pinned": catalog.live.get((eq, power)) == ver and catalog.pinned.get((eq, power), False),
+        "power_range_kw": list(m.power_range_kw), "default_power": m.default_power,
+        "modalities": {n: {"features": mod.features, "threshold": mod.threshold}
+                       for n, mod in m.modalities.items()},
+        "features": m.all_features,
+        "classifier": ({"features": m.classifier.features, "classes": m.classifier.classes}
+                       if m.classifier else None),
+        "sha256": b.digest,
+        "provenance": m.provenance.model_dump(),
+    }

@@ -11,7 +11,7 @@ import ray
 
 from serve_ml.pipelines.simulator import Machine
 from serve_ml.pipelines.stack import Stack
-from tests.streamkit import SteadyProducer, locate, now, report, wait_stored
+from tests.streamkit import SteadyProducer, locate, now, q, report, wait_stored
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
@@ -48,6 +48,16 @@ def test_actor_killed_ten_times_mid_batch_stores_every_reading_once(stack: Stack
     assert len(sent) == total and not producer.failed
     assert lost == 0 and duplicates(stored) == 0 and set(stored) == sent
     assert set(predictions) == sent and duplicates(predictions) == 0
+    # the hourly rollups, updated in each batch's transaction, count every stored reading once
+    [counts] = q(stack, "SELECT (SELECT count(*) FROM serve_ml_readings WHERE equipment_id = 'pump-03' "
+                        "AND time >= date_trunc('hour', $1::timestamptz)) AS stored, "
+                        "(SELECT coalesce(sum(readings), 0) FROM serve_ml_rollup_verdicts_1h "
+                        "WHERE equipment_id = 'pump-03' AND bucket >= date_trunc('hour', $1::timestamptz)) AS rolled, "
+                        "(SELECT coalesce(sum(count), 0) FROM serve_ml_rollup_sensors_1h WHERE equipment_id = 'pump-03' "
+                        "AND sensor = 'process_temp_k' AND bucket >= date_trunc('hour', $1::timestamptz)) AS sensor",
+                 t0)
+    report("actor-kill-rollups", stored=counts["stored"], rolled=counts["rolled"], sensor=counts["sensor"])
+    assert counts["stored"] >= len(sent) and counts["rolled"] == counts["stored"] == counts["sensor"], dict(counts)
 
 
 def test_postgres_stopped_20s_degrades_then_resumes_without_loss(stack: Stack, http) -> None:
@@ -76,6 +86,12 @@ def test_postgres_stopped_20s_degrades_then_resumes_without_loss(stack: Stack, h
     assert resumed_after_s is not None and resumed_after_s < 10, resumed_after_s
     assert not producer.failed and len(sent) > 20 * 300 * 0.8
     assert lost == 0 and duplicates(stored) == 0 and set(stored) == sent
+    # the outage is on record as a pipeline-fault alarm, opened and resolved once the database was back
+    faults = q(stack, "SELECT a.status, a.detail::text AS detail, array_agg(e.event ORDER BY e.id) AS events "
+                      "FROM serve_ml_alerts a JOIN serve_ml_alarm_events e ON e.alarm_id = a.id "
+                      "WHERE a.kind = 'pipeline_fault' AND a.source LIKE 'scorer:stream-%' "
+                      "AND a.opened_at >= $1 GROUP BY a.id", t0)
+    assert faults and all(f["status"] == "resolved" and f["events"] == ["opened", "resolved"] for f in faults), faults
 
 
 def test_broker_restart_stream_resumes_by_itself(stack: Stack) -> None:

@@ -56,12 +56,23 @@ def test_single_modality_judged_by_its_threshold_only(cat: Catalog) -> None:
     assert r["score"] == pytest.approx(r["modalities"]["thermal"]["error"] / r["modalities"]["thermal"]["threshold"])
 
 
-def test_partial_modality_names_missing_features(cat: Catalog) -> None:
+def test_a_missing_sensor_leaves_its_modality_out_and_is_reported(cat: Catalog) -> None:
+    """A dead sensor must not silence the machine: the complete modalities are scored,
+    the incomplete one is reported absent with what it misses."""
     f = rows("normal", 1)[0]
     del f["current_a"]
+    got = one(cat, f)
+    assert not isinstance(got, FeatureError), got
+    assert got["modalities"]["mechanical"] == {"status": "absent", "threshold": got["modalities"]["mechanical"][
+        "threshold"], "missing": ["current_a"]}
+    assert got["modalities"]["thermal"]["status"] == "scored"
+
+
+def test_no_complete_modality_names_every_missing_feature(cat: Catalog) -> None:
+    f = {"air_temp_k": 300.0, "current_a": 8.0}
     err = one(cat, f)
     assert isinstance(err, FeatureError) and err.status_code == 422
-    assert "current_a" in err.detail["features"] and "mechanical" in err.message
+    assert "process_temp_k" in err.detail["features"] and "mechanical" in err.message
 
 
 def test_unknown_feature_is_named(cat: Catalog) -> None:

@@ -62,6 +62,7 @@ def test_columnar_rows_equal_verdict_dicts(cat: Catalog, xgb: bool) -> None:
     assert [verdicts[k] for k in order] == want_verdicts
     assert any(v.anomaly for v in want_verdicts) and any(not v.anomaly for v in want_verdicts)
     assert any('"absent"' in p[7] for p in stored_preds)
+    assert any('"missing":["current_a"]' in p[7] for p in stored_preds)
     assert any(p[9] is not None for p in stored_preds) is xgb
     press = [p for p in stored_preds if p[1] == "press-02"]
     has_rul = any(b.rul is not None for b in cat.bundles.values())

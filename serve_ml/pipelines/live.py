@@ -1,0 +1,78 @@
+"""Live pushes from the stream writer: per equipment and batch, one message with
+its verdicts (sampled when many), its latest raw values and per-modality errors,
+and its status; sent with ``pg_notify`` in the batch's transaction, so a message
+goes out on commit and never for a batch rolled back. The ingress replicas LISTEN
+and fan them out to WebSocket clients (``deployments.live``)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import orjson
+
+from serve_ml.operations.alarm_store import LIVE_CHANNEL
+from serve_ml.pipelines.pgcopy import PG_EPOCH
+from serve_ml.pipelines.verdicts import Judged
+
+CHANNEL = LIVE_CHANNEL
+MAX_POINTS = 60
+MAX_PAYLOAD_BYTES = 7900  # PostgreSQL refuses a notification payload of 8000 bytes or more
+_EPOCH_MS = int(PG_EPOCH.timestamp() * 1000)
+
+
+def verdict_message(groups: Sequence[Judged], status: str, reasons: list[dict[str, Any]]) -> str:
+    """One equipment's batch as one message (at most ``MAX_POINTS`` verdicts, evenly
+    spread, the latest always among them)."""
+    t_us = np.concatenate([g.time_us for g in groups])
+    order = np.argsort(t_us, kind="stable")
+    n = len(order)
+    score = np.concatenate([g.score for g in groups])[order]
+    anomaly = np.concatenate([g.anomaly for g in groups])[order]
+    mods: dict[str, np.ndarray] = {}
+    thresholds: dict[str, float] = {}
+    for name in dict.fromkeys(m for g in groups for m, _, _ in (g.errors or [])):
+        col = np.concatenate([_errors_of(g, name) for g in groups])[order]
+        mods[name] = col
+        thresholds[name] = next(t for g in groups for m, t, _ in (g.errors or []) if m == name)
+    last_g, last_i = _locate(groups, int(order[-1]))
+    points = MAX_POINTS
+    while True:
+        pick = np.unique(np.linspace(0, n - 1, min(n, points)).round().astype(np.intp))
+        doc = {"type": "verdicts", "equipment_id": groups[0].equipment_id, "power": last_g.power,
+               "model_version": last_g.model_version, "n": n, "anomalies": int(np.count_nonzero(anomaly)),
+               "status": status, "reasons": reasons,
+               "points": {"t_ms": ((t_us[order][pick] // 1000) + _EPOCH_MS).tolist(),
+                          "score": _rounded(score[pick]), "anomaly": anomaly[pick].tolist(),
+                          "modalities": {m: _rounded(c[pick]) for m, c in mods.items()}},
+               "thresholds": thresholds,
+               "last": {"sensors": {} if last_g.inputs is None else {
+                   f: float(c[last_i]) for f, c in last_g.inputs.items() if np.ndim(c) == 1},
+                   "fault_label": last_g.labels[last_i],
+                   "rul": None if last_g.rul is None else float(last_g.rul[last_i])}}
+        text = orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY).decode()
+        if len(text.encode()) <= MAX_PAYLOAD_BYTES or points <= 2:
+            return text
+        points //= 2
+
+
+def _errors_of(g: Judged, name: str) -> np.ndarray:
+    for m, _, e in g.errors or []:
+        if m == name:
+            return np.asarray(e, dtype=np.float64)
+    return np.full(len(g), np.nan)
+
+
+def _locate(groups: Sequence[Judged], flat: int) -> tuple[Judged, int]:
+    for g in groups:
+        if flat < len(g):
+            return g, flat
+        flat -= len(g)
+    raise IndexError(flat)
+
+
+def _rounded(a: np.ndarray) -> np.ndarray:
+    """float32: orjson writes the shortest form that round-trips it (~8 digits,
+    enough for a chart), in C; NaN (a modality not scored on that row) as null."""
+    return a.astype(np.float32)
