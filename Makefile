@@ -27,11 +27,16 @@ up: install demo-bundles
 down: install
 	$(BIN)/serve-ml down
 
-# Mosquitto is the real MQTT broker the stream tests start on a free port.
+# Mosquitto is the real MQTT broker the stream tests start on a free port; Debian's
+# chromium and its driver run the portal's browser tests (browser downloads from
+# elsewhere do not work on these machines).
 test-deps:
 	@command -v mosquitto >/dev/null 2>&1 || test -x /usr/sbin/mosquitto || { \
 	  echo "installing mosquitto (MQTT broker used by the tests)"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null; }
+	@test -x /usr/bin/chromium && test -x /usr/bin/chromedriver || { \
+	  echo "installing chromium and chromium-driver (browser tests of the portal)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; }
 
 # Static checks: ruff (pyflakes, pycodestyle, import order, bugbear, pyupgrade) and mypy.
 lint: install

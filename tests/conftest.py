@@ -110,6 +110,17 @@ def rul_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def ops_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Gate-only bundles for the operations tests' own equipment (tests/opskit.py)."""
+    from tests.opskit import OPS_EQUIPMENT
+
+    root = tmp_path_factory.mktemp("ops") / "root"
+    for eq in OPS_EQUIPMENT:
+        build_sim_bundle(root, eq, "5.5kW", "v1", classifier=False, epochs=3)
+    return root
+
+
 @pytest.fixture()
 def root_copy(tmp_path: Path) -> Path:
     """A private, mutable copy of the shipped demo bundles."""

@@ -9,12 +9,18 @@ import os
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
+from email import message_from_bytes
+from email.message import Message
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
 import pytest
+from aiosmtpd.controller import Controller
 
 from serve_ml.core.ports import free_port
 from serve_ml.core.settings import Settings
@@ -55,7 +61,12 @@ def cluster(serve_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
 
 @pytest.fixture(scope="session")
 def http(cluster: RunningCluster) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=cluster.http_url + API, timeout=60) as c:
+    # One connection per request: a graph redeploy (any sync that adds or removes
+    # equipment) reloads HAProxy, whose old worker closes its idle keep-alive
+    # connections; a request sent on one as it closes is lost ("Server disconnected"),
+    # which HTTP leaves to the client to retry (RFC 9112 §9.3.1) and httpx does not.
+    limits = httpx.Limits(max_keepalive_connections=0)
+    with httpx.Client(base_url=cluster.http_url + API, timeout=60, limits=limits) as c:
         yield c
 
 
@@ -73,15 +84,103 @@ def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     proc.wait(10)
 
 
+class Receivers:
+    """A real HTTP server and a real SMTP server (aiosmtpd) on free ports, keeping what
+    they receive: the notification sinks' far ends. Paths in ``failing`` answer 500."""
+
+    def __init__(self) -> None:
+        self.requests: list[dict] = []
+        self.mails: list[Message] = []
+        self.failing: set[str] = set()
+        self.http_port = free_port()
+        self.smtp_port = free_port()
+        me = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+                body = self.rfile.read(int(self.headers.get("content-length", 0)))
+                me.requests.append({"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()},
+                                    "body": body})
+                self.send_response(500 if self.path in me.failing else 200)
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        class Mailbox:
+            async def handle_DATA(self, server, session, envelope):  # noqa: N802 (aiosmtpd's naming)
+                me.mails.append(message_from_bytes(envelope.content))
+                return "250 OK"
+
+        self.http = ThreadingHTTPServer(("127.0.0.1", self.http_port), Handler)
+        self.thread = threading.Thread(target=self.http.serve_forever, daemon=True)
+        self.thread.start()
+        self.smtp = Controller(Mailbox(), hostname="127.0.0.1", port=self.smtp_port)
+        self.smtp.start()
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.http_port}{path}"
+
+    def stop(self) -> None:
+        self.http.shutdown()
+        self.http.server_close()
+        self.smtp.stop()
+
+
+NOTIFY_SECRET = "test-signing-key-0123456789"
+
+
 @pytest.fixture(scope="session")
-def stack(cluster, serve_root: Path, mosquitto: int) -> Iterator[Stack]:
+def receivers() -> Iterator[Receivers]:
+    r = Receivers()
+    yield r
+    r.stop()
+
+
+def notifications_yaml(r: Receivers) -> str:
+    """The stack's sinks: every test's alarms reach the first; the others are routed
+    to the notification tests' own equipment and locations only."""
+    return f"""
+backoff_initial_s: 0.2
+backoff_max_s: 1.0
+fault_after_failures: 3
+sinks:
+  - name: all-webhook
+    kind: webhook
+    url: {r.url("/hook")}
+    secret: {NOTIFY_SECRET}
+  - name: site-slack
+    kind: slack
+    url: {r.url("/slack")}
+    route: {{locations: [notify-site-a], events: [opened, acknowledged, resolved, cleared]}}
+  - name: critical-mail
+    kind: email
+    host: 127.0.0.1
+    port: {r.smtp_port}
+    sender: serve-ml@factory.test
+    to: [night-shift@factory.test]
+    route: {{min_severity: critical, types: [threshold], locations: [notify-site-a]}}
+  - name: flaky-cmms
+    kind: webhook
+    url: {r.url("/flaky")}
+    secret: {NOTIFY_SECRET}
+    route: {{locations: [notify-site-b]}}
+"""
+
+
+@pytest.fixture(scope="session")
+def stack(cluster, serve_root: Path, mosquitto: int, receivers: Receivers) -> Iterator[Stack]:
     # Not under pytest's basetemp: the embedded PostgreSQL runs as another user, so its
     # data directory's parents must stay traversable, and pytest makes its basetemp
     # private again whenever a pytest process starts (a restart of the server in a
     # fault test would then be refused).
     state_dir = Path(tempfile.mkdtemp(prefix="serve-ml-test-state-"))
+    notify = state_dir / "notifications.yaml"
+    notify.write_text(notifications_yaml(receivers))
     s = Settings(root=serve_root, state_dir=state_dir, batch_wait_ms=50,
-                 alert_resolve_after=5, mqtt_url=f"mqtt://127.0.0.1:{mosquitto}", stream_consumers=1)
+                 alert_resolve_after=5, mqtt_url=f"mqtt://127.0.0.1:{mosquitto}", stream_consumers=1,
+                 notifications_file=notify)
     st = start_stack(s)
     try:
         yield st
@@ -118,3 +217,24 @@ def graph_settled(timeout_s: float = 180) -> dict:
             return {**status, "deployments": sorted(app.deployments)}
         time.sleep(1.0)
     raise TimeoutError("the graph redeploy did not finish")
+
+
+def graph_quiet(timeout_s: float = 180) -> None:
+    """Wait until the graph is settled and no replica of it is still draining.
+
+    A replaced replica lives on for Serve's drain window, and still rescans the
+    bundle root when the generation moves: a test that writes a new bundle then
+    expects a sync to report it must not race a late rescan in a replica the
+    previous test's redeploy left behind."""
+    from ray import serve
+
+    graph_settled(timeout_s)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        app = serve.status().applications["serve-ml"]
+        running = {name: d.replica_states.get("RUNNING", 0) for name, d in app.deployments.items()}
+        alive = Counter(a["name"].split("#")[1] for a in replica_actors("serve-ml"))
+        if all(alive[name] <= n for name, n in running.items()):
+            return
+        time.sleep(1.0)
+    raise TimeoutError("replicas of an earlier graph are still draining")

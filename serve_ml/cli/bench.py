@@ -29,6 +29,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                     help="scorer actors of the comparison rounds, alternating with the others (0: none)")
     st.add_argument("--machines", type=int, default=16,
                     help="simulated machines; beyond 4, generated equipment spread over every partition")
+    st.add_argument("--ws-clients", type=int, default=0,
+                    help="also run each round with this many WebSocket clients on the fleet's live streams")
+    st.add_argument("--no-operations", action="store_true",
+                    help="no thresholds, notification sinks or WebSocket clients (the writer still keeps "
+                         "status, rollups and alarms)")
     st.set_defaults(func=_stream)
     sq = bsub.add_parser("sequence", help="an LSTM sequence bundle: in process vs plain torch, through Serve")
     sq.add_argument("--repeats", type=int, default=3)
@@ -43,6 +48,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     so.add_argument("--http-clients", type=int, default=4, help="single-row clients (half as many bulk)")
     so.add_argument("--rate-hz", type=float, default=50.0, help="stream readings/s per simulated machine (3)")
     so.set_defaults(func=_soak)
+    po = bsub.add_parser("portal", help="the portal in chromium: fleet first render with 1,000 equipment, "
+                                       "equipment-page live updates per second")
+    po.add_argument("--equipment", type=int, default=1000)
+    po.add_argument("--repeats", type=int, default=5)
+    po.add_argument("--rate-hz", type=float, default=20.0, help="verdict pushes per second to the equipment page")
+    po.add_argument("--duration-s", type=float, default=10.0)
+    po.set_defaults(func=_portal)
     a = bsub.add_parser("all", help="score, http, fleet, stream and swap, one table each")
     a.add_argument("--quick", action="store_true", help="fewer repeats, shorter runs")
     a.set_defaults(func=_all)
@@ -52,6 +64,12 @@ def _print(name: str, rep: object) -> int:
     print(rep.table())  # type: ignore[attr-defined]
     print(f"wrote {rep.write(name)}")  # type: ignore[attr-defined]
     return 0
+
+
+def _portal(args: argparse.Namespace) -> int:
+    from serve_ml.bench.portal import run
+
+    return _print("portal", run(args.equipment, args.repeats, args.rate_hz, args.duration_s))
 
 
 def _score(args: argparse.Namespace) -> int:
@@ -82,7 +100,8 @@ def _stream(args: argparse.Namespace) -> int:
     from serve_ml.bench import stream
 
     return _print("stream", stream.run(args.settings.root, n=args.readings, rate_hz=args.rate_hz, consumers=args.consumers,
-                                       compare_with=args.compare_with or None, n_machines=args.machines))
+                                       compare_with=args.compare_with or None, n_machines=args.machines,
+                                       operations=not args.no_operations, ws_clients=args.ws_clients))
 
 
 def _soak(args: argparse.Namespace) -> int:

@@ -79,6 +79,7 @@ def _up(args: argparse.Namespace) -> int:
         raise
     sim_stop = threading.Event()
     if stack:
+        _seed_operations(settings, stack.database_url)
         stack.start_actors()
         _start_simulator(settings, stack.bootstrap, sim_stop)
     state: dict[str, Any] = {"pid": os.getpid(), "http_url": cluster.http_url, "root": str(root),
@@ -156,7 +157,32 @@ def _stream_lines(stream: dict[str, Any] | None, settings: Settings, api: str) -
   kafka     {stream['kafka_bootstrap']}  ({stream['kafka']})
   topics    readings {topics['features']}, alerts {topics['alerts']}, dead letters {topics['dead_letter']}
   simulator {sim} at {settings.simulate_rate_hz:g} readings/s per machine
-  stream    GET {api}/stream/health, {api}/alerts, {api}/equipment/<id>/predictions"""
+  stream    GET {api}/stream/health, {api}/alerts, {api}/equipment/<id>/predictions
+  status    GET {api}/status, {api}/locations, {api}/equipment, {api}/equipment/<id>/aggregates
+  alarms    GET {api}/alarms, {api}/alarms/<id>; POST .../ack, .../clear (operator token)
+  thresholds GET/PUT/DELETE {api}/thresholds, GET {api}/thresholds/history
+  live      ws://{api.split("://", 1)[1]}/ws/equipment/<id>, ws://{api.split("://", 1)[1]}/ws/alarms
+  notify    GET {api}/notifications  (sinks: {settings.notifications_file or "none: SERVE_ML_NOTIFICATIONS_FILE"})"""
+
+
+def _seed_operations(settings: Settings, database_url: str) -> None:
+    """With the simulator on and an empty registry: the demo's equipment and thresholds."""
+    if settings.simulate_rate_hz <= 0:
+        return
+    import asyncpg
+
+    from serve_ml.operations.demo import seed_demo
+    from serve_ml.pipelines.simulator import parse_machines
+
+    async def go() -> bool:
+        conn = await asyncpg.connect(database_url)
+        try:
+            return await seed_demo(conn, [m.equipment_id for m in parse_machines(settings.simulate_machines)])
+        finally:
+            await conn.close()
+
+    if asyncio.run(go()):
+        print("registered the simulated machines in two sites, with demo thresholds", flush=True)
 
 
 def _start_simulator(settings: Settings, bootstrap: str, stop: threading.Event) -> None:
@@ -199,6 +225,12 @@ def _down(args: argparse.Namespace) -> int:
     return 1
 
 
+def _read_auth(settings: Settings) -> dict[str, str]:
+    """A token that may read, when reads need one: the read token, else the admin's."""
+    token = settings.read_token.get_secret_value() if settings.read_token else settings.admin_secret()
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
 def collect_status(settings: Settings) -> dict[str, Any]:
     state = read_state(settings)
     out: dict[str, Any] = {"running": state is not None, "root": str(settings.root)}
@@ -211,7 +243,7 @@ def collect_status(settings: Settings) -> dict[str, Any]:
     api = f"{state['http_url']}/api/v1/serve-ml"
     health: dict[str, Any] = {}
     try:
-        with httpx.Client(timeout=5) as c:
+        with httpx.Client(timeout=5, headers=_read_auth(settings)) as c:
             r = c.get(f"{api}/health/ready")
             health["ingress"] = r.json().get("status", "unknown")
             health["deployments_unavailable"] = r.json().get("unavailable_deployments", [])

@@ -135,7 +135,9 @@ def build_graph(args: AppArgs, s: Settings) -> Application:
         root=str(root), enable_xgb=enable_xgb, fast_path=args.fast_path,
         columns_fast_path_max_rows=args.columns_fast_path_max_rows, max_bulk_rows=s.max_bulk_rows,
         max_request_bytes=s.max_request_bytes, request_timeout_s=s.request_timeout_s, retry_after_s=s.retry_after_s,
-        poll_interval_s=args.poll_interval_s, database_url=s.database_url,
+        poll_interval_s=args.poll_interval_s, database_url=s.database_url, alerts_topic=s.alerts_topic,
+        stale_after_s=s.stale_after_s, store_to=http_store_bootstrap(s), features_topic=s.features_topic,
+        ws_max_per_client=s.ws_max_per_client,
     )
     ingress_init = ingress_args.model_dump()
     return Ingress.options(autoscaling_config=args.ingress_autoscaling.resolve(s),  # type: ignore[attr-defined]
@@ -156,3 +158,13 @@ def deploy(app_args: dict[str, Any], settings: dict[str, Any], app_name: str) ->
     from ray import serve
 
     serve.run(build_graph(AppArgs.model_validate(app_args), Settings(**settings)), name=app_name, route_prefix="/")
+
+
+def http_store_bootstrap(s: Settings) -> str | None:
+    """Where HTTP predictions are stored through, or None when they are not."""
+    if not s.store_http_predictions:
+        return None
+    if not s.kafka_bootstrap:
+        raise ValueError("SERVE_ML_STORE_HTTP_PREDICTIONS needs a broker: set KAFKA_BOOTSTRAP, or start the "
+                         "system with `serve-ml up`, which starts one")
+    return s.kafka_bootstrap

@@ -47,14 +47,21 @@ class Cached(Generic[T]):
             return self._value[1]
 
 
-def gate(path: str, method: str) -> Literal["admin", "read", None]:
+OPERATOR_METHODS = frozenset({"PUT", "PATCH", "DELETE"})
+
+
+def gate(path: str, method: str) -> Literal["admin", "operator", "read", None]:
     """Which token a path needs, decided before its body is read (the routes check
     again with the same guard)."""
-    if not path.startswith(PREFIX) or path.startswith(f"{PREFIX}/health/") or path == f"{PREFIX}/stream/health":
+    if (not path.startswith(PREFIX) or path.startswith(f"{PREFIX}/health/")
+            or path in (f"{PREFIX}/stream/health", f"{PREFIX}/whoami")):
         return None
     if method == "POST" and (path in (f"{PREFIX}/sync", f"{PREFIX}/bundles/upload")
                              or path.endswith(("/activate", "/rollback", "/unpin"))):
         return "admin"
+    if method in OPERATOR_METHODS or (method == "POST" and (path.endswith(("/ack", "/clear", "/end"))
+                                                          or path == f"{PREFIX}/maintenance")):
+        return "operator"
     return "read"
 
 
@@ -109,7 +116,12 @@ class EdgeMiddleware:
         needs = gate(path, scope.get("method", ""))
         if needs is not None:
             try:
-                self.guard.admin(authorization) if needs == "admin" else self.guard.read(authorization)
+                if needs == "admin":
+                    self.guard.admin(authorization)
+                elif needs == "operator":
+                    self.guard.operator(authorization)
+                else:
+                    self.guard.read(authorization)
             except ServeMLError as exc:
                 await _send_error(send, exc)
                 self.metrics.request(endpoint, exc.status_code, (time.perf_counter() - t0) * 1e3)

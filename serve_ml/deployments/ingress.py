@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,11 @@ from serve_ml.core.errors import GatewayTimeout, Overloaded, ServeMLError
 from serve_ml.core.settings import Settings
 from serve_ml.deployments.api import create_api
 from serve_ml.deployments.auth import TokenGuard
+from serve_ml.deployments.http_store import HttpStore
+from serve_ml.deployments.live import LiveHub
 from serve_ml.deployments.wire import encode_readings, merge_items
+from serve_ml.operations.follow import IngressBook
+from serve_ml.operations.service import Operations
 from serve_ml.scoring.control import GenerationWatcher, get_control
 from serve_ml.scoring.history import History
 from serve_ml.scoring.management import Management
@@ -54,6 +58,12 @@ class IngressArgs(BaseModel):
     retry_after_s: int = 1
     poll_interval_s: float
     database_url: str | None = Field(default=None, description="Read endpoints' database; None: they answer 503.")
+    alerts_topic: str = Field(default="serve-ml.alerts", description="Where alarm transitions are published.")
+    stale_after_s: float = Field(default=300.0, gt=0, description="No reading for this long: status no_data.")
+    store_to: str | None = Field(default=None, description="Kafka bootstrap to store HTTP predictions through "
+                                                           "(SERVE_ML_STORE_HTTP_PREDICTIONS); None: not stored.")
+    features_topic: str = Field(default="serve-ml.features", description="The stream's features topic.")
+    ws_max_per_client: int = Field(default=16, ge=1, description="WebSocket connections per client address.")
 
 
 INLINE_MAX_ROWS = 1024
@@ -68,9 +78,14 @@ class Ingress:
         self.handles = own_transport(handles)
         self.metrics = Metrics()
         self.history = History(self.args.database_url)
+        self.operations = Operations(self.history.pool, alerts_topic=self.args.alerts_topic,
+                                     stale_after_s=self.args.stale_after_s)
+        self.live = LiveHub(self.args.database_url, max_per_client=self.args.ws_max_per_client)
+        self.book = IngressBook(self.history.pool if self.args.database_url else None)
+        self.http_store = None if self.args.store_to is None else HttpStore(self.args.store_to,
+                                                                            self.args.features_topic)
         settings = Settings()  # tokens come from this process's environment, never from deployment args
-        self.guard = TokenGuard(settings.admin_secret(),
-                                settings.read_token.get_secret_value() if settings.read_token else None)
+        self.guard = TokenGuard.of(settings)
         self.control = get_control(self.args.database_url)
         generation, overrides = ray.get(self.control.state.remote())
         self.service = ScoringService(Path(self.args.root), enable_xgb=self.args.enable_xgb,
@@ -183,12 +198,18 @@ class ClusterState:
     async def state(self) -> tuple[int, Mapping[tuple[str, str], Override]]:
         return await self.control.state.remote()
 
-    async def converge(self, generation: int, timeout_s: float = 15.0) -> bool:
+    async def converge(self, generation: int, equipment: Collection[str], timeout_s: float = 15.0) -> bool:
         deadline = time.monotonic() + timeout_s
-        pending = sorted(self.handles)
+        pending = sorted(set(self.handles) & set(equipment))
+
+        async def served(eq: str) -> int:
+            # every call bounded: a replica that is draining, or a deployment that is
+            # being replaced, may never answer
+            return await asyncio.wait_for(self.handles[eq].generation.remote(),
+                                          max(0.1, deadline - time.monotonic()))
+
         while pending and time.monotonic() < deadline:
-            gens = await asyncio.gather(*(self.handles[eq].generation.remote() for eq in pending),
-                                        return_exceptions=True)
+            gens = await asyncio.gather(*(served(eq) for eq in pending), return_exceptions=True)
             pending = [eq for eq, g in zip(pending, gens, strict=True)
                        if not isinstance(g, int) or g < generation]
             if pending:

@@ -7,14 +7,24 @@ the benchmarks compare against, and the app the no-Ray API unit tests drive.
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
+import uvicorn
 from fastapi import FastAPI
 
 from serve_ml.bundles.batch import Reading, ReadingColumns, Result
+from serve_ml.core.ports import free_port
 from serve_ml.core.settings import Settings
 from serve_ml.deployments.api import create_api
 from serve_ml.deployments.auth import TokenGuard
+from serve_ml.deployments.http_store import HttpStore
+from serve_ml.deployments.live import LiveHub
+from serve_ml.operations.follow import IngressBook
+from serve_ml.operations.service import Operations
 from serve_ml.scoring.history import History
 from serve_ml.scoring.management import LocalState, Management
 from serve_ml.scoring.metrics import Metrics, NoMetrics
@@ -23,11 +33,17 @@ from serve_ml.scoring.service import ScoringService
 
 class LocalCore:
     def __init__(self, service: ScoringService, *, max_bulk_rows: int, database_url: str | None = None,
-                 guard: TokenGuard | None = None) -> None:
+                 guard: TokenGuard | None = None, alerts_topic: str = "serve-ml.alerts",
+                 stale_after_s: float = 300.0, http_store: HttpStore | None = None,
+                 ws_max_per_client: int = 16) -> None:
         self.service = service
         self.metrics: Metrics = service.metrics
         self.max_bulk_rows = max_bulk_rows
         self.history = History(database_url)
+        self.operations = Operations(self.history.pool, alerts_topic=alerts_topic, stale_after_s=stale_after_s)
+        self.live = LiveHub(database_url, max_per_client=ws_max_per_client)
+        self.book = IngressBook(self.history.pool if database_url else None)
+        self.http_store = http_store
         self.guard = guard or TokenGuard(None, None)
         self.management = Management(service, LocalState(), self.history)
 
@@ -59,6 +75,28 @@ class LocalCore:
 def create_local_app(settings: Settings | None = None) -> FastAPI:
     s = settings or Settings()
     service = ScoringService(s.root, enable_xgb=s.enable_xgb, metrics=NoMetrics())
-    guard = TokenGuard(s.admin_secret(), s.read_token.get_secret_value() if s.read_token else None)
-    core = LocalCore(service, max_bulk_rows=s.max_bulk_rows, database_url=s.database_url, guard=guard)
+    guard = TokenGuard.of(s)
+    core = LocalCore(service, max_bulk_rows=s.max_bulk_rows, database_url=s.database_url, guard=guard,
+                     alerts_topic=s.alerts_topic, stale_after_s=s.stale_after_s)
     return create_api(core, max_request_bytes=s.max_request_bytes)
+
+
+@contextmanager
+def serve_in_thread(app: FastAPI, *, start_timeout_s: float = 30.0) -> Iterator[str]:
+    """``app`` on a real uvicorn server in a thread of this process, on a free
+    loopback port; yields ``host:port`` (for benchmarks and tests that need a socket,
+    WebSockets among them)."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + start_timeout_s
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.05)
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)

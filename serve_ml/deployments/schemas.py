@@ -92,10 +92,23 @@ class ColumnsResponse(BaseModel):
 
 
 class ModalityResult(BaseModel):
-    status: Literal["scored", "absent"]
+    status: Literal["scored", "absent", "sensor_fault"] = Field(
+        description="scored; absent (its sensors not sent, or some missing: see missing); sensor_fault (the "
+                    "stream's data-quality gate kept a faulty value out of it).")
     threshold: float
     error: float | None = Field(default=None, description="Mean squared reconstruction error.")
     anomaly: bool | None = None
+    missing: list[str] | None = Field(default=None, description="Sensors of this modality the reading lacked.")
+
+
+class ThresholdBreach(BaseModel):
+    sensor: str
+    level: Literal["warning", "critical"]
+    value: float
+    limits: dict[str, float] = Field(description="The limits that apply (see GET /equipment/{id}/thresholds).")
+    scope: Literal["equipment", "type", "location"]
+    target: str
+    index: int | None = Field(default=None, description="Bulk: the reading's position in the request.")
 
 
 class ClassifierResult(BaseModel):
@@ -122,6 +135,9 @@ class PredictResponse(BaseModel):
     classifier: ClassifierResult
     rul: RulResult | None = Field(default=None, description="Remaining useful life, when the bundle has a RUL "
                                   "head (null when the reading lacks the head's features).")
+    thresholds: list[ThresholdBreach] | None = Field(
+        default=None, description="Raw thresholds breached, worst first; present (maybe empty) when the "
+                                  "equipment has limits (operations layer; needs a database).")
     latency_ms: float | None = Field(
         default=None, description="Scoring latency inside the server (bulk: once, at the top level).")
 
@@ -140,6 +156,9 @@ class BulkItemError(BaseModel):
 class BulkResponse(BaseModel):
     results: list[PredictResponse | BulkItemError]
     errors: int = Field(description="How many readings failed (each carries its own error).")
+    thresholds: list[ThresholdBreach] | None = Field(
+        default=None, description="Raw thresholds breached, each with the reading's index; present when any "
+                                  "equipment of the request has limits.")
     latency_ms: float
 
 

@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from tests.conftest import build_sim_bundle
+from tests.fixtures import graph_quiet
 from tests.integration.conftest import ADMIN
 from tests.samples import sim_rows
 
@@ -39,6 +40,7 @@ def test_swap_under_load(cluster, http: httpx.Client, serve_root: Path) -> None:
     t = threading.Thread(target=_loop, args=(str(http.base_url), stop, results))
     t.start()
     try:
+        graph_quiet()
         time.sleep(2)
         build_sim_bundle(serve_root, "press-02", "7.5kW", "2.0.0", power_range_kw=(5.5, 100.0))
         report = http.post("/sync", headers=ADMIN).json()
@@ -62,6 +64,7 @@ def test_every_dashboard_metric_is_exported(cluster, http: httpx.Client, serve_r
     appears and goes again, so what is live afterwards is what it was before."""
     from tests.dashboard import dashboard_metrics
 
+    graph_quiet()
     build_sim_bundle(serve_root, "mill-01", "11kW", "1.0.0", power_range_kw=(500.0, 600.0), epochs=2)
     try:
         assert http.post("/sync", headers=ADMIN).json()["added"] == ["mill-01/11kW/1.0.0"]

@@ -4,8 +4,10 @@ share (``deps.py``). Errors are translated to HTTP here and only here."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -17,15 +19,38 @@ from serve_ml.core import reading
 from serve_ml.core.errors import ServeMLError
 from serve_ml.deployments.api.body import PARSE_INLINE_MAX_BYTES, OrjsonRoute
 from serve_ml.deployments.api.deps import Core, error_response, json_response
-from serve_ml.deployments.api.routes import bundles, health, history, predict
+from serve_ml.deployments.api.routes import (
+    alarm_rules,
+    alarms,
+    bundles,
+    equipment,
+    health,
+    history,
+    live,
+    maintenance,
+    notifications,
+    predict,
+    session,
+    status,
+    thresholds,
+)
 from serve_ml.deployments.edge import HEALTH_CACHE_S, PREFIX, Cached, EdgeMiddleware
+from serve_ml.deployments.portal import mount_portal
 
 log = logging.getLogger("serve_ml.api")
-ROUTERS = (predict.router, bundles.router, history.router, health.router)
+ROUTERS = (predict.router, bundles.router, history.router, health.router, equipment.router, thresholds.router,
+           status.router, alarms.router, notifications.router, live.router,
+           maintenance.router, alarm_rules.router, session.router)
 
 
 def create_api(core: Core, *, max_request_bytes: int) -> FastAPI:
-    app = FastAPI(title="serve-ml", version=serve_ml.__version__,
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        if core.http_store is not None:  # its producer lives on this loop
+            await core.http_store.close()
+
+    app = FastAPI(title="serve-ml", version=serve_ml.__version__, lifespan=lifespan,
                   description="Predictive-maintenance scoring of factory sensor readings.")
     app.router.route_class = OrjsonRoute
     app.state.core = core
@@ -33,6 +58,7 @@ def create_api(core: Core, *, max_request_bytes: int) -> FastAPI:
     app.state.stream_answer = Cached(core.stream_health, HEALTH_CACHE_S)
     for router in ROUTERS:
         app.include_router(router)
+    mount_portal(app)
 
     @app.exception_handler(ServeMLError)
     async def _serve_ml_error(_: Request, exc: ServeMLError) -> Response:

@@ -14,7 +14,11 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from serve_ml.bundles.batch import Reading, ReadingColumns, Result
 from serve_ml.core.errors import Overloaded, ServeMLError
 from serve_ml.deployments.auth import TokenGuard
+from serve_ml.deployments.http_store import HttpStore
+from serve_ml.deployments.live import LiveHub
 from serve_ml.deployments.schemas import ErrorBody
+from serve_ml.operations.follow import IngressBook
+from serve_ml.operations.service import Operations
 from serve_ml.scoring.history import History
 from serve_ml.scoring.management import Management
 from serve_ml.scoring.metrics import Metrics
@@ -23,7 +27,7 @@ _WHY = {
     400: "The request cannot be served as asked: e.g. a reading whose power fits no single power "
          "class, or an archive that is not a bundle.",
     401: "No bearer token, or not a Bearer header, where one is needed.",
-    403: "The token is not the one this route needs (or management is disabled).",
+    403: "The token is not one this route accepts (or management / operations changes are disabled).",
     404: "No such equipment, power class, version or bundle.",
     409: "The bundle version already exists, or there is nothing to roll back to.",
     413: "The body or the row count is over the limit.",
@@ -52,7 +56,7 @@ BEARER = HTTPBearer(auto_error=False, description="Admin token for management; r
 Bearer = Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)]
 
 
-def _header(creds: HTTPAuthorizationCredentials | None) -> str | None:
+def bearer_header(creds: HTTPAuthorizationCredentials | None) -> str | None:
     return None if creds is None else f"{creds.scheme} {creds.credentials}"
 
 
@@ -64,6 +68,10 @@ class Core(Protocol):
     history: History
     guard: TokenGuard
     management: Management  # activate/rollback/unpin/upload/sync, the same for every core
+    operations: Operations  # equipment, thresholds, status, alarms, aggregates
+    live: LiveHub  # WebSocket pushes
+    book: IngressBook  # raw thresholds applied to HTTP predictions
+    http_store: HttpStore | None  # stores HTTP predictions through the stream (None: they are not stored)
 
     async def score(self, readings: list[Reading]) -> list[Result]: ...
     async def score_bulk(self, readings: ReadingColumns) -> tuple[int, bytes]: ...
@@ -96,12 +104,19 @@ CoreDep = Annotated[Core, Depends(get_core)]
 # The request itself rather than CoreDep: one dependency fewer to solve per request
 # (measured in process: ~10 µs of a ~500 µs predict).
 async def require_admin(request: Request, creds: Bearer) -> None:
-    request.app.state.core.guard.admin(_header(creds))
+    request.app.state.core.guard.admin(bearer_header(creds))
 
 
 async def require_read(request: Request, creds: Bearer) -> None:
-    request.app.state.core.guard.read(_header(creds))
+    request.app.state.core.guard.read(bearer_header(creds))
+
+
+async def require_operator(request: Request, creds: Bearer) -> str:
+    """The role acting (operator or admin), for the audit trail."""
+    return request.app.state.core.guard.operator(bearer_header(creds))
 
 
 READ_ONLY = [Depends(require_read)]
 MANAGE = [Depends(require_admin)]
+OperatorRole = Annotated[str, Depends(require_operator)]
+OPERATE_ERRORS = errors(401, 403, 404, 422, *EDGE)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
@@ -34,6 +36,14 @@ async def bundles(core: CoreDep, equipment_id: str | None = Query(default=None, 
                if (equipment_id is None or h["equipment_id"] == equipment_id)
                and (power is None or h["power"] == power)]
     return json_response({"bundles": items, "history": history})
+
+@router.get("/bundles/{equipment_id}/{power}/{version}/report", dependencies=READ_ONLY,
+            responses=errors(401, 403, 404, 422, 413, 503, 504))
+async def bundle_report(core: CoreDep, equipment_id: str, power: str, version: str) -> Response:
+    """One version's report: what it serves, its provenance and held-out metrics, each
+    gate's held-out error histogram against its threshold, and the RUL fit when it has one."""
+    return json_response(await asyncio.to_thread(core.management.service.report, equipment_id, power, version))
+
 
 @router.post("/sync", response_model=SyncResponse, dependencies=MANAGE, responses=MANAGE_ERRORS)
 async def sync(core: CoreDep) -> Response:

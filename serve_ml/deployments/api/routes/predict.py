@@ -24,6 +24,7 @@ from serve_ml.deployments.api.deps import (
     json_response,
 )
 from serve_ml.deployments.edge import PREFIX
+from serve_ml.deployments.http_store import stored_items
 from serve_ml.deployments.schemas import (
     BulkRequest,
     BulkResponse,
@@ -32,6 +33,7 @@ from serve_ml.deployments.schemas import (
     PredictRequest,
     PredictResponse,
 )
+from serve_ml.operations.thresholds import breaches
 
 BINARY_MEDIA_TYPE = "application/octet-stream"
 
@@ -48,6 +50,11 @@ async def predict(core: CoreDep, req: PredictRequest) -> Response:
     (res,) = await core.score([_reading(req)])
     if isinstance(res, ServeMLError):
         return error_response(res)
+    if core.http_store is not None:
+        await core.http_store.store(stored_items([req.model_dump(include={"equipment_id", "features"})], [res]))
+    book = core.book.current()
+    if book and book.applied(req.equipment_id):
+        res["thresholds"] = breaches(book, req.equipment_id, req.features)
     res["latency_ms"] = (time.perf_counter() - t0) * 1e3
     return json_response(res)
 
@@ -62,9 +69,19 @@ async def predict_bulk(core: CoreDep, req: BulkRequest) -> Response:
         raise PayloadTooLarge(f"bulk request has {len(req.readings)} readings; the limit is {core.max_bulk_rows}")
     t0 = time.perf_counter()
     errors, items = await core.score_bulk(ReadingColumns.of_dicts(req.readings))
+    if core.http_store is not None:
+        await core.http_store.store(stored_items(req.readings, orjson.loads(items)))
     elapsed = (time.perf_counter() - t0) * 1e3
     # ``items`` is already a JSON array: splice it in rather than parse and re-encode.
-    body = b'{"results":' + items + b',"errors":' + str(errors).encode() + b',"latency_ms":' + \
+    book = core.book.current()
+    limits = b""
+    if book:
+        limited = {e for e in {r["equipment_id"] for r in req.readings} if book.applied(e)}
+        if limited:
+            found = [{**b, "index": i} for i, r in enumerate(req.readings) if r["equipment_id"] in limited
+                     for b in breaches(book, r["equipment_id"], r["features"])]
+            limits = b',"thresholds":' + orjson.dumps(found)
+    body = b'{"results":' + items + b',"errors":' + str(errors).encode() + limits + b',"latency_ms":' + \
         orjson.dumps(elapsed) + b"}"
     return Response(body, media_type="application/json")
 

@@ -1,0 +1,226 @@
+"""The operator portal in a real browser (Debian's chromium, driven by Selenium)
+against the real stack `serve-ml up` starts: embedded PostgreSQL, the broker, Ray
+Serve and the simulator. Screenshots of each page go to ``test-artifacts/portal``
+(``SERVE_ML_TEST_ARTIFACTS`` to move them). Starts its own cluster."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import asyncpg
+import httpx
+import pytest
+from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.support.ui import Select, WebDriverWait
+
+from tests.conftest import build_sim_bundle
+from tests.e2e.conftest import cli_env, start_up, stop_up
+
+pytestmark = [pytest.mark.e2e, pytest.mark.own_cluster]
+ADMIN, OPERATOR, VIEWER = "portal-admin-token-01", "portal-operator-token-1", "portal-viewer-token-01"
+CHROMIUM, DRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
+ARTIFACTS = Path(os.environ.get("SERVE_ML_TEST_ARTIFACTS", "test-artifacts")) / "portal"
+PAGES = {"fleet": "tiles", "equipment/press-02": "eq-chart", "alarms": "alarms", "bundles": "bundles",
+         "pipeline": "stream-actors", "report/press-02/7.5kW/1.0.0": "report"}
+
+
+class Stack:
+    def __init__(self, env: dict[str, str], url: str, dsn: str, root: Path) -> None:
+        self.env, self.url, self.dsn, self.root = env, url, dsn, root
+        self.api = httpx.Client(base_url=f"{url}/api/v1/serve-ml", timeout=30)
+
+    def db(self, sql: str, *args: object) -> list[dict]:
+        async def run() -> list[dict]:
+            conn = await asyncpg.connect(self.dsn)
+            try:
+                return [dict(r) for r in await conn.fetch(sql, *args)]
+            finally:
+                await conn.close()
+        return asyncio.run(run())
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    assert CHROMIUM.exists() and DRIVER.exists(), "chromium and chromium-driver are missing: run `make test-deps`"
+    tmp = tmp_path_factory.mktemp("portal")
+    env = {**cli_env(tmp), "SERVE_ML_ADMIN_TOKEN": ADMIN, "SERVE_ML_OPERATOR_TOKEN": OPERATOR,
+           "SERVE_ML_READ_TOKEN": VIEWER}
+    log = tmp / "up.log"
+    proc = start_up(env, log)
+    try:
+        dsn = re.search(r"database\s+(postgresql://\S+)", log.read_text())
+        assert dsn, log.read_text()[-2000:]
+        yield Stack(env, f"http://127.0.0.1:{env['SERVE_ML_HTTP_PORT']}", dsn.group(1), Path(env["SERVE_ML_ROOT"]))
+    finally:
+        stop_up(env, proc)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[WebDriver]:
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,1000"):
+        options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(str(DRIVER)), options=options)
+    driver.set_page_load_timeout(30)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def sign_in(d: WebDriver, stack: Stack, token: str, page: str = "fleet") -> None:
+    """As a user would: type the token into the header's field and press Use."""
+    d.get(f"{stack.url}/#/{page}")
+    field = WebDriverWait(d, 10).until(lambda d: d.find_element(By.ID, "token"))
+    field.clear()
+    field.send_keys(token)
+    d.find_element(By.CSS_SELECTOR, "#login button").click()
+    WebDriverWait(d, 10).until(lambda d: "signed in as" in d.find_element(By.ID, "role").text)
+
+
+def console_errors(d: WebDriver) -> list[dict]:
+    return [e for e in d.get_log("browser") if e["level"] == "SEVERE"]
+
+
+def shoot(d: WebDriver, name: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    d.save_screenshot(str(ARTIFACTS / f"{name}.png"))
+
+
+def test_a_new_visitor_is_asked_for_a_token_without_a_console_error(stack: Stack, browser: WebDriver) -> None:
+    # The tests share a browser: forget earlier sign-ins from a page of the origin that
+    # runs no portal code (an open portal page would poll, tokenless, before the reload).
+    browser.get(f"{stack.url}/portal/portal.css")
+    browser.execute_script("sessionStorage.clear()")
+    console_errors(browser)
+    browser.get(f"{stack.url}/")
+    try:
+        WebDriverWait(browser, 10).until(lambda d: "enter a token" in d.find_element(By.ID, "role").text)
+    finally:
+        shoot(browser, "new-visitor")
+    assert "Sign in" in browser.find_element(By.ID, "view").text
+    assert console_errors(browser) == []
+
+
+def test_every_page_loads_with_no_console_error(stack: Stack, browser: WebDriver) -> None:
+    sign_in(browser, stack, ADMIN)
+    console_errors(browser)  # drop what came before
+    for page, element in PAGES.items():
+        browser.get(f"{stack.url}/#/{page}")
+        browser.refresh()
+        WebDriverWait(browser, 15).until(lambda d, e=element: d.find_elements(By.ID, e))
+        WebDriverWait(browser, 15).until(lambda d: "Loading" not in d.find_element(By.ID, "view").text)
+        time.sleep(1.5)  # live updates arrive
+        section = browser.find_element(By.CSS_SELECTOR, 'nav a[aria-current="page"]').get_attribute("data-page")
+        assert section == {"equipment": "fleet", "report": "bundles"}.get(page.split("/")[0], page)
+        assert browser.find_elements(By.CSS_SELECTOR, "#view .error") == [], page
+        shoot(browser, page.split("/")[0])
+        assert console_errors(browser) == [], page
+
+
+def test_fleet_tile_turns_critical_within_5s_of_a_threshold_breach(stack: Stack, browser: WebDriver) -> None:
+    sign_in(browser, stack, OPERATOR)
+    tile = '#tiles .tile[data-id="pump-03"]'
+    WebDriverWait(browser, 60).until(lambda d: d.find_element(By.CSS_SELECTOR, tile).get_attribute("data-status")
+                                     in ("normal", "warning"))
+    auth = {"Authorization": f"Bearer {OPERATOR}"}
+    body = {"scope": "equipment", "target": "pump-03", "sensor": "air_temp_k", "critical_max": 1.0,
+            "reason": "portal test: a breach every reading makes"}
+    assert stack.api.put("/thresholds", json=body, headers=auth).status_code == 200
+    try:
+        t0 = time.monotonic()
+        WebDriverWait(browser, 5, poll_frequency=0.1).until(
+            lambda d: d.find_element(By.CSS_SELECTOR, tile).get_attribute("data-status") == "critical")
+        print(f"tile critical {time.monotonic() - t0:.2f}s after the threshold was set")
+        assert "critical" in browser.find_element(By.CSS_SELECTOR, tile).text  # in words, not colour only
+        shoot(browser, "fleet-breach")
+    finally:
+        stack.api.request("DELETE", "/thresholds", params={"scope": "equipment", "target": "pump-03",
+                                                           "sensor": "air_temp_k"}, headers=auth)
+
+
+def test_equipment_chart_receives_live_points(stack: Stack, browser: WebDriver) -> None:
+    sign_in(browser, stack, VIEWER, "equipment/press-02")
+    WebDriverWait(browser, 30).until(lambda d: int(d.find_element(By.ID, "eq-points").text) >= 3)
+    first = int(browser.find_element(By.ID, "eq-chart").get_attribute("data-points") or 0)
+    WebDriverWait(browser, 15).until(
+        lambda d: int(d.find_element(By.ID, "eq-chart").get_attribute("data-points") or 0) > first)
+    assert browser.find_element(By.ID, "eq-live").text == "live"
+    assert browser.find_elements(By.CSS_SELECTOR, "#eq-sensors dt")  # the last readings, by name
+    assert console_errors(browser) == []
+
+
+def test_operator_acknowledges_an_alarm_and_the_database_records_it(stack: Stack, browser: WebDriver) -> None:
+    auth = {"Authorization": f"Bearer {VIEWER}"}
+    deadline = time.monotonic() + 120
+    while not stack.api.get("/alarms", params={"state": "active_unack"}, headers=auth).json()["alarms"]:
+        assert time.monotonic() < deadline, "the demo opened no alarm"
+        time.sleep(2)
+    sign_in(browser, stack, OPERATOR, "alarms")
+    Select(WebDriverWait(browser, 10).until(lambda d: d.find_element(By.ID, "a-state"))).select_by_value("active_unack")
+    # the table is rebuilt on every pushed transition: read it and click in one step, retried
+    alarm_id = WebDriverWait(browser, 15, ignored_exceptions=[StaleElementReferenceException]).until(
+        lambda d: _first_unacked(d))
+    WebDriverWait(browser, 10, ignored_exceptions=[StaleElementReferenceException]).until(
+        lambda d: d.find_element(By.CSS_SELECTOR, f'#alarms tr[data-alarm="{alarm_id}"] button').click() or True)
+    WebDriverWait(browser, 10).until(lambda d: d.find_element(By.ID, "alarm-ack"))
+    browser.find_element(By.ID, "alarm-comment").send_keys("seen on the floor, bearing ordered")
+    browser.find_element(By.ID, "alarm-ack").click()
+    WebDriverWait(browser, 10).until(lambda d: "acknowledged" in d.find_element(By.ID, "toast").text)
+    shoot(browser, "alarm-acknowledged")
+    [alarm] = stack.db("SELECT acked_at, acked_by FROM serve_ml_alerts WHERE id = $1", alarm_id)
+    assert alarm["acked_at"] is not None and alarm["acked_by"].startswith("operator")
+    events = stack.db("SELECT event, comment FROM serve_ml_alarm_events WHERE alarm_id = $1", alarm_id)
+    assert {"event": "acknowledged", "comment": "seen on the floor, bearing ordered"} in events
+
+
+def _first_unacked(d: WebDriver) -> int | None:
+    rows = d.find_elements(By.CSS_SELECTOR, "#alarms tr[data-alarm]")
+    states = [r.find_elements(By.TAG_NAME, "td")[4].text for r in rows]
+    if not rows or set(states) != {"active_unack"}:  # the filtered list has not arrived yet
+        return None
+    return int(rows[0].get_attribute("data-alarm"))
+
+
+def test_admin_activates_a_version_and_a_viewer_is_refused(stack: Stack, browser: WebDriver) -> None:
+    build_sim_bundle(stack.root, "press-02", "7.5kW", "2.0.0", power_range_kw=(5.5, 100.0), epochs=2)
+    sign_in(browser, stack, ADMIN, "bundles")
+    WebDriverWait(browser, 10).until(lambda d: d.find_element(By.ID, "sync")).click()
+    old = 'tr[data-bundle="press-02/7.5kW/1.0.0"]'
+    button = WebDriverWait(browser, 30).until(
+        lambda d: d.find_element(By.CSS_SELECTOR, f"{old} button.activate"))  # 2.0.0 went live: 1.0.0 may be activated
+    button.click()
+    WebDriverWait(browser, 5).until(lambda d: d.switch_to.alert).send_keys("portal test: back to the known one")
+    browser.switch_to.alert.accept()
+    WebDriverWait(browser, 15, ignored_exceptions=[StaleElementReferenceException]).until(
+        lambda d: "pinned" in d.find_element(By.CSS_SELECTOR, old).text)
+    shoot(browser, "bundle-activated")
+    browser.find_element(By.CSS_SELECTOR, 'tr[data-bundle="press-02/7.5kW/2.0.0"] a').click()  # its report
+    WebDriverWait(browser, 15).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "canvas.figure[data-gate]")) >= 1)
+    assert "Provenance" in browser.find_element(By.ID, "view").text
+    shoot(browser, "report")
+    listed = stack.api.get("/bundles", params={"equipment_id": "press-02", "power": "7.5kW"},
+                           headers={"Authorization": f"Bearer {VIEWER}"}).json()
+    assert {b["model_version"]: (b["live"], b["pinned"]) for b in listed["bundles"]} == {
+        "1.0.0": (True, True), "2.0.0": (False, False)}
+    assert listed["history"][-1]["reason"] == "portal test: back to the known one"
+
+    sign_in(browser, stack, VIEWER, "bundles")
+    WebDriverWait(browser, 10).until(lambda d: d.find_element(By.CSS_SELECTOR, 'tr[data-bundle="press-02/7.5kW/2.0.0"]'))
+    assert browser.find_elements(By.CSS_SELECTOR, "#bundles button") == []  # no button a viewer cannot use
+    assert browser.find_elements(By.ID, "upload") == []
+    refused = stack.api.post("/bundles/press-02/7.5kW/activate", json={"model_version": "2.0.0", "reason": "viewer"},
+                             headers={"Authorization": f"Bearer {VIEWER}"})
+    assert refused.status_code == 403  # and the server refuses it anyway
+    assert console_errors(browser) == []

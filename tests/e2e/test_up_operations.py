@@ -1,0 +1,70 @@
+"""`make up` as a new user meets the operations layer: the simulated machines are
+registered in two sites with thresholds, and within a minute or two the demo shows
+model anomalies, threshold breaches and sensor faults as alarms, the status roll-up
+by location, aggregates, and live pushes over a WebSocket through the Serve ingress
+(HAProxy included). Starts its own cluster (marker ``own_cluster``)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import websockets
+
+from tests.e2e.conftest import cli_env, start_up, stop_up
+
+pytestmark = [pytest.mark.e2e, pytest.mark.own_cluster]
+OPERATOR = {"Authorization": "Bearer e2e-operator-token-01"}
+
+
+def test_up_demo_shows_alarms_status_aggregates_and_live_pushes(tmp_path: Path) -> None:
+    env = {**cli_env(tmp_path), "SERVE_ML_OPERATOR_TOKEN": "e2e-operator-token-01",
+           "SERVE_ML_ALERT_RESOLVE_AFTER": "5"}
+    log = tmp_path / "up.log"
+    proc = start_up(env, log)
+    try:
+        api = f"http://127.0.0.1:{env['SERVE_ML_HTTP_PORT']}/api/v1/serve-ml"
+        banner = log.read_text()
+        assert "/ws/alarms" in banner and "/thresholds" in banner and "registered the simulated machines" in banner
+        http = httpx.Client(base_url=api, timeout=30)
+        tree = http.get("/locations").json()
+        assert {c["name"] for c in tree["children"]} == {"site-north", "site-south"}
+        assert {t["scope"] for t in http.get("/thresholds").json()["thresholds"]} == {"equipment", "type", "location"}
+
+        async def live() -> dict:
+            ws_url = api.replace("http://", "ws://") + "/ws/equipment/press-02"
+            async with websockets.connect(ws_url) as ws:
+                while True:
+                    msg = json.loads(await asyncio.wait_for(ws.recv(), 30))
+                    if msg["type"] == "verdicts":
+                        return msg
+        pushed = asyncio.run(live())
+        assert pushed["equipment_id"] == "press-02" and pushed["n"] >= 1 and pushed["points"]["score"]
+
+        deadline, kinds = time.monotonic() + 150, set()
+        while time.monotonic() < deadline and not {"anomaly", "threshold", "sensor_fault"} <= kinds:
+            kinds = {a["type"] for a in http.get("/alarms", params={"limit": 500}).json()["alarms"]}
+            time.sleep(2)
+        assert {"anomaly", "threshold", "sensor_fault"} <= kinds, kinds
+        faults = {(a["equipment_id"], a["source"], a["detail"]["fault"]) for a in http.get(
+            "/alarms", params={"type": "sensor_fault", "limit": 500}).json()["alarms"]}
+        assert ("pump-03", "current_a", "missing") in faults or ("mill-01", "torque_nm", "flatline") in faults, faults
+
+        status = http.get("/status").json()
+        assert {r["equipment_id"] for r in status["equipment"]} >= {"press-02", "pump-03", "mill-01"}
+        assert status["tree"]["counts"]["no_data"] == 0
+        agg = http.get("/equipment/press-02/aggregates", params={"interval": "1h"}).json()["buckets"]
+        assert agg and agg[-1]["readings"] > 0 and "vibration_rms_mm_s" in agg[-1]["sensors"]
+
+        alarm = http.get("/alarms", params={"state": "active_unack", "limit": 1}).json()["alarms"]
+        if alarm:
+            acked = http.post(f"/alarms/{alarm[0]['id']}/ack", json={"comment": "e2e"}, headers=OPERATOR)
+            assert acked.status_code == 200 and acked.json()["state"] == "active_ack"
+            assert http.post(f"/alarms/{alarm[0]['id']}/clear").status_code == 401
+        http.close()
+    finally:
+        stop_up(env, proc)

@@ -1,0 +1,49 @@
+"""The live hub's fan-out without a database: filters, coalescing, slow clients."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from serve_ml.deployments.live import LiveHub, Subscriber
+
+
+def _alarm(eq: str, severity: str) -> str:
+    return json.dumps({"type": "alarm", "alarm": {"equipment_id": eq, "severity": severity, "event": "opened"}})
+
+
+def test_alarm_filters_and_equipment_streams() -> None:
+    hub = LiveHub(None)
+    hub._locations = {"p1": ("site-a", "hall-1"), "p2": ("site-b",)}
+    site_a = Subscriber("c", location=("site-a",))
+    major = Subscriber("c", min_severity="major")
+    p2 = Subscriber("c", equipment_id="p2")
+    hub._subs |= {site_a, major, p2}
+    hub._on_notify(None, 0, "ch", _alarm("p1", "minor"))
+    hub._on_notify(None, 0, "ch", _alarm("p2", "critical"))
+    hub._on_notify(None, 0, "ch", json.dumps({"type": "verdicts", "equipment_id": "p2", "n": 3}))
+    hub._on_notify(None, 0, "ch", "not json")
+    assert site_a.queue.qsize() == 1 and major.queue.qsize() == 1 and p2.queue.qsize() == 2
+    assert json.loads(major.queue.get_nowait())["alarm"]["equipment_id"] == "p2"
+
+
+def test_a_full_queue_drops_the_oldest_and_a_client_full_too_long_is_flagged() -> None:
+    async def go() -> None:
+        hub = LiveHub(None, slow_close_after_s=0.0)
+        sub = Subscriber("c", equipment_id="p1", queue=asyncio.Queue(2))
+        hub._subs.add(sub)
+        for n in range(4):
+            hub._on_notify(None, 0, "ch", json.dumps({"type": "verdicts", "equipment_id": "p1", "n": n}))
+        assert [json.loads(sub.queue.get_nowait())["n"] for _ in range(2)] == [2, 3]
+        assert sub.dropped == 2 and sub.too_slow.is_set() and hub.counts["closed_slow"] == 1
+    asyncio.run(go())
+
+
+def test_connections_per_client_are_counted() -> None:
+    hub = LiveHub("postgresql://unused", max_per_client=1)
+    sub = Subscriber("10.0.0.1", equipment_id="p1")
+    hub._subs.add(sub)
+    hub._per_client["10.0.0.1"] += 1
+    assert not hub.admit("10.0.0.1") and hub.admit("10.0.0.2")
+    hub.unsubscribe(sub)
+    assert hub.admit("10.0.0.1")
