@@ -214,6 +214,8 @@ def graph_settled(timeout_s: float = 180) -> dict:
         status = ray.get(control.graph_status.remote())
         app = serve.status().applications["serve-ml"]
         if not status["redeploying"] and app.status == "RUNNING":
+            if status["last"] and not status["last"]["ok"]:
+                raise AssertionError(f"the graph redeploy failed: {status['last']}")
             return {**status, "deployments": sorted(app.deployments)}
         time.sleep(1.0)
     raise TimeoutError("the graph redeploy did not finish")

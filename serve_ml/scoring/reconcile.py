@@ -25,6 +25,11 @@ from typing import Any
 
 log = logging.getLogger("serve_ml.reconcile")
 
+REDEPLOY_ATTEMPTS = 3
+"""A redeploy that fails (a replica that could not start in time, a controller that
+was busy) is tried again: until it succeeds the graph disagrees with the catalog."""
+REDEPLOY_BACKOFF_S = 2.0
+
 
 class GraphReconciler:
     """Runs redeploys on a background thread, one at a time, coalescing requests."""
@@ -32,6 +37,7 @@ class GraphReconciler:
     def __init__(self) -> None:
         self.recipe: dict[str, Any] | None = None
         self.deployed: list[str] = []
+        self.target: list[str] = []  # what the running redeploy deploys
         self.running = False
         self.dirty = False
         self.last: dict[str, Any] = {}
@@ -59,14 +65,18 @@ class GraphReconciler:
                     "remove dedicated equipment deployments"}
         wanted = self._wanted()
         with self._lock:
-            adding = sorted(set(wanted) - set(self.deployed))
-            removing = sorted(set(self.deployed) - set(wanted))
+            # While a redeploy runs, compare with what it is deploying, not with what
+            # ran before it: a bundle removed during the redeploy that added it must
+            # still be taken away afterwards.
+            current = self.target if self.running else self.deployed
+            adding = sorted(set(wanted) - set(current))
+            removing = sorted(set(current) - set(wanted))
             if not adding and not removing:
                 return {"managed": True, "adding": [], "removing": [], "redeploying": self.running}
             if self.running:
                 self.dirty = True  # the running redeploy picks this up when it finishes
             else:
-                self.running = True
+                self.running, self.target = True, list(wanted)
                 threading.Thread(target=self._loop, name="serve-ml-reconcile", daemon=True).start()
         log.info("redeploying the graph: adding %s, draining and removing %s", adding, removing)
         return {"managed": True, "adding": adding, "removing": removing, "redeploying": True}
@@ -80,15 +90,27 @@ class GraphReconciler:
         return list(self._graph().plan(self.recipe["app_args"], self.recipe["settings"]))
 
     def _loop(self) -> None:
+        first = True
         while True:
             wanted = self._wanted()
+            with self._lock:
+                if not first and self.last.get("ok") and set(wanted) == set(self.deployed):
+                    self.running = False  # changed and changed back while the last redeploy ran
+                    return
+                self.target, first = list(wanted), False
             t0 = time.monotonic()
-            try:
-                self._deploy()
-                outcome = {"ok": True, "dedicated": wanted, "took_s": round(time.monotonic() - t0, 1)}
-            except Exception as exc:  # keep the old graph; report it
-                log.exception("graph redeploy failed")
-                outcome = {"ok": False, "error": f"{type(exc).__name__}: {exc}"[:500]}
+            outcome: dict[str, Any] = {}
+            for attempt in range(1, REDEPLOY_ATTEMPTS + 1):
+                try:
+                    self._deploy()
+                    outcome = {"ok": True, "dedicated": wanted, "took_s": round(time.monotonic() - t0, 1),
+                               "attempts": attempt}
+                    break
+                except Exception as exc:  # keep the old graph; try again, then report it
+                    log.exception("graph redeploy failed (attempt %d of %d)", attempt, REDEPLOY_ATTEMPTS)
+                    outcome = {"ok": False, "error": f"{type(exc).__name__}: {exc}"[:500], "attempts": attempt}
+                    if attempt < REDEPLOY_ATTEMPTS:
+                        time.sleep(REDEPLOY_BACKOFF_S * attempt)
             with self._lock:
                 if outcome["ok"]:
                     self.deployed = wanted

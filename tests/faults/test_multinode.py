@@ -70,6 +70,7 @@ class Load(threading.Thread):
         super().__init__(daemon=True)
         self.url, self.stop = url, threading.Event()
         self.sent, self.first_try_failures, self.failed = 0, 0, []
+        self.t0 = time.monotonic()
 
     def run(self) -> None:
         with httpx.Client(timeout=10) as c:
@@ -78,17 +79,20 @@ class Load(threading.Thread):
                 eq = EQUIPMENT[i % len(EQUIPMENT)]
                 i += 1
                 self.sent += 1
+                why = ""
                 for attempt in range(3):
                     try:
-                        if c.post(f"{self.url}/predict", json={"equipment_id": eq, "features": BODIES[eq]}).status_code == 200:
+                        r = c.post(f"{self.url}/predict", json={"equipment_id": eq, "features": BODIES[eq]})
+                        if r.status_code == 200:
                             break
-                    except httpx.HTTPError:
-                        pass
+                        why = f"{r.status_code} {r.text[:160]}"
+                    except httpx.HTTPError as exc:
+                        why = repr(exc)[:160]
                     if attempt == 0:
                         self.first_try_failures += 1
                     time.sleep(0.5)
                 else:
-                    self.failed.append(eq)
+                    self.failed.append(f"{eq} at +{time.monotonic() - self.t0:.1f}s: {why}")
 
 
 def test_losing_a_worker_node_under_load_loses_no_reading(tmp_path: Path) -> None:
@@ -195,7 +199,8 @@ def test_losing_a_worker_node_under_load_loses_no_reading(tmp_path: Path) -> Non
                readings_stored=stored_n, lost=lost, duplicated=dup, recovered_s=round(recovered_s, 1))
         assert on_worker, "nothing ran on the worker node: the test would show nothing"
         assert any(n.startswith("serve-ml-stream-") for n in on_worker), on_worker  # SPREAD put a scorer there
-        assert not [f for ld in loads for f in ld.failed], "requests failed even after the client's retries"
+        failed = [f for ld in loads for f in ld.failed]
+        assert not failed, f"requests failed even after the client's retries: {failed[:10]}"
         assert lost == 0 and dup == 0
         assert not producer.failed
     finally:

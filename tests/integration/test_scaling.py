@@ -9,12 +9,14 @@ import time
 
 import httpx
 import pytest
+import ray
 from ray import serve
 
 from serve_ml.core.settings import Settings
-from serve_ml.deployments.app import Autoscaling
-from serve_ml.deployments.launch import app_args_from_config, apply_scaling
-from tests.fixtures import replica_actors
+from serve_ml.deployments.app import AppArgs, Autoscaling
+from serve_ml.deployments.launch import apply_scaling
+from serve_ml.scoring.control import get_control
+from tests.fixtures import graph_quiet, replica_actors
 from tests.samples import sim_rows
 
 pytestmark = pytest.mark.integration
@@ -26,10 +28,14 @@ def running_replicas() -> int:
     return dep.replica_states.get("RUNNING", 0)
 
 
-def test_scale_up_under_load_and_back(cluster, http: httpx.Client, serve_root) -> None:
-    settings = Settings(root=serve_root, http_port=cluster.http_port, max_bulk_rows=2000,
-                        max_request_bytes=4 * 1024 * 1024)
-    args = app_args_from_config(root=str(serve_root), poll_interval_s=0.3)
+def test_scale_up_under_load_and_back(cluster, http: httpx.Client) -> None:
+    # Rebuild exactly the graph that runs (the recipe the launcher registered), once the
+    # redeploy an earlier test's sync started has finished and its replicas have drained:
+    # otherwise the "nothing restarted" check below would see that test's changes.
+    graph_quiet()
+    recipe = ray.get(get_control().recipe.remote())
+    settings = Settings(**recipe["settings"])
+    args = AppArgs.model_validate(recipe["app_args"])
     fast = Autoscaling(min_replicas=1, max_replicas=3, target_ongoing_requests=1, upscale_delay_s=1,
                        downscale_delay_s=3, metrics_interval_s=0.5, look_back_period_s=2)
     before = {a["name"] for a in replica_actors("serve-ml")}
