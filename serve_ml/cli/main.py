@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 
+from serve_ml import __version__
 from serve_ml.cli import bench, bundle, cluster, scale, stream
 from serve_ml.core.settings import Settings
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="serve-ml", description="Predictive-maintenance model serving on Ray Serve.")
+    p.add_argument("--version", action="version", version=f"serve-ml {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     bundle.register(sub)
     cluster.register(sub)

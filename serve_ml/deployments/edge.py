@@ -21,6 +21,17 @@ from serve_ml.deployments.auth import TokenGuard
 from serve_ml.scoring.metrics import Metrics
 
 PREFIX = "/api/v1/serve-ml"
+V2_PREFIX = "/v2"
+"""Open Inference Protocol v2 routes: errors there have the protocol's body."""
+
+
+def v2_error_body(body: dict[str, Any]) -> dict[str, Any]:
+    """The project's error body in the protocol's shape: ``error`` is the message
+    (V2 clients show that string); the error's name moves to ``code``."""
+    out = {"error": body.get("message", body.get("error", "")), "code": body.get("error")}
+    if "detail" in body:
+        out["detail"] = body["detail"]
+    return out
 
 
 HEALTH_CACHE_S = 1.0
@@ -53,6 +64,8 @@ OPERATOR_METHODS = frozenset({"PUT", "PATCH", "DELETE"})
 def gate(path: str, method: str) -> Literal["admin", "operator", "read", None]:
     """Which token a path needs, decided before its body is read (the routes check
     again with the same guard)."""
+    if path.startswith(f"{V2_PREFIX}/"):
+        return None if path.startswith(f"{V2_PREFIX}/health/") else "read"
     if (not path.startswith(PREFIX) or path.startswith(f"{PREFIX}/health/")
             or path in (f"{PREFIX}/stream/health", f"{PREFIX}/whoami")):
         return None
@@ -106,7 +119,7 @@ class EdgeMiddleware:
         for k, v in scope.get("headers", ()):
             if k == b"content-length":
                 if v.isdigit() and int(v) > self.max_bytes:
-                    await _send_413(send, self.max_bytes)
+                    await _send_413(send, self.max_bytes, v2=path.startswith(f"{V2_PREFIX}/"))
                     self.metrics.request(endpoint, 413, (time.perf_counter() - t0) * 1e3)
                     return
             elif k == b"authorization":
@@ -123,7 +136,7 @@ class EdgeMiddleware:
                 else:
                     self.guard.read(authorization)
             except ServeMLError as exc:
-                await _send_error(send, exc)
+                await _send_error(send, exc, v2=path.startswith(f"{V2_PREFIX}/"))
                 self.metrics.request(endpoint, exc.status_code, (time.perf_counter() - t0) * 1e3)
                 return
         # Without a content-length (chunked, or Serve's direct ingress) the body is read
@@ -138,7 +151,7 @@ class EdgeMiddleware:
             size += len(chunks[-1])
             more = msg.get("more_body", False)
             if size > self.max_bytes:
-                await _send_413(send, self.max_bytes)
+                await _send_413(send, self.max_bytes, v2=path.startswith(f"{V2_PREFIX}/"))
                 self.metrics.request(endpoint, 413, (time.perf_counter() - t0) * 1e3)
                 return
         body = b"".join(chunks)
@@ -165,12 +178,12 @@ class EdgeMiddleware:
             self.metrics.request(endpoint, status[0], (time.perf_counter() - t0) * 1e3)
 
 
-async def _send_413(send: Any, limit: int) -> None:
-    await _send_error(send, PayloadTooLarge(f"request body exceeds {limit} bytes"))
+async def _send_413(send: Any, limit: int, *, v2: bool) -> None:
+    await _send_error(send, PayloadTooLarge(f"request body exceeds {limit} bytes"), v2=v2)
 
 
-async def _send_error(send: Any, exc: ServeMLError) -> None:
-    body = orjson.dumps(exc.to_dict())
+async def _send_error(send: Any, exc: ServeMLError, *, v2: bool = False) -> None:
+    body = orjson.dumps(v2_error_body(exc.to_dict()) if v2 else exc.to_dict())
     await send({"type": "http.response.start", "status": exc.status_code,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
     await send({"type": "http.response.body", "body": body})

@@ -148,6 +148,14 @@ class ErrorBody(BaseModel):
     detail: Any = None
 
 
+class V2ErrorBody(BaseModel):
+    """The Open Inference Protocol's error body (``/v2`` routes)."""
+
+    error: str = Field(description="What is wrong, naming the offending input.")
+    code: str | None = Field(default=None, description="Error type, as in the JSON API's ``error``.")
+    detail: Any = None
+
+
 class BulkItemError(BaseModel):
     status: int
     error: ErrorBody

@@ -173,6 +173,8 @@ def describe_bundle(catalog: Catalog, key: tuple[str, str, str]) -> dict[str, An
         "features": m.all_features,
         "classifier": ({"features": m.classifier.features, "classes": m.classifier.classes}
                        if m.classifier else None),
+        "window_steps": max((mod.window_steps for mod in b.modalities.values()), default=1),
+        "rul": ({"features": m.rul.features, "unit": m.rul.unit} if m.rul else None),
         "sha256": b.digest,
         "provenance": m.provenance.model_dump(),
     }

@@ -33,14 +33,15 @@ from serve_ml.deployments.api.routes import (
     session,
     status,
     thresholds,
+    v2,
 )
-from serve_ml.deployments.edge import HEALTH_CACHE_S, PREFIX, Cached, EdgeMiddleware
+from serve_ml.deployments.edge import HEALTH_CACHE_S, PREFIX, V2_PREFIX, Cached, EdgeMiddleware, v2_error_body
 from serve_ml.deployments.portal import mount_portal
 
 log = logging.getLogger("serve_ml.api")
 ROUTERS = (predict.router, bundles.router, history.router, health.router, equipment.router, thresholds.router,
            status.router, alarms.router, notifications.router, live.router,
-           maintenance.router, alarm_rules.router, session.router)
+           maintenance.router, alarm_rules.router, session.router, v2.router)
 
 
 def create_api(core: Core, *, max_request_bytes: int) -> FastAPI:
@@ -60,22 +61,31 @@ def create_api(core: Core, *, max_request_bytes: int) -> FastAPI:
         app.include_router(router)
     mount_portal(app)
 
+    def shaped(request: Request, body: dict[str, Any]) -> dict[str, Any]:
+        return v2_error_body(body) if request.url.path.startswith(f"{V2_PREFIX}/") else body
+
     @app.exception_handler(ServeMLError)
-    async def _serve_ml_error(_: Request, exc: ServeMLError) -> Response:
-        return error_response(exc)
+    async def _serve_ml_error(request: Request, exc: ServeMLError) -> Response:
+        response = error_response(exc)
+        if request.url.path.startswith(f"{V2_PREFIX}/"):
+            retry = response.headers.get("retry-after")
+            return json_response(v2_error_body(exc.to_dict()), exc.status_code,
+                                 {"Retry-After": retry} if retry else None)
+        return response
 
     @app.exception_handler(RequestValidationError)
-    async def _invalid(_: Request, exc: RequestValidationError) -> Response:
+    async def _invalid(request: Request, exc: RequestValidationError) -> Response:
         problems = [_problem(e) for e in exc.errors()]
         body = {"error": "InvalidRequest", "message": "invalid request: " + "; ".join(problems[:20]),
                 "detail": [{"loc": list(e.get("loc", ())), "msg": e.get("msg")} for e in exc.errors()[:50]]}
-        return json_response(body, 422)
+        return json_response(shaped(request, body), 422)
 
     @app.exception_handler(Exception)
-    async def _internal(_: Request, exc: Exception) -> Response:
+    async def _internal(request: Request, exc: Exception) -> Response:
         ref = uuid.uuid4().hex[:12]
         log.exception("internal error (ref %s)", ref)
-        return json_response({"error": "InternalError", "message": f"internal error (ref {ref})"}, 500)
+        return json_response(shaped(request, {"error": "InternalError", "message": f"internal error (ref {ref})"}),
+                             500)
 
     # The edge labels metrics by route template: the templates come from the routers
     # (FastAPI may add include_router()ed routes to app.routes lazily).

@@ -16,7 +16,7 @@ from serve_ml.core.errors import Overloaded, ServeMLError
 from serve_ml.deployments.auth import TokenGuard
 from serve_ml.deployments.http_store import HttpStore
 from serve_ml.deployments.live import LiveHub
-from serve_ml.deployments.schemas import ErrorBody
+from serve_ml.deployments.schemas import ErrorBody, V2ErrorBody
 from serve_ml.operations.follow import IngressBook
 from serve_ml.operations.service import Operations
 from serve_ml.scoring.history import History
@@ -43,6 +43,11 @@ def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """The error answers a route documents, each with the project's own error body
     (string keys: FastAPI then does not add its own HTTPValidationError for 422)."""
     return {str(s): {"model": ErrorBody, "description": _WHY[s]} for s in statuses}
+
+
+def v2_errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """As :func:`errors`, with the Open Inference Protocol's error body."""
+    return {str(s): {"model": V2ErrorBody, "description": _WHY[s]} for s in statuses}
 
 
 EDGE = (413, 503, 504)  # any route: the edge's body limit, overload, timeouts

@@ -23,7 +23,8 @@ def test_every_error_status_is_documented_with_the_projects_body(demo_root: Path
             for status, resp in op["responses"].items():
                 if status.startswith(("4", "5")):
                     schema = resp["content"]["application/json"]["schema"]
-                    assert schema == {"$ref": "#/components/schemas/ErrorBody"}, (method, path, status)
+                    body = "V2ErrorBody" if path.startswith("/v2/") else "ErrorBody"
+                    assert schema == {"$ref": f"#/components/schemas/{body}"}, (method, path, status)
     predict = doc["paths"]["/api/v1/serve-ml/predict"]["post"]
     assert {"400", "401", "403", "404", "413", "422", "503", "504"} <= set(predict["responses"])
     upload = doc["paths"]["/api/v1/serve-ml/bundles/upload"]["post"]

@@ -1,0 +1,58 @@
+"""Open Inference Protocol v2 through Ray Serve, driven by the real
+``tritonclient.http`` client: health, metadata, JSON and binary inference, and the
+client's own error for a bad request."""
+
+from __future__ import annotations
+
+import httpx
+import numpy as np
+import pytest
+import tritonclient.http as triton
+from tritonclient.utils import InferenceServerException
+
+from tests.integration.conftest import ADMIN, API
+from tests.samples import sim_rows
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture()
+def client(cluster) -> triton.InferenceServerClient:
+    c = triton.InferenceServerClient(url=f"127.0.0.1:{cluster.http_port}", network_timeout=60.0)
+    yield c
+    c.close()
+
+
+def test_tritonclient_scores_json_and_binary_like_the_columns_route(client: triton.InferenceServerClient,
+                                                                     http: httpx.Client) -> None:
+    assert client.is_server_live() and client.is_server_ready(headers=ADMIN)
+    assert client.is_model_ready("press-02", headers=ADMIN)
+    meta = client.get_model_metadata("press-02", headers=ADMIN)
+    order = [i["name"] for i in meta["inputs"]]
+    rows = sim_rows("normal", 50, "7.5kW") + sim_rows("overstrain", 50, "7.5kW")
+    own = http.post(f"{API}/predict/columns", json={
+        "equipment_id": "press-02", "columns": {f: [r[f] for r in rows] for f in order}}).json()
+    for binary in (False, True):
+        inputs = []
+        for f in order:
+            t = triton.InferInput(f, [len(rows)], "FP64")
+            t.set_data_from_numpy(np.asarray([r[f] for r in rows]), binary_data=binary)
+            inputs.append(t)
+        outputs = [triton.InferRequestedOutput(n, binary_data=binary)
+                   for n in ("anomaly", "score", "fault_label", "fault_probabilities")]
+        res = client.infer("press-02", inputs, outputs=outputs, headers=ADMIN)
+        np.testing.assert_allclose(res.as_numpy("score"), own["score"])
+        assert res.as_numpy("anomaly").tolist() == own["anomaly"]
+        labels = [v.decode() if isinstance(v, bytes) else v for v in res.as_numpy("fault_label").tolist()]
+        assert labels == own["classifier"]["label"]
+        assert res.as_numpy("fault_probabilities").shape == (100, len(own["classifier"]["classes"]))
+        assert sum(res.as_numpy("anomaly")[50:]) > 25, "overstrained rows should be flagged"
+
+
+def test_tritonclient_sees_the_protocol_error(client: triton.InferenceServerClient) -> None:
+    t = triton.InferInput("air_temp_k", [1], "FP64")
+    t.set_data_from_numpy(np.asarray([300.0]))
+    with pytest.raises(InferenceServerException, match="power"):
+        client.infer("press-02", [t], headers=ADMIN)
+    with pytest.raises(InferenceServerException, match="ghost-07"):
+        client.get_model_metadata("ghost-07", headers=ADMIN)
