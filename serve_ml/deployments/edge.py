@@ -17,10 +17,11 @@ from typing import Any, Generic, Literal, TypeVar
 import orjson
 
 from serve_ml.core.errors import PayloadTooLarge, ServeMLError
+from serve_ml.core.http import API_PREFIX
 from serve_ml.deployments.auth import TokenGuard
 from serve_ml.scoring.metrics import Metrics
 
-PREFIX = "/api/v1/serve-ml"
+PREFIX = API_PREFIX
 V2_PREFIX = "/v2"
 """Open Inference Protocol v2 routes: errors there have the protocol's body."""
 

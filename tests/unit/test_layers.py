@@ -13,7 +13,7 @@ import serve_ml
 
 PACKAGE = Path(serve_ml.__file__).parent
 # Lower layers never import higher ones; equal ranks never import each other.
-LAYERS = {"core": 0, "bundles": 1, "scoring": 2, "operations": 2, "pipelines": 3, "deployments": 3, "bench": 4, "cli": 5}
+LAYERS = {"core": 0, "bundles": 1, "client": 1, "scoring": 2, "operations": 2, "pipelines": 3, "deployments": 3, "bench": 4, "cli": 5}
 
 
 def _module_name(path: Path) -> str:
