@@ -13,7 +13,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # Never written to state files, deployment args or logs.
-SECRET_FIELDS = frozenset({"admin_token", "admin_token_file", "read_token", "operator_token"})
+SECRET_FIELDS = frozenset({"admin_token", "admin_token_file", "read_token", "operator_token", "jwt_secret"})
 MIN_TOKEN_CHARS = 16
 """A bearer token shorter than this is refused: guessable over the network."""
 
@@ -203,6 +203,27 @@ class Settings(BaseSettings):
     """Bearer token for operator actions (equipment, thresholds, alarm ack/clear); the
     admin token may take them too. Unset, and no admin token: refused."""
 
+    jwt_secret: SecretStr | None = None
+    """HS256 secret for bearer JWTs (at least 32 characters); with it, or a JWKS file,
+    a JWT from the identity system is accepted beside the static tokens."""
+
+    jwt_jwks_file: Path | None = None
+    """JSON Web Key Set file with the identity system's public keys (RS256 or ES256),
+    chosen by the token's ``kid``."""
+
+    jwt_issuer: str | None = None
+    """Required ``iss`` of a JWT; unset: not checked."""
+
+    jwt_audience: str | None = None
+    """Required ``aud`` of a JWT; unset: not checked."""
+
+    jwt_role_claim: str = "role"
+    """Claim holding the role (``viewer``, ``operator``, ``admin``), a string or a list
+    (the strongest counts); dotted for a nested claim, e.g. ``realm_access.roles``."""
+
+    jwt_leeway_s: float = Field(default=30.0, ge=0, le=600)
+    """Clock skew allowed when checking ``exp`` and ``nbf``."""
+
     ws_max_per_client: int = Field(default=16, ge=1, le=100_000)
     """WebSocket connections one client address may hold at once (more: close code
     4429). Raise it for a gateway that fans many users in from one address."""
@@ -230,6 +251,14 @@ class Settings(BaseSettings):
         """A copy with every token removed: what actors get as an argument (Ray keeps
         actor arguments in the GCS and shows them in its dashboard)."""
         return self.model_copy(update=dict.fromkeys(SECRET_FIELDS))
+
+    @field_validator("jwt_secret")
+    @classmethod
+    def _jwt_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 32:
+            raise ValueError("SERVE_ML_JWT_SECRET is shorter than 32 characters (RFC 7518: an HS256 key is at "
+                             "least 256 bits)")
+        return value
 
     @field_validator("admin_token", "read_token", "operator_token")
     @classmethod
