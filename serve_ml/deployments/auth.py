@@ -170,12 +170,12 @@ class TokenGuard:
                             "an identity system: SERVE_ML_JWT_SECRET / SERVE_ML_JWT_JWKS_FILE)")
         return self._at_least(header, "admin")
 
-    def operator(self, header: str | None) -> str:
-        """Check an operator action; return the role that may take it."""
+    def operator(self, header: str | None) -> Principal:
+        """Check an operator action; return who takes it (an operator or an admin)."""
         if not self._operator and not self._admin and self._jwt is None:
             raise Forbidden("operations changes are disabled: set SERVE_ML_OPERATOR_TOKEN (or an admin token, or "
                             "an identity system)")
-        return self._at_least(header, "operator").role
+        return self._at_least(header, "operator")
 
     @property
     def reads_open(self) -> bool:

@@ -9,6 +9,8 @@ share. Errors it answers itself have the project's error body.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+import logging
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -18,9 +20,11 @@ import orjson
 
 from serve_ml.core.errors import PayloadTooLarge, ServeMLError
 from serve_ml.core.http import API_PREFIX
-from serve_ml.deployments.auth import TokenGuard
+from serve_ml.deployments.auth import Principal, TokenGuard
+from serve_ml.operations.audit import AuditEntry
 from serve_ml.scoring.metrics import Metrics
 
+log = logging.getLogger("serve_ml.edge")
 PREFIX = API_PREFIX
 V2_PREFIX = "/v2"
 """Open Inference Protocol v2 routes: errors there have the protocol's body."""
@@ -70,6 +74,8 @@ def gate(path: str, method: str) -> Literal["admin", "operator", "read", None]:
     if (not path.startswith(PREFIX) or path.startswith(f"{PREFIX}/health/")
             or path in (f"{PREFIX}/stream/health", f"{PREFIX}/whoami")):
         return None
+    if path == f"{PREFIX}/audit":
+        return "admin"
     if method == "POST" and (path in (f"{PREFIX}/sync", f"{PREFIX}/bundles/upload")
                              or path.endswith(("/activate", "/rollback", "/unpin"))):
         return "admin"
@@ -91,7 +97,7 @@ class EdgeMiddleware:
     """
 
     def __init__(self, app: Any, *, metrics: Metrics, max_bytes: int, routes: frozenset[str],
-                 guard: TokenGuard) -> None:
+                 guard: TokenGuard, audit: Callable[[AuditEntry], Awaitable[None]] | None = None) -> None:
         self.app = app
         self.metrics = metrics
         self.max_bytes = max_bytes
@@ -101,6 +107,7 @@ class EdgeMiddleware:
                                                    for seg in r.split("/")) + "$"), r)
                           for r in sorted(routes) if "{" in r]
         self.guard = guard
+        self.audit = audit
 
     def _template(self, path: str) -> str:
         for pattern, template in self.templates:
@@ -127,18 +134,28 @@ class EdgeMiddleware:
                 authorization = v.decode("latin-1")
         # Refused before a byte of the body is read: anonymous callers cannot make
         # the ingress buffer and parse bodies for them.
-        needs = gate(path, scope.get("method", ""))
+        method = scope.get("method", "")
+        needs = gate(path, method)
+        # management and operator actions are audited, refused ones included
+        audited = needs in ("admin", "operator") and method != "GET" and self.audit is not None
+        principal: Principal | None = None
         if needs is not None:
             try:
                 if needs == "admin":
-                    self.guard.admin(authorization)
+                    principal = self.guard.admin(authorization)
                 elif needs == "operator":
-                    self.guard.operator(authorization)
+                    principal = self.guard.operator(authorization)
                 else:
                     self.guard.read(authorization)
             except ServeMLError as exc:
                 await _send_error(send, exc, v2=path.startswith(f"{V2_PREFIX}/"))
                 self.metrics.request(endpoint, exc.status_code, (time.perf_counter() - t0) * 1e3)
+                if audited:
+                    try:  # a known bearer without the role: say who tried
+                        principal = self.guard.principal(authorization)
+                    except ServeMLError:
+                        principal = None
+                    await self._audit(scope, principal, endpoint, exc.status_code)
                 return
         # Without a content-length (chunked, or Serve's direct ingress) the body is read
         # and counted here: an error raised inside receive() would reach FastAPI's body
@@ -177,6 +194,25 @@ class EdgeMiddleware:
             raise
         finally:
             self.metrics.request(endpoint, status[0], (time.perf_counter() - t0) * 1e3)
+            if audited:
+                await self._audit(scope, principal, endpoint, status[0])
+
+    async def _audit(self, scope: dict, who: Principal | None, endpoint: str, status: int) -> None:
+        """One audit row, written after the answer went out; a database that is down
+        is logged, never turned into a failed request."""
+        assert self.audit is not None
+        client = scope.get("client")
+        address = client[0] if client else "unknown"
+        for k, v in scope.get("headers", ()):
+            if k == b"x-forwarded-for":  # recorded beside the peer, not instead of it: it can be forged
+                address = f"{v.decode('latin-1')[:60]} via {address}"
+        entry = AuditEntry(subject=who.subject if who else "unauthenticated", role=who.role if who else "none",
+                           method=scope.get("method", ""), route=endpoint, path=scope.get("path", ""),
+                           status=status, client=address, at=dt.datetime.now(dt.UTC))
+        try:
+            await self.audit(entry)
+        except Exception as exc:
+            log.warning("audit entry not stored (%s): %s", type(exc).__name__, entry)
 
 
 async def _send_413(send: Any, limit: int, *, v2: bool) -> None:

@@ -198,3 +198,19 @@ CREATE TABLE serve_ml_alarm_pending (
     PRIMARY KEY (equipment_id, kind, source)
 );
 """
+
+# Who asked for which management or operator action, when, from where, and how it ended.
+AUDIT_DDL = """
+CREATE TABLE serve_ml_audit (
+    id      bigserial PRIMARY KEY,
+    at      timestamptz NOT NULL,
+    subject text NOT NULL,
+    role    text NOT NULL,
+    method  text NOT NULL,
+    route   text NOT NULL,
+    path    text NOT NULL,
+    status  integer NOT NULL,
+    client  text NOT NULL
+);
+CREATE INDEX serve_ml_audit_at ON serve_ml_audit (at DESC);
+"""

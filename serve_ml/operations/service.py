@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from serve_ml.operations.aggregates import Aggregates
 from serve_ml.operations.alarm_store import Alarms
+from serve_ml.operations.audit import AuditLog
 from serve_ml.operations.db import OpsDB, PoolGetter
 from serve_ml.operations.deliveries import Deliveries
 from serve_ml.operations.maintenance import Maintenance
@@ -25,3 +26,4 @@ class Operations:
         self.deliveries = Deliveries(db)
         self.maintenance = Maintenance(db)
         self.alarm_rules = AlarmRules(db)
+        self.audit = AuditLog(db)

@@ -22,6 +22,7 @@ from serve_ml.deployments.api.deps import Core, error_response, json_response
 from serve_ml.deployments.api.routes import (
     alarm_rules,
     alarms,
+    audit,
     bundles,
     equipment,
     health,
@@ -41,7 +42,7 @@ from serve_ml.deployments.portal import mount_portal
 log = logging.getLogger("serve_ml.api")
 ROUTERS = (predict.router, bundles.router, history.router, health.router, equipment.router, thresholds.router,
            status.router, alarms.router, notifications.router, live.router,
-           maintenance.router, alarm_rules.router, session.router, v2.router)
+           maintenance.router, alarm_rules.router, session.router, audit.router, v2.router)
 
 
 def create_api(core: Core, *, max_request_bytes: int) -> FastAPI:
@@ -91,7 +92,8 @@ def create_api(core: Core, *, max_request_bytes: int) -> FastAPI:
     # (FastAPI may add include_router()ed routes to app.routes lazily).
     app.add_middleware(EdgeMiddleware, metrics=core.metrics, max_bytes=max_request_bytes,
                        routes=frozenset(r.path for router in ROUTERS for r in router.routes),  # type: ignore[attr-defined]
-                       guard=core.guard)
+                       guard=core.guard,
+                       audit=core.operations.audit.record if core.history.database_url else None)
     return app
 
 

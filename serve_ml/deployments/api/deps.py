@@ -118,7 +118,7 @@ async def require_read(request: Request, creds: Bearer) -> None:
 
 async def require_operator(request: Request, creds: Bearer) -> str:
     """The role acting (operator or admin), for the audit trail."""
-    return request.app.state.core.guard.operator(bearer_header(creds))
+    return request.app.state.core.guard.operator(bearer_header(creds)).role
 
 
 READ_ONLY = [Depends(require_read)]
