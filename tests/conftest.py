@@ -16,7 +16,7 @@ from serve_ml.bundles.rul_training import RulSpec
 from serve_ml.bundles.run_to_failure import simulate_fleet
 from serve_ml.bundles.simulation import MECHANICAL, THERMAL, MachineSpec, simulate, simulate_dataset
 from serve_ml.bundles.thresholds import Quantile
-from serve_ml.core.settings import REPO_ROOT
+from serve_ml.core.settings import DEMO_BUNDLES, REPO_ROOT
 
 pytest_plugins = ["tests.fixtures"]
 
@@ -26,7 +26,7 @@ pytest_plugins = ["tests.fixtures"]
 settings.register_profile("serve-ml", suppress_health_check=[HealthCheck.too_slow], deadline=None)
 settings.load_profile("serve-ml")
 
-DEMO_ROOT = REPO_ROOT / "demo-bundles"
+DEMO_ROOT = DEMO_BUNDLES
 SHARED_AI4I = REPO_ROOT.parent / "shared" / "datasets" / "ai4i2020" / "ai4i2020.csv"
 MODS = {"thermal": list(THERMAL), "mechanical": list(MECHANICAL)}
 

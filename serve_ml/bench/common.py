@@ -12,9 +12,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from serve_ml.core.settings import REPO_ROOT
+from serve_ml.core.settings import REPO_ROOT, in_checkout
 
-RESULTS_DIR = REPO_ROOT / "bench-results"
+RESULTS_DIR = (REPO_ROOT if in_checkout() else Path.cwd()) / "bench-results"
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""The demo fleet shipped in ``demo-bundles/``: 3 equipment ids x 2 power classes.
+"""The demo fleet shipped in ``serve_ml/demo_bundles/``: 3 equipment ids x 2 power classes.
 
 * ``mill-01``  : trained on AI4I 2020 (when the CSV is at hand), with a classifier;
 * ``press-02`` : trained on the simulator, with a classifier naming the fault;

@@ -6,21 +6,39 @@ Build it once at a process edge (CLI, app builder, test fixture) with
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
+REPO_ROOT = PACKAGE_DIR.parent
+"""The checkout when running from one; the installed package's parent otherwise."""
+DEMO_BUNDLES = PACKAGE_DIR / "demo_bundles"
+"""The demo fleet, shipped inside the package (what ``make up`` serves by default)."""
 # Never written to state files, deployment args or logs.
 SECRET_FIELDS = frozenset({"admin_token", "admin_token_file", "read_token", "operator_token", "jwt_secret"})
 MIN_TOKEN_CHARS = 16
 """A bearer token shorter than this is refused: guessable over the network."""
 
 
+def in_checkout() -> bool:
+    """Running from a source checkout (the package beside its pyproject.toml)."""
+    return (REPO_ROOT / "pyproject.toml").is_file()
+
+
 def default_bundle_root() -> Path:
-    """The repository's own demo bundles."""
-    return REPO_ROOT / "demo-bundles"
+    """The demo bundles shipped in the package."""
+    return DEMO_BUNDLES
+
+
+def default_state_dir() -> Path:
+    """``.serve-ml/`` of the checkout; installed, ``$XDG_STATE_HOME/serve-ml``
+    (``~/.local/state/serve-ml``): never inside the installed package."""
+    if in_checkout():
+        return REPO_ROOT / ".serve-ml"
+    return Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state") / "serve-ml"
 
 
 class Settings(BaseSettings):
@@ -52,7 +70,7 @@ class Settings(BaseSettings):
     request_timeout_s: float = Field(default=30.0, gt=0)
     """Server-side deadline for one request through the scoring graph."""
 
-    state_dir: Path = Field(default_factory=lambda: REPO_ROOT / ".serve-ml")
+    state_dir: Path = Field(default_factory=default_state_dir)
     """Where ``serve-ml up`` keeps its state file, logs and embedded services' data."""
 
     metrics_port: int = Field(default=8080, ge=1, le=65535)

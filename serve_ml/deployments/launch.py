@@ -23,13 +23,13 @@ import psutil
 import yaml
 
 from serve_ml.core.ports import free_port
-from serve_ml.core.settings import REPO_ROOT, SECRET_FIELDS, Settings
+from serve_ml.core.settings import PACKAGE_DIR, SECRET_FIELDS, Settings
 from serve_ml.deployments.app import AppArgs, build_graph, dedicated_equipment
 from serve_ml.deployments.loopback import SETUP_HOOK, SINGLE_MACHINE_ENV, loopback_env, single_machine
 
 log = logging.getLogger("serve_ml.launch")
 APP_NAME = "serve-ml"
-SERVE_CONFIG = REPO_ROOT / "serve_config.yaml"
+SERVE_CONFIG = PACKAGE_DIR / "deployments" / "serve_config.yaml"
 
 
 def port_owner(port: int) -> psutil.Process | None:

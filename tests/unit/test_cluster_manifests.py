@@ -14,9 +14,21 @@ FLAGS = {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"
 def test_rayservice_embeds_serve_config() -> None:
     rs = yaml.safe_load((CLUSTER / "rayservice.yaml").read_text())
     assert rs["kind"] == "RayService"
-    assert yaml.safe_load(rs["spec"]["serveConfigV2"]) == yaml.safe_load((REPO_ROOT / "serve_config.yaml").read_text())
-    containers = [rs["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"]["containers"][0]] + [
-        g["template"]["spec"]["containers"][0] for g in rs["spec"]["rayClusterConfig"]["workerGroupSpecs"]]
+    embedded = yaml.safe_load(rs["spec"]["serveConfigV2"])
+    local = yaml.safe_load((REPO_ROOT / "serve_config.yaml").read_text())
+    # the one intended difference: inside a pod Serve binds all interfaces
+    assert embedded["http_options"].pop("host") == "0.0.0.0" and local["http_options"].pop("host") == "127.0.0.1"
+    assert embedded == local
+    cluster = rs["spec"]["rayClusterConfig"]
+    pods = [cluster["headGroupSpec"]["template"]["spec"]] + [g["template"]["spec"] for g in cluster["workerGroupSpecs"]]
+    containers = [p["containers"][0] for p in pods]
+    for pod in pods:
+        # uploads are staged inside the bundle root and renamed into place: it must be writable
+        mount = next(m for m in pod["containers"][0]["volumeMounts"] if m["mountPath"] == "/bundles")
+        assert not mount.get("readOnly", False)
+        claim = next(v for v in pod["volumes"] if v["name"] == mount["name"])["persistentVolumeClaim"]["claimName"]
+        pvc = yaml.safe_load((CLUSTER / "bundles-pvc.yaml").read_text())
+        assert pvc["metadata"]["name"] == claim and pvc["spec"]["accessModes"] == ["ReadWriteMany"]
     for c in containers:
         env = {e["name"]: e.get("value") for e in c["env"]}
         assert all(env.get(k) == v for k, v in FLAGS.items()), c["name"]
