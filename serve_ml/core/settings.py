@@ -221,6 +221,14 @@ class Settings(BaseSettings):
     """Bearer token for operator actions (equipment, thresholds, alarm ack/clear); the
     admin token may take them too. Unset, and no admin token: refused."""
 
+    rate_limit_per_s: float = Field(default=0.0, ge=0)
+    """Scoring requests per second one client may make (token bucket per bearer token,
+    or per address without one; each ingress replica counts its own); 0: no limit.
+    Over it: 429 with Retry-After."""
+
+    rate_limit_burst: int = Field(default=0, ge=0)
+    """Requests a client may make at once before the rate applies; 0: one second's worth."""
+
     jwt_secret: SecretStr | None = None
     """HS256 secret for bearer JWTs (at least 32 characters); with it, or a JWKS file,
     a JWT from the identity system is accepted beside the static tokens."""

@@ -137,7 +137,8 @@ def build_graph(args: AppArgs, s: Settings) -> Application:
         max_request_bytes=s.max_request_bytes, request_timeout_s=s.request_timeout_s, retry_after_s=s.retry_after_s,
         poll_interval_s=args.poll_interval_s, database_url=s.database_url, alerts_topic=s.alerts_topic,
         stale_after_s=s.stale_after_s, store_to=http_store_bootstrap(s), features_topic=s.features_topic,
-        ws_max_per_client=s.ws_max_per_client,
+        ws_max_per_client=s.ws_max_per_client, rate_limit_per_s=s.rate_limit_per_s,
+        rate_limit_burst=s.rate_limit_burst,
     )
     ingress_init = ingress_args.model_dump()
     return Ingress.options(autoscaling_config=args.ingress_autoscaling.resolve(s),  # type: ignore[attr-defined]

@@ -21,6 +21,7 @@ import orjson
 from serve_ml.core.errors import PayloadTooLarge, ServeMLError
 from serve_ml.core.http import API_PREFIX
 from serve_ml.deployments.auth import Principal, TokenGuard
+from serve_ml.deployments.ratelimit import RateLimited, RateLimiter
 from serve_ml.operations.audit import AuditEntry
 from serve_ml.scoring.metrics import Metrics
 
@@ -66,6 +67,12 @@ class Cached(Generic[T]):
 OPERATOR_METHODS = frozenset({"PUT", "PATCH", "DELETE"})
 
 
+def is_scoring(path: str, method: str) -> bool:
+    """The requests a rate limit counts: scoring, on either protocol."""
+    return method == "POST" and (path.startswith(f"{PREFIX}/predict") or (
+        path.startswith(f"{V2_PREFIX}/models/") and path.endswith("/infer")))
+
+
 def gate(path: str, method: str) -> Literal["admin", "operator", "read", None]:
     """Which token a path needs, decided before its body is read (the routes check
     again with the same guard)."""
@@ -97,7 +104,8 @@ class EdgeMiddleware:
     """
 
     def __init__(self, app: Any, *, metrics: Metrics, max_bytes: int, routes: frozenset[str],
-                 guard: TokenGuard, audit: Callable[[AuditEntry], Awaitable[None]] | None = None) -> None:
+                 guard: TokenGuard, audit: Callable[[AuditEntry], Awaitable[None]] | None = None,
+                 limiter: RateLimiter | None = None) -> None:
         self.app = app
         self.metrics = metrics
         self.max_bytes = max_bytes
@@ -108,6 +116,7 @@ class EdgeMiddleware:
                           for r in sorted(routes) if "{" in r]
         self.guard = guard
         self.audit = audit
+        self.limiter = limiter
 
     def _template(self, path: str) -> str:
         for pattern, template in self.templates:
@@ -156,6 +165,15 @@ class EdgeMiddleware:
                     except ServeMLError:
                         principal = None
                     await self._audit(scope, principal, endpoint, exc.status_code)
+                return
+        if self.limiter is not None and is_scoring(path, method):
+            client = scope.get("client")
+            try:
+                self.limiter.take(self.limiter.client_key(authorization, client[0] if client else "unknown"))
+            except RateLimited as exc:
+                await _send_error(send, exc, v2=path.startswith(f"{V2_PREFIX}/"),
+                                  headers=[(b"retry-after", str(exc.retry_after_s).encode())])
+                self.metrics.request(endpoint, exc.status_code, (time.perf_counter() - t0) * 1e3)
                 return
         # Without a content-length (chunked, or Serve's direct ingress) the body is read
         # and counted here: an error raised inside receive() would reach FastAPI's body
@@ -219,8 +237,10 @@ async def _send_413(send: Any, limit: int, *, v2: bool) -> None:
     await _send_error(send, PayloadTooLarge(f"request body exceeds {limit} bytes"), v2=v2)
 
 
-async def _send_error(send: Any, exc: ServeMLError, *, v2: bool = False) -> None:
+async def _send_error(send: Any, exc: ServeMLError, *, v2: bool = False,
+                      headers: list[tuple[bytes, bytes]] | None = None) -> None:
     body = orjson.dumps(v2_error_body(exc.to_dict()) if v2 else exc.to_dict())
     await send({"type": "http.response.start", "status": exc.status_code,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                            *(headers or [])]})
     await send({"type": "http.response.body", "body": body})

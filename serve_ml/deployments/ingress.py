@@ -33,6 +33,7 @@ from serve_ml.deployments.api import create_api
 from serve_ml.deployments.auth import TokenGuard
 from serve_ml.deployments.http_store import HttpStore
 from serve_ml.deployments.live import LiveHub
+from serve_ml.deployments.ratelimit import rate_limiter
 from serve_ml.deployments.wire import encode_readings, merge_items
 from serve_ml.operations.follow import IngressBook
 from serve_ml.operations.service import Operations
@@ -64,6 +65,8 @@ class IngressArgs(BaseModel):
                                                            "(SERVE_ML_STORE_HTTP_PREDICTIONS); None: not stored.")
     features_topic: str = Field(default="serve-ml.features", description="The stream's features topic.")
     ws_max_per_client: int = Field(default=16, ge=1, description="WebSocket connections per client address.")
+    rate_limit_per_s: float = Field(default=0.0, ge=0, description="Scoring requests/s per client; 0: no limit.")
+    rate_limit_burst: int = Field(default=0, ge=0, description="Bucket size; 0: one second's worth.")
 
 
 INLINE_MAX_ROWS = 1024
@@ -96,7 +99,8 @@ class Ingress:
         self.management = Management(self.service, ClusterState(self.control, self.handles), self.history)
 
     def __serve_build_asgi_app__(self) -> Any:
-        return create_api(self, max_request_bytes=self.args.max_request_bytes)
+        return create_api(self, max_request_bytes=self.args.max_request_bytes,
+                          limiter=rate_limiter(self.args.rate_limit_per_s, self.args.rate_limit_burst))
 
     async def score(self, readings: list[Reading]) -> list[Result]:
         if self.args.fast_path:

@@ -23,6 +23,7 @@ from serve_ml.deployments.api import create_api
 from serve_ml.deployments.auth import TokenGuard
 from serve_ml.deployments.http_store import HttpStore
 from serve_ml.deployments.live import LiveHub
+from serve_ml.deployments.ratelimit import rate_limiter
 from serve_ml.operations.follow import IngressBook
 from serve_ml.operations.service import Operations
 from serve_ml.scoring.history import History
@@ -78,7 +79,8 @@ def create_local_app(settings: Settings | None = None) -> FastAPI:
     guard = TokenGuard.of(s)
     core = LocalCore(service, max_bulk_rows=s.max_bulk_rows, database_url=s.database_url, guard=guard,
                      alerts_topic=s.alerts_topic, stale_after_s=s.stale_after_s)
-    return create_api(core, max_request_bytes=s.max_request_bytes)
+    return create_api(core, max_request_bytes=s.max_request_bytes,
+                      limiter=rate_limiter(s.rate_limit_per_s, s.rate_limit_burst))
 
 
 @contextmanager

@@ -38,6 +38,7 @@ from serve_ml.deployments.api.routes import (
 )
 from serve_ml.deployments.edge import HEALTH_CACHE_S, PREFIX, V2_PREFIX, Cached, EdgeMiddleware, v2_error_body
 from serve_ml.deployments.portal import mount_portal
+from serve_ml.deployments.ratelimit import RateLimiter
 
 log = logging.getLogger("serve_ml.api")
 ROUTERS = (predict.router, bundles.router, history.router, health.router, equipment.router, thresholds.router,
@@ -45,7 +46,7 @@ ROUTERS = (predict.router, bundles.router, history.router, health.router, equipm
            maintenance.router, alarm_rules.router, session.router, audit.router, v2.router)
 
 
-def create_api(core: Core, *, max_request_bytes: int) -> FastAPI:
+def create_api(core: Core, *, max_request_bytes: int, limiter: RateLimiter | None = None) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         yield
@@ -93,7 +94,8 @@ def create_api(core: Core, *, max_request_bytes: int) -> FastAPI:
     app.add_middleware(EdgeMiddleware, metrics=core.metrics, max_bytes=max_request_bytes,
                        routes=frozenset(r.path for router in ROUTERS for r in router.routes),  # type: ignore[attr-defined]
                        guard=core.guard,
-                       audit=core.operations.audit.record if core.history.database_url else None)
+                       audit=core.operations.audit.record if core.history.database_url else None,
+                       limiter=limiter)
     return app
 
 
