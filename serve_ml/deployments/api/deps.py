@@ -34,6 +34,7 @@ _WHY = {
     415: "The body's Content-Type is not the one this route reads.",
     422: "The request does not validate: malformed JSON, a missing or invalid field, an unknown or "
          "non-finite feature. The message names each problem.",
+    429: "Over this client's rate limit, when one is configured (with Retry-After).",
     503: "Overloaded (with Retry-After) or not ready.",
     504: "The scoring or the database took longer than the request timeout.",
 }
@@ -52,8 +53,8 @@ def v2_errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
 EDGE = (413, 503, 504)  # any route: the edge's body limit, overload, timeouts
 READ_ERRORS = errors(401, 403, 422, *EDGE)
-PREDICT_ERRORS = errors(400, 401, 403, 404, 422, *EDGE)
-BINARY_ERRORS = errors(400, 401, 403, 404, 415, 422, *EDGE)
+PREDICT_ERRORS = errors(400, 401, 403, 404, 422, 429, *EDGE)
+BINARY_ERRORS = errors(400, 401, 403, 404, 415, 422, 429, *EDGE)
 MANAGE_ERRORS = errors(401, 403, 404, 409, 422, *EDGE)
 # Declared so /docs has an Authorize button; the token itself is checked by TokenGuard
 # (at the edge before the body is read, and again by the route's dependency).

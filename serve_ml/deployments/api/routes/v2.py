@@ -84,7 +84,7 @@ async def model_version_ready(core: CoreDep, name: str, version: str) -> Respons
 
 
 @router.post("/models/{name}/infer", dependencies=READ_ONLY, openapi_extra=INFER_BODY,
-             responses=v2_errors(400, 401, 403, 404, 413, 422, 503, 504))
+             responses=v2_errors(400, 401, 403, 404, 413, 422, 429, 503, 504))
 async def infer(core: CoreDep, request: Request, name: str) -> Response:
     """Score rows: one tensor per feature (or ``[n, features]`` with the order in
     ``parameters.features``); JSON or the binary tensor extension. The live bundle of
@@ -93,7 +93,7 @@ async def infer(core: CoreDep, request: Request, name: str) -> Response:
 
 
 @router.post("/models/{name}/versions/{version}/infer", dependencies=READ_ONLY, openapi_extra=INFER_BODY,
-             responses=v2_errors(400, 401, 403, 404, 413, 422, 503, 504))
+             responses=v2_errors(400, 401, 403, 404, 413, 422, 429, 503, 504))
 async def infer_version(core: CoreDep, request: Request, name: str, version: str) -> Response:
     """Score rows with one bundle version."""
     return await _infer(core, request, name, version)
