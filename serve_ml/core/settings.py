@@ -70,6 +70,12 @@ class Settings(BaseSettings):
     request_timeout_s: float = Field(default=30.0, gt=0)
     """Server-side deadline for one request through the scoring graph."""
 
+    equipment_deadline_s: float = Field(default=5.0, gt=0)
+    """An equipment deployment that has not answered within this is given up on and the
+    request is scored in the ingress instead (same code, same bundles). A replica on a
+    node that was lost does not fail its calls: they hang until Ray notices the node is
+    gone (~30 s); this bounds what a client sees. Above any healthy latency."""
+
     state_dir: Path = Field(default_factory=default_state_dir)
     """Where ``serve-ml up`` keeps its state file, logs and embedded services' data."""
 

@@ -135,6 +135,7 @@ def build_graph(args: AppArgs, s: Settings) -> Application:
         root=str(root), enable_xgb=enable_xgb, fast_path=args.fast_path,
         columns_fast_path_max_rows=args.columns_fast_path_max_rows, max_bulk_rows=s.max_bulk_rows,
         max_request_bytes=s.max_request_bytes, request_timeout_s=s.request_timeout_s, retry_after_s=s.retry_after_s,
+        equipment_deadline_s=s.equipment_deadline_s,
         poll_interval_s=args.poll_interval_s, database_url=s.database_url, alerts_topic=s.alerts_topic,
         stale_after_s=s.stale_after_s, store_to=http_store_bootstrap(s), features_topic=s.features_topic,
         ws_max_per_client=s.ws_max_per_client, rate_limit_per_s=s.rate_limit_per_s,

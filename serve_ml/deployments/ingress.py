@@ -56,6 +56,8 @@ class IngressArgs(BaseModel):
     max_bulk_rows: int
     max_request_bytes: int
     request_timeout_s: float
+    equipment_deadline_s: float = Field(default=5.0, gt=0, description="Equipment calls not answered within this "
+                                        "are scored in the ingress instead.")
     retry_after_s: int = 1
     poll_interval_s: float
     database_url: str | None = Field(default=None, description="Read endpoints' database; None: they answer 503.")
@@ -144,11 +146,24 @@ class Ingress:
 
     async def _call(self, eq: str, method: str, *args: Any, local: Callable[[], Any]) -> Any:
         response = getattr(self.handles[eq], method).remote(*args)
+        deadline = min(self.args.equipment_deadline_s, self.args.request_timeout_s)
+        t0 = time.monotonic()
         try:
-            return await asyncio.wait_for(response, self.args.request_timeout_s)
+            return await asyncio.wait_for(response, deadline)
         except TimeoutError:
             response.cancel()
-            raise GatewayTimeout(f"equipment {eq!r} did not answer within {self.args.request_timeout_s}s") from None
+            if deadline >= self.args.request_timeout_s:
+                raise GatewayTimeout(f"equipment {eq!r} did not answer within {self.args.request_timeout_s}s") from None
+            # A replica on a lost node hangs rather than fails until Ray notices the node
+            # is gone; score here with what is left of the request's time.
+            self.metrics.replica_fallback(eq)
+            log.warning("equipment deployment %r did not answer within %.1fs; scoring in the ingress", eq, deadline)
+            try:
+                return await asyncio.wait_for(asyncio.to_thread(local),
+                                              self.args.request_timeout_s - (time.monotonic() - t0))
+            except TimeoutError:
+                raise GatewayTimeout(f"equipment {eq!r} did not answer within "
+                                     f"{self.args.request_timeout_s}s") from None
         except BackPressureError:
             raise Overloaded(f"equipment deployment {eq!r}", self.args.retry_after_s) from None
         except (RayActorError, DeploymentUnavailableError) as exc:

@@ -63,14 +63,18 @@ def _tree(pid: int) -> list[psutil.Process]:
 
 
 class Load(threading.Thread):
-    """Predict requests round-robin over the fleet, each retried (3 tries, 0.5 s
-    apart) as a client of a replicated service would."""
+    """Predict requests round-robin over the fleet, each tried up to 6 times with
+    exponential backoff (0.5 to 8 s; 10 s per try), as a client of a replicated service
+    does: long enough to outlast Ray's detection of a lost node (~30 s), during which
+    requests routed to an ingress replica on that node stall. ``slowest_s`` reports
+    the stall."""
 
     def __init__(self, url: str) -> None:
         super().__init__(daemon=True)
         self.url, self.stop = url, threading.Event()
         self.sent, self.first_try_failures, self.failed = 0, 0, []
         self.t0 = time.monotonic()
+        self.slowest_s = 0.0
 
     def run(self) -> None:
         with httpx.Client(timeout=10) as c:
@@ -80,17 +84,19 @@ class Load(threading.Thread):
                 i += 1
                 self.sent += 1
                 why = ""
-                for attempt in range(3):
+                started = time.monotonic()
+                for attempt in range(6):
                     try:
                         r = c.post(f"{self.url}/predict", json={"equipment_id": eq, "features": BODIES[eq]})
                         if r.status_code == 200:
+                            self.slowest_s = max(self.slowest_s, time.monotonic() - started)
                             break
                         why = f"{r.status_code} {r.text[:160]}"
                     except httpx.HTTPError as exc:
                         why = repr(exc)[:160]
                     if attempt == 0:
                         self.first_try_failures += 1
-                    time.sleep(0.5)
+                    time.sleep(0.5 * 2 ** attempt)
                 else:
                     self.failed.append(f"{eq} at +{time.monotonic() - self.t0:.1f}s: {why}")
 
@@ -195,7 +201,8 @@ def test_losing_a_worker_node_under_load_loses_no_reading(tmp_path: Path) -> Non
         report("worker-node-lost", on_worker=",".join(n.split("#")[1] if "#" in n else n for n in on_worker),
                requests=sum(ld.sent for ld in loads),
                first_try_failures=sum(ld.first_try_failures for ld in loads),
-               failed_after_retries=sum(len(ld.failed) for ld in loads), readings_sent=len(producer.acked),
+               failed_after_retries=sum(len(ld.failed) for ld in loads),
+               slowest_request_s=round(max(ld.slowest_s for ld in loads), 1), readings_sent=len(producer.acked),
                readings_stored=stored_n, lost=lost, duplicated=dup, recovered_s=round(recovered_s, 1))
         assert on_worker, "nothing ran on the worker node: the test would show nothing"
         assert any(n.startswith("serve-ml-stream-") for n in on_worker), on_worker  # SPREAD put a scorer there

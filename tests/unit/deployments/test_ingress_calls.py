@@ -56,9 +56,10 @@ class _Metrics:
         self.fallbacks.append(eq)
 
 
-def ingress_with(response: _Response) -> SimpleNamespace:
+def ingress_with(response: _Response, deadline_s: float = 5.0) -> SimpleNamespace:
     return SimpleNamespace(handles={"press-02": _Handle(response)}, metrics=_Metrics(),
-                           args=SimpleNamespace(request_timeout_s=0.2, retry_after_s=7))
+                           args=SimpleNamespace(request_timeout_s=0.2, retry_after_s=7,
+                                                equipment_deadline_s=deadline_s))
 
 
 async def call(fake: SimpleNamespace) -> Any:
@@ -92,3 +93,11 @@ async def test_slow_replica_times_out_and_the_call_is_cancelled() -> None:
     with pytest.raises(GatewayTimeout, match="press-02"):
         await call(ingress_with(response))
     assert response.cancelled
+
+
+async def test_a_replica_that_hangs_past_the_deadline_is_given_up_and_scored_here() -> None:
+    """What a replica on a lost node does: no error, no answer, until Ray notices."""
+    response = _Response(None, hang=True)
+    fake = ingress_with(response, deadline_s=0.05)
+    assert await call(fake) == "scored by the ingress"
+    assert response.cancelled and fake.metrics.fallbacks == ["press-02"]
