@@ -303,9 +303,10 @@ def _to_bytes(array: np.ndarray, datatype: str) -> bytes:
     return flat.astype("<f8").tobytes()
 
 
-def model_metadata(name: str, bundles: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+def model_metadata(name: str, bundles: Sequence[Mapping[str, Any]], *, classifier_enabled: bool) -> dict[str, Any]:
     """``GET /v2/models/{name}``: versions, the inputs the live bundles need and the
-    outputs they give (``bundles``: this equipment's described bundles)."""
+    outputs they give (``bundles``: this equipment's described bundles; the fault
+    outputs only where the server runs classifiers)."""
     features = list(dict.fromkeys(f for b in bundles if b["live"] for f in b["features"])) or \
         list(dict.fromkeys(f for b in bundles for f in b["features"]))
     steps = max((b.get("window_steps", 1) for b in bundles), default=1)
@@ -314,7 +315,8 @@ def model_metadata(name: str, bundles: Sequence[Mapping[str, Any]]) -> dict[str,
                                      {"name": "score", "datatype": "FP64", "shape": [-1]}]
     modalities = list(dict.fromkeys(m for b in bundles for m in b["modalities"]))
     outputs += [{"name": f"error_{m}", "datatype": "FP64", "shape": [-1]} for m in modalities]
-    classes = next((b["classifier"]["classes"] for b in bundles if b.get("classifier")), None)
+    classes = next((b["classifier"]["classes"] for b in bundles if b.get("classifier")), None) \
+        if classifier_enabled else None
     if classes:
         outputs += [{"name": "fault_label", "datatype": "BYTES", "shape": [-1]},
                     {"name": "fault_probabilities", "datatype": "FP64", "shape": [-1, len(classes)],

@@ -44,6 +44,11 @@ async def server_ready(request: Request) -> Response:
     return json_response({"ready": ok}, 200 if ok else 503)
 
 
+def _metadata(core: Core, name: str, version: str | None) -> dict[str, Any]:
+    return oip.model_metadata(name, _bundles(core, name, version),
+                              classifier_enabled=core.management.service.enable_xgb)
+
+
 def _bundles(core: Core, name: str, version: str | None) -> list[dict[str, Any]]:
     described = core.describe()
     mine = [b for b in described if b["equipment_id"] == name]
@@ -61,13 +66,13 @@ def _bundles(core: Core, name: str, version: str | None) -> list[dict[str, Any]]
 @router.get("/models/{name}", dependencies=READ_ONLY, responses=v2_errors(401, 403, 404, 422))
 async def model_metadata(core: CoreDep, name: str) -> Response:
     """Inputs (one FP64 tensor per feature), outputs and versions of an equipment's model."""
-    return json_response(oip.model_metadata(name, _bundles(core, name, None)))
+    return json_response(_metadata(core, name, None))
 
 
 @router.get("/models/{name}/versions/{version}", dependencies=READ_ONLY, responses=v2_errors(401, 403, 404, 422))
 async def model_version_metadata(core: CoreDep, name: str, version: str) -> Response:
     """Metadata of one bundle version."""
-    return json_response(oip.model_metadata(name, _bundles(core, name, version)))
+    return json_response(_metadata(core, name, version))
 
 
 @router.get("/models/{name}/ready", dependencies=READ_ONLY, responses=v2_errors(401, 403, 404, 422))
@@ -101,7 +106,7 @@ async def infer_version(core: CoreDep, request: Request, name: str, version: str
 
 async def _infer(core: Core, request: Request, name: str, version: str | None) -> Response:
     doc, tail = oip.split_body(await request.body(), request.headers.get(oip.HEADER_LENGTH))
-    meta = oip.model_metadata(name, _bundles(core, name, version))
+    meta = _metadata(core, name, version)
     req = oip.parse_infer(doc, tail, max_rows=core.max_bulk_rows, model_features=[i["name"] for i in meta["inputs"]])
     status, body = await core.score_columns(name, req.power, version or req.model_version, req.columns, req.n)
     result = orjson.loads(body)
