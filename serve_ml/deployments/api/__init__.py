@@ -13,6 +13,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import serve_ml
 from serve_ml.core import reading
@@ -74,6 +75,17 @@ def create_api(core: Core, *, max_request_bytes: int, limiter: RateLimiter | Non
             return json_response(v2_error_body(exc.to_dict()), exc.status_code,
                                  {"Retry-After": retry} if retry else None)
         return response
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
+        # FastAPI's own refusals (no such route, wrong method, a body it cannot decode)
+        # get the project's body too; an undecodable body is malformed JSON, like any other.
+        if exc.status_code == 400 and exc.detail == "There was an error parsing the body":
+            body = {"error": "InvalidRequest", "message": "invalid request: the body is not valid UTF-8 JSON"}
+            return json_response(shaped(request, body), 422)
+        name = {404: "NotFound", 405: "MethodNotAllowed"}.get(exc.status_code, "HTTPError")
+        return json_response(shaped(request, {"error": name, "message": str(exc.detail)}), exc.status_code,
+                             dict(exc.headers) if exc.headers else None)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> Response:

@@ -54,7 +54,7 @@ def service(demo_root: Path) -> ScoringService:
 
 def fake_ingress(service: ScoringService) -> SimpleNamespace:
     fake = SimpleNamespace(service=service, handles={"press-02": _EquipmentHandle(service)},
-                           args=SimpleNamespace(request_timeout_s=30.0, retry_after_s=1))
+                           args=SimpleNamespace(request_timeout_s=30.0, retry_after_s=1, equipment_deadline_s=5.0))
     cls = Ingress.func_or_class
     fake._call = lambda *a, **kw: cls._call(fake, *a, **kw)
     fake._score_part = lambda *a: cls._score_part(fake, *a)

@@ -45,3 +45,14 @@ def test_a_malformed_body_answers_in_the_documented_shape(demo_root: Path) -> No
     assert set(r.json()) == {"error", "message", "detail"} and r.json()["error"] == "InvalidRequest"
     r = c.post("/api/v1/serve-ml/sync", headers={"Authorization": "Bearer wrong-token-000000"})
     assert r.status_code == 403 and set(r.json()) >= {"error", "message"}
+
+
+def test_fastapis_own_refusals_answer_in_the_documented_shape(demo_root: Path) -> None:
+    c = TestClient(_app(demo_root))
+    admin = {"Authorization": "Bearer admin-token-00000001", "Content-Type": "application/json"}
+    r = c.post("/api/v1/serve-ml/bundles/press-02/7.5kW/unpin", content=b"rJA\xff\x03", headers=admin)
+    assert r.status_code == 422 and r.json()["error"] == "InvalidRequest" and "UTF-8" in r.json()["message"]
+    r = c.get("/api/v1/serve-ml/no-such-route")
+    assert r.status_code == 404 and set(r.json()) == {"error", "message"}
+    r = c.get("/api/v1/serve-ml/predict")
+    assert r.status_code == 405 and r.json()["error"] == "MethodNotAllowed"
