@@ -64,7 +64,8 @@ class ColumnsRequest(BaseModel):
     equipment_id: Name = Field(description="Equipment id; every row belongs to it.")
     power: Name | None = Field(default=None, description="Power class; omitted: chosen per row automatically.")
     model_version: Name | None = Field(default=None, description="Pin a version; omitted: the live version.")
-    columns: dict[Name, list[Number] | list[list[Number]]] = Field(
+    columns: dict[Name, Annotated[list[Number], Field(min_length=1)]
+                  | Annotated[list[Annotated[list[Number], Field(min_length=1)]], Field(min_length=1)]] = Field(
         min_length=1, max_length=MAX_FEATURES,
         description="Feature name -> one value per row; equal lengths. For a bundle with sequence modalities "
                     "(lstm_autoencoder), one window per row instead: an array of the readings leading to the "

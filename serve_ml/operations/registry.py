@@ -8,7 +8,7 @@ dropped.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from serve_ml.core.errors import NotFound
 from serve_ml.core.reading import MAX_NAME_CHARS
 from serve_ml.operations.db import OpsDB, bump_generation, jsonable
-from serve_ml.operations.thresholds import Placement, location_path
+from serve_ml.operations.thresholds import LOCATION_PART_PATTERN, Placement, location_path
 
 MAX_LOCATION_DEPTH = 8
 
@@ -30,7 +30,8 @@ class EquipmentIn(BaseModel):
     type: str | None = Field(default=None, max_length=MAX_NAME_CHARS,
                              description="Equipment type (thresholds can be set per type).")
     power: str | None = Field(default=None, max_length=MAX_NAME_CHARS, description="Power class, e.g. 5kW.")
-    location: list[str] = Field(default_factory=list, max_length=MAX_LOCATION_DEPTH,
+    location: list[Annotated[str, Field(pattern=LOCATION_PART_PATTERN)]] = Field(
+                                default_factory=list, max_length=MAX_LOCATION_DEPTH,
                                 description='Path from the root, e.g. ["site-a", "hall-1", "line-2"]; '
                                             'a "site-a/hall-1/line-2" string is accepted too.')
     metadata: dict[str, Any] = Field(default_factory=dict, description="Free key/value data.")

@@ -28,7 +28,10 @@ LEVEL_NAMES = ("normal", "warning", "critical")
 class Limits(BaseModel):
     """Warning and critical limits of one sensor; any of the four may be absent."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # "at least one limit" in the schema too, so the contract says what the validator does
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra={"anyOf": [
+        {"required": [k], "properties": {k: {"type": "number"}}}
+        for k in ("warning_min", "warning_max", "critical_min", "critical_max", "valid_min", "valid_max")]})
 
     warning_min: float | None = Field(default=None, allow_inf_nan=False, description="Warning below this value.")
     warning_max: float | None = Field(default=None, allow_inf_nan=False, description="Warning above this value.")
@@ -200,10 +203,23 @@ def breaches(book: ThresholdBook, equipment_id: str, features: Mapping[str, floa
     return sorted(out, key=lambda b: b["level"] != "critical")
 
 
+# What str.strip() strips (every character whose isspace() is true), spelled out so the
+# patterns below mean the same in any regex engine that reads the OpenAPI document.
+_SPACE = r"\t\n\x0b\x0c\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+# no NUL either: PostgreSQL text cannot hold one
+_PART = rf"[^/\x00{_SPACE}](?:[^/\x00]*[^/\x00{_SPACE}])?"
+LOCATION_PART_PATTERN = rf"^{_PART}$"
+"""One part of a location, as :func:`location_path` accepts it (for schemas)."""
+LOCATION_PATTERN = rf"^(?:{_PART}(?:/{_PART})*)?$"
+"""A location path as :func:`location_path` accepts it, or empty (for schemas)."""
+
+
 def location_path(text: str | Sequence[str]) -> tuple[str, ...]:
     """A location as a path: "site-a/hall-1/line-2" or its parts. Empty parts and
     surrounding spaces are refused, not dropped: they are typing mistakes."""
     parts = text.split("/") if isinstance(text, str) else list(text)
     if any(not p or p != p.strip() for p in parts) and parts != [""]:
         raise ValueError(f"location {'/'.join(parts)!r}: empty or space-padded part")
+    if any("\x00" in p for p in parts):
+        raise ValueError(f"location {'/'.join(parts)!r}: a NUL character")
     return tuple(p for p in parts if p)

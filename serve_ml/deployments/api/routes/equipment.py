@@ -21,11 +21,12 @@ from serve_ml.deployments.api.deps import (
 )
 from serve_ml.deployments.edge import PREFIX
 from serve_ml.operations.registry import EquipmentIn
-from serve_ml.operations.thresholds import location_path
+from serve_ml.operations.thresholds import LOCATION_PATTERN, location_path
 
 router = APIRouter(prefix=PREFIX, route_class=OrjsonRoute)
 EquipmentId = Annotated[str, Path(min_length=1, max_length=MAX_NAME_CHARS)]
-LocationQuery = Annotated[str | None, Query(max_length=1000, description='A location path, e.g. "site-a/hall-1".')]
+LocationQuery = Annotated[str | None, Query(max_length=1000, pattern=LOCATION_PATTERN,
+                                            description='A location path, e.g. "site-a/hall-1".')]
 
 
 def parse_location(text: str | None) -> tuple[str, ...]:
@@ -51,7 +52,8 @@ async def get_equipment(core: CoreDep, equipment_id: EquipmentId) -> Response:
     return json_response(await core.operations.registry.get(equipment_id))
 
 
-@router.put("/equipment/{equipment_id}", responses=OPERATE_ERRORS)
+@router.put("/equipment/{equipment_id}", responses={"201": {"description": "Registered (a new entry)."},
+                                                    **OPERATE_ERRORS})
 async def put_equipment(core: CoreDep, role: OperatorRole, equipment_id: EquipmentId, body: EquipmentIn) -> Response:
     """Register an equipment or replace its entry (operator). 201 when created."""
     row, created = await core.operations.registry.put(equipment_id, body)

@@ -22,7 +22,9 @@ class WhoAmI(BaseModel):
         description="The strongest role the token holds; anonymous: no token, and reads need one.")
 
 
-@router.get("/whoami", response_model=WhoAmI, responses=errors(403, 413))
+# security: anonymous or a bearer, both answered (the empty requirement says so)
+@router.get("/whoami", response_model=WhoAmI, responses=errors(403, 413),
+            openapi_extra={"security": [{}, {"HTTPBearer": []}]})
 async def whoami(request: Request, creds: Bearer) -> Response:
     """The role of the presented token (403 if it is no token this server knows).
     Open to all, so that a page can ask before it has a token."""
