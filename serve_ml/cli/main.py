@@ -8,6 +8,7 @@ import sys
 from serve_ml import __version__
 from serve_ml.cli import bench, bundle, cluster, scale, stream
 from serve_ml.core.settings import Settings
+from serve_ml.core.tracing import configure_logging
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,6 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # The one Settings of this process, read from the environment here and passed down.
     args.settings = Settings()
+    configure_logging(args.settings.log_format)
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -234,6 +235,13 @@ class Settings(BaseSettings):
 
     rate_limit_burst: int = Field(default=0, ge=0)
     """Requests a client may make at once before the rate applies; 0: one second's worth."""
+
+    otlp_endpoint: str | None = None
+    """OpenTelemetry collector (OTLP/HTTP, e.g. ``http://otel-collector:4318``): every
+    process exports its spans to ``<endpoint>/v1/traces``; unset: no tracing."""
+
+    log_format: Literal["text", "json"] = "text"
+    """``json``: one JSON object per log line, with the trace and span ids."""
 
     jwt_secret: SecretStr | None = None
     """HS256 secret for bearer JWTs (at least 32 characters); with it, or a JWKS file,

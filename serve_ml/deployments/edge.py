@@ -20,6 +20,7 @@ import orjson
 
 from serve_ml.core.errors import PayloadTooLarge, ServeMLError
 from serve_ml.core.http import API_PREFIX
+from serve_ml.core.tracing import span_from, traceparent
 from serve_ml.deployments.auth import Principal, TokenGuard
 from serve_ml.deployments.ratelimit import RateLimited, RateLimiter
 from serve_ml.operations.audit import AuditEntry
@@ -105,7 +106,7 @@ class EdgeMiddleware:
 
     def __init__(self, app: Any, *, metrics: Metrics, max_bytes: int, routes: frozenset[str],
                  guard: TokenGuard, audit: Callable[[AuditEntry], Awaitable[None]] | None = None,
-                 limiter: RateLimiter | None = None) -> None:
+                 limiter: RateLimiter | None = None, tracing: bool = False) -> None:
         self.app = app
         self.metrics = metrics
         self.max_bytes = max_bytes
@@ -117,6 +118,7 @@ class EdgeMiddleware:
         self.guard = guard
         self.audit = audit
         self.limiter = limiter
+        self.tracing = tracing
 
     def _template(self, path: str) -> str:
         for pattern, template in self.templates:
@@ -205,7 +207,10 @@ class EdgeMiddleware:
             await send(msg)
 
         try:
-            await self.app(scope, replay, capture)
+            if self.tracing:
+                await self._traced(scope, replay, capture, endpoint, status)
+            else:
+                await self.app(scope, replay, capture)
         except asyncio.CancelledError:
             if status[0] == 500:  # the client went away before an answer: not a server error
                 status[0] = CLIENT_CLOSED
@@ -214,6 +219,26 @@ class EdgeMiddleware:
             self.metrics.request(endpoint, status[0], (time.perf_counter() - t0) * 1e3)
             if audited:
                 await self._audit(scope, principal, endpoint, status[0])
+
+    async def _traced(self, scope: dict, receive: Any, send: Any, endpoint: str, status: list[int]) -> None:
+        """The request as a span continuing the caller's ``traceparent``; the answer
+        carries the server span's own ``traceparent`` so the caller can find it."""
+        carrier = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope.get("headers", ())
+                   if k in (b"traceparent", b"tracestate")}
+        method = scope.get("method", "")
+        with span_from(carrier, f"{method} {endpoint}", **{"http.request.method": method,
+                                                          "http.route": endpoint}) as span:
+            header = traceparent(span)
+
+            async def with_header(msg: dict) -> None:
+                if msg["type"] == "http.response.start" and header is not None:
+                    msg = {**msg, "headers": [*msg.get("headers", []), (b"traceparent", header.encode())]}
+                await send(msg)
+
+            try:
+                await self.app(scope, receive, with_header)
+            finally:
+                span.set_attribute("http.response.status_code", status[0])
 
     async def _audit(self, scope: dict, who: Principal | None, endpoint: str, status: int) -> None:
         """One audit row, written after the answer went out; a database that is down

@@ -29,6 +29,7 @@ from serve_ml.bundles.batch import Reading, ReadingColumns, Result
 from serve_ml.bundles.catalog import Override
 from serve_ml.core.errors import GatewayTimeout, Overloaded, ServeMLError
 from serve_ml.core.settings import Settings
+from serve_ml.core.tracing import configure_logging, configure_tracing, inject
 from serve_ml.deployments.api import create_api
 from serve_ml.deployments.auth import TokenGuard
 from serve_ml.deployments.http_store import HttpStore
@@ -90,6 +91,8 @@ class Ingress:
         self.http_store = None if self.args.store_to is None else HttpStore(self.args.store_to,
                                                                             self.args.features_topic)
         settings = Settings()  # tokens come from this process's environment, never from deployment args
+        self.tracing = configure_tracing("serve-ml-ingress", settings.otlp_endpoint)
+        configure_logging(settings.log_format)
         self.guard = TokenGuard.of(settings)
         self.control = get_control(self.args.database_url)
         generation, overrides = ray.get(self.control.state.remote())
@@ -101,7 +104,7 @@ class Ingress:
         self.management = Management(self.service, ClusterState(self.control, self.handles), self.history)
 
     def __serve_build_asgi_app__(self) -> Any:
-        return create_api(self, max_request_bytes=self.args.max_request_bytes,
+        return create_api(self, max_request_bytes=self.args.max_request_bytes, tracing=getattr(self, "tracing", False),
                           limiter=rate_limiter(self.args.rate_limit_per_s, self.args.rate_limit_burst))
 
     async def score(self, readings: list[Reading]) -> list[Result]:
@@ -145,7 +148,8 @@ class Ingress:
         return await asyncio.to_thread(local)
 
     async def _call(self, eq: str, method: str, *args: Any, local: Callable[[], Any]) -> Any:
-        response = getattr(self.handles[eq], method).remote(*args)
+        kwargs = {"trace": inject()} if getattr(self, "tracing", False) else {}
+        response = getattr(self.handles[eq], method).remote(*args, **kwargs)
         deadline = min(self.args.equipment_deadline_s, self.args.request_timeout_s)
         t0 = time.monotonic()
         try:

@@ -19,6 +19,7 @@ from fastapi import FastAPI
 from serve_ml.bundles.batch import Reading, ReadingColumns, Result
 from serve_ml.core.ports import free_port
 from serve_ml.core.settings import Settings
+from serve_ml.core.tracing import configure_logging, configure_tracing
 from serve_ml.deployments.api import create_api
 from serve_ml.deployments.auth import TokenGuard
 from serve_ml.deployments.http_store import HttpStore
@@ -79,7 +80,9 @@ def create_local_app(settings: Settings | None = None) -> FastAPI:
     guard = TokenGuard.of(s)
     core = LocalCore(service, max_bulk_rows=s.max_bulk_rows, database_url=s.database_url, guard=guard,
                      alerts_topic=s.alerts_topic, stale_after_s=s.stale_after_s)
-    return create_api(core, max_request_bytes=s.max_request_bytes,
+    tracing = configure_tracing("serve-ml", s.otlp_endpoint)
+    configure_logging(s.log_format)
+    return create_api(core, max_request_bytes=s.max_request_bytes, tracing=tracing,
                       limiter=rate_limiter(s.rate_limit_per_s, s.rate_limit_burst))
 
 

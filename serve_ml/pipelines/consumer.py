@@ -30,6 +30,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
 from serve_ml.core.settings import Settings
+from serve_ml.core.tracing import configure_logging, configure_tracing, tracer
 from serve_ml.operations.follow import OpsFollower
 from serve_ml.pipelines.backoff import Backoff
 from serve_ml.pipelines.deadletter import DLQ_MAX_KEY_BYTES, DLQ_MAX_VALUE_BYTES, dead_letter_record
@@ -69,6 +70,8 @@ class StreamScorer:
     def __init__(self, settings: Settings, database_url: str, bootstrap: str, mode: str, name: str, *,
                  embedded_broker: bool) -> None:
         self.s = settings
+        configure_tracing(f"serve-ml-{name}", settings.otlp_endpoint)
+        configure_logging(settings.log_format)
         self.database_url = database_url
         self.bootstrap = bootstrap
         self.name = name
@@ -291,6 +294,12 @@ class StreamScorer:
         commit wait for that one to finish: alert state and offsets move in batch
         order, and a failure of the previous batch fails this one (nothing of it
         committed)."""
+        with tracer().start_as_current_span("stream.batch", attributes={
+                "serve_ml.scorer": self.name, "serve_ml.consumed": batch.consumed, "serve_ml.dead": len(batch.dead)}):
+            await self._store_traced(batch, pool, producer, consumer, wake, after)
+
+    async def _store_traced(self, batch: Prepared, pool: asyncpg.Pool, producer: AIOKafkaProducer,
+                            consumer: AIOKafkaConsumer, wake: asyncio.Event, after: asyncio.Task[None] | None) -> None:
         if batch.dead:
             await self._dead_letter(producer, batch.dead)
         t0 = time.perf_counter()

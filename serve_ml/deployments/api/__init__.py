@@ -47,7 +47,8 @@ ROUTERS = (predict.router, bundles.router, history.router, health.router, equipm
            maintenance.router, alarm_rules.router, session.router, audit.router, v2.router)
 
 
-def create_api(core: Core, *, max_request_bytes: int, limiter: RateLimiter | None = None) -> FastAPI:
+def create_api(core: Core, *, max_request_bytes: int, limiter: RateLimiter | None = None,
+               tracing: bool = False) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         yield
@@ -107,7 +108,7 @@ def create_api(core: Core, *, max_request_bytes: int, limiter: RateLimiter | Non
                        routes=frozenset(r.path for router in ROUTERS for r in router.routes),  # type: ignore[attr-defined]
                        guard=core.guard,
                        audit=core.operations.audit.record if core.history.database_url else None,
-                       limiter=limiter)
+                       limiter=limiter, tracing=tracing)
     return app
 
 
