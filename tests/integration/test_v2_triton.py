@@ -14,6 +14,8 @@ from tests.integration.conftest import ADMIN
 from tests.samples import sim_rows
 
 pytestmark = pytest.mark.integration
+# tritonclient writes into the headers dict it is given (Inference-Header-Content-Length):
+# every call gets a copy of the shared ADMIN headers.
 
 
 @pytest.fixture()
@@ -25,9 +27,9 @@ def client(cluster) -> triton.InferenceServerClient:
 
 def test_tritonclient_scores_json_and_binary_like_the_columns_route(client: triton.InferenceServerClient,
                                                                      http: httpx.Client) -> None:
-    assert client.is_server_live() and client.is_server_ready(headers=ADMIN)
-    assert client.is_model_ready("press-02", headers=ADMIN)
-    meta = client.get_model_metadata("press-02", headers=ADMIN)
+    assert client.is_server_live() and client.is_server_ready(headers=dict(ADMIN))
+    assert client.is_model_ready("press-02", headers=dict(ADMIN))
+    meta = client.get_model_metadata("press-02", headers=dict(ADMIN))
     order = [i["name"] for i in meta["inputs"]]
     rows = sim_rows("normal", 50, "7.5kW") + sim_rows("overstrain", 50, "7.5kW")
     own = http.post("/predict/columns", json={
@@ -40,7 +42,7 @@ def test_tritonclient_scores_json_and_binary_like_the_columns_route(client: trit
             inputs.append(t)
         # every output the metadata promises (fault outputs only where classifiers run)
         outputs = [triton.InferRequestedOutput(o["name"], binary_data=binary) for o in meta["outputs"]]
-        res = client.infer("press-02", inputs, outputs=outputs, headers=ADMIN)
+        res = client.infer("press-02", inputs, outputs=outputs, headers=dict(ADMIN))
         assert "score" in own, own
         np.testing.assert_allclose(res.as_numpy("score"), own["score"])
         assert res.as_numpy("anomaly").tolist() == own["anomaly"]
@@ -58,6 +60,6 @@ def test_tritonclient_sees_the_protocol_error(client: triton.InferenceServerClie
     t = triton.InferInput("air_temp_k", [1], "FP64")
     t.set_data_from_numpy(np.asarray([300.0]))
     with pytest.raises(InferenceServerException, match="power"):
-        client.infer("press-02", [t], headers=ADMIN)
+        client.infer("press-02", [t], headers=dict(ADMIN))
     with pytest.raises(InferenceServerException, match="ghost-07"):
-        client.get_model_metadata("ghost-07", headers=ADMIN)
+        client.get_model_metadata("ghost-07", headers=dict(ADMIN))
