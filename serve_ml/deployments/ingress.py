@@ -200,6 +200,19 @@ class Ingress:
     async def stream_health(self) -> dict[str, Any]:
         return await stream_actors_health()
 
+    async def deployments(self) -> dict[str, Any]:
+        """The app's status and each deployment's replicas by state (from Serve's controller)."""
+        name = serve.get_replica_context().app_name
+        app = (await asyncio.to_thread(serve.status)).applications.get(name)
+        if app is None:
+            return {"app": "absent", "deployments": {}}
+        def word(state: Any) -> str:  # Serve's states are str enums: their value, not "Enum.NAME"
+            return str(getattr(state, "value", state))
+
+        return {"app": word(app.status), "deployments": {
+            name: {"status": word(d.status), "replicas": {word(k): v for k, v in d.replica_states.items()}}
+            for name, d in sorted(app.deployments.items())}}
+
 
 class ClusterState:
     """Live state in the control-plane actor; converged when every equipment

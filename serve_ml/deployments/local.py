@@ -69,6 +69,9 @@ class LocalCore:
     async def stream_health(self) -> dict[str, Any]:
         return {}  # no stream actors without Ray
 
+    async def deployments(self) -> dict[str, Any]:
+        return {"app": "in-process", "deployments": {}}  # no Serve deployments without Ray
+
     async def ready(self) -> tuple[bool, dict[str, Any]]:
         live = len(self.service.catalog.live)
         return bool(live), {"live_bundles": live, "unavailable_deployments": []}

@@ -129,6 +129,19 @@ def test_every_page_loads_with_no_console_error(stack: Stack, browser: WebDriver
         assert console_errors(browser) == [], page
 
 
+def test_pipeline_lists_each_deployment_with_its_running_replicas(stack: Stack, browser: WebDriver) -> None:
+    sign_in(browser, stack, VIEWER)
+    browser.get(f"{stack.url}/#/pipeline")
+    browser.refresh()
+    WebDriverWait(browser, 20).until(lambda d: "equipment-press-02" in d.find_element(By.ID, "replicas").text)
+    rows = {r.find_elements(By.TAG_NAME, "td")[0].text: r.text
+            for r in browser.find_elements(By.CSS_SELECTOR, "#replicas tr") if r.find_elements(By.TAG_NAME, "td")}
+    assert {"Ingress", "equipment-press-02", "equipment-pump-03"} <= set(rows), rows
+    assert "running" in rows["equipment-press-02"].lower(), rows
+    assert stack.api.get("/deployments", headers={"Authorization": f"Bearer {VIEWER}"}).json()["deployments"][
+        "equipment-press-02"]["replicas"].get("RUNNING", 0) >= 1
+
+
 def test_fleet_tile_turns_critical_within_5s_of_a_threshold_breach(stack: Stack, browser: WebDriver) -> None:
     sign_in(browser, stack, OPERATOR)
     tile = '#tiles .tile[data-id="pump-03"]'

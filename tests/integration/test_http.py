@@ -152,3 +152,11 @@ def test_docs_served(cluster) -> None:
     assert httpx.get(cluster.http_url + "/docs").status_code == 200
     spec = httpx.get(cluster.http_url + "/openapi.json").json()
     assert "/api/v1/serve-ml/predict" in spec["paths"]
+
+
+def test_deployments_lists_replicas_by_state(http: httpx.Client) -> None:
+    body = http.get("/deployments").json()
+    assert body["app"] == "RUNNING", body
+    deps = body["deployments"]
+    assert "Ingress" in deps and any(name.startswith("equipment-") for name in deps), deps
+    assert all(d["replicas"].get("RUNNING", 0) >= 1 for d in deps.values() if d["status"] == "HEALTHY"), deps

@@ -61,6 +61,7 @@ def create_api(core: Core, *, max_request_bytes: int, limiter: RateLimiter | Non
     app.state.core = core
     app.state.ready_answer = Cached(core.ready, HEALTH_CACHE_S)
     app.state.stream_answer = Cached(core.stream_health, HEALTH_CACHE_S)
+    app.state.deployments_answer = Cached(core.deployments, HEALTH_CACHE_S)
     for router in ROUTERS:
         app.include_router(router)
     mount_portal(app)

@@ -100,3 +100,8 @@ def test_a_report_without_recorded_errors_and_unknown_versions(demo_root: Path) 
     missing = c.get(f"{API}/bundles/press-02/7.5kW/9.9.9/report")
     assert missing.status_code == 404 and "9.9.9" in missing.json()["message"]
     assert c.get(f"{API}/bundles/no-such/7.5kW/1.0.0/report").status_code == 404
+
+
+def test_deployments_without_serve_say_so(demo_root: Path) -> None:
+    body = _client(demo_root).get(f"{API}/deployments").json()
+    assert body == {"app": "in-process", "deployments": {}}

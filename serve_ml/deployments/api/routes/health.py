@@ -7,7 +7,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from serve_ml.deployments.api.body import OrjsonRoute
-from serve_ml.deployments.api.deps import errors, json_response
+from serve_ml.deployments.api.deps import READ_ONLY, errors, json_response
 from serve_ml.deployments.edge import PREFIX
 
 router = APIRouter(prefix=PREFIX, route_class=OrjsonRoute)
@@ -24,6 +24,13 @@ async def ready(request: Request) -> Response:
     """Bundles are loaded and every equipment deployment answers (cached for a second)."""
     ok, detail = await request.app.state.ready_answer()
     return json_response({"status": "ready" if ok else "not ready", **detail}, 200 if ok else 503)
+
+
+@router.get("/deployments", dependencies=READ_ONLY, responses=errors(401, 403, 413, 503, 504))
+async def deployments(request: Request) -> Response:
+    """The serving app's status and each deployment's replicas by state (RUNNING,
+    STARTING, STOPPING...), as Serve's controller reports them (cached for a second)."""
+    return json_response(await request.app.state.deployments_answer())
 
 
 @router.get("/stream/health", responses=errors(503))

@@ -1,5 +1,5 @@
 // Pipeline: stream health (scorer state, lag, rates, dead letters), the serving
-// deployments, and the notification delivery log. Polled every few seconds.
+// deployments and their replicas, and the notification delivery log. Polled every few seconds.
 import { api, h, when } from "./api.js";
 
 const COLUMNS = ["state", "lag", "consumed", "stored", "readings/s", "dead_lettered", "restarts", "db_errors", "broker_errors"];
@@ -8,9 +8,10 @@ export async function pipelinePage({ view }) {
   const summary = h("p", { id: "stream-status" });
   const actors = h("table", { id: "stream-actors" });
   const serving = h("table", { id: "serving" });
+  const replicas = h("table", { id: "replicas" });
   const deliveries = h("table", { id: "deliveries" });
   view.replaceChildren(h("h1", {}, "Pipeline"), h("h2", {}, "Stream scorers"), summary, actors,
-    h("h2", {}, "Serving"), serving, h("h2", {}, "Notifications"), deliveries);
+    h("h2", {}, "Serving"), serving, replicas, h("h2", {}, "Notifications"), deliveries);
   let timer = null, stopped = false;
   const before = new Map();  // actor -> [consumed, ms], for a rate between polls
 
@@ -33,6 +34,14 @@ export async function pipelinePage({ view }) {
       serving.replaceChildren(h("tr", {}, h("th", {}, "ready"), h("th", {}, "live bundles"), h("th", {}, "unavailable deployments")),
         h("tr", {}, h("td", {}, d.status), h("td", {}, d.live_bundles ?? "—"), h("td", {}, (d.unavailable_deployments || []).join(", ") || "none")));
     } catch (e) { serving.replaceChildren(h("tr", {}, h("td", { class: "error" }, e.message))); }
+    try {
+      const d = await api("/deployments");
+      const entries = Object.entries(d.deployments || {});
+      replicas.replaceChildren(h("tr", {}, ...["deployment", "status", "replicas"].map((c) => h("th", {}, c))),
+        ...entries.map(([name, dep]) => h("tr", {}, h("td", {}, name), h("td", {}, dep.status),
+          h("td", {}, Object.entries(dep.replicas).map(([state, n]) => `${n} ${state.toLowerCase()}`).join(", ") || "none"))));
+      if (!entries.length) replicas.append(h("tr", {}, h("td", { colspan: 3, class: "muted" }, `no Serve deployments (${d.app})`)));
+    } catch (e) { replicas.replaceChildren(h("tr", {}, h("td", { class: "error" }, e.message))); }
     try {
       const rows = (await api("/notifications", { query: { limit: 50 } })).deliveries || [];
       deliveries.replaceChildren(h("tr", {}, ...["created", "sink", "status", "attempts", "last error"].map((c) => h("th", {}, c))),
