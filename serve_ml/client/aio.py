@@ -12,7 +12,7 @@ from typing import Any, Literal
 import httpx
 import orjson
 
-from serve_ml.client.calls import RETRY_STATUSES, Call, Calls, Columns, RetryPolicy, error_of, ws_path
+from serve_ml.client.calls import Call, Calls, Columns, RetryPolicy, error_of, headers_for, retry_wait, ws_path
 
 
 class AsyncClient:
@@ -37,26 +37,25 @@ class AsyncClient:
         await self.aclose()
 
     async def _send(self, call: Call) -> Any:
-        headers = dict(call.headers)
-        if self.token:
-            headers["Authorization"] = f"Bearer {self.token}"
-        for attempt in range(1, self.retry.attempts + 1):
-            last = attempt == self.retry.attempts
+        headers = headers_for(call, self.token)
+        attempt = 0
+        while True:
+            attempt += 1
             try:
                 r = await self.http.request(call.method, call.path, params=call.params or None, json=call.json,
                                             content=call.content, headers=headers)
             except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError):
-                if not call.idempotent or last:
+                wait = retry_wait(call, self.retry, attempt, dropped=True)
+                if wait is None:
                     raise
-                await asyncio.sleep(self.retry.wait_s(attempt, None))
+                await asyncio.sleep(wait)
                 continue
             if r.status_code < 400:
                 return orjson.loads(r.content) if r.content else None
-            if r.status_code in RETRY_STATUSES and not last:
-                await asyncio.sleep(self.retry.wait_s(attempt, r.headers.get("retry-after")))
-                continue
-            raise error_of(r.status_code, r.content, r.headers.get("retry-after"))
-        raise AssertionError("unreachable")
+            wait = retry_wait(call, self.retry, attempt, status=r.status_code, retry_after=r.headers.get("retry-after"))
+            if wait is None:
+                raise error_of(r.status_code, r.content, r.headers.get("retry-after"))
+            await asyncio.sleep(wait)
 
     async def predict(self, equipment_id: str, features: Mapping[str, float], *, power: str | None = None,
                       model_version: str | None = None) -> dict[str, Any]:

@@ -69,6 +69,24 @@ class RetryPolicy:
 RETRY_STATUSES = frozenset({429, 503})
 
 
+def headers_for(call: Call, token: str | None) -> dict[str, str]:
+    return {**call.headers, "Authorization": f"Bearer {token}"} if token else dict(call.headers)
+
+
+def retry_wait(call: Call, policy: RetryPolicy, attempt: int, *, status: int | None = None,
+               retry_after: str | None = None, dropped: bool = False) -> float | None:
+    """Seconds to wait before sending ``call`` again after ``attempt`` (1-based), or
+    None: give up (raise what happened). A dropped connection is retried only for a
+    call that is safe to repeat; 429/503 (the server did nothing) always."""
+    if attempt >= policy.attempts:
+        return None
+    if dropped:
+        return policy.wait_s(attempt, None) if call.idempotent else None
+    if status in RETRY_STATUSES:
+        return policy.wait_s(attempt, retry_after)
+    return None
+
+
 def error_of(status: int, body: bytes, retry_after: str | None) -> ApiError:
     import orjson
 

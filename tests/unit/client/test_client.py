@@ -129,3 +129,15 @@ async def test_the_async_client_makes_the_same_calls(demo_root: Path) -> None:
         assert (await c.bundles("pump-03"))["bundles"]
         with pytest.raises(ApiError):
             await c.predict("pump-03", {"not_a_sensor": 1.0}, power="5.5kW")
+
+
+def test_a_dropped_connection_is_retried_only_where_repeating_is_safe() -> None:
+    from serve_ml.client.calls import Calls, retry_wait
+
+    policy = RetryPolicy(attempts=3, default_wait_s=0.25)
+    scoring, sync = Calls.predict("x", {"a": 1.0}, None, None), Calls.sync()
+    assert retry_wait(scoring, policy, 1, dropped=True) == 0.25
+    assert retry_wait(sync, policy, 1, dropped=True) is None  # it may have happened: never twice
+    assert retry_wait(sync, policy, 1, status=503, retry_after="2") == 2.0  # refused before acting
+    assert retry_wait(scoring, policy, 3, status=503) is None  # attempts spent
+    assert retry_wait(scoring, policy, 1, status=404) is None
