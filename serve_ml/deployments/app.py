@@ -139,6 +139,7 @@ def build_graph(args: AppArgs, s: Settings) -> Application:
         poll_interval_s=args.poll_interval_s, database_url=s.database_url, alerts_topic=s.alerts_topic,
         stale_after_s=s.stale_after_s, store_to=http_store_bootstrap(s), features_topic=s.features_topic,
         ws_max_per_client=s.ws_max_per_client, rate_limit_per_s=s.rate_limit_per_s,
+        kafka_bootstrap=s.kafka_bootstrap, dead_letter_topic=s.dead_letter_topic,
         rate_limit_burst=s.rate_limit_burst,
     )
     ingress_init = ingress_args.model_dump()

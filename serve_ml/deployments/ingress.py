@@ -36,6 +36,7 @@ from serve_ml.deployments.http_store import HttpStore
 from serve_ml.deployments.live import LiveHub
 from serve_ml.deployments.ratelimit import rate_limiter
 from serve_ml.deployments.wire import encode_readings, merge_items
+from serve_ml.operations.dead_letters import DeadLetters
 from serve_ml.operations.follow import IngressBook
 from serve_ml.operations.service import Operations
 from serve_ml.scoring.control import GenerationWatcher, get_control
@@ -68,6 +69,9 @@ class IngressArgs(BaseModel):
                                                            "(SERVE_ML_STORE_HTTP_PREDICTIONS); None: not stored.")
     features_topic: str = Field(default="serve-ml.features", description="The stream's features topic.")
     ws_max_per_client: int = Field(default=16, ge=1, description="WebSocket connections per client address.")
+    kafka_bootstrap: str | None = Field(default=None, description="Broker of the stream (dead letters are read "
+                                        "from it); None: no stream.")
+    dead_letter_topic: str = Field(default="serve-ml.features.dlq", description="The stream's dead-letter topic.")
     rate_limit_per_s: float = Field(default=0.0, ge=0, description="Scoring requests/s per client; 0: no limit.")
     rate_limit_burst: int = Field(default=0, ge=0, description="Bucket size; 0: one second's worth.")
 
@@ -88,6 +92,8 @@ class Ingress:
                                      stale_after_s=self.args.stale_after_s)
         self.live = LiveHub(self.args.database_url, max_per_client=self.args.ws_max_per_client)
         self.book = IngressBook(self.history.pool if self.args.database_url else None)
+        self.dead_letters = (None if self.args.kafka_bootstrap is None
+                             else DeadLetters(self.args.kafka_bootstrap, self.args.dead_letter_topic))
         self.http_store = None if self.args.store_to is None else HttpStore(self.args.store_to,
                                                                             self.args.features_topic)
         settings = Settings()  # tokens come from this process's environment, never from deployment args

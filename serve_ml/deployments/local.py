@@ -25,6 +25,7 @@ from serve_ml.deployments.auth import TokenGuard
 from serve_ml.deployments.http_store import HttpStore
 from serve_ml.deployments.live import LiveHub
 from serve_ml.deployments.ratelimit import rate_limiter
+from serve_ml.operations.dead_letters import DeadLetters
 from serve_ml.operations.follow import IngressBook
 from serve_ml.operations.service import Operations
 from serve_ml.scoring.history import History
@@ -37,8 +38,9 @@ class LocalCore:
     def __init__(self, service: ScoringService, *, max_bulk_rows: int, database_url: str | None = None,
                  guard: TokenGuard | None = None, alerts_topic: str = "serve-ml.alerts",
                  stale_after_s: float = 300.0, http_store: HttpStore | None = None,
-                 ws_max_per_client: int = 16) -> None:
+                 ws_max_per_client: int = 16, dead_letters: DeadLetters | None = None) -> None:
         self.service = service
+        self.dead_letters = dead_letters
         self.metrics: Metrics = service.metrics
         self.max_bulk_rows = max_bulk_rows
         self.history = History(database_url)
@@ -82,7 +84,8 @@ def create_local_app(settings: Settings | None = None) -> FastAPI:
     service = ScoringService(s.root, enable_xgb=s.enable_xgb, metrics=NoMetrics())
     guard = TokenGuard.of(s)
     core = LocalCore(service, max_bulk_rows=s.max_bulk_rows, database_url=s.database_url, guard=guard,
-                     alerts_topic=s.alerts_topic, stale_after_s=s.stale_after_s)
+                     alerts_topic=s.alerts_topic, stale_after_s=s.stale_after_s,
+                     dead_letters=DeadLetters(s.kafka_bootstrap, s.dead_letter_topic) if s.kafka_bootstrap else None)
     tracing = configure_tracing("serve-ml", s.otlp_endpoint)
     configure_logging(s.log_format)
     return create_api(core, max_request_bytes=s.max_request_bytes, tracing=tracing,

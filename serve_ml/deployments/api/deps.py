@@ -17,6 +17,7 @@ from serve_ml.deployments.auth import TokenGuard
 from serve_ml.deployments.http_store import HttpStore
 from serve_ml.deployments.live import LiveHub
 from serve_ml.deployments.schemas import ErrorBody, V2ErrorBody
+from serve_ml.operations.dead_letters import DeadLetters
 from serve_ml.operations.follow import IngressBook
 from serve_ml.operations.service import Operations
 from serve_ml.scoring.history import History
@@ -78,6 +79,7 @@ class Core(Protocol):
     live: LiveHub  # WebSocket pushes
     book: IngressBook  # raw thresholds applied to HTTP predictions
     http_store: HttpStore | None  # stores HTTP predictions through the stream (None: they are not stored)
+    dead_letters: DeadLetters | None  # the stream's refused records (None: no broker)
 
     async def score(self, readings: list[Reading]) -> list[Result]: ...
     async def score_bulk(self, readings: ReadingColumns) -> tuple[int, bytes]: ...

@@ -3,11 +3,12 @@ ask the whole cluster, and anonymous callers must not multiply that)."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
+from serve_ml.core.errors import Unavailable
 from serve_ml.deployments.api.body import OrjsonRoute
-from serve_ml.deployments.api.deps import READ_ONLY, errors, json_response
+from serve_ml.deployments.api.deps import READ_ONLY, CoreDep, errors, json_response
 from serve_ml.deployments.edge import PREFIX
 
 router = APIRouter(prefix=PREFIX, route_class=OrjsonRoute)
@@ -31,6 +32,15 @@ async def deployments(request: Request) -> Response:
     """The serving app's status and each deployment's replicas by state (RUNNING,
     STARTING, STOPPING...), as Serve's controller reports them (cached for a second)."""
     return json_response(await request.app.state.deployments_answer())
+
+
+@router.get("/stream/dead-letters", dependencies=READ_ONLY, responses=errors(401, 403, 413, 422, 503, 504))
+async def dead_letters(core: CoreDep, limit: int = Query(default=50, ge=1, le=1000)) -> Response:
+    """The newest records the stream refused, newest first: why (``reason``), where from
+    (source topic, partition, offset in ``headers``), and a prefix of the bytes."""
+    if core.dead_letters is None:
+        raise Unavailable("no stream broker configured (KAFKA_BOOTSTRAP, or `serve-ml up`)")
+    return json_response({"dead_letters": await core.dead_letters.newest(limit)})
 
 
 @router.get("/stream/health", responses=errors(503))

@@ -10,8 +10,10 @@ export async function pipelinePage({ view }) {
   const serving = h("table", { id: "serving" });
   const replicas = h("table", { id: "replicas" });
   const deliveries = h("table", { id: "deliveries" });
+  const dead = h("table", { id: "dead-letters" });
   view.replaceChildren(h("h1", {}, "Pipeline"), h("h2", {}, "Stream scorers"), summary, actors,
-    h("h2", {}, "Serving"), serving, replicas, h("h2", {}, "Notifications"), deliveries);
+    h("h2", {}, "Dead letters"), dead, h("h2", {}, "Serving"), serving, replicas,
+    h("h2", {}, "Notifications"), deliveries);
   let timer = null, stopped = false;
   const before = new Map();  // actor -> [consumed, ms], for a rate between polls
 
@@ -34,6 +36,14 @@ export async function pipelinePage({ view }) {
       serving.replaceChildren(h("tr", {}, h("th", {}, "ready"), h("th", {}, "live bundles"), h("th", {}, "unavailable deployments")),
         h("tr", {}, h("td", {}, d.status), h("td", {}, d.live_bundles ?? "—"), h("td", {}, (d.unavailable_deployments || []).join(", ") || "none")));
     } catch (e) { serving.replaceChildren(h("tr", {}, h("td", { class: "error" }, e.message))); }
+    try {
+      const rows = (await api("/stream/dead-letters", { query: { limit: 20 } })).dead_letters || [];
+      dead.replaceChildren(h("tr", {}, ...["when", "reason", "from", "record"].map((c) => h("th", {}, c))),
+        ...rows.map((d) => h("tr", {}, h("td", {}, when(d.at)), h("td", {}, d.reason),
+          h("td", {}, `${d.headers.source_topic || "?"}#${d.headers.source_partition ?? "?"}@${d.headers.source_offset ?? "?"}`),
+          h("td", { class: "mono" }, d.value_preview + (d.value_bytes > d.value_preview.length ? " …" : "")))));
+      if (!rows.length) dead.append(h("tr", {}, h("td", { colspan: 4, class: "muted" }, "nothing refused")));
+    } catch (e) { dead.replaceChildren(h("tr", {}, h("td", { class: "muted" }, `dead letters: ${e.message}`))); }
     try {
       const d = await api("/deployments");
       const entries = Object.entries(d.deployments || {});
