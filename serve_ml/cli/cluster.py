@@ -11,12 +11,15 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from serve_ml.cli.state import admin_request, alive, read_state, state_path
 from serve_ml.core.settings import Settings
+
+if TYPE_CHECKING:
+    from serve_ml.deployments.launch import RunningCluster
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -127,15 +130,29 @@ Stop: Ctrl-C or `serve-ml down`
         print("stopping serve-ml (Ray Serve drains ingress replicas; this can take ~30s)...", flush=True)
         sim_stop.set()
         try:
-            if stack and cluster.gcs_reachable():  # else the actors died with Ray (see RunningCluster.stop)
+            ray_alive = _gcs_survives(cluster)
+            if stack and ray_alive:  # else the actors died with Ray (see RunningCluster.stop)
                 stack.stop_actors()
-            cluster.stop()
+            cluster.stop(gcs_alive=ray_alive)
         finally:
             if stack:  # PostgreSQL and the broker do not depend on Ray: stop them whatever happened to it
                 stack.stop()
             state_path(settings).unlink(missing_ok=True)
         print("stopped.")
     return 0
+
+
+def _gcs_survives(cluster: RunningCluster, grace_s: float = 3.0) -> bool:
+    """Whether Ray's GCS is still up a moment after the stop signal. A signal sent to
+    the whole process group reaches the GCS too, and one on its way out can still
+    accept a connection: a single probe then sends the shutdown into a GCS that dies
+    under it, which blocks for 60 s before Ray aborts this process."""
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline:
+        if not cluster.gcs_reachable(0.5):
+            return False
+        time.sleep(0.25)
+    return True
 
 
 def _auth_line(token_file: Path | None, client_env: dict[str, str] | None) -> str:

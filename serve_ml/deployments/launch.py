@@ -158,7 +158,8 @@ class RunningCluster:
         except OSError:
             return False
 
-    def stop(self) -> None:
+    def stop(self, gcs_alive: bool | None = None) -> None:
+        """``gcs_alive``: the caller's own verdict on Ray's GCS (None: probe it here)."""
         import ray
         from ray import serve
 
@@ -166,7 +167,7 @@ class RunningCluster:
             # A signal sent to the whole process group (`timeout`, systemd, a supervisor)
             # reaches Ray's own processes too. Against a dead GCS, serve.shutdown() blocks
             # for 60 s and then Ray aborts this process, so nothing after it would run.
-            if self.gcs_reachable():
+            if self.gcs_reachable() if gcs_alive is None else gcs_alive:
                 serve.shutdown()
             else:
                 log.warning("Ray's GCS at %s is gone; skipping Ray Serve's shutdown", self.gcs_address)
