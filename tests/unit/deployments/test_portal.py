@@ -105,3 +105,8 @@ def test_a_report_without_recorded_errors_and_unknown_versions(demo_root: Path) 
 def test_deployments_without_serve_say_so(demo_root: Path) -> None:
     body = _client(demo_root).get(f"{API}/deployments").json()
     assert body == {"app": "in-process", "deployments": {}}
+
+
+def test_the_favicon_is_no_content_rather_than_an_error(demo_root: Path) -> None:
+    r = _client(demo_root).get("/favicon.ico")
+    assert r.status_code == 204 and not r.content
