@@ -59,6 +59,7 @@ def failures(report: str) -> set[tuple[str, str]]:
 def test_schema_fuzzing_finds_only_explained_failures(stack: Stack, serve_root: Path, tmp_path: Path) -> None:
     port = free_port()
     env = {**os.environ, "SERVE_ML_ROOT": str(serve_root), "DATABASE_URL": stack.database_url,
+           "KAFKA_BOOTSTRAP": stack.bootstrap,  # the dead-letter route reads the stream's broker
            "SERVE_ML_ADMIN_TOKEN": "fuzz-admin-token-01", "SERVE_ML_READ_TOKEN": "fuzz-read-token-0001"}
     server = subprocess.Popen([sys.executable, "-m", "uvicorn", "--factory", "serve_ml.deployments.local:create_local_app",
                                "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
