@@ -20,7 +20,7 @@ has a remaining-useful-life head.
 from __future__ import annotations
 
 import struct
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -79,13 +79,13 @@ def split_body(body: bytes, header_length: str | None) -> tuple[dict[str, Any], 
 
 
 def parse_infer(doc: Mapping[str, Any], tail: bytes, *, max_rows: int,
-                model_features: Sequence[str] = ()) -> InferRequest:
+                model_features: Callable[[], Sequence[str]] = tuple) -> InferRequest:
     """A V2 inference request as float64 feature columns of one common row count.
 
-    ``model_features`` is the model's input order (its metadata): a tensor not named
-    after a feature, of shape ``[n, len(model_features)]``, is read in that order when
-    it does not name its own (clients such as tritonclient cannot set an input's
-    parameters)."""
+    ``model_features()`` is the model's input order (its metadata), asked for only when
+    a tensor of more than one column names no features: one not named after a feature,
+    of shape ``[n, len(features)]``, is read in that order (clients such as tritonclient
+    cannot set an input's parameters)."""
     inputs = doc.get("inputs")
     if not isinstance(inputs, list) or not inputs:
         raise ProtocolError("'inputs' must be a non-empty list of tensors")
@@ -98,11 +98,13 @@ def parse_infer(doc: Mapping[str, Any], tail: bytes, *, max_rows: int,
         array, offset = _tensor(t, i, tail, offset)
         tparams = _params(t.get("parameters"), f"input {t['name']!r}")
         order = tparams.get("features")
-        if order is None and (t["name"] in model_features or array.ndim == 1 or array.shape[-1] != len(model_features)):
+        if order is None and array.ndim > 1:
+            features = model_features()
+            if t["name"] not in features and array.shape[-1] == len(features):
+                order = list(features)
+        if order is None:
             _add(columns, t["name"], _feature_column(array, t["name"]))
             continue
-        if order is None:
-            order = list(model_features)
         names = [s.strip() for s in order.split(",")] if isinstance(order, str) else order
         if not isinstance(names, list) or not all(isinstance(s, str) and s for s in names):
             raise ProtocolError(f"input {t['name']!r}: parameters.features must name the features, comma-separated")

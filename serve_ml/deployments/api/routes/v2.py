@@ -106,8 +106,9 @@ async def infer_version(core: CoreDep, request: Request, name: str, version: str
 
 async def _infer(core: Core, request: Request, name: str, version: str | None) -> Response:
     doc, tail = oip.split_body(await request.body(), request.headers.get(oip.HEADER_LENGTH))
-    meta = _metadata(core, name, version)
-    req = oip.parse_infer(doc, tail, max_rows=core.max_bulk_rows, model_features=[i["name"] for i in meta["inputs"]])
+    # the catalog is described only for a matrix that names no features (not per request)
+    req = oip.parse_infer(doc, tail, max_rows=core.max_bulk_rows, model_features=lambda: [
+        i["name"] for i in _metadata(core, name, version)["inputs"]])
     status, body = await core.score_columns(name, req.power, version or req.model_version, req.columns, req.n)
     result = orjson.loads(body)
     if status != 200:
