@@ -100,6 +100,26 @@ def dedicated_equipment(args: AppArgs, s: Settings) -> list[str]:
     return equipment_dirs(graph_root(args, s))[: args.max_dedicated_deployments]
 
 
+HOP_LIMIT_ENV = "RAY_SERVE_REPLICA_GRPC_MAX_MESSAGE_LENGTH"
+"""Ray Serve's cap on one message between replicas over its gRPC transport (both
+the replica's server and the caller's channel read it; gRPC's default is 4 MiB)."""
+ANSWER_BYTES_PER_ROW = 2048
+"""A generous bound on one row's share of a columnar answer (score, verdicts, one
+error per modality, class probabilities, label, RUL), for :func:`hop_message_bytes`."""
+
+
+def hop_message_bytes(s: Settings) -> int:
+    """How large a message between the ingress and an equipment replica may be.
+
+    A bulk request the ingress forwards carries the request's columns, and the
+    answer comes back the same way; at gRPC's default 4 MiB a 100,000-row request
+    (5.6 MB of float64 columns) failed with a 500. The cap must hold the largest
+    request the ingress accepts and the answer to the most rows it accepts, with
+    room for serialisation; it stays under gRPC's 2 GiB ceiling."""
+    need = max(2 * s.max_request_bytes, s.max_bulk_rows * ANSWER_BYTES_PER_ROW) + (1 << 20)
+    return min(max(need, 4 << 20), (1 << 31) - 1)
+
+
 def build_app(args: AppArgs | dict[str, Any]) -> Application:
     """Serve's entry point (``import_path``): settings come from the environment.
 
@@ -116,7 +136,8 @@ def build_graph(args: AppArgs, s: Settings) -> Application:
     # backpressure_config: Serve's own 503 for a full ingress queue carries Retry-After too.
     common = {"max_ongoing_requests": s.max_ongoing_requests, "max_queued_requests": s.max_queued_requests,
               "backpressure_config": {"status_code": 503, "retry_after_s": s.retry_after_s},
-              "ray_actor_options": {"num_cpus": args.replica_num_cpus}}
+              "ray_actor_options": {"num_cpus": args.replica_num_cpus,
+                                    "runtime_env": {"env_vars": {HOP_LIMIT_ENV: str(hop_message_bytes(s))}}}}
     equipment_common = {**common}
     if args.equipment_max_ongoing_requests is not None:
         equipment_common["max_ongoing_requests"] = args.equipment_max_ongoing_requests
