@@ -5,9 +5,9 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install up down test test-unit test-integration test-deps lint bench clean demo-bundles
+.PHONY: install up down test test-unit test-integration test-deps lint bench clean demo-bundles tools
 
-install: $(STAMP)
+install: $(STAMP) tools
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,6 +17,14 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet "torch==2.13.0"
 	$(BIN)/python -m pip install --quiet -e ".[test]"
 	@touch $(STAMP)
+
+# wrk is the load generator of every benchmark: `bench peers` refuses to run without
+# it (figures from different generators do not compare), the others fall back to the
+# project's own aiohttp client.
+tools:
+	@command -v wrk >/dev/null 2>&1 || { echo "installing wrk (HTTP load generator of the benchmarks)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null \
+	  || echo "could not install wrk: the benchmarks need it (apt-get install wrk)"; }
 
 demo-bundles: install
 	$(BIN)/serve-ml bundle demo --if-missing
@@ -65,11 +73,7 @@ test-unit: install
 test-integration: install test-deps
 	$(BIN)/python -m pytest -q $(RANDOM_ORDER) -m "not own_cluster" tests/integration
 
-# wrk is the load generator the benchmarks prefer (C, light on a 2-core machine);
-# without it they fall back to the project's own aiohttp client.
 bench: install
-	@command -v wrk >/dev/null 2>&1 || { echo "installing wrk (HTTP load generator)"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null || true; }
 	$(BIN)/serve-ml bench all
 
 clean:

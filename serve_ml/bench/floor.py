@@ -22,17 +22,19 @@ APP_NAME = "bench-floor"
 @serve.deployment(ray_actor_options={"num_cpus": 0}, max_ongoing_requests=64,
                   logging_config={"enable_access_log": False})
 class Floor:
-    def __init__(self, answer: bytes) -> None:
-        self.answer = answer
+    def __init__(self, answers: dict[str, bytes]) -> None:
+        self.answers = answers
 
     async def __call__(self, request: Request) -> Response:
         await request.body()  # received in full, as the real route does
-        return Response(self.answer, media_type="application/json")
+        return Response(self.answers[request.query_params.get("rows", "")], media_type="application/json")
 
 
-def deploy(answer: bytes) -> None:
-    """Start the floor app in the running Serve instance, at ``ROUTE``."""
-    serve.run(Floor.bind(answer), name=APP_NAME, route_prefix=ROUTE)  # type: ignore[attr-defined]
+def deploy(answer: bytes, by_rows: dict[int, bytes] | None = None) -> None:
+    """Start the floor app in the running Serve instance, at ``ROUTE``: it answers
+    ``answer``, or ``by_rows[n]`` to ``ROUTE?rows=n`` (one floor for several sizes)."""
+    answers = {"": answer, **{str(n): a for n, a in (by_rows or {}).items()}}
+    serve.run(Floor.bind(answers), name=APP_NAME, route_prefix=ROUTE)  # type: ignore[attr-defined]
 
 
 def ceiling(floor_rows_s: float, core_rows_s: float) -> float:

@@ -4,7 +4,7 @@ Bodies are stored length-prefixed (``<bytes>\n<body>``, so binary bodies work to
 each request takes the next one. Both generators report requests/s, p50/p99 latency
 and error counts as one JSON object.
 
-    python -m serve_ml.bench.loadgen URL BODIES_FILE CONCURRENCY DURATION_S [CONTENT_TYPE]
+    python -m serve_ml.bench.loadgen URL BODIES_FILE CONCURRENCY DURATION_S [CONTENT_TYPE [HEADERS_JSON]]
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +37,9 @@ end
 local i = math.random(#bodies)
 wrk.method = "POST"
 wrk.headers["Content-Type"] = os.getenv("SERVE_ML_CONTENT_TYPE")
+for k, v in string.gmatch(os.getenv("SERVE_ML_HEADERS") or "", "([^:\n]+):%s*([^\n]*)") do
+  wrk.headers[k] = v
+end
 request = function()
   i = i % #bodies + 1
   return wrk.format(nil, nil, nil, bodies[i])
@@ -79,10 +83,16 @@ def read_bodies(path: Path) -> list[bytes]:
     return out
 
 
+def wrk_path() -> str | None:
+    """wrk, unless ``SERVE_ML_LOADGEN=python`` forces the project's own client."""
+    return shutil.which("wrk") if os.environ.get("SERVE_ML_LOADGEN", "wrk") == "wrk" else None
+
+
 def run_load(url: str, bodies_file: Path, concurrency: int, duration_s: float,
-             content_type: str = "application/json") -> LoadResult:
-    """``SERVE_ML_LOADGEN=python`` forces the project's own client even where wrk exists."""
-    wrk = shutil.which("wrk") if os.environ.get("SERVE_ML_LOADGEN", "wrk") == "wrk" else None
+             content_type: str = "application/json", headers: Mapping[str, str] | None = None) -> LoadResult:
+    """Load ``url`` with the bodies in turn; ``headers`` go on every request."""
+    wrk = wrk_path()
+    extra = dict(headers or {})
     if wrk:
         with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as lua:
             lua.write(_LUA)
@@ -90,7 +100,8 @@ def run_load(url: str, bodies_file: Path, concurrency: int, duration_s: float,
         out = subprocess.run(
             [wrk, "-t", str(threads), "-c", str(concurrency), "-d", f"{max(1, round(duration_s))}s", "--timeout", "10s",
              "-s", lua.name, url], capture_output=True, text=True, timeout=duration_s + 60,
-            env={"SERVE_ML_BODIES": str(bodies_file), "SERVE_ML_CONTENT_TYPE": content_type, "PATH": "/usr/bin:/bin"})
+            env={"SERVE_ML_BODIES": str(bodies_file), "SERVE_ML_CONTENT_TYPE": content_type, "PATH": "/usr/bin:/bin",
+                 "SERVE_ML_HEADERS": "\n".join(f"{k}: {v}" for k, v in extra.items())})
         line = next((ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")), None)
         if line is None:
             raise RuntimeError(f"wrk failed: {out.stdout[-500:]} {out.stderr[-500:]}")
@@ -98,11 +109,13 @@ def run_load(url: str, bodies_file: Path, concurrency: int, duration_s: float,
         return LoadResult(r["requests"] / (r["duration_us"] / 1e6), r["p50_us"] / 1e3, r["p99_us"] / 1e3,
                           r["errors"], r["requests"], "wrk", r["error_kinds"])
     out = subprocess.run([sys.executable, "-m", "serve_ml.bench.loadgen", url, str(bodies_file), str(concurrency),
-                          str(duration_s), content_type], capture_output=True, text=True, timeout=duration_s + 60)
+                          str(duration_s), content_type, json.dumps(extra)], capture_output=True, text=True,
+                         timeout=duration_s + 60)
     return LoadResult(**json.loads(out.stdout.strip().splitlines()[-1]))
 
 
-async def _client(url: str, bodies: list[bytes], concurrency: int, duration_s: float, content_type: str) -> dict:
+async def _client(url: str, bodies: list[bytes], concurrency: int, duration_s: float, content_type: str,
+                  headers: Mapping[str, str]) -> dict:
     import aiohttp
 
     lat: list[float] = []
@@ -116,7 +129,7 @@ async def _client(url: str, bodies: list[bytes], concurrency: int, duration_s: f
             i = (i + 1) % len(bodies)
             t0 = time.perf_counter()
             try:
-                async with session.post(url, data=bodies[i], headers={"content-type": content_type}) as r:
+                async with session.post(url, data=bodies[i], headers={**headers, "content-type": content_type}) as r:
                     await r.read()
                     if r.status >= 400:
                         errors += 1
@@ -136,4 +149,5 @@ async def _client(url: str, bodies: list[bytes], concurrency: int, duration_s: f
 if __name__ == "__main__":
     url, path, conc, dur = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
     ctype = sys.argv[5] if len(sys.argv) > 5 else "application/json"
-    print(json.dumps(asyncio.run(_client(url, read_bodies(path), conc, dur, ctype))))
+    hdrs = json.loads(sys.argv[6]) if len(sys.argv) > 6 else {}
+    print(json.dumps(asyncio.run(_client(url, read_bodies(path), conc, dur, ctype, hdrs))))

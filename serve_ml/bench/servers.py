@@ -50,8 +50,8 @@ def uvicorn_baseline(root: Path) -> Iterator[str]:
 
 
 @contextmanager
-def serve_cluster(root: Path, args: AppArgs | None = None) -> Iterator[RunningCluster]:
-    settings = Settings(root=root, http_port=free_port(), max_bulk_rows=10_000)
+def serve_cluster(root: Path, args: AppArgs | None = None, *, max_bulk_rows: int = 10_000) -> Iterator[RunningCluster]:
+    settings = Settings(root=root, http_port=free_port(), max_bulk_rows=max_bulk_rows)
     cluster = start_cluster(settings, args or app_args_from_config(root=str(root)), metrics_port=free_port())
     try:
         wait_ready(cluster.http_url)

@@ -39,6 +39,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     sq.add_argument("--repeats", type=int, default=3)
     sq.add_argument("--duration-s", type=float, default=5.0)
     sq.set_defaults(func=_sequence)
+    pe = bsub.add_parser("peers", help="the same bundle on serve-ml, MLServer, LitServe, BentoML and FastAPI "
+                                       "(each in its own virtualenv, installed by the bench); needs wrk")
+    pe.add_argument("--repeats", type=int, default=3)
+    pe.add_argument("--duration-s", type=float, default=5.0)
+    pe.add_argument("--workers", type=int, default=1,
+                    help="worker processes of every server, each the way its docs scale (serve-ml: replicas of "
+                         "the ingress and the equipment deployment)")
+    pe.add_argument("--peers", default="fastapi,litserve,bentoml,mlserver",
+                    help="comma-separated subset of fastapi, litserve, bentoml, mlserver")
+    pe.set_defaults(func=_peers)
     sw = bsub.add_parser("swap", help="live-version swaps under steady load")
     sw.add_argument("--swaps", type=int, default=6)
     sw.add_argument("--duration-s", type=float, default=12.0)
@@ -88,6 +98,17 @@ def _http(args: argparse.Namespace) -> int:
     from serve_ml.bench import http
 
     return _print("http", http.run(args.settings.root, repeats=args.repeats, duration_s=args.duration_s))
+
+
+def _peers(args: argparse.Namespace) -> int:
+    from serve_ml.bench import peers
+
+    chosen = tuple(p.strip() for p in args.peers.split(",") if p.strip())
+    unknown = set(chosen) - set(peers.PEERS)
+    if unknown or not chosen:
+        raise SystemExit(f"--peers: unknown {sorted(unknown)}; choose from {', '.join(peers.PEERS)}")
+    return _print("peers", peers.run(args.settings.root, repeats=args.repeats, duration_s=args.duration_s,
+                                     peers=chosen, workers=args.workers, state_dir=args.settings.state_dir))
 
 
 def _fleet(args: argparse.Namespace) -> int:
