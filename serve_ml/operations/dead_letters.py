@@ -2,13 +2,16 @@
 
 Read from the dead-letter topic's tail on request (not a hot path): per partition,
 the last ``limit`` records, newest first, each with its reason, where it came from,
-and a printable prefix of the refused bytes.
+and a printable prefix of the refused bytes. Each read opens a broker connection, so
+concurrent callers share one read, and a read answers again for ``cache_s`` (the
+portal polls this for every open pipeline page).
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import time
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -19,14 +22,24 @@ PREVIEW_CHARS = 300
 
 
 class DeadLetters:
-    def __init__(self, bootstrap: str, topic: str, *, timeout_s: float = 10.0) -> None:
-        self.bootstrap, self.topic, self.timeout_s = bootstrap, topic, timeout_s
+    def __init__(self, bootstrap: str, topic: str, *, timeout_s: float = 10.0, cache_s: float = 2.0) -> None:
+        self.bootstrap, self.topic, self.timeout_s, self.cache_s = bootstrap, topic, timeout_s, cache_s
+        self._lock = asyncio.Lock()
+        self._last: tuple[float, int, list[dict[str, Any]]] | None = None  # (read at, limit, records)
 
     async def newest(self, limit: int) -> list[dict[str, Any]]:
-        try:
-            return await asyncio.wait_for(self._newest(limit), self.timeout_s)
-        except (TimeoutError, OSError) as exc:
-            raise Unavailable(f"the broker did not answer for the dead-letter topic: {type(exc).__name__}") from None
+        async with self._lock:
+            last = self._last
+            # A read for a larger limit holds the answer for a smaller one: the newest
+            # k records overall are among the last k of their own partitions.
+            if last is not None and time.monotonic() - last[0] < self.cache_s and last[1] >= limit:
+                return last[2][:limit]
+            try:
+                records = await asyncio.wait_for(self._newest(limit), self.timeout_s)
+            except (TimeoutError, OSError) as exc:
+                raise Unavailable(f"the broker did not answer for the dead-letter topic: {type(exc).__name__}") from None
+            self._last = (time.monotonic(), limit, records)
+            return records
 
     async def _newest(self, limit: int) -> list[dict[str, Any]]:
         consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False, group_id=None)
