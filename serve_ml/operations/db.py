@@ -10,7 +10,7 @@ and reload their threshold book only when it moved.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -62,6 +62,20 @@ async def bump_generation(conn: asyncpg.Connection) -> None:
 async def generation(conn: asyncpg.Connection) -> int:
     value = await conn.fetchval("SELECT value FROM serve_ml_meta WHERE key = $1", GENERATION_KEY)
     return int(value) if value is not None else 0
+
+
+async def record_change(conn: asyncpg.Connection, history_table: str, key: Mapping[str, str], action: str,
+                        version: int, previous: dict[str, Any] | None, current: dict[str, Any] | None, *,
+                        actor: str, reason: str) -> None:
+    """One row of a versioned setting's history (thresholds, alarm rules): which
+    setting (``key``: its scope, target and what it limits), what was done, the
+    value before and after, who and why. ``history_table`` is one of ours, never input."""
+    cols = [*key, "action", "version", "previous", "current", "actor", "reason"]
+    marks = [f"${i}" + ("::jsonb" if c in ("previous", "current") else "") for i, c in enumerate(cols, 1)]
+    await conn.execute(
+        f"INSERT INTO {history_table} ({', '.join(cols)}) VALUES ({', '.join(marks)})",
+        *key.values(), action, version, None if previous is None else orjson.dumps(previous).decode(),
+        None if current is None else orjson.dumps(current).decode(), actor, reason)
 
 
 def jsonable(row: dict[str, Any]) -> dict[str, Any]:

@@ -11,7 +11,7 @@ import orjson
 
 from serve_ml.core.errors import NotFound
 from serve_ml.operations.alarm_rules import AlarmRule, RuleBook, StoredRule
-from serve_ml.operations.db import OpsDB, bump_generation, jsonable
+from serve_ml.operations.db import OpsDB, bump_generation, jsonable, record_change
 from serve_ml.operations.registry import placements
 from serve_ml.operations.scopes import Scope
 
@@ -78,13 +78,11 @@ class AlarmRules:
             scope, target, kind, limit)]
 
 
+
 async def _history(conn: asyncpg.Connection, action: str, scope: str, target: str, kind: str, version: int,
                    prev: Any, current: dict[str, Any] | None, actor: str, reason: str) -> None:
     previous = None if prev is None else {"rule": orjson.loads(prev["rule"]), "version": prev["version"],
                                           "set_by": prev["set_by"], "reason": prev["reason"],
                                           "set_at": prev["set_at"].isoformat()}
-    await conn.execute(
-        "INSERT INTO serve_ml_alarm_rule_history (scope, target, kind, action, version, previous, current, actor, "
-        "reason) VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7::jsonb, $8, $9)",
-        scope, target, kind, action, version, None if previous is None else orjson.dumps(previous).decode(),
-        None if current is None else orjson.dumps(current).decode(), actor, reason)
+    await record_change(conn, "serve_ml_alarm_rule_history", {"scope": scope, "target": target, "kind": kind},
+                        action, version, previous, current, actor=actor, reason=reason)

@@ -6,11 +6,10 @@ from __future__ import annotations
 from typing import Any
 
 import asyncpg
-import orjson
 
 from serve_ml.core.errors import NotFound
 from serve_ml.operations.alarm_store import clear_in
-from serve_ml.operations.db import OpsDB, bump_generation
+from serve_ml.operations.db import OpsDB, bump_generation, record_change
 from serve_ml.operations.registry import placements
 from serve_ml.operations.rule_store import load_rules
 from serve_ml.operations.thresholds import Limits, Rule, Scope, ThresholdBook, Window
@@ -95,11 +94,8 @@ class Thresholds:
                        prev: Any, current: dict[str, Any] | None, actor: str, reason: str) -> None:
         previous = None if prev is None else {c: prev[c] for c in (*_LIMIT_COLS, "version", "set_by", "reason")} | {
             "set_at": prev["set_at"].isoformat()}
-        await conn.execute(
-            "INSERT INTO serve_ml_threshold_history (scope, target, sensor, action, version, previous, current, "
-            "actor, reason) VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7::jsonb, $8, $9)",
-            scope, target, sensor, action, version, None if previous is None else orjson.dumps(previous).decode(),
-            None if current is None else orjson.dumps(current).decode(), actor, reason)
+        await record_change(conn, "serve_ml_threshold_history", {"scope": scope, "target": target, "sensor": sensor},
+                            action, version, previous, current, actor=actor, reason=reason)
 
 
 def _row(r: Any) -> dict[str, Any]:

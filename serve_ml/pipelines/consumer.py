@@ -44,7 +44,14 @@ from serve_ml.pipelines.retention import run_retention
 from serve_ml.pipelines.schema import Partitions
 from serve_ml.pipelines.store import WriteStats, write_batch
 from serve_ml.pipelines.stream_metrics import StreamMetrics
-from serve_ml.pipelines.watchdog import ConsumerStalled, LogGuard, StallWatch, positions
+from serve_ml.pipelines.watchdog import (
+    ConsumerStalled,
+    LogGuard,
+    StallWatch,
+    positions,
+    refresh_lag_gauges,
+    taken_lag,
+)
 from serve_ml.pipelines.windows import StreamWindows, pg_history
 from serve_ml.scoring.control import GenerationWatcher, get_control
 from serve_ml.scoring.service import ScoringService
@@ -226,7 +233,7 @@ class StreamScorer:
         loop.older, loop.pending = loop.pending, asyncio.create_task(
             self._store(prepared, pool, producer, consumer, wake, after=loop.pending))
         t3 = time.perf_counter()
-        self._update_lag(consumer)
+        self.lag = taken_lag(consumer, self.next_offsets, self.metrics)
         # A rebalance hands over positions from committed offsets, which a broker that
         # lost its logs may hold from the old ones: checked now, not at the next idle
         # poll, which a busy loop may not reach for a long while.
@@ -243,7 +250,7 @@ class StreamScorer:
         # for a lag figure and a 20 s stall watch.
         loop.next_check_s = time.monotonic() + POSITION_CHECK_S
         seen = await loop.read_positions()
-        await self._refresh_lag_gauges(consumer)
+        await refresh_lag_gauges(consumer, self.next_offsets, self.metrics)
         self.lag = seen.lag
         if self._count_resets(await self.guard.check(consumer, seen, loop.read_positions)):
             return  # reading resumes from the beginning: not a stall
@@ -377,33 +384,3 @@ class StreamScorer:
                 delay = backoff.next_s()
                 log.warning("%s failed (%s); retrying the batch in %.1fs", what, type(exc).__name__, delay)
                 await asyncio.sleep(delay)
-
-    async def _refresh_lag_gauges(self, consumer: AIOKafkaConsumer) -> None:
-        """Every assigned partition's lag, from its position when this loop has taken
-        nothing from it since the last assignment or reset; re-set on every idle check,
-        since Ray's metrics agent drops a gauge series when a process that reported it
-        exits (a restarted scorer, for one)."""
-        for tp in consumer.assignment():
-            hw = consumer.highwater(tp)
-            taken = self.next_offsets.get(tp)
-            if taken is None:
-                try:
-                    taken = await consumer.position(tp)
-                except (IllegalStateError, KafkaError):
-                    continue
-            if hw is not None and taken is not None:
-                self.metrics.partition_lag(tp.partition, max(0, hw - taken))
-
-    def _update_lag(self, consumer: AIOKafkaConsumer) -> None:
-        """Records behind the broker's high watermark, from the offsets this loop has
-        taken; synchronous, so the busy path costs no await per batch (an empty poll
-        reads the positions themselves, see ``watchdog.positions``)."""
-        lag = 0
-        for tp in consumer.assignment():
-            hw, taken = consumer.highwater(tp), self.next_offsets.get(tp)
-            if hw is not None and taken is not None:
-                behind = max(0, hw - taken)
-                lag += behind
-                self.metrics.partition_lag(tp.partition, behind)
-        self.lag = lag
-

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
-from aiokafka.errors import IllegalStateError
+from aiokafka.errors import IllegalStateError, KafkaError
+
+from serve_ml.pipelines.stream_metrics import StreamMetrics
 
 log = logging.getLogger("serve_ml.stream")
 POSITION_WAIT_S = 0.01  # a valid position is answered at once; a missing one is waited for
@@ -203,3 +205,36 @@ class LogGuard:
                         "stored is skipped", "; ".join(f"{tp.topic}[{tp.partition}]: {why[tp]}" for tp in tps),
                         " (the embedded broker keeps logs in memory)" if self.in_memory_broker else "")
         return tps
+
+
+async def refresh_lag_gauges(consumer: AIOKafkaConsumer, taken_offsets: Mapping[TopicPartition, int],
+                             metrics: StreamMetrics) -> None:
+    """Every assigned partition's lag, from its position when the loop has taken
+    nothing from it since the last assignment or reset; re-set on every idle check,
+    since Ray's metrics agent drops a gauge series when a process that reported it
+    exits (a restarted scorer, for one)."""
+    for tp in consumer.assignment():
+        hw = consumer.highwater(tp)
+        taken = taken_offsets.get(tp)
+        if taken is None:
+            try:
+                taken = await consumer.position(tp)
+            except (IllegalStateError, KafkaError):
+                continue
+        if hw is not None and taken is not None:
+            metrics.partition_lag(tp.partition, max(0, hw - taken))
+
+
+def taken_lag(consumer: AIOKafkaConsumer, taken_offsets: Mapping[TopicPartition, int], metrics: StreamMetrics) -> int:
+    """Records behind the broker's high watermark, from the offsets the loop has
+    taken, each partition's also set as its gauge; synchronous, so the busy path
+    costs no await per batch (an empty poll reads the positions themselves, see
+    :func:`positions`)."""
+    lag = 0
+    for tp in consumer.assignment():
+        hw, taken = consumer.highwater(tp), taken_offsets.get(tp)
+        if hw is not None and taken is not None:
+            behind = max(0, hw - taken)
+            lag += behind
+            metrics.partition_lag(tp.partition, behind)
+    return lag
