@@ -181,10 +181,14 @@ def trace_call(fn: Callable[[], object]) -> Trace:
     return trace
 
 
+Call = tuple[str, bytes, dict[str, str]]
+"""A request of the audit: path, body, headers."""
+
+
 @dataclass(frozen=True)
 class _Route:
     name: str
-    build: Callable[[int], tuple[str, bytes, str]]  # rows -> (path, body, content type)
+    build: Callable[[int], Call]
 
 
 def _routes(rows: Sequence[dict[str, float]], equipment_id: str, power: str) -> list[_Route]:
@@ -196,32 +200,44 @@ def _routes(rows: Sequence[dict[str, float]], equipment_id: str, power: str) -> 
     def table(n: int) -> list[dict[str, float]]:
         return [rows[i % len(rows)] for i in range(n)]
 
-    def bulk(n: int) -> tuple[str, bytes, str]:
+    def bulk(n: int) -> Call:
         body = {"readings": [{"equipment_id": equipment_id, "features": r} for r in table(n)]}
-        return f"{PREFIX}/predict/bulk", orjson.dumps(body), json_type
+        return f"{PREFIX}/predict/bulk", orjson.dumps(body), {"content-type": json_type}
 
-    def columns(n: int) -> tuple[str, bytes, str]:
+    def columns(n: int) -> Call:
         t = table(n)
         body = {"equipment_id": equipment_id, "columns": {f: [r[f] for r in t] for f in names}}
-        return f"{PREFIX}/predict/columns", orjson.dumps(body), json_type
+        return f"{PREFIX}/predict/columns", orjson.dumps(body), {"content-type": json_type}
 
-    def binary(n: int) -> tuple[str, bytes, str]:
+    def binary(n: int) -> Call:
         t = table(n)
         query = urlencode({"equipment_id": equipment_id, "power": power, "features": ",".join(names)})
         body = np.array([[r[f] for r in t] for f in names], dtype="<f8").tobytes()
-        return f"{PREFIX}/predict/columns/binary?{query}", body, binary_type
+        return f"{PREFIX}/predict/columns/binary?{query}", body, {"content-type": binary_type}
 
-    return [_Route("row bulk", bulk), _Route("columnar JSON", columns), _Route("columnar binary", binary)]
+    def v2_binary(n: int) -> Call:
+        t = table(n)
+        data = np.array([[r[f] for f in names] for r in t], dtype="<f8").tobytes()
+        head = orjson.dumps({
+            "inputs": [{"name": "readings", "shape": [n, len(names)], "datatype": "FP64",
+                        "parameters": {"features": ",".join(names), "binary_data_size": len(data)}}],
+            "parameters": {"power": power, "binary_data_output": True}})
+        return f"/v2/models/{equipment_id}/infer", head + data, {"content-type": binary_type,
+                                                                 "inference-header-content-length": str(len(head))}
+
+    return [_Route("row bulk", bulk), _Route("columnar JSON", columns), _Route("columnar binary", binary),
+            _Route("V2 binary", v2_binary)]
 
 
-def _single(rows: Sequence[dict[str, float]], equipment_id: str) -> tuple[str, bytes, str]:
+def _single(rows: Sequence[dict[str, float]], equipment_id: str) -> Call:
     """Power left out on purpose: it is chosen from the features, on the hot path."""
-    return f"{PREFIX}/predict", orjson.dumps({"equipment_id": equipment_id, "features": rows[0]}), "application/json"
+    return (f"{PREFIX}/predict", orjson.dumps({"equipment_id": equipment_id, "features": rows[0]}),
+            {"content-type": "application/json"})
 
 
-async def _call(client: httpx.AsyncClient, request: tuple[str, bytes, str]) -> None:
-    path, body, ctype = request
-    r = await client.post(path, content=body, headers={"content-type": ctype})
+async def _call(client: httpx.AsyncClient, request: Call) -> None:
+    path, body, headers = request
+    r = await client.post(path, content=body, headers=headers)
     if r.status_code != 200:
         raise RuntimeError(f"hot-path audit: {path} answered {r.status_code}: {r.text[:300]}")
 
@@ -251,7 +267,7 @@ def audit(root: Path, *, equipment_id: str = "press-02", power: str = "7.5kW", s
         finally:
             tracer.trace = None
 
-    async def traced(client: httpx.AsyncClient, request: tuple[str, bytes, str]) -> Trace:
+    async def traced(client: httpx.AsyncClient, request: Call) -> Trace:
         """Three warm calls: the fewest lines (waiting on a worker thread adds a few at
         random), and every file-system call or loading frame any of them made."""
         await _call(client, request)  # warm: first-call caches are not the hot path

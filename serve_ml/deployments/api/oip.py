@@ -224,6 +224,9 @@ def outputs_of(result: Mapping[str, Any]) -> dict[str, tuple[np.ndarray, dict[st
     ran = [c for c in classifiers if c.get("status") == "ran"]
     if ran:
         classes = ran[0]["classes"]
+        # Whole columns at a time: labels through a lookup of the few class names,
+        # probabilities as one array (no Python work per row; ``bench score`` audits it).
+        encoded = {None: b"", **{k: k.encode() for k in classes}}
         labels = np.full(n, b"", dtype=object)
         probs = np.full((n, len(classes)), np.nan)
         for c in ran:
@@ -231,9 +234,8 @@ def outputs_of(result: Mapping[str, Any]) -> dict[str, tuple[np.ndarray, dict[st
             if c["classes"] != classes:  # power classes trained on different fault sets
                 raise ProtocolError("rows fall into power classes whose classifiers know different faults; send "
                                     "one power per request (parameters.power)")
-            labels[rows] = [b"" if v is None else v.encode() for v in c["label"]]
-            probs[rows] = [[np.nan] * len(classes) if p is None else [np.nan if x is None else x for x in p]
-                           for p in c["probabilities"]]
+            labels[rows] = list(map(encoded.__getitem__, c["label"]))
+            probs[rows] = _probabilities(c["probabilities"], len(classes))
         out["fault_label"] = (labels, {})
         out["fault_probabilities"] = (probs, {"classes": ",".join(classes)})
     rul = result.get("rul")
@@ -244,7 +246,17 @@ def outputs_of(result: Mapping[str, Any]) -> dict[str, tuple[np.ndarray, dict[st
 
 
 def _floats(values: Sequence[float | None]) -> np.ndarray:
-    return np.asarray([np.nan if v is None else v for v in values], dtype=np.float64)
+    """JSON numbers, null for a row that could not be scored, as float64 with NaN there
+    (numpy reads None as NaN for a float dtype)."""
+    return np.asarray(values, dtype=np.float64)
+
+
+def _probabilities(rows: Sequence[Sequence[float | None] | None], classes: int) -> np.ndarray:
+    """``[n, classes]`` float64; a row the classifier did not run on (null) is NaN."""
+    try:
+        return np.asarray(rows, dtype=np.float64).reshape(len(rows), classes)
+    except (TypeError, ValueError):  # null rows among lists: ragged, so row by row
+        return np.asarray([[np.nan] * classes if p is None else p for p in rows], dtype=np.float64)
 
 
 def encode_response(model_name: str, req: InferRequest, result: Mapping[str, Any]) -> tuple[bytes, int | None]:
@@ -289,17 +301,23 @@ def encode_response(model_name: str, req: InferRequest, result: Mapping[str, Any
 def _to_json(array: np.ndarray, datatype: str) -> list[Any]:
     flat = array.reshape(-1)
     if datatype == "BYTES":
-        return [v.decode() for v in flat]
+        return list(map(bytes.decode, flat.tolist()))
     if datatype == "BOOL":
         return flat.tolist()
     # JSON has no NaN: a row that could not be scored is null
-    return [None if v != v else v for v in flat.tolist()]
+    missing = np.isnan(flat)
+    if not missing.any():
+        return flat.tolist()
+    boxed = flat.astype(object)
+    boxed[missing] = None
+    return boxed.tolist()
 
 
 def _to_bytes(array: np.ndarray, datatype: str) -> bytes:
     flat = array.reshape(-1)
     if datatype == "BYTES":  # each element: a 4-byte little-endian length, then the bytes
-        return b"".join(struct.pack("<I", len(v)) + v for v in flat)
+        framed = {v: struct.pack("<I", len(v)) + v for v in set(flat.tolist())}  # few distinct labels
+        return b"".join(map(framed.__getitem__, flat.tolist()))
     if datatype == "BOOL":
         return flat.astype(np.bool_).tobytes()
     return flat.astype("<f8").tobytes()

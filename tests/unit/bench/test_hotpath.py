@@ -36,7 +36,7 @@ def test_a_warm_single_row_predict_reads_no_files_and_loads_no_bundle(
     assert not single.loading_frames
 
 
-@pytest.mark.parametrize("route", ["row bulk", "columnar JSON", "columnar binary"])
+@pytest.mark.parametrize("route", ["row bulk", "columnar JSON", "columnar binary", "V2 binary"])
 def test_warm_bulk_routes_read_no_files_and_load_no_bundle(
         audited: tuple[Trace, dict[str, RouteAudit]], route: str) -> None:
     r = audited[1][route]
@@ -45,6 +45,6 @@ def test_warm_bulk_routes_read_no_files_and_load_no_bundle(
     assert not r.small.loading_frames and not r.large.loading_frames
 
 
-@pytest.mark.parametrize("route", ["row bulk", "columnar JSON", "columnar binary"])
+@pytest.mark.parametrize("route", ["row bulk", "columnar JSON", "columnar binary", "V2 binary"])
 def test_bulk_routes_do_no_per_row_python_work(audited: tuple[Trace, dict[str, RouteAudit]], route: str) -> None:
     assert abs(audited[1][route].lines_per_extra_row) < PER_ROW_NOISE
