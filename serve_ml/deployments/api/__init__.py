@@ -20,6 +20,7 @@ from serve_ml.core import reading
 from serve_ml.core.errors import ServeMLError
 from serve_ml.deployments.api.body import PARSE_INLINE_MAX_BYTES, OrjsonRoute
 from serve_ml.deployments.api.deps import Core, error_response, json_response
+from serve_ml.deployments.api.hot import HotRoutes
 from serve_ml.deployments.api.routes import (
     alarm_rules,
     alarms,
@@ -103,6 +104,7 @@ def create_api(core: Core, *, max_request_bytes: int, limiter: RateLimiter | Non
         return json_response(shaped(request, {"error": "InternalError", "message": f"internal error (ref {ref})"}),
                              500)
 
+    app.add_middleware(HotRoutes, core=core)  # inside the edge: its checks and metrics apply
     # The edge labels metrics by route template: the templates come from the routers
     # (FastAPI may add include_router()ed routes to app.routes lazily).
     app.add_middleware(EdgeMiddleware, metrics=core.metrics, max_bytes=max_request_bytes,

@@ -46,6 +46,11 @@ def _reading(r: PredictRequest) -> Reading:
 @router.post("/predict", response_model=PredictResponse, responses=PREDICT_ERRORS, dependencies=READ_ONLY)
 async def predict(core: CoreDep, req: PredictRequest) -> Response:
     """Score one reading against its equipment's bundle."""
+    return await predict_one(core, req)
+
+
+async def predict_one(core: Core, req: PredictRequest) -> Response:
+    """The answer to one reading; also served without FastAPI's routing (``api.hot``)."""
     t0 = time.perf_counter()
     (res,) = await core.score([_reading(req)])
     if isinstance(res, ServeMLError):
