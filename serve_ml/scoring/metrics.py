@@ -8,10 +8,19 @@ name with ``ray_``, so ``serve_ml_rows_scored_total`` is scraped as
 
 Label cardinality is bounded: the ``equipment`` label only ever takes ids that
 have a loaded bundle; anything else is recorded as ``unknown``.
+
+Counters are summed in the process and handed to Ray every ``FLUSH_S`` by a
+background thread: each hand-off costs as much as scoring a small part of a reading
+(a single-row predict made six), and Prometheus scrapes every few seconds anyway.
+Histograms are recorded per observation. A process that dies loses at most its last
+``FLUSH_S`` of counts.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
 from collections import Counter as Tally
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -25,6 +34,8 @@ from serve_ml.core.errors import ServeMLError
 # Prometheus wants base units: latencies are recorded in seconds (callers pass ms).
 LATENCY_BUCKETS_S = [0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0]
 UNKNOWN = "unknown"
+FLUSH_S = 1.0
+log = logging.getLogger("serve_ml.metrics")
 
 
 class Metrics:
@@ -58,9 +69,38 @@ class Metrics:
         self.replica_fallbacks = m.Counter(
             "serve_ml_replica_fallbacks", "Calls the ingress scored itself because the equipment replica died "
             "or none was ready.", tag_keys=("equipment",))
+        self._pending: Tally[tuple[str, tuple[tuple[str, str], ...]]] = Tally()
+        self._lock = threading.Lock()
+        self._flusher: threading.Thread | None = None
+
+    def count(self, counter: str, k: int, tags: Mapping[str, str]) -> None:
+        """Add ``k`` to the counter attribute named ``counter``, handed to Ray at the next flush."""
+        if k <= 0:
+            return
+        key = (counter, tuple(tags.items()))
+        with self._lock:
+            self._pending[key] += k
+            if self._flusher is None:
+                self._flusher = threading.Thread(target=self._flush_forever, name="serve-ml-metrics", daemon=True)
+                self._flusher.start()
+
+    def flush(self) -> None:
+        """Hand every summed count to Ray now."""
+        with self._lock:
+            pending, self._pending = self._pending, Tally()
+        for (counter, tags), k in pending.items():
+            getattr(self, counter).inc(k, dict(tags))
+
+    def _flush_forever(self) -> None:
+        while True:
+            time.sleep(FLUSH_S)
+            try:
+                self.flush()
+            except Exception:  # a metrics agent in trouble must not stop the counting
+                log.exception("handing metrics to Ray failed")
 
     def request(self, endpoint: str, status: int, latency_ms: float) -> None:
-        self.requests.inc(1, {"endpoint": endpoint, "status": str(status)})
+        self.count("requests", 1, {"endpoint": endpoint, "status": str(status)})
         self.request_latency.observe(latency_ms / 1e3, {"endpoint": endpoint})
 
     def replica_fallback(self, equipment: str) -> None:
@@ -124,11 +164,11 @@ class Metrics:
     def record(self, outcome: Tally[tuple[str, str]], modal: Tally[tuple[str, str]], clf: Tally[tuple[str, str]],
                elapsed_ms: float, classifier_s: Mapping[str, float] | None = None) -> None:
         for (eq, o), k in outcome.items():
-            self.rows.inc(k, {"equipment": eq, "outcome": o})
+            self.count("rows", k, {"equipment": eq, "outcome": o})
         for (eq, name), k in modal.items():
-            self.anomalies.inc(k, {"equipment": eq, "modality": name})
+            self.count("anomalies", k, {"equipment": eq, "modality": name})
         for (eq, s), k in clf.items():
-            self.classifier.inc(k, {"equipment": eq, "status": s})
+            self.count("classifier", k, {"equipment": eq, "status": s})
         for eq, seconds in (classifier_s or {}).items():
             if seconds > 0:
                 self.classifier_latency.observe(seconds, {"equipment": eq})
@@ -151,6 +191,12 @@ class NoMetrics(Metrics):
     """For code running outside Ray (unit tests, the plain-uvicorn baseline)."""
 
     def __init__(self) -> None:  # noqa: D107 - deliberately records nothing
+        pass
+
+    def count(self, counter: str, k: int, tags: Mapping[str, str]) -> None:
+        pass
+
+    def flush(self) -> None:
         pass
 
     def request(self, endpoint: str, status: int, latency_ms: float) -> None:
