@@ -4,14 +4,13 @@ checked, the role taken from a configurable claim, the static tokens unchanged."
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
 
 import jwt
 import pytest
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi.testclient import TestClient
 
 from serve_ml.core.settings import Settings
@@ -20,24 +19,15 @@ from serve_ml.deployments.auth import TokenGuard
 from serve_ml.deployments.local import LocalCore
 from serve_ml.scoring.metrics import NoMetrics
 from serve_ml.scoring.service import ScoringService
+from tests.jwtkit import AUDIENCE, ISSUER, SECRET, bearer, write_jwks
 
 API = "/api/v1/serve-ml"
-SECRET = "s" * 40
-ISSUER, AUDIENCE = "https://idp.factory.example", "serve-ml"
 ADMIN_TOKEN = "static-admin-token-0001"
-RSA_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-EC_KEY = ec.generate_private_key(ec.SECP256R1())
 
 
 @pytest.fixture(scope="module")
 def jwks_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    keys = []
-    for kid, key, alg in (("rsa-1", RSA_KEY, "RS256"), ("ec-1", EC_KEY, "ES256")):
-        jwk = json.loads(jwt.algorithms.get_default_algorithms()[alg].to_jwk(key.public_key()))
-        keys.append({**jwk, "kid": kid, "use": "sig", "alg": alg})
-    path = tmp_path_factory.mktemp("idp") / "jwks.json"
-    path.write_text(json.dumps({"keys": keys}))
-    return path
+    return write_jwks(tmp_path_factory.mktemp("idp") / "jwks.json")
 
 
 def _client(root: Path, jwks_file: Path, **over: Any) -> TestClient:
@@ -48,13 +38,7 @@ def _client(root: Path, jwks_file: Path, **over: Any) -> TestClient:
     return TestClient(create_api(core, max_request_bytes=1 << 20))
 
 
-def _token(role: Any = "viewer", *, alg: str = "RS256", kid: str | None = "rsa-1", exp_s: float = 300,
-           claim: str = "role", **claims: Any) -> dict[str, str]:
-    key = {"RS256": RSA_KEY, "ES256": EC_KEY, "HS256": SECRET}[alg]
-    body = {"sub": "ana@factory", "iss": ISSUER, "aud": AUDIENCE, "exp": int(time.time() + exp_s), claim: role,
-            **claims}
-    headers = {"kid": kid} if kid else None
-    return {"Authorization": f"Bearer {jwt.encode(body, key, algorithm=alg, headers=headers)}"}
+_token = bearer
 
 
 READING = {"equipment_id": "pump-03", "power": "5.5kW", "features": {"air_temp_k": 300.0, "process_temp_k": 310.0}}
