@@ -2,7 +2,8 @@
 embedded PostgreSQL and Kafka): bearer JWTs from an identity provider's JWKS with
 their roles and the audit trail, the real ``tritonclient`` over OIP v2, a
 librdkafka producer (``confluent-kafka``) feeding the stream, and schemathesis with
-every check through the Serve ingress. Starts its own cluster (marker ``own_cluster``)."""
+every check through the Serve ingress; and one trace across ingress -> equipment
+replica -> response, exported over OTLP. Starts its own cluster (marker ``own_cluster``)."""
 
 from __future__ import annotations
 
@@ -22,14 +23,19 @@ from confluent_kafka import Producer
 from tests.e2e.conftest import cli_env, start_up, stop_up
 from tests.fuzzkit import schemathesis_run, unexplained_failures
 from tests.jwtkit import AUDIENCE, ISSUER, bearer, write_jwks
+from tests.otlpkit import Receiver, start_receiver
 from tests.samples import sim_rows
 
 pytestmark = [pytest.mark.e2e, pytest.mark.own_cluster]
 
 
+CLIENT_TRACE, CLIENT_SPAN = "5c0ffee0ddba11ad5c0ffee0ddba11ad", "1234567890abcdef"
+
+
 def test_jwks_tritonclient_confluent_kafka_and_schemathesis_against_up(tmp_path: Path) -> None:
+    otlp, receiver = start_receiver()
     env = {**cli_env(tmp_path), "SERVE_ML_JWT_JWKS_FILE": str(write_jwks(tmp_path / "jwks.json")),
-           "SERVE_ML_JWT_ISSUER": ISSUER, "SERVE_ML_JWT_AUDIENCE": AUDIENCE}
+           "SERVE_ML_JWT_ISSUER": ISSUER, "SERVE_ML_JWT_AUDIENCE": AUDIENCE, "SERVE_ML_OTLP_ENDPOINT": otlp}
     log = tmp_path / "up.log"
     proc = start_up(env, log)
     try:
@@ -87,6 +93,23 @@ def test_jwks_tritonclient_confluent_kafka_and_schemathesis_against_up(tmp_path:
             time.sleep(1)
         assert len(stored) == len(times), (len(stored), log.read_text()[-2000:])
 
+        # One trace from the caller through the ingress to the equipment replica: a
+        # columnar request above columns_fast_path_max_rows is scored there.
+        rows = sim_rows("normal", 5000, "7.5kW", seed=29)
+        cols = {f: [r[f] for r in rows] for f in rows[0]}
+        traced = http.post("/predict/columns", json={"equipment_id": "press-02", "power": "7.5kW", "columns": cols},
+                           headers={**viewer, "traceparent": f"00-{CLIENT_TRACE}-{CLIENT_SPAN}-01"})
+        assert traced.status_code == 200, traced.text
+        assert traced.headers["traceparent"].split("-")[1] == CLIENT_TRACE
+        deadline, names = time.monotonic() + 60, {}
+        while time.monotonic() < deadline and len(names) < 2:
+            names = {s.name: svc for svc, s in Receiver.spans if s.trace_id.hex() == CLIENT_TRACE
+                     and s.name in ("POST /api/v1/serve-ml/predict/columns", "equipment.score_columns")}
+            time.sleep(1)
+        assert names == {"POST /api/v1/serve-ml/predict/columns": "serve-ml-ingress",
+                         "equipment.score_columns": "serve-ml-equipment"}, \
+            sorted({(svc, s.name, s.trace_id.hex()[:8]) for svc, s in Receiver.spans})[:40]
+
         # schemathesis with every check, through HAProxy and the Serve ingress.
         report = schemathesis_run(f"http://127.0.0.1:{port}", env["SERVE_ML_ADMIN_TOKEN"], tmp_path, examples=5)
         unexplained = unexplained_failures(report)
@@ -94,3 +117,5 @@ def test_jwks_tritonclient_confluent_kafka_and_schemathesis_against_up(tmp_path:
         assert http.get("/health/live").status_code == 200
     finally:
         stop_up(env, proc)
+        receiver.shutdown()
+        receiver.server_close()

@@ -7,49 +7,26 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from serve_ml.core.settings import Settings
 from serve_ml.core.tracing import JsonFormatter, configure_tracing, flush_tracing, inject, span_from, tracer
 from serve_ml.deployments.local import create_local_app
+from tests.otlpkit import Receiver, start_receiver
 
 CLIENT_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 CLIENT_SPAN = "00f067aa0ba902b7"
-
-
-class _Receiver(BaseHTTPRequestHandler):
-    spans: list = []
-
-    def do_POST(self) -> None:  # noqa: N802 - http.server's name
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        if self.path == "/v1/traces":
-            req = ExportTraceServiceRequest.FromString(body)
-            for rs in req.resource_spans:
-                service = next(a.value.string_value for a in rs.resource.attributes if a.key == "service.name")
-                for ss in rs.scope_spans:
-                    _Receiver.spans.extend((service, s) for s in ss.spans)
-        self.send_response(200)
-        self.send_header("Content-Type", "application/x-protobuf")
-        self.end_headers()
-
-    def log_message(self, *_: object) -> None:
-        pass
 
 
 @pytest.fixture(scope="module")
 def receiver() -> str:
     """A real OTLP/HTTP receiver, and this process's spans exported to it. It lives as
     long as the process: the tracer provider is global and set once."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_address[1]}"
+    url, _server = start_receiver()
     assert configure_tracing("serve-ml", url)
     return url
 
@@ -58,11 +35,11 @@ def _exported(name: str, timeout_s: float = 10) -> list:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         flush_tracing()
-        found = [(svc, s) for svc, s in _Receiver.spans if s.name == name]
+        found = [(svc, s) for svc, s in Receiver.spans if s.name == name]
         if found:
             return found
         time.sleep(0.1)
-    raise AssertionError(f"no span {name!r} exported; got {[s.name for _, s in _Receiver.spans]}")
+    raise AssertionError(f"no span {name!r} exported; got {[s.name for _, s in Receiver.spans]}")
 
 
 def test_a_request_continues_the_callers_trace_and_is_exported(demo_root: Path, receiver: str) -> None:
