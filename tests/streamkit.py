@@ -136,20 +136,26 @@ def report(fault: str, **counts: object) -> None:
     print(f"FAULT {fault}: " + " ".join(f"{k}={v}" for k, v in counts.items()))
 
 
+def _ts(value: bytes) -> dt.datetime | None:
+    try:
+        return dt.datetime.fromisoformat(orjson.loads(value)["ts"])
+    except Exception:
+        return None
+
+
+def in_broker_log(stack: Stack, wanted: set[dt.datetime]) -> set[dt.datetime]:
+    """Which of these reading times the broker's features topic holds now."""
+    return {t for r in consume_all(stack, stack.settings.features_topic) if (t := _ts(r.value)) in wanted}
+
+
 def locate(stack: Stack, missing: set[dt.datetime], eq: str) -> str:
     """Where readings that should have been stored went, for a failure message: in
     the broker's log (at which offsets), dead-lettered (why), or in neither; which
     source offsets were stored; what the scorers counted."""
-    def ts(value: bytes) -> dt.datetime | None:
-        try:
-            return dt.datetime.fromisoformat(orjson.loads(value)["ts"])
-        except Exception:
-            return None
-
     in_log = sorted((r.partition, r.offset) for r in consume_all(stack, stack.settings.features_topic)
-                    if ts(r.value) in missing)
+                    if _ts(r.value) in missing)
     dead = [dict(r.headers).get("reason", b"").decode() for r in consume_all(stack, stack.settings.dead_letter_topic)
-            if ts(r.value) in missing]
+            if _ts(r.value) in missing]
     spans = q(stack, "SELECT source_partition AS p, min(source_offset) AS lo, max(source_offset) AS hi, count(*) AS n "
                      "FROM serve_ml_readings WHERE equipment_id = $1 AND time >= $2 GROUP BY 1 ORDER BY 1",
               eq, min(missing) - dt.timedelta(minutes=5))
