@@ -36,6 +36,7 @@ import httpx
 import numpy as np
 import orjson
 
+from serve_ml.bench import peers
 from serve_ml.bench.common import Figure, Report
 from serve_ml.bundles.catalog import Catalog
 from serve_ml.deployments.api import PREFIX, create_api
@@ -216,14 +217,9 @@ def _routes(rows: Sequence[dict[str, float]], equipment_id: str, power: str) -> 
         return f"{PREFIX}/predict/columns/binary?{query}", body, {"content-type": binary_type}
 
     def v2_binary(n: int) -> Call:
-        t = table(n)
-        data = np.array([[r[f] for f in names] for r in t], dtype="<f8").tobytes()
-        head = orjson.dumps({
-            "inputs": [{"name": "readings", "shape": [n, len(names)], "datatype": "FP64",
-                        "parameters": {"features": ",".join(names), "binary_data_size": len(data)}}],
-            "parameters": {"power": power, "binary_data_output": True}})
-        return f"/v2/models/{equipment_id}/infer", head + data, {"content-type": binary_type,
-                                                                 "inference-header-content-length": str(len(head))}
+        body, head_length = peers.v2_binary(table(n), names, power)
+        return f"/v2/models/{equipment_id}/infer", body, {"content-type": binary_type,
+                                                          "inference-header-content-length": str(head_length)}
 
     return [_Route("row bulk", bulk), _Route("columnar JSON", columns), _Route("columnar binary", binary),
             _Route("V2 binary", v2_binary)]

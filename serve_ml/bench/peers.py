@@ -20,7 +20,7 @@ from __future__ import annotations
 import shutil
 import statistics
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlencode
@@ -98,14 +98,14 @@ def binary_columns(rows: list[dict[str, float]], features: list[str]) -> bytes:
     return np.array([[r[f] for r in rows] for f in features], dtype="<f8").tobytes()
 
 
-def v2_binary(rows: list[dict[str, float]], features: list[str]) -> tuple[bytes, int]:
+def v2_binary(rows: Sequence[Mapping[str, float]], features: list[str], power: str = POWER) -> tuple[bytes, int]:
     """An OIP v2 request with one ``[n, features]`` FP64 tensor in the binary extension,
     outputs asked for in binary too; and its JSON header's length."""
     data = np.array([[r[f] for f in features] for r in rows], dtype="<f8").tobytes()
     head = orjson.dumps({
         "inputs": [{"name": "readings", "shape": [len(rows), len(features)], "datatype": "FP64",
                     "parameters": {"features": ",".join(features), "binary_data_size": len(data)}}],
-        "parameters": {"power": POWER, "binary_data_output": True}})
+        "parameters": {"power": power, "binary_data_output": True}})
     return head + data, len(head)
 
 

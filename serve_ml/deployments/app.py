@@ -113,7 +113,7 @@ def hop_message_bytes(s: Settings) -> int:
 
     A bulk request the ingress forwards carries the request's columns, and the
     answer comes back the same way; at gRPC's default 4 MiB a 100,000-row request
-    (5.6 MB of float64 columns) failed with a 500. The cap must hold the largest
+    (5.6 MB of float64 columns) would be refused, a 500 to the client. The cap must hold the largest
     request the ingress accepts and the answer to the most rows it accepts, with
     room for serialisation; it stays under gRPC's 2 GiB ceiling."""
     need = max(2 * s.max_request_bytes, s.max_bulk_rows * ANSWER_BYTES_PER_ROW) + (1 << 20)

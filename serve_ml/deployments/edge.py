@@ -193,13 +193,7 @@ class EdgeMiddleware:
                 self.metrics.request(endpoint, 413, (time.perf_counter() - t0) * 1e3)
                 return
         body = b"".join(chunks)
-        replayed = [False]
-
-        async def replay() -> dict:
-            if not replayed[0]:
-                replayed[0] = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
+        replay = replaying(body, receive)
 
         async def capture(msg: dict) -> None:
             if msg["type"] == "http.response.start":
@@ -256,6 +250,21 @@ class EdgeMiddleware:
             await self.audit(entry)
         except Exception as exc:
             log.warning("audit entry not stored (%s): %s", type(exc).__name__, entry)
+
+
+def replaying(body: bytes, receive: Any) -> Any:
+    """An ASGI ``receive`` that hands over ``body``, already read, as one message, then
+    whatever ``receive`` says (a disconnect) for the app further in."""
+    replayed = False
+
+    async def replay() -> dict:
+        nonlocal replayed
+        if not replayed:
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
 
 
 async def _send_413(send: Any, limit: int, *, v2: bool) -> None:

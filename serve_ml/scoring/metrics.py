@@ -11,7 +11,7 @@ have a loaded bundle; anything else is recorded as ``unknown``.
 
 Counters are summed in the process and handed to Ray every ``FLUSH_S`` by a
 background thread: each hand-off costs as much as scoring a small part of a reading
-(a single-row predict made six), and Prometheus scrapes every few seconds anyway.
+(a single-row predict would make six), and Prometheus scrapes every few seconds anyway.
 Histograms are recorded per observation. A process that dies loses at most its last
 ``FLUSH_S`` of counts.
 """

@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from serve_ml.core.errors import ServeMLError
 from serve_ml.deployments.api.deps import Core, error_response
 from serve_ml.deployments.api.routes.predict import predict_one
-from serve_ml.deployments.edge import PREFIX
+from serve_ml.deployments.edge import PREFIX, replaying
 from serve_ml.deployments.schemas import PredictRequest
 
 PREDICT = f"{PREFIX}/predict"
@@ -44,16 +44,7 @@ class HotRoutes:
         try:
             req = PredictRequest.model_validate_json(body)
         except ValidationError:
-            replayed = False
-
-            async def replay() -> dict:
-                nonlocal replayed
-                if not replayed:
-                    replayed = True
-                    return {"type": "http.request", "body": body, "more_body": False}
-                return await receive()
-
-            await self.app(scope, replay, send)
+            await self.app(scope, replaying(body, receive), send)
             return
         try:
             response = await predict_one(self.core, req)
