@@ -5,31 +5,16 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
-
 from serve_ml.core.ports import free_port
 from serve_ml.core.settings import Settings
 from serve_ml.deployments.app import AppArgs
-from serve_ml.deployments.launch import RunningCluster, app_args_from_config, start_cluster
+from serve_ml.deployments.launch import RunningCluster, app_args_from_config, start_cluster, wait_http_ready
 
 API = "/api/v1/serve-ml"
-
-
-def wait_ready(base: str, timeout_s: float = 120) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{base}{API}/health/ready", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    raise TimeoutError(f"{base} not ready within {timeout_s}s")
 
 
 @contextmanager
@@ -42,7 +27,7 @@ def uvicorn_baseline(root: Path) -> Iterator[str]:
                              "--no-access-log"], env=env)
     base = f"http://127.0.0.1:{port}"
     try:
-        wait_ready(base, 60)
+        wait_http_ready(base, 60)
         yield base
     finally:
         proc.terminate()
@@ -54,7 +39,6 @@ def serve_cluster(root: Path, args: AppArgs | None = None, *, max_bulk_rows: int
     settings = Settings(root=root, http_port=free_port(), max_bulk_rows=max_bulk_rows)
     cluster = start_cluster(settings, args or app_args_from_config(root=str(root)), metrics_port=free_port())
     try:
-        wait_ready(cluster.http_url)
         yield cluster
     finally:
         cluster.stop()

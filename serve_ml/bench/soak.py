@@ -24,7 +24,7 @@ import orjson
 from serve_ml.bench.common import Figure, Report
 from serve_ml.bench.loadgen import LoadResult, run_load, write_bodies
 from serve_ml.bench.memory import MemorySampler
-from serve_ml.bench.servers import API, wait_ready
+from serve_ml.bench.servers import API
 from serve_ml.core.settings import Settings
 
 EQ, POWER = "press-02", "7.5kW"
@@ -79,7 +79,6 @@ def run(source: Path, minutes: float = 10.0, http_clients: int = 4, rate_hz: flo
         cluster = start_cluster(settings, app_args_from_config(root=str(root)), metrics_port=free_port())
         stack = None
         try:
-            wait_ready(cluster.http_url)
             stack = start_stack(settings)
             base = f"{cluster.http_url}{API}"
             loads: dict[str, LoadResult] = {}

@@ -19,9 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psutil
 import yaml
 
+from serve_ml.core.http import API_PREFIX
 from serve_ml.core.ports import free_port
 from serve_ml.core.settings import PACKAGE_DIR, SECRET_FIELDS, Settings
 from serve_ml.deployments.app import AppArgs, build_graph, dedicated_equipment
@@ -187,6 +189,22 @@ class RunningCluster:
             shutil.rmtree(self.private_dir, ignore_errors=True)
 
 
+def wait_http_ready(base_url: str, timeout_s: float = 120.0) -> None:
+    """Block until ``GET {base_url}/api/v1/serve-ml/health/ready`` answers 200."""
+    deadline = time.monotonic() + timeout_s
+    last = "no answer"
+    while time.monotonic() < deadline:
+        try:
+            r = httpx.get(f"{base_url}{API_PREFIX}/health/ready", timeout=2)
+            if r.status_code == 200:
+                return
+            last = f"HTTP {r.status_code}"
+        except httpx.HTTPError as exc:
+            last = type(exc).__name__
+        time.sleep(0.3)
+    raise TimeoutError(f"{base_url} not ready within {timeout_s:g} s (last: {last})")
+
+
 def start_cluster(
     settings: Settings,
     app_args: AppArgs,
@@ -225,6 +243,10 @@ def start_cluster(
         serve.start(http_options={"host": settings.http_host, "port": http_port})
         serve.run(build_graph(app_args, settings), name=APP_NAME, route_prefix="/")
         register_recipe(settings, app_args)
+        # serve.run returns once the deployments are RUNNING; the proxy (HAProxy above
+        # all) learns the route a moment later, and on a loaded machine that moment is
+        # seconds. Until then a request gets 404 or a refused connection.
+        wait_http_ready(f"http://{settings.http_host}:{http_port}")
     except BaseException:
         ray.shutdown()
         single_machine(False)  # a later start in this process may not want it

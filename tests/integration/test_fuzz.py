@@ -15,8 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from serve_ml.bench.servers import wait_ready
 from serve_ml.core.ports import free_port
+from serve_ml.deployments.launch import wait_http_ready
 from serve_ml.pipelines.stack import Stack
 from tests.fuzzkit import API, schemathesis_run, unexplained_failures
 
@@ -31,7 +31,7 @@ def test_schema_fuzzing_finds_only_explained_failures(stack: Stack, serve_root: 
                               env=env, stdout=subprocess.DEVNULL, stderr=(tmp_path / "server.log").open("w"))
     base = f"http://127.0.0.1:{port}"
     try:
-        wait_ready(base, 60)
+        wait_http_ready(base, 60)
         out = schemathesis_run(base, "fuzz-admin-token-01", tmp_path, examples=30)
         unexplained = unexplained_failures(out)
         assert not unexplained, (sorted(unexplained), out[-6000:])
