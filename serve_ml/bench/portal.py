@@ -110,14 +110,25 @@ def _fleet_once(driver: Any, url: str, timeout_s: float = 30.0) -> dict[str, flo
     raise TimeoutError("the fleet page never rendered")
 
 
+# What the stream sends for a machine with seven sensors, a classifier and a RUL head
+# (``pipelines.live``): every part of the equipment page is drawn on every message.
+_SENSORS = {"air_temp_k": 300.0, "process_temp_k": 310.0, "speed_rpm": 1500.0, "torque_nm": 40.0,
+            "tool_wear_min": 100.0, "vibration_rms_mm_s": 1.2, "current_a": 11.0}
+_PROBS = {"none": 0.9, "HDF": 0.04, "OSF": 0.03, "PWF": 0.02, "TWF": 0.01}
+
+
 def _verdict(eq: str, i: int) -> str:
     now_ms = int(time.time() * 1000)
+    sensors = {f: v * (1 + 0.01 * (i % 5)) for f, v in _SENSORS.items()}
     return orjson.dumps({
         "type": "verdicts", "equipment_id": eq, "power": "7.5kW", "model_version": "bench", "n": 1, "anomalies": 0,
         "status": "normal", "reasons": [], "thresholds": {"thermal": 0.5, "mechanical": 0.4},
         "points": {"t_ms": [now_ms], "score": [0.1], "anomaly": [False],
-                   "modalities": {"thermal": [0.2 + 0.1 * (i % 5)], "mechanical": [0.1 + 0.05 * (i % 7)]}},
-        "last": {"sensors": {"air_temp_k": 300.0 + i % 3}, "fault_label": None, "rul": None}}).decode()
+                   "modalities": {"thermal": [0.2 + 0.1 * (i % 5)], "mechanical": [0.1 + 0.05 * (i % 7)]},
+                   "sensors": {f: [v] for f, v in sensors.items()}},
+        "last": {"sensors": sensors, "fault_label": "none", "fault_probabilities": _PROBS,
+                 "rul": 80.0 - i % 10, "rul_band": {"lower": 70.0 - i % 10, "upper": 90.0 - i % 10, "unit": "cycles"}},
+    }).decode()
 
 
 def _push(url: str, eq: str, rate_hz: float, seconds: float, stop: threading.Event) -> None:

@@ -164,7 +164,10 @@ class Rows:
         label_s = [None if b is None else b.decode() for b in labels] if g.classifier_ran else labels
         self.judged.append(Judged(eq, power, version, times, time_us, anomaly, score, label_s, flags, keys,  # type: ignore[arg-type]
                                   None if rul is None else rul[0], None if head is None else head.spec.alert_below,
-                                  inputs, faults=faults or None, errors=errs))  # type: ignore[arg-type]
+                                  inputs, faults=faults or None, errors=errs,  # type: ignore[arg-type]
+                                  probabilities=probs if g.classifier_ran else None,
+                                  rul_band=None if rul is None else rul[1:],
+                                  rul_unit=None if head is None else head.spec.unit))
         return rejected
 
 

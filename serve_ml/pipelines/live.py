@@ -1,8 +1,9 @@
 """Live pushes from the stream writer: per equipment and batch, one message with
-its verdicts (sampled when many), its latest raw values and per-modality errors,
-and its status; sent with ``pg_notify`` in the batch's transaction, so a message
-goes out on commit and never for a batch rolled back. The ingress replicas LISTEN
-and fan them out to WebSocket clients (``deployments.live``)."""
+its verdicts (sampled when many), the per-modality errors and raw values at the
+same instants, the newest verdict in full (class probabilities, RUL band) and its
+status; sent with ``pg_notify`` in the batch's transaction, so a message goes out
+on commit and never for a batch rolled back. The ingress replicas LISTEN and fan
+them out to WebSocket clients (``deployments.live``)."""
 
 from __future__ import annotations
 
@@ -36,6 +37,8 @@ def verdict_message(groups: Sequence[Judged], status: str, reasons: list[dict[st
         col = np.concatenate([_errors_of(g, name) for g in groups])[order]
         mods[name] = col
         thresholds[name] = next(t for g in groups for m, t, _ in (g.errors or []) if m == name)
+    sensors = {f: np.concatenate([_inputs_of(g, f) for g in groups])[order]
+               for f in dict.fromkeys(f for g in groups for f, c in (g.inputs or {}).items() if np.ndim(c) == 1)}
     last_g, last_i = _locate(groups, int(order[-1]))
     points = MAX_POINTS
     while True:
@@ -45,16 +48,30 @@ def verdict_message(groups: Sequence[Judged], status: str, reasons: list[dict[st
                "status": status, "reasons": reasons,
                "points": {"t_ms": ((t_us[order][pick] // 1000) + _EPOCH_MS).tolist(),
                           "score": _rounded(score[pick]), "anomaly": anomaly[pick].tolist(),
-                          "modalities": {m: _rounded(c[pick]) for m, c in mods.items()}},
+                          "modalities": {m: _rounded(c[pick]) for m, c in mods.items()},
+                          "sensors": {f: _rounded(c[pick]) for f, c in sensors.items()}},
                "thresholds": thresholds,
-               "last": {"sensors": {} if last_g.inputs is None else {
-                   f: float(c[last_i]) for f, c in last_g.inputs.items() if np.ndim(c) == 1},
-                   "fault_label": last_g.labels[last_i],
-                   "rul": None if last_g.rul is None else float(last_g.rul[last_i])}}
+               "last": _last(last_g, last_i)}
         text = orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY).decode()
         if len(text.encode()) <= MAX_PAYLOAD_BYTES or points <= 2:
             return text
         points //= 2
+
+
+def _last(g: Judged, i: int) -> dict[str, Any]:
+    """The newest row: its raw values, fault label and class probabilities, and its
+    RUL with the head's band and unit (None where the bundle has no such part)."""
+    probs = None if g.probabilities is None else g.probabilities[i]
+    band = None if g.rul_band is None or g.rul is None else {
+        "lower": float(g.rul_band[0, i]), "upper": float(g.rul_band[1, i]), "unit": g.rul_unit}
+    return {"sensors": {} if g.inputs is None else {f: float(c[i]) for f, c in g.inputs.items() if np.ndim(c) == 1},
+            "fault_label": g.labels[i], "fault_probabilities": None if probs is None else orjson.Fragment(probs),
+            "rul": None if g.rul is None else float(g.rul[i]), "rul_band": band}
+
+
+def _inputs_of(g: Judged, feature: str) -> np.ndarray:
+    c = None if g.inputs is None else g.inputs.get(feature)
+    return np.full(len(g), np.nan) if c is None or np.ndim(c) != 1 else np.asarray(c, dtype=np.float64)
 
 
 def _errors_of(g: Judged, name: str) -> np.ndarray:

@@ -57,6 +57,9 @@ class Judged:
     faults: dict[str, np.ndarray] | None = None  # sensor fault codes per feature (``bundles.scoring.FAULT_*``)
     errors: Sequence[tuple[str, float, np.ndarray]] | None = None  # per scored modality: threshold, errors
     hold: np.ndarray | None = None  # rows not flagged but not back to normal either (``operations.alarm_rules``)
+    probabilities: Sequence[bytes | None] | None = None  # per row, the classifier's {class: p} as stored (JSON)
+    rul_band: np.ndarray | None = None  # (2, rows): the RUL head's lower and upper bounds per row
+    rul_unit: str | None = None
 
     def __len__(self) -> int:
         return len(self.times)
@@ -79,7 +82,9 @@ class Judged:
                       None if self.values is None else self.values[idx],
                       None if self.faults is None else {f: c[idx] for f, c in self.faults.items()},
                       None if self.errors is None else [(m, t, e[idx]) for m, t, e in self.errors],
-                      None if self.hold is None else self.hold[idx])
+                      None if self.hold is None else self.hold[idx],
+                      None if self.probabilities is None else [self.probabilities[i] for i in rows],
+                      None if self.rul_band is None else self.rul_band[:, idx], self.rul_unit)
 
     def rul_view(self) -> Judged | None:
         """The same rows judged by their RUL, for the alert logic: a row is flagged
