@@ -26,7 +26,7 @@ from serve_ml.core.ports import free_port
 from serve_ml.core.settings import Settings
 from serve_ml.deployments.launch import RunningCluster, app_args_from_config, start_cluster
 from serve_ml.pipelines.stack import Stack, start_stack
-from tests.conftest import DEMO_ROOT
+from tests.conftest import DEMO_ROOT, DENSE_FLEET
 
 API = "/api/v1/serve-ml"
 ADMIN_TOKEN = "integration-admin-token"
@@ -36,7 +36,8 @@ ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 @pytest.fixture(scope="session")
 def serve_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("serve") / "root"
-    shutil.copytree(DEMO_ROOT, root)
+    for eq in DENSE_FLEET:
+        shutil.copytree(DEMO_ROOT / eq, root / eq)
     return root
 
 

@@ -101,6 +101,26 @@ def simulate_fleet(units: int, *, seed: int = 0, min_life: int = 150, max_life: 
                  cat["failure_mode"], life)
 
 
+# A live run-to-failure machine (the demo's): units live this many cycles, read this
+# many times a cycle. The demo's RUL bundle is trained on exactly this.
+LIVE_LIFE_CYCLES = (150, 350)
+LIVE_READINGS_PER_CYCLE = 5
+# Measurement noise a sensor adds to each reading it takes within a cycle.
+READING_NOISE = {"air_temp_k": 0.2, "process_temp_k": 0.4, "speed_rpm": 15.0, "torque_nm": 0.8,
+                 "vibration_rms_mm_s": 0.12, "current_a": 0.1}
+
+
+def expand_cycles(fleet: Fleet, per_cycle: int, rng: np.random.Generator) -> Fleet:
+    """Each cycle read ``per_cycle`` times, every reading with its own measurement
+    noise: a machine's sensors sample many times per cycle, so a live stream emits
+    readings faster than the machine wears. RUL stays counted in cycles."""
+    if per_cycle < 1:
+        raise ValueError("per_cycle must be at least 1")
+    idx = np.repeat(np.arange(len(fleet.unit)), per_cycle)
+    sensors = {s: v[idx] + rng.normal(0.0, READING_NOISE[s], len(idx)) for s, v in fleet.sensors.items()}
+    return Fleet(fleet.unit[idx], fleet.cycle[idx], fleet.regime[idx], sensors, fleet.failure_mode[idx], fleet.life)
+
+
 def write_csv(fleet: Fleet, path: Path) -> Path:
     """The fleet in the builder's run-to-failure shape: ``unit``, ``cycle``, ``regime``,
     the sensors and ``failure_mode``, one row per unit and cycle."""

@@ -208,9 +208,11 @@ class Settings(BaseSettings):
     """MQTT topic filter; the ``+`` level is the equipment id."""
 
     simulate_machines: str = ("press-02:7.5kW:normal+spike=vibration_rms_mm_s,"
-                              "pump-03:5.5kW:overstrain+drop=current_a,mill-01:7.5kW:normal:ai4i+flatline=torque_nm")
+                              "pump-03:5.5kW:overstrain+drop=current_a,mill-01:7.5kW:normal:ai4i+flatline=torque_nm,"
+                              "spindle-04:7.5kW:run_to_failure")
     """Machines ``make up`` simulates: ``equipment:power[:profile[:ai4i]][+quirk=sensor...]``,
-    comma-separated (quirks: flatline, drop, spike; see ``pipelines.simulator``)."""
+    comma-separated (quirks: flatline, drop, spike; profile ``run_to_failure`` wears a
+    machine out, unit after unit; see ``pipelines.simulator``)."""
 
     simulate_rate_hz: float = Field(default=20.0, ge=0)
     """Readings per second per simulated machine in ``make up`` (0: no simulator)."""

@@ -12,13 +12,16 @@ from serve_ml.operations.db import bump_generation
 
 SITES = (("site-north", "hall-1", "line-1"), ("site-north", "hall-2", "line-1"), ("site-south", "hall-a", "line-1"))
 DEMO_ACTOR = "serve-ml demo"
-# (scope, target, sensor, limits): ISO 10816 class II vibration zones for presses, the
-# transducer's physical range, a site-wide process-temperature limit, a mill torque limit.
+# (scope, target, sensor, limits): ISO 10816 class II vibration zones for presses and
+# spindles, the transducer's physical range, a site-wide process-temperature limit, a
+# mill torque limit.
 THRESHOLDS = (
     ("type", "press", "vibration_rms_mm_s", {"warning_max": 4.5, "critical_max": 7.1, "valid_min": 0.0,
                                               "valid_max": 50.0}),
     ("location", "site-north", "process_temp_k", {"warning_max": 313.0, "critical_max": 315.0}),
     ("equipment", "mill-01", "torque_nm", {"warning_max": 65.0, "critical_max": 75.0}),
+    ("type", "spindle", "vibration_rms_mm_s", {"warning_max": 4.5, "critical_max": 7.1, "valid_min": 0.0,
+                                                "valid_max": 50.0}),
 )
 
 

@@ -1,8 +1,11 @@
 """``serve-ml simulate``: realistic readings for many machines, to Kafka or MQTT.
 
 Each machine is ``equipment_id:power[:profile[:ai4i]][+quirk=sensor...]``
-(profiles from ``bundles.simulation.PROFILES``); ``ai4i`` limits the readings to
-AI4I's five signals, for bundles trained on that data set. A quirk makes one
+(profiles from ``bundles.simulation.PROFILES``, or ``run_to_failure``); ``ai4i``
+limits the readings to AI4I's five signals, for bundles trained on that data set.
+A ``run_to_failure`` machine wears out: it runs one simulated unit from new to
+failure (``bundles.run_to_failure``, ``LIVE_READINGS_PER_CYCLE`` readings a cycle), then
+the next, so a bundle with a RUL head sees its remaining life fall and alert. A quirk makes one
 sensor misbehave for ``QUIRK_ON_S`` of every ``QUIRK_PERIOD_S`` seconds, so the
 operations layer has something to see: ``flatline`` (the value freezes),
 ``drop`` (the sensor stops reporting), ``spike`` (the value jumps tenfold: over
@@ -21,11 +24,15 @@ from dataclasses import dataclass
 import numpy as np
 import orjson
 
+from serve_ml.bundles.run_to_failure import LIVE_LIFE_CYCLES, LIVE_READINGS_PER_CYCLE, expand_cycles, simulate_fleet
+from serve_ml.bundles.run_to_failure import SENSORS as RUN_TO_FAILURE_SENSORS
 from serve_ml.bundles.simulation import MECHANICAL, PROFILES, THERMAL, MachineSpec, simulate
 
 AI4I_SIGNALS = (*THERMAL, *MECHANICAL[:3])
 QUIRKS = ("flatline", "drop", "spike")
 QUIRK_PERIOD_S, QUIRK_ON_S = 60.0, 20.0
+RUN_TO_FAILURE = "run_to_failure"
+LIVE_PROFILES = (*PROFILES, RUN_TO_FAILURE)
 
 
 @dataclass(frozen=True)
@@ -52,11 +59,11 @@ class Machine:
     @classmethod
     def _parse(cls, text: str) -> Machine:
         parts = text.strip().split(":")
-        ok = 2 <= len(parts) <= 4 and (len(parts) < 3 or parts[2] in PROFILES) and (
+        ok = 2 <= len(parts) <= 4 and (len(parts) < 3 or parts[2] in LIVE_PROFILES) and (
             len(parts) < 4 or parts[3] == "ai4i")
         if not ok:
             raise ValueError(f"machine {text!r}: expected equipment:power[:profile[:ai4i]], "
-                             f"profile one of {', '.join(PROFILES)}")
+                             f"profile one of {', '.join(LIVE_PROFILES)}")
         return cls(parts[0], parts[1], parts[2] if len(parts) > 2 else "normal", len(parts) == 4)
 
 
@@ -79,10 +86,7 @@ class ReadingSource:
 
     def next_payload(self, *, with_identity: bool = True) -> bytes:
         if not self.buf:
-            cols = simulate(self.chunk, spec=self.spec, profile=self.machine.profile, rng=self.rng,
-                            wear_start=self.wear)
-            self.wear = float(cols["tool_wear_min"][-1])
-            names = AI4I_SIGNALS if self.machine.ai4i else tuple(cols)
+            cols, names = self._chunk()
             self.buf = [dict(zip(names, vals, strict=True)) for vals in zip(*(cols[n].tolist() for n in names), strict=True)]
             self.buf.reverse()
         now_us = max(int(time.time() * 1e6), self.last_us + 1)
@@ -96,6 +100,16 @@ class ReadingSource:
             body["equipment_id"] = self.machine.equipment_id
         return orjson.dumps(body)
 
+
+    def _chunk(self) -> tuple[dict[str, np.ndarray], tuple[str, ...]]:
+        if self.machine.profile == RUN_TO_FAILURE:  # one whole unit, new to failed
+            lo, hi = LIVE_LIFE_CYCLES
+            unit = simulate_fleet(1, seed=int(self.rng.integers(2**31)), min_life=lo, max_life=hi)
+            return expand_cycles(unit, LIVE_READINGS_PER_CYCLE, self.rng).sensors, RUN_TO_FAILURE_SENSORS
+        cols = simulate(self.chunk, spec=self.spec, profile=self.machine.profile, rng=self.rng,
+                        wear_start=self.wear)
+        self.wear = float(cols["tool_wear_min"][-1])
+        return cols, AI4I_SIGNALS if self.machine.ai4i else tuple(cols)
 
     def _misbehave(self, features: dict[str, float]) -> dict[str, float]:
         out = dict(features)

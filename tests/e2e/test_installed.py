@@ -71,7 +71,7 @@ def test_the_wheel_installed_outside_the_checkout_runs_up(tmp_path: Path) -> Non
             raise AssertionError((tmp_path / "up.log").read_text()[-3000:]) from None
         api = f"http://127.0.0.1:{port}/api/v1/serve-ml"
         bundles = httpx.get(f"{api}/bundles", timeout=30).json()["bundles"]
-        assert {b["equipment_id"] for b in bundles} == {"mill-01", "press-02", "pump-03"}
+        assert {b["equipment_id"] for b in bundles} == {"mill-01", "press-02", "pump-03", "spindle-04"}
         verdict = httpx.post(f"{api}/predict", timeout=30, json={"equipment_id": "pump-03", "power": "5.5kW", "features": {
             "air_temp_k": 300.2, "process_temp_k": 310.1, "speed_rpm": 1500, "torque_nm": 30}})
         assert verdict.status_code == 200 and "score" in verdict.json(), verdict.text

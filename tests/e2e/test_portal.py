@@ -22,6 +22,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
+from serve_ml.bundles.archive import pack_bundle
 from tests.conftest import build_sim_bundle
 from tests.e2e.conftest import cli_env, start_up, stop_up
 
@@ -53,7 +54,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     assert CHROMIUM.exists() and DRIVER.exists(), "chromium and chromium-driver are missing: run `make test-deps`"
     tmp = tmp_path_factory.mktemp("portal")
     env = {**cli_env(tmp), "SERVE_ML_ADMIN_TOKEN": ADMIN, "SERVE_ML_OPERATOR_TOKEN": OPERATOR,
-           "SERVE_ML_READ_TOKEN": VIEWER}
+           "SERVE_ML_READ_TOKEN": VIEWER, "SERVE_ML_ENABLE_XGB": "true"}  # fault classes on the equipment page
     log = tmp / "up.log"
     proc = start_up(env, log)
     try:
@@ -171,7 +172,54 @@ def test_equipment_chart_receives_live_points(stack: Stack, browser: WebDriver) 
         lambda d: int(d.find_element(By.ID, "eq-chart").get_attribute("data-points") or 0) > first)
     assert browser.find_element(By.ID, "eq-live").text == "live"
     assert browser.find_elements(By.CSS_SELECTOR, "#eq-sensors dt")  # the last readings, by name
+    # one live chart per raw sensor, each with its own points
+    WebDriverWait(browser, 15).until(lambda d: len(_charted_sensors(d)) >= 5)
+    assert {"air_temp_k", "torque_nm", "vibration_rms_mm_s"} <= _charted_sensors(browser)
+    # press-02's classifier runs on every row: the verdict lists its classes, most likely first
+    # (the verdict is rebuilt on every push: read it in one script, not element by element)
+    verdict = WebDriverWait(browser, 15).until(lambda d: d.execute_script(_READ_VERDICT))
+    shares = [float(text.rsplit(" ", 2)[-2]) for _, text in verdict["probabilities"]]
+    assert len(shares) >= 2 and shares == sorted(shares, reverse=True) and 99 <= sum(shares) <= 101
+    assert verdict["fault"] == verdict["probabilities"][0][0]
+    assert verdict["rul"] == "—"  # no RUL head in this bundle
+    # history: re-read the aggregates (the page may have opened before the hour's first rollup)
+    Select(browser.find_element(By.ID, "agg-interval")).select_by_value("1d")
+    Select(browser.find_element(By.ID, "agg-interval")).select_by_value("1h")
+    WebDriverWait(browser, 15).until(
+        lambda d: int(d.find_element(By.ID, "eq-history-chart").get_attribute("data-points") or 0) >= 1)
+    assert "hourly buckets" in browser.find_element(By.ID, "agg-note").text
+    assert int(browser.find_element(By.ID, "eq-history-sensor").get_attribute("data-points") or 0) >= 3  # min/avg/max
+    shoot(browser, "equipment-live")
     assert console_errors(browser) == []
+
+
+def test_equipment_with_a_rul_head_shows_its_remaining_life_and_band(stack: Stack, browser: WebDriver) -> None:
+    sign_in(browser, stack, VIEWER, "equipment/spindle-04")  # the demo's run-to-failure machine
+    verdict = WebDriverWait(browser, 30).until(lambda d: d.execute_script(_READ_VERDICT, False))
+    rul = re.fullmatch(r"([\d.]+) cycles \(band ([\d.]+) – ([\d.]+)\)", verdict["rul"])
+    assert rul, verdict
+    value, lower, upper = map(float, rul.groups())
+    assert 0 <= lower <= value <= upper <= 125  # the head's cap
+    assert verdict["fault"] == "—" and verdict["probabilities"] == []  # no classifier in this bundle
+    WebDriverWait(browser, 15).until(lambda d: {"vibration_rms_mm_s", "current_a"} <= _charted_sensors(d))
+    shoot(browser, "equipment-rul")
+    assert console_errors(browser) == []
+
+
+# The latest verdict as shown, or null until one with (arguments[0]) or without class
+# probabilities has arrived.
+_READ_VERDICT = """
+const probs = [...document.querySelectorAll('#eq-probabilities li')].map((li) => [li.dataset.class, li.textContent]);
+const fault = document.getElementById('eq-fault'), rul = document.getElementById('eq-rul');
+const wantProbs = arguments.length ? arguments[0] : true;
+if (!fault || (wantProbs && !probs.length) || (!wantProbs && rul.textContent === '—')) return null;
+return {probabilities: probs, fault: fault.textContent, rul: rul.textContent};
+"""
+
+
+def _charted_sensors(d: WebDriver) -> set[str]:
+    return {c.get_attribute("data-sensor") for c in d.find_elements(By.CSS_SELECTOR, "#eq-sensor-charts canvas")
+            if int(c.get_attribute("data-points") or 0) > 0}
 
 
 def test_operator_acknowledges_an_alarm_and_the_database_records_it(stack: Stack, browser: WebDriver) -> None:
@@ -181,7 +229,8 @@ def test_operator_acknowledges_an_alarm_and_the_database_records_it(stack: Stack
         assert time.monotonic() < deadline, "the demo opened no alarm"
         time.sleep(2)
     sign_in(browser, stack, OPERATOR, "alarms")
-    Select(WebDriverWait(browser, 10).until(lambda d: d.find_element(By.ID, "a-state"))).select_by_value("active_unack")
+    # the page renders again once the token's role is known: choose on the page that stays
+    WebDriverWait(browser, 10, ignored_exceptions=[StaleElementReferenceException]).until(lambda d: _choose_state(d))
     # the table is rebuilt on every pushed transition: read it and click in one step, retried
     alarm_id = WebDriverWait(browser, 15, ignored_exceptions=[StaleElementReferenceException]).until(
         lambda d: _first_unacked(d))
@@ -196,6 +245,12 @@ def test_operator_acknowledges_an_alarm_and_the_database_records_it(stack: Stack
     assert alarm["acked_at"] is not None and alarm["acked_by"].startswith("operator")
     events = stack.db("SELECT event, comment FROM serve_ml_alarm_events WHERE alarm_id = $1", alarm_id)
     assert {"event": "acknowledged", "comment": "seen on the floor, bearing ordered"} in events
+
+
+def _choose_state(d: WebDriver) -> bool:
+    Select(d.find_element(By.ID, "a-state")).select_by_value("active_unack")
+    time.sleep(0.3)
+    return d.find_element(By.ID, "a-state").get_attribute("value") == "active_unack"
 
 
 def _first_unacked(d: WebDriver) -> int | None:
@@ -237,3 +292,28 @@ def test_admin_activates_a_version_and_a_viewer_is_refused(stack: Stack, browser
                              headers={"Authorization": f"Bearer {VIEWER}"})
     assert refused.status_code == 403  # and the server refuses it anyway
     assert console_errors(browser) == []
+
+
+def test_admin_uploads_a_bundle_archive_and_a_duplicate_is_refused(stack: Stack, browser: WebDriver,
+                                                                   tmp_path: Path) -> None:
+    # an older version than the live one: installed and listed, and press-02 keeps scoring with 1.0.0
+    built = build_sim_bundle(tmp_path / "src", "press-02", "5.5kW", "0.9.0", power_range_kw=(0.0, 5.5),
+                             classifier=False, epochs=2)
+    archive = tmp_path / "press-02-5.5kW-0.9.0.tar.gz"
+    archive.write_bytes(pack_bundle(built))
+    sign_in(browser, stack, ADMIN, "bundles")
+    console_errors(browser)  # drop what came before
+    for expected in ("installed press-02/5.5kW/0.9.0", "upload refused: "):
+        WebDriverWait(browser, 10).until(lambda d: d.find_element(By.ID, "archive")).send_keys(str(archive))
+        browser.find_element(By.CSS_SELECTOR, '#upload button[type="submit"]').click()
+        WebDriverWait(browser, 30).until(lambda d, e=expected: e in d.find_element(By.ID, "toast").text)
+    assert "already exists" in browser.find_element(By.ID, "toast").text
+    WebDriverWait(browser, 15).until(lambda d: d.find_elements(By.CSS_SELECTOR, 'tr[data-bundle="press-02/5.5kW/0.9.0"]'))
+    shoot(browser, "bundle-uploaded")
+    listed = stack.api.get("/bundles", params={"equipment_id": "press-02", "power": "5.5kW"},
+                           headers={"Authorization": f"Bearer {VIEWER}"}).json()
+    assert {b["model_version"]: b["live"] for b in listed["bundles"]} == {"0.9.0": False, "1.0.0": True}
+    assert (stack.root / "press-02" / "5.5kW" / "0.9.0" / "manifest.json").is_file()
+    # the browser logs the refused upload's answer; nothing else went wrong
+    assert [e["message"].split(" - ")[0].endswith("/bundles/upload") and "409" in e["message"]
+            for e in console_errors(browser)] == [True]

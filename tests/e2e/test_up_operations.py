@@ -46,16 +46,24 @@ def test_up_demo_shows_alarms_status_aggregates_and_live_pushes(tmp_path: Path) 
         assert pushed["equipment_id"] == "press-02" and pushed["n"] >= 1 and pushed["points"]["score"]
 
         deadline, kinds = time.monotonic() + 150, set()
-        while time.monotonic() < deadline and not {"anomaly", "threshold", "sensor_fault"} <= kinds:
+        while time.monotonic() < deadline and not {"anomaly", "threshold", "sensor_fault", "rul"} <= kinds:
             kinds = {a["type"] for a in http.get("/alarms", params={"limit": 500}).json()["alarms"]}
             time.sleep(2)
-        assert {"anomaly", "threshold", "sensor_fault"} <= kinds, kinds
+        assert {"anomaly", "threshold", "sensor_fault", "rul"} <= kinds, kinds
+        # spindle-04 wears out unit after unit: its RUL head alerts as each nears failure
+        [rul] = http.get("/alarms", params={"type": "rul", "equipment_id": "spindle-04", "limit": 1}).json()["alarms"]
+        assert rul["equipment_id"] == "spindle-04"
+        # ...and its LSTM gate scores 30-reading windows on the stream, beside the dense one
+        preds = http.get("/equipment/spindle-04/predictions").json()["predictions"]  # the last hour's
+        assert preds and all(p["rul"] is not None and p["rul_lower"] <= p["rul"] <= p["rul_upper"] for p in preds)
+        assert any(p["modalities"]["motor"]["status"] == "scored" for p in preds)
+        assert any(p["modalities"]["thermal"]["status"] == "scored" for p in preds)
         faults = {(a["equipment_id"], a["source"], a["detail"]["fault"]) for a in http.get(
             "/alarms", params={"type": "sensor_fault", "limit": 500}).json()["alarms"]}
         assert ("pump-03", "current_a", "missing") in faults or ("mill-01", "torque_nm", "flatline") in faults, faults
 
         status = http.get("/status").json()
-        assert {r["equipment_id"] for r in status["equipment"]} >= {"press-02", "pump-03", "mill-01"}
+        assert {r["equipment_id"] for r in status["equipment"]} >= {"press-02", "pump-03", "mill-01", "spindle-04"}
         assert status["tree"]["counts"]["no_data"] == 0
         agg = http.get("/equipment/press-02/aggregates", params={"interval": "1h"}).json()["buckets"]
         assert agg and agg[-1]["readings"] > 0 and "vibration_rms_mm_s" in agg[-1]["sensors"]
