@@ -18,7 +18,7 @@ import numpy as np
 from serve_ml.bundles.catalog import Catalog
 from serve_ml.bundles.loader import Bundle
 from serve_ml.bundles.scoring import FAULT_MISSING, GroupScore, Result, materialise, score_group
-from serve_ml.core.errors import ServeMLError
+from serve_ml.core.errors import FeatureError, ServeMLError
 
 
 class Reading(NamedTuple):
@@ -98,8 +98,11 @@ def score_groups(catalog: Catalog, readings: Sequence[Reading] | ReadingColumns,
     cols = readings if isinstance(readings, ReadingColumns) else ReadingColumns.of_readings(readings)
     for (eq, power, version, names), idx in _groups(cols).items():
         try:
-            matrix = _matrix(cols.features, idx, names)
-            columns = {f: np.ascontiguousarray(matrix[:, j]) for j, f in enumerate(names)}
+            if names and isinstance(cols.features[idx[0]][names[0]], list):
+                columns = _windows(cols.features, idx, names)
+            else:
+                matrix = _matrix(cols.features, idx, names)
+                columns = {f: np.ascontiguousarray(matrix[:, j]) for j, f in enumerate(names)}
             parts = []
             for bundle, sub in catalog.resolve(eq, power, version, columns, len(idx)):
                 rows = idx if sub is None else list(map(idx.__getitem__, sub.tolist()))
@@ -182,6 +185,22 @@ def _matrix(features: Sequence[Mapping[str, float]], idx: list[int], names: tupl
     if len(names) > 1:  # itemgetter of one name gives the value, not a 1-tuple
         values = chain.from_iterable(values)  # type: ignore[assignment]
     return np.fromiter(values, np.float64, len(idx) * len(names)).reshape(len(idx), len(names))
+
+
+_RAGGED = "a window needs the same number of numeric values for every feature"
+
+
+def _windows(features: Sequence[Mapping[str, Any]], idx: list[int], names: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """Readings that each carry a window (a list of values per feature, oldest first,
+    as ``POST /predict`` with ``readings`` sends them): rows x steps per feature."""
+    try:
+        out = {f: np.array([features[i][f] for i in idx], dtype=np.float64) for f in names}
+    except (TypeError, ValueError):
+        raise FeatureError({"readings": _RAGGED}) from None
+    steps = {c.shape[1] if c.ndim == 2 else -1 for c in out.values()}
+    if len(steps) != 1 or -1 in steps:
+        raise FeatureError({"readings": _RAGGED})
+    return out
 
 
 def score_readings(catalog: Catalog, readings: Sequence[Reading], *, enable_xgb: bool) -> list[Result]:

@@ -61,6 +61,10 @@ class AsyncClient:
                       model_version: str | None = None) -> dict[str, Any]:
         return await self._send(Calls.predict(equipment_id, features, power, model_version))
 
+    async def predict_window(self, equipment_id: str, readings: Sequence[Mapping[str, float]], *,
+                             power: str | None = None, model_version: str | None = None) -> dict[str, Any]:
+        return await self._send(Calls.predict_window(equipment_id, readings, power, model_version))
+
     async def predict_bulk(self, readings: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         return await self._send(Calls.predict_bulk(readings))
 

@@ -127,6 +127,13 @@ class Calls:
                     idempotent=True)
 
     @staticmethod
+    def predict_window(equipment_id: str, readings: Sequence[Mapping[str, float]], power: str | None,
+                       model_version: str | None) -> Call:
+        return Call("POST", _p("predict"), json=_drop_none(equipment_id=equipment_id,
+                                                           readings=[dict(r) for r in readings], power=power,
+                                                           model_version=model_version), idempotent=True)
+
+    @staticmethod
     def predict_bulk(readings: Sequence[Mapping[str, Any]]) -> Call:
         return Call("POST", _p("predict", "bulk"), json={"readings": [dict(r) for r in readings]}, idempotent=True)
 

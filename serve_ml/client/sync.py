@@ -65,6 +65,12 @@ class Client:
         """One reading's verdict (power class and version chosen by the server unless given)."""
         return self._send(Calls.predict(equipment_id, features, power, model_version))
 
+    def predict_window(self, equipment_id: str, readings: Sequence[Mapping[str, float]], *,
+                       power: str | None = None, model_version: str | None = None) -> dict[str, Any]:
+        """The verdict for a window's last reading (``readings`` oldest first): for a
+        bundle with sequence modalities, which read its last ``window_steps`` readings."""
+        return self._send(Calls.predict_window(equipment_id, readings, power, model_version))
+
     def predict_bulk(self, readings: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         """Many readings, any equipment: ``{"results": [...], "errors": n}`` in order."""
         return self._send(Calls.predict_bulk(readings))

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, NotRequired
 
-from pydantic import BaseModel, ConfigDict, Field, with_config
+from pydantic import BaseModel, ConfigDict, Field, model_validator, with_config
 from typing_extensions import TypedDict  # pydantic needs this one on Python < 3.12
 
-from serve_ml.core.reading import MAX_FEATURES, MAX_NAME_CHARS
+from serve_ml.core.reading import BAD_FEATURES, MAX_FEATURES, MAX_NAME_CHARS
 
 # The reading contract's limits (serve_ml.core.reading); its wording is put on
 # pydantic's refusals where the API translates them.
@@ -16,6 +16,7 @@ Name = Annotated[str, Field(min_length=1, max_length=MAX_NAME_CHARS)]
 # Non-finite values pass here: the scorer names them, per row on the bulk paths.
 Number = Annotated[float, Field(strict=True)]
 Features = Annotated[dict[Name, Number], Field(min_length=1, max_length=MAX_FEATURES)]
+MAX_WINDOW_STEPS = 4096
 
 
 class PredictRequest(BaseModel):
@@ -29,7 +30,31 @@ class PredictRequest(BaseModel):
     equipment_id: Name = Field(description="Equipment id, the first level of the bundle root.")
     power: Name | None = Field(default=None, description="Power class, e.g. '7.5kW'; omitted: chosen automatically.")
     model_version: Name | None = Field(default=None, description="Pin a version; omitted: the live version.")
-    features: Features = Field(description="Feature name -> value.")
+    features: Features | None = Field(default=None, description="Feature name -> value. Either this or `readings`.")
+    readings: list[Features] | None = Field(
+        default=None, min_length=1, max_length=MAX_WINDOW_STEPS,
+        description="A window of consecutive readings of one machine, oldest first, each with the same feature "
+                    "names: for a bundle with sequence modalities, which read its last `window_steps` readings "
+                    "(fewer is a 422 saying how many are needed); every other part of the bundle reads the last "
+                    "reading, and the verdict is the last reading's. Either this or `features`.")
+
+    @model_validator(mode="after")
+    def _one_form(self) -> PredictRequest:
+        if self.features is None and self.readings is None:
+            raise ValueError(f"features: {BAD_FEATURES} (or readings: a window of them, oldest first)")
+        if self.features is not None and self.readings is not None:
+            raise ValueError("give either features (one reading) or readings (a window, oldest first), not both")
+        if self.readings is not None:
+            names = self.readings[-1].keys()
+            for i, r in enumerate(self.readings):
+                if r.keys() != names:
+                    raise ValueError(f"readings[{i}] has features {sorted(r)}, the last reading "
+                                     f"{sorted(names)}: every reading of a window needs the same names")
+        return self
+
+    def last(self) -> dict[str, float]:
+        """The reading the verdict is for: the only one, or the window's last."""
+        return self.features if self.features is not None else self.readings[-1]  # type: ignore[index]
 
 
 @with_config(ConfigDict(extra="forbid"))

@@ -1,6 +1,6 @@
 """A sequence bundle on the running cluster: added by a sync, scored on windows sent
-as JSON columns and as binary columns with ``steps``, refused with the number of
-steps it needs, then removed again."""
+as JSON columns, as binary columns with ``steps`` and as one window of rows on
+``/predict``, refused with the number of steps it needs, then removed again."""
 
 from __future__ import annotations
 
@@ -39,6 +39,12 @@ def test_windows_are_scored_through_serve_in_json_and_binary(cluster, http: http
                               .astype("<f8").tobytes(), headers={"Content-Type": "application/octet-stream"})
         assert as_binary.status_code == 200, as_binary.text
         assert as_binary.json()["score"] == pytest.approx(body["score"])
+        # one window as rows on /predict: the verdict of its last reading
+        rows = [{f: float(cols[f][i]) for f in FEATURES} for i in range(2, 2 + STEPS)]
+        one = http.post("/predict", json={"equipment_id": eq, "power": "7.5kW", "readings": rows})
+        assert one.status_code == 200, one.text
+        assert one.json()["score"] == pytest.approx(body["score"][2])
+        assert one.json()["modalities"]["motor"]["status"] == "scored"
         short = http.post("/predict/columns", json={"equipment_id": eq, "power": "7.5kW",
                                                     "columns": {f: w[:, -3:].tolist() for f, w in wins.items()}})
         assert short.status_code == 422 and f"needs a window of {STEPS} consecutive readings" in short.text

@@ -60,6 +60,20 @@ def test_windows_go_as_rows_x_steps_feature_after_feature() -> None:
         Calls.predict_columns("seq-01", {"a": a, "b": np.ones(4)}, None, None, "float64")
 
 
+def test_a_window_is_scored_like_the_same_window_as_columns(tmp_path: Path) -> None:
+    from tests.conftest import build_seq_bundle
+
+    build_seq_bundle(tmp_path, "seq-01", "7.5kW", "1.0.0", steps=4)
+    c = _client(tmp_path)
+    names = ("air_temp_k", "process_temp_k", "vibration_rms_mm_s", "current_a")
+    rows = [{f: r[f] for f in names} for r in sim_rows("normal", 6, "7.5kW")]
+    one = c.predict_window("seq-01", rows, power="7.5kW")
+    cols = c.predict_columns("seq-01", {f: np.array([[r[f] for r in rows[-4:]]]) for f in names}, power="7.5kW")
+    assert one["score"] == pytest.approx(cols["score"][0]) and one["modalities"]["motor"]["status"] == "scored"
+    with pytest.raises(ApiError, match="needs a window of 4"):
+        c.predict_window("seq-01", rows[:2], power="7.5kW")
+
+
 def test_errors_carry_the_servers_type_and_message(demo_root: Path) -> None:
     c = _client(demo_root)
     with pytest.raises(ApiError) as err:

@@ -41,7 +41,11 @@ router = APIRouter(prefix=PREFIX, route_class=OrjsonRoute)
 
 
 def _reading(r: PredictRequest) -> Reading:
-    return Reading(r.equipment_id, r.features, r.power, r.model_version)
+    if r.readings is None:
+        return Reading(r.equipment_id, r.features, r.power, r.model_version)  # type: ignore[arg-type]
+    # a window: one array per feature, oldest first (bundles.batch scores it as one row)
+    window = {f: [row[f] for row in r.readings] for f in r.readings[-1]}
+    return Reading(r.equipment_id, window, r.power, r.model_version)  # type: ignore[arg-type]
 
 @router.post("/predict", response_model=PredictResponse, responses=PREDICT_ERRORS, dependencies=READ_ONLY)
 async def predict(core: CoreDep, req: PredictRequest) -> Response:
@@ -55,11 +59,12 @@ async def predict_one(core: Core, req: PredictRequest) -> Response:
     (res,) = await core.score([_reading(req)])
     if isinstance(res, ServeMLError):
         return error_response(res)
+    last = req.last()
     if core.http_store is not None:
-        await core.http_store.store(stored_items([req.model_dump(include={"equipment_id", "features"})], [res]))
+        await core.http_store.store(stored_items([{"equipment_id": req.equipment_id, "features": last}], [res]))
     book = core.book.current()
     if book and book.applied(req.equipment_id):
-        res["thresholds"] = breaches(book, req.equipment_id, req.features)
+        res["thresholds"] = breaches(book, req.equipment_id, last)
     res["latency_ms"] = (time.perf_counter() - t0) * 1e3
     return json_response(res)
 
