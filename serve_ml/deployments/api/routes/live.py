@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 
 import orjson
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
@@ -24,6 +25,7 @@ from serve_ml.deployments.live import Subscriber
 from serve_ml.operations.alarm_store import SEVERITY_RANK
 
 router = APIRouter(prefix=PREFIX)
+log = logging.getLogger(__name__)
 AUTH_WAIT_S = 5.0
 PING_S = 20.0
 
@@ -81,6 +83,10 @@ async def _session(ws: WebSocket, sub: Subscriber) -> None:
         done, pending = await asyncio.wait({sender, reader, slow}, return_when=asyncio.FIRST_COMPLETED)
         for t in pending:
             t.cancel()
+        for t in done:  # a task's failure is this session's end: say why, once
+            failure = t.exception()
+            if failure is not None:
+                log.warning("WebSocket session for %s ended: %r", sub.client, failure)
         if slow in done:
             with contextlib.suppress(Exception):
                 await ws.close(code=4008, reason=f"too slow: {sub.dropped} messages dropped")
@@ -91,12 +97,14 @@ async def _session(ws: WebSocket, sub: Subscriber) -> None:
 
 
 async def _send(ws: WebSocket, sub: Subscriber) -> None:
-    while True:
-        try:
-            payload = await asyncio.wait_for(sub.queue.get(), PING_S)
-        except TimeoutError:
-            payload = '{"type":"ping"}'  # keeps proxies from closing an idle socket
-        await ws.send_text(payload)
+    """Until the client goes away (a send to a closed socket ends it, quietly)."""
+    with contextlib.suppress(WebSocketDisconnect):
+        while True:
+            try:
+                payload = await asyncio.wait_for(sub.queue.get(), PING_S)
+            except TimeoutError:
+                payload = '{"type":"ping"}'  # keeps proxies from closing an idle socket
+            await ws.send_text(payload)
 
 
 async def _drain(ws: WebSocket) -> None:
