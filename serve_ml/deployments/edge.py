@@ -82,7 +82,7 @@ def gate(path: str, method: str) -> Literal["admin", "operator", "read", None]:
     if (not path.startswith(PREFIX) or path.startswith(f"{PREFIX}/health/")
             or path in (f"{PREFIX}/stream/health", f"{PREFIX}/whoami")):
         return None
-    if path == f"{PREFIX}/audit":
+    if path == f"{PREFIX}/audit" or path == f"{PREFIX}/train" or path.startswith(f"{PREFIX}/train/"):
         return "admin"
     if method == "POST" and (path in (f"{PREFIX}/sync", f"{PREFIX}/bundles/upload")
                              or path.endswith(("/activate", "/rollback", "/unpin"))):

@@ -36,6 +36,7 @@ from serve_ml.deployments.api.routes import (
     session,
     status,
     thresholds,
+    train,
     v2,
 )
 from serve_ml.deployments.edge import HEALTH_CACHE_S, PREFIX, V2_PREFIX, Cached, EdgeMiddleware, v2_error_body
@@ -45,7 +46,7 @@ from serve_ml.deployments.ratelimit import RateLimiter
 log = logging.getLogger("serve_ml.api")
 ROUTERS = (predict.router, bundles.router, history.router, health.router, equipment.router, thresholds.router,
            status.router, alarms.router, notifications.router, live.router,
-           maintenance.router, alarm_rules.router, session.router, audit.router, v2.router)
+           maintenance.router, alarm_rules.router, session.router, audit.router, train.router, v2.router)
 
 
 def create_api(core: Core, *, max_request_bytes: int, limiter: RateLimiter | None = None,

@@ -1,0 +1,106 @@
+"""POST /train: a new version trained from the readings the stream stored, as a Ray
+task on the shared cluster, followed at GET /train/{job_id}; it does not go live;
+a job with too few stored readings fails with the reason; the viewer is refused.
+
+The API is served in this process (the shared cluster's ingress has no database),
+on the cluster's Ray; the readings come through the real stream stack."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from serve_ml.deployments.api import create_api
+from serve_ml.deployments.auth import TokenGuard
+from serve_ml.deployments.local import LocalCore
+from serve_ml.pipelines.simulator import Machine, run_kafka
+from serve_ml.pipelines.stack import Stack
+from serve_ml.scoring.metrics import NoMetrics
+from serve_ml.scoring.service import ScoringService
+from tests.conftest import DEMO_ROOT
+from tests.streamkit import now, wait_count
+
+pytestmark = pytest.mark.integration
+API = "/api/v1/serve-ml"
+ADMIN = {"Authorization": "Bearer train-admin-token-01"}
+VIEWER = {"Authorization": "Bearer train-read-token-001"}
+
+
+@pytest.fixture()
+def api(cluster, stack: Stack, tmp_path: Path) -> Iterator[tuple[TestClient, Path]]:
+    root = tmp_path / "root"
+    shutil.copytree(DEMO_ROOT / "press-02", root / "press-02")
+    core = LocalCore(ScoringService(root, enable_xgb=False, metrics=NoMetrics()), max_bulk_rows=1000,
+                     database_url=stack.database_url, guard=TokenGuard("train-admin-token-01", "train-read-token-001"))
+    # one event loop for every request: the database pool belongs to the loop that made it
+    with TestClient(create_api(core, max_request_bytes=1 << 20)) as client:
+        yield client, root
+
+
+def _finished(c: TestClient, job_id: str, timeout_s: float = 180) -> dict:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        job = c.get(f"{API}/train/{job_id}", headers=ADMIN).json()
+        if job["state"] in ("succeeded", "failed"):
+            return job
+        time.sleep(1)
+    raise AssertionError(f"job {job_id} still {job['state']} after {timeout_s}s: {job['progress'][-3:]}")
+
+
+def test_a_version_trained_from_stored_readings_waits_for_an_activation(api, stack: Stack) -> None:
+    c, root = api
+    t0 = now()
+    n = 600
+    sent = asyncio.run(run_kafka(stack.bootstrap, stack.settings.features_topic, [Machine("press-02", "7.5kW")], 0,
+                                 total=n, seed=21))
+    assert sent == n and wait_count(stack, "serve_ml_readings", "press-02", t0, n) >= n
+    body = {"equipment_id": "press-02", "power": "7.5kW", "start": (t0 - dt.timedelta(seconds=1)).isoformat(),
+            "end": (now() + dt.timedelta(seconds=1)).isoformat(), "epochs": 2}
+    assert c.post(f"{API}/train", json=body, headers=VIEWER).status_code == 403
+    started = c.post(f"{API}/train", json=body, headers=ADMIN)
+    assert started.status_code == 202, started.text
+    job = started.json()
+    assert started.headers["location"] == f"{API}/train/{job['job_id']}"
+    assert job["state"] == "queued" and job["kept_live"] == "pinned 1.0.0, so the new version waits for an activation"
+
+    done = _finished(c, job["job_id"])
+    assert done["state"] == "succeeded", done
+    result = done["result"]
+    assert result["model_version"] == "1.1.0" and result["rows"] >= n and result["live"] is False
+    assert any("training press-02/7.5kW/1.1.0" in line for line in done["progress"])
+    assert (root / "press-02" / "7.5kW" / "1.1.0" / "manifest.json").is_file()
+    c.post(f"{API}/sync", headers=ADMIN)
+    listed = {b["model_version"]: (b["live"], b["pinned"]) for b in c.get(
+        f"{API}/bundles", params={"equipment_id": "press-02", "power": "7.5kW"}, headers=VIEWER).json()["bundles"]}
+    assert listed == {"1.0.0": (True, True), "1.1.0": (False, False)}
+    assert job["job_id"] in [j["job_id"] for j in c.get(f"{API}/train", headers=ADMIN).json()["jobs"]]
+
+
+def test_a_job_without_enough_stored_readings_fails_with_the_reason(api) -> None:
+    c, _ = api
+    body = {"equipment_id": "press-02", "power": "7.5kW", "start": "2001-01-01T00:00:00Z",
+            "end": "2001-01-02T00:00:00Z", "epochs": 1}
+    job = c.post(f"{API}/train", json=body, headers=ADMIN).json()
+    done = _finished(c, job["job_id"], 60)
+    assert done["state"] == "failed" and "0 normal readings stored" in done["error"]
+    assert "at least 200 are needed" in done["error"] and done["result"] is None
+
+
+def test_bad_requests_are_refused_before_any_job(api) -> None:
+    c, _ = api
+    unknown = c.post(f"{API}/train", headers=ADMIN, json={"equipment_id": "nope-01", "power": "7.5kW",
+                                                          "start": "2026-01-01T00:00:00Z",
+                                                          "end": "2026-01-02T00:00:00Z"})
+    assert unknown.status_code == 404 and "no live bundle for nope-01/7.5kW" in unknown.text
+    backwards = c.post(f"{API}/train", headers=ADMIN, json={"equipment_id": "press-02", "power": "7.5kW",
+                                                            "start": "2026-01-02T00:00:00Z",
+                                                            "end": "2026-01-01T00:00:00Z"})
+    assert backwards.status_code == 422 and "start must be before end" in backwards.text
+    assert c.get(f"{API}/train/feedfeedfeed", headers=ADMIN).status_code == 404
