@@ -29,14 +29,15 @@ from serve_ml.deployments.launch import app_args_from_config
 TEMPLATE = ("pump-03", "7.5kW", "1.0.0")
 
 
-def generate_fleet(root: Path, n: int, source_root: Path, *, ids: list[str] | None = None) -> list[str]:
-    """``n`` copies of the template bundle under new equipment ids (``fleet-NNNN``
+def generate_fleet(root: Path, n: int, source_root: Path, *, ids: list[str] | None = None,
+                   template: tuple[str, str, str] = TEMPLATE) -> list[str]:
+    """``n`` copies of the ``template`` bundle under new equipment ids (``fleet-NNNN``
     unless ``ids`` are given)."""
-    src = source_root.joinpath(*TEMPLATE)
+    src = source_root.joinpath(*template)
     manifest = json.loads((src / "manifest.json").read_text())
     ids = ids if ids is not None else [f"fleet-{i:04d}" for i in range(n)]
     for eq in ids:
-        dst = root / eq / TEMPLATE[1] / TEMPLATE[2]
+        dst = root / eq / template[1] / template[2]
         shutil.copytree(src, dst)
         (dst / "manifest.json").write_text(json.dumps({**manifest, "equipment_id": eq}))
     return ids

@@ -33,10 +33,21 @@ from serve_ml.core.settings import Settings
 from serve_ml.pipelines.simulator import Machine, run_kafka
 from serve_ml.pipelines.stack import FEATURE_PARTITIONS, Stack, start_stack
 
+DENSE_BASE = ("press-02", "pump-03", "press-02", "pump-03")
+# The sequence fleet: the demo's run-to-failure machine (a dense gate, an LSTM gate
+# over 30 readings, a RUL head) and copies of its bundle, every machine wearing out.
+SEQUENCE_TEMPLATE = ("spindle-04", "7.5kW", "1.0.0")
+SEQUENCE_BASE = ("spindle-04",)
 
-def machines(n: int, faulty: int = 0) -> list[Machine]:
-    """Up to 4 machines on the simulator-trained demo equipment (two ids, both power
-    classes); beyond that, generated copies of a demo bundle (see :func:`fleet_ids`)."""
+
+def machines(n: int, faulty: int = 0, *, sequence: bool = False) -> list[Machine]:
+    """Dense: up to 4 machines on the simulator-trained demo equipment (two ids, both
+    power classes), then generated copies of a demo bundle (see :func:`fleet_ids`).
+    ``sequence``: spindle-04 and copies of its bundle, each running units to failure
+    (RUL alerts open as each unit nears its end; ``faulty`` does not apply)."""
+    if sequence:
+        return [Machine(eq, SEQUENCE_TEMPLATE[1], "run_to_failure")
+                for eq in [*SEQUENCE_BASE[:n], *fleet_ids(n, SEQUENCE_BASE)]]
     eqs = ("press-02", "pump-03")
     out = [Machine(eqs[i % 2], ("5.5kW", "7.5kW")[(i // 2) % 2], "overstrain" if i < faulty else "normal")
            for i in range(min(n, 4))]
@@ -44,9 +55,9 @@ def machines(n: int, faulty: int = 0) -> list[Machine]:
     return out
 
 
-def fleet_ids(n: int) -> list[str]:
-    """Ids for the ``n - 4`` generated machines, picked so that every partition of the
-    features topic carries as many machines as any other. Readings are keyed by
+def fleet_ids(n: int, base: tuple[str, ...] = DENSE_BASE) -> list[str]:
+    """Ids for the ``n - len(base)`` generated machines, picked so that every partition
+    of the features topic carries as many machines as any other. Readings are keyed by
     equipment and hashed as Kafka's default partitioner does: 16 ``fleet-NNNN``
     machines in a row landed 7/3/5/1 on the 4 partitions, and a consumer group is
     only as fast as its busiest member. A real fleet of hundreds evens out by itself."""
@@ -54,11 +65,11 @@ def fleet_ids(n: int) -> list[str]:
         return (murmur2(eq.encode()) & 0x7FFFFFFF) % FEATURE_PARTITIONS
 
     load = [0] * FEATURE_PARTITIONS
-    for eq in ("press-02", "pump-03", "press-02", "pump-03")[:n]:
+    for eq in base[:n]:
         load[partition(eq)] += 1
     ids: list[str] = []
     for i in itertools.count():
-        if len(ids) >= n - 4:
+        if len(ids) >= n - len(base):
             return ids
         eq = f"fleet-{i:04d}"
         if load[k := partition(eq)] == min(load):
@@ -67,12 +78,14 @@ def fleet_ids(n: int) -> list[str]:
     raise AssertionError("unreachable")
 
 
-def fleet_root(tmp: Path, n: int, source: Path) -> Path:
-    """The demo bundles plus ``n - 4`` generated equipment: a fleet spread over every
-    partition of the features topic (readings are keyed by equipment)."""
+def fleet_root(tmp: Path, n: int, source: Path, *, sequence: bool = False) -> Path:
+    """The demo bundles plus the generated equipment of :func:`machines`: a fleet spread
+    over every partition of the features topic (readings are keyed by equipment)."""
     root = tmp / "root"
     shutil.copytree(source, root)
-    if n > 4:
+    if sequence:
+        generate_fleet(root, n - 1, source, ids=fleet_ids(n, SEQUENCE_BASE), template=SEQUENCE_TEMPLATE)
+    elif n > 4:
         generate_fleet(root, n - 4, source, ids=fleet_ids(n))
     return root
 
@@ -185,14 +198,14 @@ def stage_us(before: dict[str, dict[str, float]], after: dict[str, dict[str, flo
             for key, label in names.items()}
 
 
-def throughput_round(stack: Stack, s: Settings, n: int, n_machines: int, *, keep_actors: bool) -> dict[str, Any]:
+def throughput_round(stack: Stack, s: Settings, n: int, fleet: list[Machine], *, keep_actors: bool) -> dict[str, Any]:
     """One backlog of ``n`` readings: the produce rate, the raw consume rate of the same
     broker (the baseline), then fresh scorer actors through to PostgreSQL. Kept actors
     stay in the group for what follows (a new member waits out the old ones' session
     timeout before its first fetch)."""
     t0 = dt.datetime.now(dt.UTC)
     p0 = time.perf_counter()
-    asyncio.run(run_kafka(stack.bootstrap, s.features_topic, machines(n_machines), 0, total=n))
+    asyncio.run(run_kafka(stack.bootstrap, s.features_topic, fleet, 0, total=n))
     produce_rate = n / (time.perf_counter() - p0)
     raw = asyncio.run(raw_consume(stack.bootstrap, s.features_topic, n))
     stack.start_actors()
@@ -221,54 +234,58 @@ def throughput_round(stack: Stack, s: Settings, n: int, n_machines: int, *, keep
 
 def run(root: Path, n: int = 100_000, rate_hz: float = 10_000, rate_seconds: float = 10.0, consumers: int = 2,
         n_machines: int = 16, rounds: int = 3, compare_with: int | None = 1, operations: bool = True,
-        ws_clients: int = 0) -> Report:
+        ws_clients: int = 0, sequence: bool = False) -> Report:
     """``rounds`` backlogs through ``consumers`` scorer actors and, alternating with
     them, through ``compare_with`` actors (None: no comparison rounds). With
     ``operations``, the fleet is registered with thresholds, two notification sinks
     deliver to a local receiver, and WebSocket clients time the live pushes
     (``bench.stream_ops``). With ``ws_clients``, each round is run a second time with
-    that many WebSocket clients connected to the fleet's live streams."""
-    rep = Report(f"bench stream: {rounds} x {n} readings from {n_machines} machines through Kafka -> scorer -> "
+    that many WebSocket clients connected to the fleet's live streams. With
+    ``sequence``, every machine's bundle has an LSTM gate over 30-reading windows and a
+    RUL head (spindle-04's), and every machine runs units to failure."""
+    fleet = machines(n_machines, sequence=sequence)
+    rep = Report(f"bench stream: {rounds} x {n} readings from {n_machines} "
+                 f"{'sequence-bundle (LSTM gate + RUL) ' if sequence else ''}machines through Kafka -> scorer -> "
                  f"PostgreSQL ({consumers} scorer actor(s)"
                  + (f"; alternating with {compare_with})" if compare_with else ")"))
     receiver = stream_ops.Receiver() if operations else None
     pushes: list[float] = []
     with tempfile.TemporaryDirectory(prefix="serve-ml-stream-") as tmp:
-        s = Settings(state_dir=Path(tmp), root=fleet_root(Path(tmp), n_machines, root), stream_consumers=consumers,
+        s = Settings(state_dir=Path(tmp), root=fleet_root(Path(tmp), n_machines, root, sequence=sequence), stream_consumers=consumers,
                      batch_wait_ms=50, notifications_file=receiver.sinks_file(Path(tmp)) if receiver else None)
         other = s.model_copy(update={"stream_consumers": compare_with}) if compare_with else None
         ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
         stack: Stack = start_stack(s, actors=False)
         if operations:
-            asyncio.run(stream_ops.seed(stack.database_url, [m.equipment_id for m in machines(n_machines)]))
+            asyncio.run(stream_ops.seed(stack.database_url, [m.equipment_id for m in fleet]))
         try:
             res, cmp, crowded, crowds = [], [], [], []
             for i in range(rounds):
                 if other is not None:
                     stack.settings = other
-                    cmp.append(throughput_round(stack, other, n, n_machines, keep_actors=False))
+                    cmp.append(throughput_round(stack, other, n, fleet, keep_actors=False))
                 stack.settings = s
                 if ws_clients:
-                    crowd = stream_ops.Crowd(s, stack.database_url, [m.equipment_id for m in machines(n_machines)],
-                                             ws_clients)
+                    crowd = stream_ops.Crowd(s, stack.database_url, [m.equipment_id for m in fleet], ws_clients)
                     with crowd.connected():
-                        crowded.append(throughput_round(stack, s, n, n_machines, keep_actors=False))
+                        crowded.append(throughput_round(stack, s, n, fleet, keep_actors=False))
                     crowds.append(crowd.result)
-                res.append(throughput_round(stack, s, n, n_machines, keep_actors=i == rounds - 1))
+                res.append(throughput_round(stack, s, n, fleet, keep_actors=i == rounds - 1))
             # Latency at a fixed rate, with one machine in a fault so alerts open.
             t1 = dt.datetime.now(dt.UTC)
             per_machine = rate_hz / 4
             total = int(rate_hz * rate_seconds)
+            paced = machines(4, faulty=1, sequence=sequence)
             with contextlib.ExitStack() as live:
                 watcher = None
                 if operations:
                     address = live.enter_context(stream_ops.api_server(s, stack.database_url))
                     ready = threading.Event()
+                    followed = list(dict.fromkeys(m.equipment_id for m in paced))[:2]
                     watcher = ThreadWithResult(lambda: asyncio.run(stream_ops.push_latencies(
-                        address, ["press-02", "pump-03"], rate_seconds + 3, ready)))
+                        address, followed, rate_seconds + 3, ready)))
                     ready.wait(10)
-                asyncio.run(run_kafka(stack.bootstrap, s.features_topic, machines(4, faulty=1), per_machine,
-                                      total=total))
+                asyncio.run(run_kafka(stack.bootstrap, s.features_topic, paced, per_machine, total=total))
                 if watcher is not None:
                     pushes = sorted(watcher.result())
             wait_stored(stack.database_url, t1, total, timeout_s=120)

@@ -31,6 +31,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                     help="simulated machines; beyond 4, generated equipment spread over every partition")
     st.add_argument("--ws-clients", type=int, default=0,
                     help="also run each round with this many WebSocket clients on the fleet's live streams")
+    st.add_argument("--sequence", action="store_true",
+                    help="a fleet of sequence bundles (spindle-04's: an LSTM gate over 30 readings, a RUL head), "
+                         "every machine running units to failure")
     st.add_argument("--no-operations", action="store_true",
                     help="no thresholds, notification sinks or WebSocket clients (the writer still keeps "
                          "status, rollups and alarms)")
@@ -120,9 +123,10 @@ def _fleet(args: argparse.Namespace) -> int:
 def _stream(args: argparse.Namespace) -> int:
     from serve_ml.bench import stream
 
-    return _print("stream", stream.run(args.settings.root, n=args.readings, rate_hz=args.rate_hz, consumers=args.consumers,
+    return _print("stream-sequence" if args.sequence else "stream", stream.run(args.settings.root, n=args.readings, rate_hz=args.rate_hz, consumers=args.consumers,
                                        compare_with=args.compare_with or None, n_machines=args.machines,
-                                       operations=not args.no_operations, ws_clients=args.ws_clients))
+                                       operations=not args.no_operations, ws_clients=args.ws_clients,
+                                       sequence=args.sequence))
 
 
 def _soak(args: argparse.Namespace) -> int:

@@ -29,3 +29,19 @@ def test_ids_are_new_and_distinct() -> None:
     ids = fleet_ids(64)
     assert len(ids) == len(set(ids)) == 60
     assert all(i.startswith("fleet-") for i in ids)
+
+
+def test_the_sequence_fleet_is_spindle_04_and_copies_all_wearing_out(tmp_path) -> None:
+    from serve_ml.bench.stream import SEQUENCE_TEMPLATE, fleet_root
+    from serve_ml.bundles.catalog import Catalog
+    from tests.conftest import DEMO_ROOT
+
+    fleet = machines(16, sequence=True)
+    assert fleet[0].equipment_id == "spindle-04" and len({m.equipment_id for m in fleet}) == 16
+    assert {m.profile for m in fleet} == {"run_to_failure"} and {m.power for m in fleet} == {SEQUENCE_TEMPLATE[1]}
+    place = DefaultPartitioner()
+    assert Counter(place(m.equipment_id.encode(), PARTS, PARTS) for m in fleet) == {p: 4 for p in PARTS}
+    catalog = Catalog.scan(fleet_root(tmp_path, 16, DEMO_ROOT, sequence=True))
+    for m in fleet:
+        bundle = catalog.live_bundle(m.equipment_id, m.power)
+        assert bundle.rul is not None and any(x.input == "windows" for x in bundle.modalities.values())
