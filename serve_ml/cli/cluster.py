@@ -64,6 +64,13 @@ def _up(args: argparse.Namespace) -> int:
     if not args.no_stream:
         from serve_ml.pipelines.stack import start_stack
 
+        if settings.simulate_rate_hz > 0 and settings.notifications_file is None:
+            from serve_ml.core.ports import free_port
+            from serve_ml.operations.demo import write_demo_sinks
+
+            settings = settings.model_copy(update={
+                "notifications_file": write_demo_sinks(settings.state_dir, free_port())})
+
         print("starting PostgreSQL and Kafka (embedded unless DATABASE_URL / KAFKA_BOOTSTRAP)...", flush=True)
         stack = start_stack(settings, actors=False)
         settings = settings.model_copy(update={"database_url": stack.database_url,

@@ -1,9 +1,15 @@
 """What ``make up`` registers when it simulates machines and the registry is
 empty: the simulated equipment in two sites, and thresholds at the three scopes,
 so threshold breaches, sensor faults and the status roll-up show from the first
-minute. An operator's own registry is never touched."""
+minute. An operator's own registry is never touched.
+
+With no notification sinks configured, the demo also gets one sink that is down
+(:func:`write_demo_sinks`), so a ``pipeline_fault`` alarm shows how serve-ml reports
+a delivery path that keeps failing, as the simulator's quirks show sensor faults."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import asyncpg
 import orjson
@@ -50,3 +56,26 @@ async def seed_demo(conn: asyncpg.Connection, equipment_ids: list[str]) -> bool:
                 orjson.dumps(limits).decode(), DEMO_ACTOR, "demo thresholds of `make up`")
         await bump_generation(conn)
     return True
+
+
+DEMO_SINK = "demo-sink-that-is-down"
+
+
+def write_demo_sinks(state_dir: Path, port: int) -> Path:
+    """A notifications file with one Slack-compatible sink on a local ``port`` nothing
+    listens on: every delivery is refused, and after three in a row the notifier
+    raises a ``pipeline_fault`` alarm (source ``sink:demo-sink-that-is-down``)."""
+    path = state_dir / "demo-notifications.yaml"
+    path.write_text(f"""# Written by `serve-ml up` for the demo (no SERVE_ML_NOTIFICATIONS_FILE was set):
+# a sink that is down on purpose, to show a pipeline_fault alarm. Set
+# SERVE_ML_NOTIFICATIONS_FILE to your own sinks to replace it.
+backoff_initial_s: 2.0
+backoff_max_s: 60.0
+sinks:
+  - name: {DEMO_SINK}
+    kind: slack
+    url: http://127.0.0.1:{port}/nothing-listens-here
+    timeout_s: 2.0
+    route: {{min_severity: major}}
+""")
+    return path

@@ -46,10 +46,16 @@ def test_up_demo_shows_alarms_status_aggregates_and_live_pushes(tmp_path: Path) 
         assert pushed["equipment_id"] == "press-02" and pushed["n"] >= 1 and pushed["points"]["score"]
 
         deadline, kinds = time.monotonic() + 150, set()
-        while time.monotonic() < deadline and not {"anomaly", "threshold", "sensor_fault", "rul"} <= kinds:
+        every = {"anomaly", "threshold", "sensor_fault", "rul", "pipeline_fault"}
+        while time.monotonic() < deadline and not every <= kinds:
             kinds = {a["type"] for a in http.get("/alarms", params={"limit": 500}).json()["alarms"]}
             time.sleep(2)
-        assert {"anomaly", "threshold", "sensor_fault", "rul"} <= kinds, kinds
+        assert every <= kinds, kinds
+        # the demo's notification sink is down on purpose: its failures raise a pipeline fault
+        [fault] = http.get("/alarms", params={"type": "pipeline_fault", "limit": 1}).json()["alarms"]
+        assert (fault["equipment_id"], fault["source"]) == ("serve-ml", "sink:demo-sink-that-is-down"), fault
+        deliveries = http.get("/notifications", params={"sink": "demo-sink-that-is-down"}).json()["deliveries"]
+        assert deliveries and all(d["status"] != "delivered" for d in deliveries)
         # spindle-04 wears out unit after unit: its RUL head alerts as each nears failure
         [rul] = http.get("/alarms", params={"type": "rul", "equipment_id": "spindle-04", "limit": 1}).json()["alarms"]
         assert rul["equipment_id"] == "spindle-04"

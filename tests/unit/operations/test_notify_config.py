@@ -49,3 +49,18 @@ def test_the_file_is_validated_with_its_name_in_the_error(tmp_path: Path) -> Non
                  "backoff_initial_s: 2\nbackoff_max_s: 10\n")
     cfg = load_config(f)
     assert [cfg.backoff_s(n) for n in (1, 2, 3, 4, 5)] == [2, 4, 8, 10, 10]
+
+
+def test_the_demo_sink_is_valid_and_points_where_nothing_listens(tmp_path: Path) -> None:
+    import socket
+
+    from serve_ml.core.ports import free_port
+    from serve_ml.operations.demo import DEMO_SINK, write_demo_sinks
+
+    port = free_port()
+    cfg = load_config(write_demo_sinks(tmp_path, port))
+    [sink] = cfg.sinks
+    assert (sink.name, sink.kind, sink.url) == (DEMO_SINK, "slack", f"http://127.0.0.1:{port}/nothing-listens-here")
+    assert cfg.fault_after_failures == 3 and sink.route.min_severity == "major"
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
