@@ -17,6 +17,7 @@ API = "/api/v1/serve-ml"
 # against its query, one time before another).
 EXPLAINED = {
     (f"POST {API}/predict", "ST202"),  # the power class is chosen from the reading's own values
+    (f"POST {API}/predict/bulk", "ST202"),  # every reading of a window has the same names
     (f"POST {API}/predict/columns", "ST202"),  # columns of equal length; the bundle's features
     (f"POST {API}/predict/columns/binary", "ST202"),  # body length = rows x features x dtype size
     (f"POST {API}/maintenance", "ST202"),  # starts_at before ends_at

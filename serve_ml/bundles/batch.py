@@ -192,9 +192,12 @@ _RAGGED = "a window needs the same number of numeric values for every feature"
 
 def _windows(features: Sequence[Mapping[str, Any]], idx: list[int], names: tuple[str, ...]) -> dict[str, np.ndarray]:
     """Readings that each carry a window (a list of values per feature, oldest first,
-    as ``POST /predict`` with ``readings`` sends them): rows x steps per feature."""
+    as ``POST /predict`` with ``readings`` sends them): rows x steps per feature. Windows
+    of different lengths keep their newest ``shortest`` steps (every part of a bundle
+    reads a window from its end)."""
     try:
-        out = {f: np.array([features[i][f] for i in idx], dtype=np.float64) for f in names}
+        k = min(len(features[i][names[0]]) for i in idx)
+        out = {f: np.array([features[i][f][-k:] for i in idx], dtype=np.float64) for f in names}
     except (TypeError, ValueError):
         raise FeatureError({"readings": _RAGGED}) from None
     steps = {c.shape[1] if c.ndim == 2 else -1 for c in out.values()}

@@ -71,12 +71,26 @@ class BulkReading(TypedDict):
     features: Features
 
 
+@with_config(ConfigDict(extra="forbid"))
+class BulkWindow(TypedDict):
+    """One window of a bulk request: consecutive readings of one machine, oldest first,
+    each with the same feature names (as ``readings`` of a single predict); its result
+    is the last reading's verdict."""
+
+    equipment_id: Name
+    power: NotRequired[Name | None]
+    model_version: NotRequired[Name | None]
+    readings: Annotated[list[Features], Field(min_length=1, max_length=MAX_WINDOW_STEPS)]
+
+
 class BulkRequest(BaseModel):
     """Many readings, scored in one round trip; results come back in the same order."""
 
     model_config = ConfigDict(extra="forbid")
 
-    readings: list[BulkReading] = Field(min_length=1, description="Readings, any mix of equipment.")
+    # left to right: a plain reading is validated once, as before windows existed
+    readings: list[Annotated[BulkReading | BulkWindow, Field(union_mode="left_to_right")]] = Field(
+        min_length=1, description="Readings (or windows of readings, for sequence bundles), any mix of equipment.")
 
 
 class ColumnsRequest(BaseModel):

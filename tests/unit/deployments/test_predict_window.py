@@ -93,3 +93,32 @@ def test_a_dense_bundle_scores_a_windows_last_reading(demo_root: Path) -> None:
     alone = c.post(f"{API}/predict", json={"equipment_id": "pump-03", "power": "7.5kW", "features": rows_[-1]}).json()
     assert windowed["score"] == pytest.approx(alone["score"])
     assert windowed["modalities"] == alone["modalities"]
+
+
+def test_bulk_scores_windows_and_readings_together_in_order(client: TestClient, series: dict[str, np.ndarray]) -> None:
+    def one(window: list[dict[str, float]]) -> float:
+        return client.post(f"{API}/predict", json={"equipment_id": EQ, "power": "7.5kW",
+                                                   "readings": window}).json()["score"]
+
+    w1, w2 = rows(series, 0, STEPS), rows(series, 3, STEPS + 3)  # windows of different lengths
+    items = [{"equipment_id": EQ, "power": "7.5kW", "readings": w1},
+             {"equipment_id": EQ, "power": "7.5kW", "features": w1[-1]},  # one reading: the LSTM cannot score it
+             {"equipment_id": EQ, "power": "7.5kW", "readings": w2},
+             {"equipment_id": "nope-01", "features": w1[0]}]
+    r = client.post(f"{API}/predict/bulk", json={"readings": items})
+    assert r.status_code == 200, r.text
+    res = r.json()["results"]
+    assert res[0]["score"] == pytest.approx(one(w1)) and res[2]["score"] == pytest.approx(one(w2))
+    assert res[0]["modalities"]["motor"]["status"] == "scored"
+    assert "needs a window of 6" in res[1]["error"]["message"] and "nope-01" in res[3]["error"]["message"]
+    assert r.json()["errors"] == 2
+
+
+@pytest.mark.parametrize(("item", "says"), [
+    ({"features": {"air_temp_k": 1.0}, "readings": [{"air_temp_k": 1.0}]}, "Extra inputs are not permitted"),
+    ({"readings": [{"air_temp_k": 1.0}, {"current_a": 1.0}]}, "readings[0]: every reading of a window needs"),
+    ({}, "readings[0].BulkReading.features: Field required"),
+])
+def test_bulk_refuses_a_malformed_window_naming_it(client: TestClient, item: dict, says: str) -> None:
+    r = client.post(f"{API}/predict/bulk", json={"readings": [{"equipment_id": EQ, **item}]})
+    assert r.status_code == 422 and says in r.text, r.text

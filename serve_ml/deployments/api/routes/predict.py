@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from operator import methodcaller
 from typing import Any
 
 import orjson
@@ -11,7 +12,7 @@ from fastapi.responses import Response
 
 from serve_ml.bundles.batch import Reading, ReadingColumns
 from serve_ml.bundles.columns import from_binary, to_arrays
-from serve_ml.core.errors import PayloadTooLarge, ServeMLError, UnsupportedMediaType
+from serve_ml.core.errors import FeatureError, PayloadTooLarge, ServeMLError, UnsupportedMediaType
 from serve_ml.core.reading import MAX_FEATURES, MAX_NAME_CHARS
 from serve_ml.deployments.api.body import OrjsonRoute
 from serve_ml.deployments.api.deps import (
@@ -33,6 +34,7 @@ from serve_ml.deployments.schemas import (
     PredictRequest,
     PredictResponse,
 )
+from serve_ml.deployments.wire import merge_items
 from serve_ml.operations.thresholds import breaches
 
 BINARY_MEDIA_TYPE = "application/octet-stream"
@@ -78,22 +80,56 @@ async def predict_bulk(core: CoreDep, req: BulkRequest) -> Response:
     if len(req.readings) > core.max_bulk_rows:
         raise PayloadTooLarge(f"bulk request has {len(req.readings)} readings; the limit is {core.max_bulk_rows}")
     t0 = time.perf_counter()
-    errors, items = await core.score_bulk(ReadingColumns.of_dicts(req.readings))
+    readings: list[Any] = req.readings
+    if any(map(_IS_WINDOW, readings)):
+        errors, items, readings = await _score_with_windows(core, readings)
+    else:
+        errors, items = await core.score_bulk(ReadingColumns.of_dicts(readings))
     if core.http_store is not None:
-        await core.http_store.store(stored_items(req.readings, orjson.loads(items)))
+        await core.http_store.store(stored_items(readings, orjson.loads(items)))
     elapsed = (time.perf_counter() - t0) * 1e3
     # ``items`` is already a JSON array: splice it in rather than parse and re-encode.
     book = core.book.current()
     limits = b""
     if book:
-        limited = {e for e in {r["equipment_id"] for r in req.readings} if book.applied(e)}
+        limited = {e for e in {r["equipment_id"] for r in readings} if book.applied(e)}
         if limited:
-            found = [{**b, "index": i} for i, r in enumerate(req.readings) if r["equipment_id"] in limited
+            found = [{**b, "index": i} for i, r in enumerate(readings) if r["equipment_id"] in limited
                      for b in breaches(book, r["equipment_id"], r["features"])]
             limits = b',"thresholds":' + orjson.dumps(found)
     body = b'{"results":' + items + b',"errors":' + str(errors).encode() + limits + b',"latency_ms":' + \
         orjson.dumps(elapsed) + b"}"
     return Response(body, media_type="application/json")
+
+_IS_WINDOW = methodcaller("__contains__", "readings")
+
+
+async def _score_with_windows(core: Core, items: list[Any]) -> tuple[int, bytes, list[dict[str, Any]]]:
+    """A bulk request with windows: each window scored as one row (its features as
+    arrays, oldest first), plain readings apart (a scored group is all rows or all
+    windows); the results merged back in order. Also returns each item as its last
+    reading, for thresholds and storing."""
+    as_rows, last, windows, plain = [], [], [], []
+    for i, r in enumerate(items):
+        if "readings" in r:
+            rows = r["readings"]
+            names = rows[-1].keys()
+            if any(row.keys() != names for row in rows):
+                raise FeatureError({f"readings[{i}]": "every reading of a window needs the same feature names"})
+            as_rows.append({**r, "features": {f: [row[f] for row in rows] for f in names}})
+            last.append({**r, "features": rows[-1]})
+            windows.append(i)
+        else:
+            as_rows.append(r)
+            last.append(r)
+            plain.append(i)
+    parts = [(idx, await core.score_bulk(ReadingColumns.of_dicts([as_rows[i] for i in idx])))
+             for idx in (plain, windows) if idx]
+    if len(parts) == 1:
+        return parts[0][1][0], parts[0][1][1], last
+    errors = sum(e for _, (e, _) in parts)
+    return errors, merge_items(len(items), [(idx, out) for idx, (_, out) in parts]), last
+
 
 async def columns_response(core: Core, eq: str, power: str | None, version: str | None, columns: dict[str, Any],
                            n: int) -> Response:
