@@ -45,6 +45,13 @@ def test_windows_are_scored_through_serve_in_json_and_binary(cluster, http: http
         assert one.status_code == 200, one.text
         assert one.json()["score"] == pytest.approx(body["score"][2])
         assert one.json()["modalities"]["motor"]["status"] == "scored"
+        # windows in a bulk request, across the hop to the equipment's replica
+        bulk = http.post("/predict/bulk", json={"readings": [
+            {"equipment_id": eq, "power": "7.5kW", "readings": rows},
+            {"equipment_id": eq, "power": "7.5kW", "features": rows[-1]}]})
+        assert bulk.status_code == 200, bulk.text
+        assert bulk.json()["results"][0]["score"] == pytest.approx(body["score"][2])
+        assert "needs a window" in bulk.json()["results"][1]["error"]["message"]
         short = http.post("/predict/columns", json={"equipment_id": eq, "power": "7.5kW",
                                                     "columns": {f: w[:, -3:].tolist() for f, w in wins.items()}})
         assert short.status_code == 422 and f"needs a window of {STEPS} consecutive readings" in short.text
