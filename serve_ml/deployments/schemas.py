@@ -17,6 +17,7 @@ Name = Annotated[str, Field(min_length=1, max_length=MAX_NAME_CHARS)]
 Number = Annotated[float, Field(strict=True)]
 Features = Annotated[dict[Name, Number], Field(min_length=1, max_length=MAX_FEATURES)]
 MAX_WINDOW_STEPS = 4096
+BOTH_FORMS = "give either features (one reading) or readings (a window, oldest first), not both"
 
 
 class PredictRequest(BaseModel):
@@ -43,7 +44,7 @@ class PredictRequest(BaseModel):
         if self.features is None and self.readings is None:
             raise ValueError(f"features: {BAD_FEATURES} (or readings: a window of them, oldest first)")
         if self.features is not None and self.readings is not None:
-            raise ValueError("give either features (one reading) or readings (a window, oldest first), not both")
+            raise ValueError(BOTH_FORMS)
         if self.readings is not None:
             names = self.readings[-1].keys()
             for i, r in enumerate(self.readings):
@@ -83,12 +84,17 @@ class BulkWindow(TypedDict):
     readings: Annotated[list[Features], Field(min_length=1, max_length=MAX_WINDOW_STEPS)]
 
 
+BULK_FORMS = ("BulkReading", "BulkWindow")  # how pydantic names the union's members in a location
+
+
 class BulkRequest(BaseModel):
     """Many readings, scored in one round trip; results come back in the same order."""
 
     model_config = ConfigDict(extra="forbid")
 
-    # left to right: a plain reading is validated once, as before windows existed
+    # Left to right: a plain reading is validated once, in C, as before windows existed
+    # (a discriminator would call Python per item). An item that fits neither form is
+    # refused with the problems of the form its keys chose (``api.refused_form``).
     readings: list[Annotated[BulkReading | BulkWindow, Field(union_mode="left_to_right")]] = Field(
         min_length=1, description="Readings (or windows of readings, for sequence bundles), any mix of equipment.")
 

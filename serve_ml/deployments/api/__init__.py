@@ -42,6 +42,7 @@ from serve_ml.deployments.api.routes import (
 from serve_ml.deployments.edge import HEALTH_CACHE_S, PREFIX, V2_PREFIX, Cached, EdgeMiddleware, v2_error_body
 from serve_ml.deployments.portal import mount_portal
 from serve_ml.deployments.ratelimit import RateLimiter
+from serve_ml.deployments.schemas import BOTH_FORMS, BULK_FORMS
 
 log = logging.getLogger("serve_ml.api")
 ROUTERS = (predict.router, bundles.router, history.router, health.router, equipment.router, thresholds.router,
@@ -93,9 +94,10 @@ def create_api(core: Core, *, max_request_bytes: int, limiter: RateLimiter | Non
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> Response:
-        problems = [_problem(e) for e in exc.errors()]
+        errors = refused_form(list(exc.errors()))
+        problems = [_problem(e) for e in errors]
         body = {"error": "InvalidRequest", "message": "invalid request: " + "; ".join(problems[:20]),
-                "detail": [{"loc": list(e.get("loc", ())), "msg": e.get("msg")} for e in exc.errors()[:50]]}
+                "detail": [{"loc": list(e.get("loc", ())), "msg": e.get("msg")} for e in errors[:50]]}
         return json_response(shaped(request, body), 422)
 
     @app.exception_handler(Exception)
@@ -116,6 +118,38 @@ def create_api(core: Core, *, max_request_bytes: int, limiter: RateLimiter | Non
     return app
 
 
+BOTH = "both_forms"
+
+
+def refused_form(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A bulk item that fits neither form (a reading, a window) is refused by both:
+    keep the problems of the form its keys chose, so the message names only those
+    (a window when it has ``readings``; both keys at once is its own problem)."""
+    reading_form, window_form = BULK_FORMS
+    chose: dict[int, str] = {}
+    for e in errors:
+        loc = [p for p in e.get("loc", ()) if p != "body"]
+        if len(loc) >= 4 and loc[0] == "readings" and loc[2] in BULK_FORMS and e.get("type") == "extra_forbidden":
+            extra = {(reading_form, "readings"): window_form, (window_form, "features"): reading_form}.get(
+                (loc[2], loc[3]))
+            if extra is not None:
+                chose[loc[1]] = BOTH if chose.get(loc[1], extra) != extra else extra
+    out, said_both = [], set()
+    for e in errors:
+        loc = [p for p in e.get("loc", ()) if p != "body"]
+        if len(loc) < 3 or loc[0] != "readings" or loc[2] not in BULK_FORMS:
+            out.append(e)
+            continue
+        form = chose.get(loc[1], reading_form)
+        if form == BOTH:
+            if loc[1] not in said_both:
+                said_both.add(loc[1])
+                out.append({"loc": ("body", "readings", loc[1]), "type": BOTH, "msg": BOTH_FORMS})
+        elif loc[2] == form:
+            out.append(e)
+    return out
+
+
 def _problem(e: Any) -> str:
     """One validation error in words: the reading contract's where it speaks of the
     field (so HTTP and the stream refuse a reading alike), else pydantic's."""
@@ -123,6 +157,10 @@ def _problem(e: Any) -> str:
     prefix = ""
     if len(loc) >= 2 and loc[0] == "readings" and isinstance(loc[1], int):  # one reading of a bulk request
         prefix, loc = f"readings[{loc[1]}].", loc[2:]
+        if e.get("type") == BOTH:
+            return f"{prefix.rstrip('.')}: {BOTH_FORMS}"
+        if loc and loc[0] in BULK_FORMS:  # the form it was judged as (refused_form): its keys say so already
+            loc = loc[1:]
     said = reading.translate(loc, e.get("type", ""))
     if said is not None:
         return prefix + said

@@ -115,9 +115,10 @@ def test_bulk_scores_windows_and_readings_together_in_order(client: TestClient, 
 
 
 @pytest.mark.parametrize(("item", "says"), [
-    ({"features": {"air_temp_k": 1.0}, "readings": [{"air_temp_k": 1.0}]}, "Extra inputs are not permitted"),
+    ({"features": {"air_temp_k": 1.0}, "readings": [{"air_temp_k": 1.0}]}, "readings[0]: give either features"),
     ({"readings": [{"air_temp_k": 1.0}, {"current_a": 1.0}]}, "readings[0]: every reading of a window needs"),
-    ({}, "readings[0].BulkReading.features: Field required"),
+    ({}, "readings[0].features: expected a non-empty object of name -> number"),
+    ({"readings": [{"air_temp_k": "hot"}]}, "readings[0].readings.0.air_temp_k: Input should be a valid number"),
 ])
 def test_bulk_refuses_a_malformed_window_naming_it(client: TestClient, item: dict, says: str) -> None:
     r = client.post(f"{API}/predict/bulk", json={"readings": [{"equipment_id": EQ, **item}]})

@@ -4,9 +4,9 @@
 const COLOURS = ["#0b57d0", "#8e24aa", "#00897b", "#ef6c00", "#6d4c41", "#3949ab"];
 // A limit line's look by kind; the legend says which is which, so colour is not the only signal.
 const LIMITS = {
-  threshold: { dash: [5, 4], colour: null, label: "dashed: threshold" },
-  warning: { dash: [6, 3], colour: "#b06000", label: "dashed: warning" },
-  critical: { dash: [2, 2], colour: "#c5221f", label: "dotted: critical" },
+  threshold: { dash: [5, 4], colour: null, label: "- - threshold" },
+  warning: { dash: [6, 3], colour: "#b06000", label: "- - warning" },
+  critical: { dash: [2, 2], colour: "#c5221f", label: "··· critical" },
 };
 
 export class LiveChart {
@@ -73,13 +73,21 @@ export class LiveChart {
     const kinds = new Set();
     for (const [name, s] of this.series) {
       g.strokeStyle = s.colour; g.lineWidth = 1.5; g.beginPath();
-      let started = false;
+      let started = false, shown = 0;
       for (let i = 0; i < s.t.length; i++) {
         if (s.t[i] < tMin || s.t[i] > tMax) continue;
         started ? g.lineTo(x(s.t[i]), y(s.v[i])) : g.moveTo(x(s.t[i]), y(s.v[i]));
         started = true;
+        shown++;
       }
       g.stroke();
+      if (shown <= 48) { // few points (hourly history): each one visible, even alone
+        g.fillStyle = s.colour;
+        for (let i = 0; i < s.t.length; i++) {
+          if (s.t[i] < tMin || s.t[i] > tMax) continue;
+          g.beginPath(); g.arc(x(s.t[i]), y(s.v[i]), 2.5, 0, 2 * Math.PI); g.fill();
+        }
+      }
       for (const l of this.limits.values()) {
         if (l.name !== name) continue;
         const kind = l.kind.split("_")[0]; // warning_min and warning_max look alike
