@@ -53,8 +53,13 @@ def test_jwks_tritonclient_confluent_kafka_and_schemathesis_against_up(tmp_path:
         refused = http.post("/sync", headers=viewer)
         assert refused.status_code == 403, refused.text
         assert http.post("/sync", headers=admin).status_code == 200
-        trail = http.get("/audit", headers=admin, params={"path_prefix": "/api/v1/serve-ml/sync"}).json()["entries"]
-        assert {(e["subject"], e["status"]) for e in trail} >= {("jwt:vic@factory", 403), ("jwt:ada@factory", 200)}
+        # an audit row is written after its answer went out (edge._audit): wait for it, briefly
+        want, seen, deadline = {("jwt:vic@factory", 403), ("jwt:ada@factory", 200)}, set(), time.monotonic() + 15
+        while not want <= seen and time.monotonic() < deadline:
+            seen = {(e["subject"], e["status"]) for e in http.get(
+                "/audit", headers=admin, params={"path_prefix": "/api/v1/serve-ml/sync"}).json()["entries"]}
+            time.sleep(0.3)
+        assert want <= seen, seen
         assert http.get("/audit", headers=viewer).status_code == 403
 
         # tritonclient, JSON and binary tensors, with the viewer's token.
