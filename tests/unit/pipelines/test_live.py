@@ -17,8 +17,7 @@ from serve_ml.pipelines.encode import Origin, encode_scored
 from serve_ml.pipelines.live import MAX_PAYLOAD_BYTES, verdict_message
 from serve_ml.pipelines.verdicts import Judged
 from tests.samples import mixed_power_rows
-
-T0 = dt.datetime(2026, 11, 23, tzinfo=dt.UTC)
+from tests.stored_rows import T0
 
 
 def judged(cat: Catalog, readings: list[Reading], step_s: float = 1.0) -> tuple[list[Judged], list[dict]]:

@@ -28,14 +28,10 @@ async def start_training(core: CoreDep, req: TrainRequest) -> Response:
     and stays live until someone activates the new one."""
     if not core.history.database_url:
         raise Unavailable("training reads the stored readings: this server has no database (DATABASE_URL)")
-    import ray
-
-    if not ray.is_initialized():
-        raise Unavailable("training runs as a Ray task: start serve-ml on Ray (`serve-ml up`, `serve run`)")
-    from serve_ml.scoring.train_jobs import get_jobs, run_job
+    jobs = _jobs()
+    from serve_ml.scoring.train_jobs import run_job
 
     kept = await _keep_live(core, req)
-    jobs = get_jobs()
     job = await jobs.create.remote(req.model_dump(mode="json"), kept)
     run_job.remote(job["job_id"], req.model_dump_json(), core.history.database_url,
                    str(core.management.service.root), kept, jobs)
@@ -62,7 +58,7 @@ def _jobs() -> Any:
     import ray
 
     if not ray.is_initialized():
-        raise Unavailable("training runs as a Ray task, and this server is not on Ray")
+        raise Unavailable("training runs as a Ray task: start serve-ml on Ray (`serve-ml up`, `serve run`)")
     from serve_ml.scoring.train_jobs import get_jobs
 
     return get_jobs()
