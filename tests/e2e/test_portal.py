@@ -185,8 +185,11 @@ def test_equipment_chart_receives_live_points(stack: Stack, browser: WebDriver) 
     # history: re-read the aggregates (the page may have opened before the hour's first rollup)
     Select(browser.find_element(By.ID, "agg-interval")).select_by_value("1d")
     Select(browser.find_element(By.ID, "agg-interval")).select_by_value("1h")
+    # the daily answer may arrive after the hourly one; the page must keep the newest request's
     WebDriverWait(browser, 15).until(
-        lambda d: int(d.find_element(By.ID, "eq-history-chart").get_attribute("data-points") or 0) >= 1)
+        lambda d: "hourly buckets" in d.find_element(By.ID, "agg-note").text
+        and int(d.find_element(By.ID, "eq-history-chart").get_attribute("data-points") or 0) >= 1)
+    time.sleep(1.5)  # long enough for the slower 30-day answer to land, if the page let it
     assert "hourly buckets" in browser.find_element(By.ID, "agg-note").text
     assert int(browser.find_element(By.ID, "eq-history-sensor").get_attribute("data-points") or 0) >= 3  # min/avg/max
     shoot(browser, "equipment-live")

@@ -80,6 +80,7 @@ export function historySection(q) {
   const table = h("table", { id: "eq-history" });
   const note = h("p", { class: "muted", id: "agg-note" });
   let buckets = [];
+  let latest = 0; // answers can arrive out of order: only the newest request may draw
 
   const drawSensor = () => {
     const chart = new LiveChart(sensorCanvas, { zero: false });
@@ -90,11 +91,13 @@ export function historySection(q) {
   const span = () => [Date.parse(from.value), Date.parse(to.value) + DAY];
   async function load() {
     const [start, end] = span();
+    const mine = ++latest, every = interval.value;
     if (!(start < end)) { note.textContent = "the range must start before it ends"; return; }
     try {
-      const agg = await api(`/equipment/${q}/aggregates`, { query: { interval: interval.value, start: new Date(start).toISOString(), end: new Date(end).toISOString() } });
+      const agg = await api(`/equipment/${q}/aggregates`, { query: { interval: every, start: new Date(start).toISOString(), end: new Date(end).toISOString() } });
+      if (mine !== latest) return;
       buckets = agg.buckets;
-      note.textContent = `${buckets.length} ${interval.value === "1h" ? "hourly" : "daily"} buckets, ${when(agg.start)} – ${when(agg.end)}`;
+      note.textContent = `${buckets.length} ${every === "1h" ? "hourly" : "daily"} buckets, ${when(agg.start)} – ${when(agg.end)}`;
       const rate = new LiveChart(rateCanvas, { unit: " %" });
       rate.add("anomaly rate", buckets.map((b) => Date.parse(b.bucket)), buckets.map((b) => (b.anomaly_rate === null ? null : b.anomaly_rate * 100)));
       rate.setSpan(start, end);
@@ -105,7 +108,9 @@ export function historySection(q) {
       table.replaceChildren(h("tr", {}, h("th", {}, "bucket"), h("th", {}, "readings"), h("th", {}, "anomalies"), h("th", {}, "anomaly rate")),
         ...buckets.slice(-48).reverse().map((b) => h("tr", {}, h("td", {}, when(b.bucket)), h("td", {}, b.readings ?? "—"), h("td", {}, b.anomalies ?? "—"),
           h("td", {}, b.anomaly_rate === null ? "—" : `${(b.anomaly_rate * 100).toFixed(2)} %`))));
-    } catch (e) { note.textContent = ""; table.replaceChildren(h("tr", {}, h("td", { class: "error" }, e.message))); }
+    } catch (e) {
+      if (mine !== latest) return;
+      note.textContent = ""; table.replaceChildren(h("tr", {}, h("td", { class: "error" }, e.message))); }
   }
   interval.addEventListener("change", () => {
     if (interval.value === "1d") from.value = isoDay(Date.now() - 30 * DAY);
