@@ -64,8 +64,8 @@ CLUSTER_TIERS := tests/integration tests/e2e tests/faults
 test: install test-deps lint
 	@echo "test order: seed $(SEED) (repeat with: make test SEED=$(SEED))"
 	$(BIN)/python -m pytest -q $(RANDOM_ORDER) tests/unit
-	$(BIN)/python -m pytest -q $(RANDOM_ORDER) -m "not own_cluster" $(CLUSTER_TIERS)
-	$(BIN)/python -m pytest -q $(RANDOM_ORDER) -m own_cluster $(CLUSTER_TIERS)
+	$(BIN)/python -m pytest -q --durations=15 $(RANDOM_ORDER) -m "not own_cluster" $(CLUSTER_TIERS)
+	$(BIN)/python -m pytest -q --durations=0 $(RANDOM_ORDER) -m own_cluster $(CLUSTER_TIERS)
 
 test-unit: install
 	$(BIN)/python -m pytest -q $(RANDOM_ORDER) tests/unit

@@ -134,7 +134,9 @@ Stop: Ctrl-C or `serve-ml down`
                 except Exception as exc:  # keep serving; try again on the next tick
                     print(f"could not restart the embedded broker: {exc}", file=sys.stderr, flush=True)
     finally:
-        print("stopping serve-ml (Ray Serve drains ingress replicas; this can take ~30s)...", flush=True)
+        drain = "its own drain period" if settings.ray_address else f"{settings.ingress_drain_s:g} s"
+        print(f"stopping serve-ml (the ingress drains for {drain}, then Ray, the broker and PostgreSQL stop)...",
+              flush=True)
         sim_stop.set()
         try:
             ray_alive = _gcs_survives(cluster)

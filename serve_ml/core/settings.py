@@ -108,6 +108,15 @@ class Settings(BaseSettings):
     throughput_optimized: bool = True
     """Start Ray with ``RAY_SERVE_THROUGHPUT_OPTIMIZED`` (direct ingress, gRPC handles)."""
 
+    ingress_drain_s: float = Field(default=5.0, ge=0, le=300)
+    """How long a stopping ingress replica keeps accepting connections so HAProxy can
+    take it out of rotation (``RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S`` of the
+    local cluster ``serve-ml up`` starts). Ray's default, 30 s, is sized for load
+    balancers on other hosts; the HAProxy on the same machine deregisters a replica
+    within a second or two and retries a refused connection on another replica, so
+    waiting longer only delays every stop. Raise it when another load balancer sits
+    in front of the ingress."""
+
     min_replicas: int = Field(default=1, ge=0)
     """Default autoscaling floor of every equipment deployment."""
 

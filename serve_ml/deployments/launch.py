@@ -112,6 +112,7 @@ def ray_env(settings: Settings, haproxy_dir: Path | None = None) -> dict[str, st
             env.update({k: str(haproxy_dir / name) if name else str(haproxy_dir) for k, name in _HAPROXY_PATHS.items()})
             if settings.ray_loopback:
                 env.update(loopback_env(haproxy_dir))
+        env["RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"] = f"{settings.ingress_drain_s:g}"
     if settings.haproxy:
         env["RAY_SERVE_ENABLE_HA_PROXY"] = "1"
     if settings.throughput_optimized:
