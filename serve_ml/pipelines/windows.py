@@ -111,28 +111,40 @@ class StreamWindows:
 
     def windows(self, bundle: Bundle, rows: list[int],
                 columns: Mapping[str, np.ndarray]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """For ``rows`` of the bound batch (``columns`` aligned with them): which have a
+        whole window, and those windows per feature, ``(n_whole, steps)`` in row order.
+        Array work only: the per-reading cost of a batch is a few numpy passes, and
+        the buffer gains at most ``steps - 1`` readings per call."""
         steps = window_steps(bundle)
         m = bundle.manifest
         buf = self._buffer((m.equipment_id, m.power), steps)
         names = list(columns)
-        full = np.zeros(len(rows), dtype=bool)
-        ready: dict[int, list[Step]] = {}
-        times = self._time_us()
-        for k in sorted(range(len(rows)), key=lambda k: times[rows[k]]):
-            t = int(times[rows[k]])
-            step = (t, {f: float(columns[f][k]) for f in names})
-            if buf and t < buf[-1][0]:
-                self.late += 1
-                continue
-            window = [*buf, step]
-            if len(window) == steps and all(f in s for _, s in window for f in names):
-                full[k] = True
-                ready[k] = window
-            buf.append(step)
-        ks = np.flatnonzero(full).tolist()
-        wins = {f: np.array([[s[f] for _, s in ready[k]] for k in ks], dtype=np.float64).reshape(len(ks), steps)
-                for f in names}
-        return full, wins
+        n = len(rows)
+        full = np.zeros(n, dtype=bool)
+        t = self._time_us()[np.asarray(rows, dtype=np.int64)]
+        order = np.argsort(t, kind="stable")  # event time; arrival order among equal times
+        if buf and n:
+            on_time = t[order] >= buf[-1][0]
+            self.late += int(n - on_time.sum())
+            order = order[on_time]
+        values = np.column_stack([np.asarray(columns[f], dtype=np.float64) for f in names]).reshape(n, len(names))
+        held = np.array([[s.get(f, np.nan) for f in names] for _, s in buf], dtype=np.float64)
+        # the buffer then the batch, in event time; NaN where a stored reading lacks a feature
+        chain = np.concatenate([held.reshape(len(buf), len(names)), values[order]])
+        ends = np.arange(len(buf), len(chain))
+        starts = ends - (steps - 1)
+        missing = np.concatenate([[0], np.cumsum(np.isnan(chain).any(axis=1))])
+        whole = starts >= 0
+        whole[whole] = missing[ends[whole] + 1] == missing[starts[whole]]
+        full[order[whole]] = True
+        at = np.empty(n, dtype=np.int64)
+        at[order] = ends
+        ks = np.flatnonzero(full)
+        win = chain[at[ks][:, None] + np.arange(1 - steps, 1)]  # (n_whole, steps, features)
+        newest = order[max(0, len(order) - (steps - 1)):]
+        buf.extend(zip(t[newest].tolist(), (dict(zip(names, v, strict=True)) for v in values[newest].tolist()),
+                       strict=True))
+        return full, {f: np.ascontiguousarray(win[:, :, j]) for j, f in enumerate(names)}
 
 
 def pg_history(pool: asyncpg.Pool) -> FetchHistory:

@@ -15,6 +15,7 @@ from serve_ml.bundles.catalog import Catalog
 from serve_ml.bundles.scoring import score_group
 from serve_ml.bundles.simulation import MachineSpec, simulate
 from serve_ml.pipelines.encode import Origin
+from serve_ml.pipelines.pgcopy import timestamps_us
 from serve_ml.pipelines.windows import StreamWindows
 from tests.conftest import build_seq_bundle
 
@@ -83,3 +84,57 @@ def test_a_restarted_scorer_refills_its_windows_from_stored_readings(cat: Catalo
     assert got == ["scored"] * 3  # not blind after the restart
     asyncio.run(fresh.refill(cat, origins, [r.equipment_id for r in readings], fetch))
     assert fresh.refilled == STEPS - 1  # whole windows are not read again
+
+
+def _reference(buf: list[tuple[int, dict[str, float]]], times: list[int], columns: dict[str, np.ndarray],
+               steps: int) -> tuple[list[bool], dict[str, list[list[float]]], int, list]:
+    """The rule of the module docstring, one reading at a time: event-time order
+    (arrival order among equal times), late when older than the newest buffered, whole
+    when the last ``steps`` readings carry every feature."""
+    full, wins, late = [False] * len(times), {f: [] for f in columns}, 0
+    ready = {}
+    for k in sorted(range(len(times)), key=lambda k: times[k]):
+        step = (times[k], {f: float(columns[f][k]) for f in columns})
+        if buf and times[k] < buf[-1][0]:
+            late += 1
+            continue
+        window = [*buf, step][-steps:]
+        if len(window) == steps and all(f in s for _, s in window for f in columns):
+            full[k], ready[k] = True, window
+        buf = [*buf, step][-(steps - 1):]
+    for k in sorted(ready):
+        for f in columns:
+            wins[f].append([s[f] for _, s in ready[k]])
+    return full, wins, late, buf
+
+
+def test_windows_match_the_rule_reading_by_reading(cat: Catalog) -> None:
+    """Random batches with ties, late readings and stored readings lacking a feature:
+    the array implementation gives the same windows, late count and buffer."""
+    rng = np.random.default_rng(7)
+    bundle = cat.live_bundle("fan-3", "7.5kW")
+    windows = StreamWindows()
+    key = ("fan-3", "7.5kW")
+    t0 = int(timestamps_us([T0])[0])  # the windows' clock: PostgreSQL's µs
+    windows._buffer(key, STEPS).extend([(t0 - 5_000_000, {"air_temp_k": 300.0}),  # stored, short of features
+                                        (t0 - 4_000_000, {f: 1.0 for f in FEATURES})])
+    clock = 0
+    for _ in range(40):
+        n = int(rng.integers(0, 12))
+        seconds = (clock + rng.integers(-3, 4, size=n)).tolist()  # some before the window's newest: late
+        clock += 3
+        cols = {f: rng.normal(size=n) for f in FEATURES}
+        origins = [Origin(T0 + dt.timedelta(seconds=s), {}, "kafka", 0, i) for i, s in enumerate(seconds)]
+        before = list(windows._buffers[key])
+        late0 = windows.late
+        want_full, want_wins, want_late, want_buf = _reference(before, [t0 + s * 1_000_000 for s in seconds],
+                                                               cols, STEPS)
+        windows.bind(origins)
+        got_full, got_wins = windows.windows(bundle, list(range(n)), cols)
+        assert got_full.tolist() == want_full
+        assert windows.late - late0 == want_late
+        for f in FEATURES:
+            assert got_wins[f].shape == (sum(want_full), STEPS)
+            np.testing.assert_array_equal(got_wins[f], np.array(want_wins[f]).reshape(-1, STEPS))
+        assert list(windows._buffers[key]) == want_buf
+    assert windows.late > 0 and len(want_buf) == STEPS - 1  # the batches did reach both cases
