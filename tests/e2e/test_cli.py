@@ -30,7 +30,9 @@ def test_serve_run_serve_config(env: dict[str, str], tmp_path: Path) -> None:
     cfg["http_options"]["port"] = port
     (tmp_path / "serve_config.yaml").write_text(yaml.safe_dump(cfg))
     env = {**env, "RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
-           "RAY_AUTH_MODE": "disabled", "RAY_DASHBOARD_PORT": env["SERVE_ML_DASHBOARD_PORT"]}
+           "RAY_AUTH_MODE": "disabled", "RAY_DASHBOARD_PORT": env["SERVE_ML_DASHBOARD_PORT"],
+           # Ray's 30 s ingress drain is for remote load balancers; `serve-ml up` uses 5 s too
+           "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "5"}
     log = (tmp_path / "serve.log").open("w")
     proc = subprocess.Popen([str(BIN / "serve"), "run", str(tmp_path / "serve_config.yaml")], env=env,
                             stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT)
