@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from serve_ml.core.ports import free_port
-from serve_ml.core.settings import REPO_ROOT
+from serve_ml.core.settings import REPO_ROOT, Settings
 from tests.e2e.conftest import BIN, FEATURES, cli_env, stop_process_tree, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.own_cluster]
@@ -31,8 +31,8 @@ def test_serve_run_serve_config(env: dict[str, str], tmp_path: Path) -> None:
     (tmp_path / "serve_config.yaml").write_text(yaml.safe_dump(cfg))
     env = {**env, "RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
            "RAY_AUTH_MODE": "disabled", "RAY_DASHBOARD_PORT": env["SERVE_ML_DASHBOARD_PORT"],
-           # Ray's 30 s ingress drain is for remote load balancers; `serve-ml up` uses 5 s too
-           "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "5"}
+           # Ray's 30 s ingress drain is for remote load balancers; drain as `serve-ml up` does
+           "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": f"{Settings.model_fields['ingress_drain_s'].default:g}"}
     log = (tmp_path / "serve.log").open("w")
     proc = subprocess.Popen([str(BIN / "serve"), "run", str(tmp_path / "serve_config.yaml")], env=env,
                             stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT)
