@@ -37,6 +37,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     st.add_argument("--no-operations", action="store_true",
                     help="no thresholds, notification sinks or WebSocket clients (the writer still keeps "
                          "status, rollups and alarms)")
+    st.add_argument("--in-process-producer", action="store_true",
+                    help="produce the latency phase from the bench's own process, which it shares with the API "
+                         "server and the clients timing the pushes (for comparison with the default, a process "
+                         "of its own)")
     st.set_defaults(func=_stream)
     sq = bsub.add_parser("sequence", help="an LSTM sequence bundle: in process vs plain torch, through Serve")
     sq.add_argument("--repeats", type=int, default=3)
@@ -126,7 +130,7 @@ def _stream(args: argparse.Namespace) -> int:
     return _print("stream-sequence" if args.sequence else "stream", stream.run(args.settings.root, n=args.readings, rate_hz=args.rate_hz, consumers=args.consumers,
                                        compare_with=args.compare_with or None, n_machines=args.machines,
                                        operations=not args.no_operations, ws_clients=args.ws_clients,
-                                       sequence=args.sequence))
+                                       sequence=args.sequence, producer_process=not args.in_process_producer))
 
 
 def _soak(args: argparse.Namespace) -> int:

@@ -45,3 +45,12 @@ def test_the_sequence_fleet_is_spindle_04_and_copies_all_wearing_out(tmp_path) -
     for m in fleet:
         bundle = catalog.live_bundle(m.equipment_id, m.power)
         assert bundle.rul is not None and any(x.input == "windows" for x in bundle.modalities.values())
+
+
+def test_the_paced_fleet_crosses_to_the_producer_process_intact() -> None:
+    # The latency phase's producer is a spawned process: its machines go by pickle.
+    import pickle
+
+    fleet = machines(4, faulty=1) + machines(4, sequence=True)
+    assert pickle.loads(pickle.dumps(fleet)) == fleet
+    assert any(m.profile != "normal" for m in machines(4, faulty=1))
