@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from serve_ml.cli.state import admin_request, alive, read_state, state_path
+from serve_ml.cli.state import admin_request, alive, read_state, state_path, stop_request_path
 from serve_ml.core.settings import Settings
 
 if TYPE_CHECKING:
@@ -60,6 +60,7 @@ def _up(args: argparse.Namespace) -> int:
         print(f"bundle root {root} is empty: building the demo bundles", flush=True)
         build_demo(root)
     settings.state_dir.mkdir(parents=True, exist_ok=True)
+    stop_request_path(settings).unlink(missing_ok=True)
     stack = None
     if not args.no_stream:
         from serve_ml.pipelines.stack import start_stack
@@ -139,7 +140,10 @@ Stop: Ctrl-C or `serve-ml down`
               flush=True)
         sim_stop.set()
         try:
-            ray_alive = _gcs_survives(cluster)
+            # `serve-ml down` signals this process only, so Ray's GCS got no signal and one
+            # probe tells; any other stop may have signalled the whole group, the GCS too.
+            targeted = stop_request_path(settings).exists()
+            ray_alive = cluster.gcs_reachable(0.5) if targeted else _gcs_survives(cluster)
             if stack and ray_alive:  # else the actors died with Ray (see RunningCluster.stop)
                 stack.stop_actors()
             cluster.stop(gcs_alive=ray_alive)
@@ -147,6 +151,7 @@ Stop: Ctrl-C or `serve-ml down`
             if stack:  # PostgreSQL and the broker do not depend on Ray: stop them whatever happened to it
                 stack.stop()
             state_path(settings).unlink(missing_ok=True)
+            stop_request_path(settings).unlink(missing_ok=True)
         print("stopped.")
     return 0
 
@@ -240,6 +245,7 @@ def _down(args: argparse.Namespace) -> int:
     if state is None:
         print("serve-ml is not running")
         return 0
+    stop_request_path(settings).write_text(str(os.getpid()))
     os.kill(state["pid"], signal.SIGTERM)
     deadline = time.monotonic() + args.timeout_s
     while time.monotonic() < deadline:

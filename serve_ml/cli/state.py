@@ -18,6 +18,12 @@ def state_path(settings: Settings) -> Path:
     return settings.state_dir / STATE_FILE
 
 
+def stop_request_path(settings: Settings) -> Path:
+    """Written by ``serve-ml down`` just before it signals ``up`` (the signal then
+    reached ``up`` alone, not its whole process group)."""
+    return settings.state_dir / "stop-request"
+
+
 def read_state(settings: Settings) -> dict[str, Any] | None:
     try:
         state = json.loads(state_path(settings).read_text())

@@ -109,6 +109,7 @@ def test_up_use_down_then_up_keeps_live_versions_pins_and_open_alerts(tmp_path: 
         live_before, alerts_before = snapshot(api)
         stop_up(env, proc)
         assert port_owner(port) is None, "something still listens on the HTTP port"
+        assert not (Path(env["SERVE_ML_STATE_DIR"]) / "stop-request").exists(), "down's request outlived the stop"
         assert cli(env, "status", "--json").returncode == 3
         proc = start_up(env, log)
         live_after, alerts_after = snapshot(api)
