@@ -9,8 +9,9 @@ import asyncio
 import os
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import asyncpg
 import httpx
@@ -27,6 +28,7 @@ from tests.conftest import build_sim_bundle
 from tests.e2e.conftest import cli_env, start_up, stop_up
 
 pytestmark = [pytest.mark.e2e, pytest.mark.own_cluster]
+T = TypeVar("T")
 ADMIN, OPERATOR, VIEWER = "portal-admin-token-01", "portal-operator-token-1", "portal-viewer-token-01"
 CHROMIUM, DRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 ARTIFACTS = Path(os.environ.get("SERVE_ML_TEST_ARTIFACTS", "test-artifacts")) / "portal"
@@ -80,14 +82,26 @@ def browser() -> Iterator[WebDriver]:
         driver.quit()
 
 
+def wait(d: WebDriver, timeout_s: float, poll_frequency: float = 0.5) -> WebDriverWait:
+    """A wait that retries when the element it read was re-rendered in between: the
+    portal rebuilds its views on every push, so any read can meet a stale element."""
+    return WebDriverWait(d, timeout_s, poll_frequency=poll_frequency,
+                         ignored_exceptions=[StaleElementReferenceException])
+
+
+def read(d: WebDriver, what: Callable[[WebDriver], T]) -> T:
+    """``what(d)``, retried (up to 5 s) while the element it reads is re-rendered."""
+    return wait(d, 5).until(lambda d: (what(d),))[0]
+
+
 def sign_in(d: WebDriver, stack: Stack, token: str, page: str = "fleet") -> None:
     """As a user would: type the token into the header's field and press Use."""
     d.get(f"{stack.url}/#/{page}")
-    field = WebDriverWait(d, 10).until(lambda d: d.find_element(By.ID, "token"))
+    field = wait(d, 10).until(lambda d: d.find_element(By.ID, "token"))
     field.clear()
     field.send_keys(token)
     d.find_element(By.CSS_SELECTOR, "#login button").click()
-    WebDriverWait(d, 10).until(lambda d: "signed in as" in d.find_element(By.ID, "role").text)
+    wait(d, 10).until(lambda d: "signed in as" in d.find_element(By.ID, "role").text)
 
 
 def console_errors(d: WebDriver) -> list[dict]:
@@ -107,7 +121,7 @@ def test_a_new_visitor_is_asked_for_a_token_without_a_console_error(stack: Stack
     console_errors(browser)
     browser.get(f"{stack.url}/")
     try:
-        WebDriverWait(browser, 10).until(lambda d: "enter a token" in d.find_element(By.ID, "role").text)
+        wait(browser, 10).until(lambda d: "enter a token" in d.find_element(By.ID, "role").text)
     finally:
         shoot(browser, "new-visitor")
     assert "Sign in" in browser.find_element(By.ID, "view").text
@@ -120,10 +134,11 @@ def test_every_page_loads_with_no_console_error(stack: Stack, browser: WebDriver
     for page, element in PAGES.items():
         browser.get(f"{stack.url}/#/{page}")
         browser.refresh()
-        WebDriverWait(browser, 15).until(lambda d, e=element: d.find_elements(By.ID, e))
-        WebDriverWait(browser, 15).until(lambda d: "Loading" not in d.find_element(By.ID, "view").text)
+        wait(browser, 15).until(lambda d, e=element: d.find_elements(By.ID, e))
+        wait(browser, 15).until(lambda d: "Loading" not in d.find_element(By.ID, "view").text)
         time.sleep(1.5)  # live updates arrive
-        section = browser.find_element(By.CSS_SELECTOR, 'nav a[aria-current="page"]').get_attribute("data-page")
+        section = read(browser, lambda d: d.find_element(By.CSS_SELECTOR, 'nav a[aria-current="page"]')
+                       .get_attribute("data-page"))
         assert section == {"equipment": "fleet", "report": "bundles"}.get(page.split("/")[0], page)
         assert browser.find_elements(By.CSS_SELECTOR, "#view .error") == [], page
         shoot(browser, page.split("/")[0])
@@ -134,9 +149,9 @@ def test_pipeline_lists_each_deployment_with_its_running_replicas(stack: Stack, 
     sign_in(browser, stack, VIEWER)
     browser.get(f"{stack.url}/#/pipeline")
     browser.refresh()
-    WebDriverWait(browser, 20).until(lambda d: "equipment-press-02" in d.find_element(By.ID, "replicas").text)
-    rows = {r.find_elements(By.TAG_NAME, "td")[0].text: r.text
-            for r in browser.find_elements(By.CSS_SELECTOR, "#replicas tr") if r.find_elements(By.TAG_NAME, "td")}
+    wait(browser, 20).until(lambda d: "equipment-press-02" in d.find_element(By.ID, "replicas").text)
+    rows = read(browser, lambda d: {r.find_elements(By.TAG_NAME, "td")[0].text: r.text for r in d.find_elements(
+        By.CSS_SELECTOR, "#replicas tr") if r.find_elements(By.TAG_NAME, "td")})
     assert {"Ingress", "equipment-press-02", "equipment-pump-03"} <= set(rows), rows
     assert "running" in rows["equipment-press-02"].lower(), rows
     assert stack.api.get("/deployments", headers={"Authorization": f"Bearer {VIEWER}"}).json()["deployments"][
@@ -146,7 +161,7 @@ def test_pipeline_lists_each_deployment_with_its_running_replicas(stack: Stack, 
 def test_fleet_tile_turns_critical_within_5s_of_a_threshold_breach(stack: Stack, browser: WebDriver) -> None:
     sign_in(browser, stack, OPERATOR)
     tile = '#tiles .tile[data-id="pump-03"]'
-    WebDriverWait(browser, 60).until(lambda d: d.find_element(By.CSS_SELECTOR, tile).get_attribute("data-status")
+    wait(browser, 60).until(lambda d: d.find_element(By.CSS_SELECTOR, tile).get_attribute("data-status")
                                      in ("normal", "warning"))
     auth = {"Authorization": f"Bearer {OPERATOR}"}
     body = {"scope": "equipment", "target": "pump-03", "sensor": "air_temp_k", "critical_max": 1.0,
@@ -154,10 +169,10 @@ def test_fleet_tile_turns_critical_within_5s_of_a_threshold_breach(stack: Stack,
     assert stack.api.put("/thresholds", json=body, headers=auth).status_code == 200
     try:
         t0 = time.monotonic()
-        WebDriverWait(browser, 5, poll_frequency=0.1).until(
+        wait(browser, 5, poll_frequency=0.1).until(
             lambda d: d.find_element(By.CSS_SELECTOR, tile).get_attribute("data-status") == "critical")
         print(f"tile critical {time.monotonic() - t0:.2f}s after the threshold was set")
-        assert "critical" in browser.find_element(By.CSS_SELECTOR, tile).text  # in words, not colour only
+        assert "critical" in read(browser, lambda d: d.find_element(By.CSS_SELECTOR, tile).text)  # in words too
         shoot(browser, "fleet-breach")
     finally:
         stack.api.request("DELETE", "/thresholds", params={"scope": "equipment", "target": "pump-03",
@@ -166,45 +181,46 @@ def test_fleet_tile_turns_critical_within_5s_of_a_threshold_breach(stack: Stack,
 
 def test_equipment_chart_receives_live_points(stack: Stack, browser: WebDriver) -> None:
     sign_in(browser, stack, VIEWER, "equipment/press-02")
-    WebDriverWait(browser, 30).until(lambda d: int(d.find_element(By.ID, "eq-points").text) >= 3)
-    first = int(browser.find_element(By.ID, "eq-chart").get_attribute("data-points") or 0)
-    WebDriverWait(browser, 15).until(
+    wait(browser, 30).until(lambda d: int(d.find_element(By.ID, "eq-points").text) >= 3)
+    first = read(browser, lambda d: int(d.find_element(By.ID, "eq-chart").get_attribute("data-points") or 0))
+    wait(browser, 15).until(
         lambda d: int(d.find_element(By.ID, "eq-chart").get_attribute("data-points") or 0) > first)
-    assert browser.find_element(By.ID, "eq-live").text == "live"
+    assert read(browser, lambda d: d.find_element(By.ID, "eq-live").text) == "live"
     assert browser.find_elements(By.CSS_SELECTOR, "#eq-sensors dt")  # the last readings, by name
     # one live chart per raw sensor, each with its own points
-    WebDriverWait(browser, 15).until(lambda d: len(_charted_sensors(d)) >= 5)
-    assert {"air_temp_k", "torque_nm", "vibration_rms_mm_s"} <= _charted_sensors(browser)
+    wait(browser, 15).until(lambda d: len(_charted_sensors(d)) >= 5)
+    assert {"air_temp_k", "torque_nm", "vibration_rms_mm_s"} <= read(browser, _charted_sensors)
     # press-02's classifier runs on every row: the verdict lists its classes, most likely first
     # (the verdict is rebuilt on every push: read it in one script, not element by element)
-    verdict = WebDriverWait(browser, 15).until(lambda d: d.execute_script(_READ_VERDICT))
+    verdict = wait(browser, 15).until(lambda d: d.execute_script(_READ_VERDICT))
     shares = [float(text.rsplit(" ", 2)[-2]) for _, text in verdict["probabilities"]]
     assert len(shares) >= 2 and shares == sorted(shares, reverse=True) and 99 <= sum(shares) <= 101
     assert verdict["fault"] == verdict["probabilities"][0][0]
     assert verdict["rul"] == "—"  # no RUL head in this bundle
     # history: re-read the aggregates (the page may have opened before the hour's first rollup)
-    Select(browser.find_element(By.ID, "agg-interval")).select_by_value("1d")
-    Select(browser.find_element(By.ID, "agg-interval")).select_by_value("1h")
+    for interval in ("1d", "1h"):
+        read(browser, lambda d, i=interval: Select(d.find_element(By.ID, "agg-interval")).select_by_value(i))
     # the daily answer may arrive after the hourly one; the page must keep the newest request's
-    WebDriverWait(browser, 15).until(
+    wait(browser, 15).until(
         lambda d: "hourly buckets" in d.find_element(By.ID, "agg-note").text
         and int(d.find_element(By.ID, "eq-history-chart").get_attribute("data-points") or 0) >= 1)
     time.sleep(1.5)  # long enough for the slower 30-day answer to land, if the page let it
-    assert "hourly buckets" in browser.find_element(By.ID, "agg-note").text
-    assert int(browser.find_element(By.ID, "eq-history-sensor").get_attribute("data-points") or 0) >= 3  # min/avg/max
+    assert "hourly buckets" in read(browser, lambda d: d.find_element(By.ID, "agg-note").text)
+    assert read(browser, lambda d: int(d.find_element(By.ID, "eq-history-sensor").get_attribute("data-points")
+                                       or 0)) >= 3  # min/avg/max
     shoot(browser, "equipment-live")
     assert console_errors(browser) == []
 
 
 def test_equipment_with_a_rul_head_shows_its_remaining_life_and_band(stack: Stack, browser: WebDriver) -> None:
     sign_in(browser, stack, VIEWER, "equipment/spindle-04")  # the demo's run-to-failure machine
-    verdict = WebDriverWait(browser, 30).until(lambda d: d.execute_script(_READ_VERDICT, False))
+    verdict = wait(browser, 30).until(lambda d: d.execute_script(_READ_VERDICT, False))
     rul = re.fullmatch(r"([\d.]+) cycles \(band ([\d.]+) – ([\d.]+)\)", verdict["rul"])
     assert rul, verdict
     value, lower, upper = map(float, rul.groups())
     assert 0 <= lower <= value <= upper <= 125  # the head's cap
     assert verdict["fault"] == "—" and verdict["probabilities"] == []  # no classifier in this bundle
-    WebDriverWait(browser, 15).until(lambda d: {"vibration_rms_mm_s", "current_a"} <= _charted_sensors(d))
+    wait(browser, 15).until(lambda d: {"vibration_rms_mm_s", "current_a"} <= _charted_sensors(d))
     shoot(browser, "equipment-rul")
     assert console_errors(browser) == []
 
@@ -233,16 +249,16 @@ def test_operator_acknowledges_an_alarm_and_the_database_records_it(stack: Stack
         time.sleep(2)
     sign_in(browser, stack, OPERATOR, "alarms")
     # the page renders again once the token's role is known: choose on the page that stays
-    WebDriverWait(browser, 10, ignored_exceptions=[StaleElementReferenceException]).until(lambda d: _choose_state(d))
+    wait(browser, 10).until(lambda d: _choose_state(d))
     # the table is rebuilt on every pushed transition: read it and click in one step, retried
-    alarm_id = WebDriverWait(browser, 15, ignored_exceptions=[StaleElementReferenceException]).until(
+    alarm_id = wait(browser, 15).until(
         lambda d: _first_unacked(d))
-    WebDriverWait(browser, 10, ignored_exceptions=[StaleElementReferenceException]).until(
+    wait(browser, 10).until(
         lambda d: d.find_element(By.CSS_SELECTOR, f'#alarms tr[data-alarm="{alarm_id}"] button').click() or True)
-    WebDriverWait(browser, 10).until(lambda d: d.find_element(By.ID, "alarm-ack"))
+    wait(browser, 10).until(lambda d: d.find_element(By.ID, "alarm-ack"))
     browser.find_element(By.ID, "alarm-comment").send_keys("seen on the floor, bearing ordered")
     browser.find_element(By.ID, "alarm-ack").click()
-    WebDriverWait(browser, 10).until(lambda d: "acknowledged" in d.find_element(By.ID, "toast").text)
+    wait(browser, 10).until(lambda d: "acknowledged" in d.find_element(By.ID, "toast").text)
     shoot(browser, "alarm-acknowledged")
     [alarm] = stack.db("SELECT acked_at, acked_by FROM serve_ml_alerts WHERE id = $1", alarm_id)
     assert alarm["acked_at"] is not None and alarm["acked_by"].startswith("operator")
@@ -267,18 +283,18 @@ def _first_unacked(d: WebDriver) -> int | None:
 def test_admin_activates_a_version_and_a_viewer_is_refused(stack: Stack, browser: WebDriver) -> None:
     build_sim_bundle(stack.root, "press-02", "7.5kW", "2.0.0", power_range_kw=(5.5, 100.0), epochs=2)
     sign_in(browser, stack, ADMIN, "bundles")
-    WebDriverWait(browser, 10).until(lambda d: d.find_element(By.ID, "sync")).click()
+    wait(browser, 10).until(lambda d: d.find_element(By.ID, "sync")).click()
     old = 'tr[data-bundle="press-02/7.5kW/1.0.0"]'
-    button = WebDriverWait(browser, 30).until(
+    button = wait(browser, 30).until(
         lambda d: d.find_element(By.CSS_SELECTOR, f"{old} button.activate"))  # 2.0.0 went live: 1.0.0 may be activated
     button.click()
-    WebDriverWait(browser, 5).until(lambda d: d.switch_to.alert).send_keys("portal test: back to the known one")
+    wait(browser, 5).until(lambda d: d.switch_to.alert).send_keys("portal test: back to the known one")
     browser.switch_to.alert.accept()
-    WebDriverWait(browser, 15, ignored_exceptions=[StaleElementReferenceException]).until(
+    wait(browser, 15).until(
         lambda d: "pinned" in d.find_element(By.CSS_SELECTOR, old).text)
     shoot(browser, "bundle-activated")
     browser.find_element(By.CSS_SELECTOR, 'tr[data-bundle="press-02/7.5kW/2.0.0"] a').click()  # its report
-    WebDriverWait(browser, 15).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "canvas.figure[data-gate]")) >= 1)
+    wait(browser, 15).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "canvas.figure[data-gate]")) >= 1)
     assert "Provenance" in browser.find_element(By.ID, "view").text
     shoot(browser, "report")
     listed = stack.api.get("/bundles", params={"equipment_id": "press-02", "power": "7.5kW"},
@@ -288,7 +304,7 @@ def test_admin_activates_a_version_and_a_viewer_is_refused(stack: Stack, browser
     assert listed["history"][-1]["reason"] == "portal test: back to the known one"
 
     sign_in(browser, stack, VIEWER, "bundles")
-    WebDriverWait(browser, 10).until(lambda d: d.find_element(By.CSS_SELECTOR, 'tr[data-bundle="press-02/7.5kW/2.0.0"]'))
+    wait(browser, 10).until(lambda d: d.find_element(By.CSS_SELECTOR, 'tr[data-bundle="press-02/7.5kW/2.0.0"]'))
     assert browser.find_elements(By.CSS_SELECTOR, "#bundles button") == []  # no button a viewer cannot use
     assert browser.find_elements(By.ID, "upload") == []
     refused = stack.api.post("/bundles/press-02/7.5kW/activate", json={"model_version": "2.0.0", "reason": "viewer"},
@@ -307,11 +323,11 @@ def test_admin_uploads_a_bundle_archive_and_a_duplicate_is_refused(stack: Stack,
     sign_in(browser, stack, ADMIN, "bundles")
     console_errors(browser)  # drop what came before
     for expected in ("installed press-02/5.5kW/0.9.0", "upload refused: "):
-        WebDriverWait(browser, 10).until(lambda d: d.find_element(By.ID, "archive")).send_keys(str(archive))
+        wait(browser, 10).until(lambda d: d.find_element(By.ID, "archive")).send_keys(str(archive))
         browser.find_element(By.CSS_SELECTOR, '#upload button[type="submit"]').click()
-        WebDriverWait(browser, 30).until(lambda d, e=expected: e in d.find_element(By.ID, "toast").text)
+        wait(browser, 30).until(lambda d, e=expected: e in d.find_element(By.ID, "toast").text)
     assert "already exists" in browser.find_element(By.ID, "toast").text
-    WebDriverWait(browser, 15).until(lambda d: d.find_elements(By.CSS_SELECTOR, 'tr[data-bundle="press-02/5.5kW/0.9.0"]'))
+    wait(browser, 15).until(lambda d: d.find_elements(By.CSS_SELECTOR, 'tr[data-bundle="press-02/5.5kW/0.9.0"]'))
     shoot(browser, "bundle-uploaded")
     listed = stack.api.get("/bundles", params={"equipment_id": "press-02", "power": "5.5kW"},
                            headers={"Authorization": f"Bearer {VIEWER}"}).json()
