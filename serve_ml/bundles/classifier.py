@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import xgboost as xgb
 
 from serve_ml.bundles.manifest import Classifier
+
+if TYPE_CHECKING:
+    import xgboost as xgb
 
 
 class FaultClassifier:
     def __init__(self, path: Path, spec: Classifier) -> None:
+        import xgboost as xgb  # here, not at import: processes that load no head skip ~1 s
+
         booster = xgb.Booster()
         booster.load_model(str(path))
         booster.set_param({"nthread": 1})

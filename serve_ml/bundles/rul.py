@@ -6,13 +6,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import xgboost as xgb
 
 from serve_ml.bundles.manifest import RulHead
 
 
 class RulRegressor:
     def __init__(self, path: Path, spec: RulHead) -> None:
+        import xgboost as xgb  # here, not at import: processes that load no head skip ~1 s
+
         booster = xgb.Booster()
         booster.load_model(str(path))
         booster.set_param({"nthread": 1})

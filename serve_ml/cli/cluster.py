@@ -47,7 +47,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _up(args: argparse.Namespace) -> int:
-    from serve_ml.bundles.demo import build_demo
     from serve_ml.deployments.launch import app_args_from_config, start_cluster, write_private
 
     settings = args.settings
@@ -57,6 +56,8 @@ def _up(args: argparse.Namespace) -> int:
         return 1
     root = settings.root
     if not root.is_dir() or not any(p for p in root.iterdir() if not p.name.startswith(".")):
+        from serve_ml.bundles.demo import build_demo  # the trainer's imports, only when it trains
+
         print(f"bundle root {root} is empty: building the demo bundles", flush=True)
         build_demo(root)
     settings.state_dir.mkdir(parents=True, exist_ok=True)
