@@ -30,6 +30,7 @@ from tests.e2e.conftest import cli_env, start_up, stop_up
 pytestmark = [pytest.mark.e2e, pytest.mark.own_cluster]
 T = TypeVar("T")
 ADMIN, OPERATOR, VIEWER = "portal-admin-token-01", "portal-operator-token-1", "portal-viewer-token-01"
+ROLES = {ADMIN: "admin", OPERATOR: "operator", VIEWER: "viewer"}
 CHROMIUM, DRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 ARTIFACTS = Path(os.environ.get("SERVE_ML_TEST_ARTIFACTS", "test-artifacts")) / "portal"
 PAGES = {"fleet": "tiles", "equipment/press-02": "eq-chart", "alarms": "alarms", "bundles": "bundles",
@@ -62,6 +63,16 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     try:
         dsn = re.search(r"database\s+(postgresql://\S+)", log.read_text())
         assert dsn, log.read_text()[-2000:]
+        # the pages are tested on a running stream: `up` returns before its scorers have
+        # joined the consumer group, and until then /stream/health answers 503 (starting)
+        health, deadline = None, time.monotonic() + 60
+        while time.monotonic() < deadline:
+            health = httpx.get(f"http://127.0.0.1:{env['SERVE_ML_HTTP_PORT']}/api/v1/serve-ml/stream/health",
+                               timeout=10).json()
+            if health["status"] == "ok":
+                break
+            time.sleep(1)
+        assert health and health["status"] == "ok", health
         yield Stack(env, f"http://127.0.0.1:{env['SERVE_ML_HTTP_PORT']}", dsn.group(1), Path(env["SERVE_ML_ROOT"]))
     finally:
         stop_up(env, proc)
@@ -95,13 +106,20 @@ def read(d: WebDriver, what: Callable[[WebDriver], T]) -> T:
 
 
 def sign_in(d: WebDriver, stack: Stack, token: str, page: str = "fleet") -> None:
-    """As a user would: type the token into the header's field and press Use."""
+    """As a user would: type the token into the header's field and press Use; return
+    once the page is rendered for that token's role (the previous token's page may
+    still be on screen until then)."""
+    d.get_log("browser")  # the previous test's entries (a poll of its page may end after it did)
     d.get(f"{stack.url}/#/{page}")
     field = wait(d, 10).until(lambda d: d.find_element(By.ID, "token"))
     field.clear()
     field.send_keys(token)
     d.find_element(By.CSS_SELECTOR, "#login button").click()
-    wait(d, 10).until(lambda d: "signed in as" in d.find_element(By.ID, "role").text)
+    role, name = ROLES[token], page.split("/")[0]
+    wait(d, 10).until(lambda d: d.find_element(By.ID, "role").text == f"signed in as {role}")
+    wait(d, 30).until(lambda d: read(d, lambda d: (d.find_element(By.ID, "view").get_attribute("data-role"),
+                                                   d.find_element(By.ID, "view").get_attribute("data-page")))
+                      == (role, name))
 
 
 def console_errors(d: WebDriver) -> list[dict]:
