@@ -5,10 +5,12 @@ say (``operations.notify_config``).
 Two steps, each safe with several notifiers running:
 
 * **route**: outbox rows not yet routed become one delivery row per matching sink
-  (unique per event and sink, so an event is delivered to a sink once), in the
+  (unique per event and sink, so an event is routed to a sink once), in the
   transaction that marks them routed;
 * **deliver**: due deliveries are leased, sent (in event order per sink, sinks in
-  parallel), and every attempt is recorded. A failure waits with exponential
+  parallel), and every attempt is recorded, successes a group at a time (so a crash
+  can send up to a group again: delivery is at least once, and each request carries
+  its delivery id for receivers to de-duplicate). A failure waits with exponential
   backoff; after ``max_attempts`` the delivery is failed. A sink that fails
   ``fault_after_failures`` times in a row raises a pipeline-fault alarm (its own
   faults are not sent to it); its first success clears that alarm. One sink failing
@@ -18,6 +20,7 @@ Two steps, each safe with several notifiers running:
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import hashlib
 import hmac
 import json
@@ -29,8 +32,8 @@ from collections import defaultdict
 from email.message import EmailMessage
 from typing import Any
 
+import aiohttp
 import asyncpg
-import httpx
 import orjson
 import ray
 
@@ -49,6 +52,8 @@ log = logging.getLogger("serve_ml.notify")
 IDLE_S = 0.2
 ROUTE_BATCH = 500
 DELIVER_BATCH = 200
+RECORD_EVERY = 50  # deliveries
+RECORD_WITHIN_S = 1.0
 
 
 class Notifier:
@@ -91,7 +96,7 @@ class Notifier:
         self.counts["deliveries"] += len(out)
         return len(rows)
 
-    async def deliver_once(self, pool: asyncpg.Pool, client: httpx.AsyncClient) -> int:
+    async def deliver_once(self, pool: asyncpg.Pool, client: aiohttp.ClientSession) -> int:
         """Send the due deliveries (leased, so another notifier skips them); return how many were tried."""
         lease_s = max(s.timeout_s for s in self.sinks.values()) + 5 if self.sinks else 10
         rows = await pool.fetch(
@@ -105,10 +110,14 @@ class Notifier:
         await asyncio.gather(*(self._sink_batch(pool, client, name, batch) for name, batch in by_sink.items()))
         return len(rows)
 
-    async def _sink_batch(self, pool: asyncpg.Pool, client: httpx.AsyncClient, name: str, batch: list[Any]) -> None:
+    async def _sink_batch(self, pool: asyncpg.Pool, client: aiohttp.ClientSession, name: str,
+                          batch: list[Any]) -> None:
         sink = self.sinks.get(name)
+        sent: list[tuple[Any, dt.datetime, float]] = []  # delivered, not yet recorded
         for k, row in enumerate(batch):
-            t0 = time.perf_counter()
+            at, t0 = dt.datetime.now(dt.UTC), time.perf_counter()
+            if not sent:
+                oldest = t0
             error = "the sink is no longer configured" if sink is None else None
             if sink is not None:
                 try:
@@ -117,28 +126,51 @@ class Notifier:
                 except Exception as exc:  # any failure of the receiver is recorded, never raised
                     error = f"{type(exc).__name__}: {exc}"[:1000] or type(exc).__name__
             ms = (time.perf_counter() - t0) * 1e3
-            await self._record(pool, name, row, error, ms)
-            if error is not None:
-                # The rest wait for the same backoff: order per sink is kept, and a dead
-                # receiver is not hammered.
-                await pool.execute("UPDATE serve_ml_deliveries SET next_at = (SELECT next_at FROM "
-                                   "serve_ml_deliveries WHERE id = $1) WHERE id = ANY($2::bigint[]) AND "
-                                   "status = 'pending'", row["id"], [r["id"] for r in batch[k + 1:]])
-                return
+            if error is None:
+                sent.append((row, at, ms))
+                # Recorded a group at a time (one transaction, not one per delivery), but
+                # soon: a delivery sent and not yet recorded is sent again after a crash.
+                if len(sent) >= RECORD_EVERY or time.perf_counter() - oldest > RECORD_WITHIN_S:
+                    await self._record_delivered(pool, name, sent)
+                    sent = []
+                continue
+            await self._record_delivered(pool, name, sent)
+            await self._record_failed(pool, name, row, error, at, ms)
+            # The rest wait for the same backoff: order per sink is kept, and a dead
+            # receiver is not hammered.
+            await pool.execute("UPDATE serve_ml_deliveries SET next_at = (SELECT next_at FROM "
+                               "serve_ml_deliveries WHERE id = $1) WHERE id = ANY($2::bigint[]) AND "
+                               "status = 'pending'", row["id"], [r["id"] for r in batch[k + 1:]])
+            return
+        await self._record_delivered(pool, name, sent)
 
-    async def _record(self, pool: asyncpg.Pool, name: str, row: Any, error: str | None, ms: float) -> None:
+    async def _record_delivered(self, pool: asyncpg.Pool, name: str,
+                                sent: list[tuple[Any, dt.datetime, float]]) -> None:
+        if not sent:
+            return
+        ids = [row["id"] for row, _, _ in sent]
+        async with pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                "INSERT INTO serve_ml_delivery_attempts (delivery_id, at, ok, duration_ms) "
+                "SELECT u.id, u.at, true, u.ms FROM unnest($1::bigint[], $2::timestamptz[], $3::float8[]) "
+                "AS u(id, at, ms)",
+                ids, [at for _, at, _ in sent], [ms for _, _, ms in sent])
+            await conn.execute(
+                "UPDATE serve_ml_deliveries d SET status = 'delivered', attempts = u.attempts, "
+                "delivered_at = u.at, last_error = NULL FROM unnest($1::bigint[], $2::int[], $3::timestamptz[]) "
+                "AS u(id, attempts, at) WHERE d.id = u.id",
+                ids, [row["attempts"] + 1 for row, _, _ in sent], [at for _, at, _ in sent])
+            if self.failures.get(name) != 0:
+                await clear_system_alarm(conn, self.topic, f"sink:{name}")
+        self.failures[name] = 0
+        self.counts["delivered"] += len(sent)
+
+    async def _record_failed(self, pool: asyncpg.Pool, name: str, row: Any, error: str, at: dt.datetime,
+                             ms: float) -> None:
         attempts = row["attempts"] + 1
         async with pool.acquire() as conn, conn.transaction():
-            await conn.execute("INSERT INTO serve_ml_delivery_attempts (delivery_id, ok, error, duration_ms) "
-                               "VALUES ($1, $2, $3, $4)", row["id"], error is None, error, ms)
-            if error is None:
-                await conn.execute("UPDATE serve_ml_deliveries SET status = 'delivered', attempts = $2, "
-                                   "delivered_at = now(), last_error = NULL WHERE id = $1", row["id"], attempts)
-                if self.failures.get(name) != 0:
-                    await clear_system_alarm(conn, self.topic, f"sink:{name}")
-                self.failures[name] = 0
-                self.counts["delivered"] += 1
-                return
+            await conn.execute("INSERT INTO serve_ml_delivery_attempts (delivery_id, at, ok, error, duration_ms) "
+                               "VALUES ($1, $2, false, $3, $4)", row["id"], at, error, ms)
             final = attempts >= self.config.max_attempts
             await conn.execute(
                 "UPDATE serve_ml_deliveries SET status = $2, attempts = $3, last_error = $4, "
@@ -155,7 +187,9 @@ class Notifier:
     async def run(self, database_url: str) -> None:
         pool = await asyncpg.create_pool(database_url, min_size=1, max_size=4)
         try:
-            async with httpx.AsyncClient() as client:
+            # aiohttp rather than httpx: about a fifth of the CPU per POST on these machines
+            # (0.10 vs 0.55 ms), and the notifier shares its cores with the scorers
+            async with aiohttp.ClientSession() as client:
                 while True:
                     try:
                         busy = await self.route_once(pool) + await self.deliver_once(pool, client)
@@ -171,7 +205,7 @@ class Notifier:
 
 
 async def send(sink: WebhookSink | SlackSink | EmailSink, event: dict[str, Any], delivery_id: int,
-               client: httpx.AsyncClient) -> None:
+               client: aiohttp.ClientSession) -> None:
     """One attempt; raises on any failure (a non-2xx answer included)."""
     if isinstance(sink, EmailSink):
         await asyncio.to_thread(_send_mail, sink, event)
@@ -185,9 +219,11 @@ async def send(sink: WebhookSink | SlackSink | EmailSink, event: dict[str, Any],
         ts = str(int(time.time()))
         mac = hmac.new(sink.secret.get_secret_value().encode(), ts.encode() + b"." + body, hashlib.sha256)
         headers |= {"x-serve-ml-timestamp": ts, "x-serve-ml-signature": "sha256=" + mac.hexdigest()}
-    r = await client.post(sink.url, content=body, headers=headers, timeout=sink.timeout_s)
-    if not 200 <= r.status_code < 300:
-        raise RuntimeError(f"HTTP {r.status_code} from {sink.name}")
+    async with client.post(sink.url, data=body, headers=headers,
+                           timeout=aiohttp.ClientTimeout(total=sink.timeout_s)) as r:
+        await r.read()  # the body is not used, but reading it frees the connection for the next send
+        if not 200 <= r.status < 300:
+            raise RuntimeError(f"HTTP {r.status} from {sink.name}")
 
 
 def _send_mail(sink: EmailSink, event: dict[str, Any]) -> None:
