@@ -12,6 +12,7 @@ import psutil
 from serve_ml.core.settings import Settings
 
 STATE_FILE = "state.json"
+STOP_REQUEST_FILE = "stop-request"
 
 
 def state_path(settings: Settings) -> Path:
@@ -21,7 +22,7 @@ def state_path(settings: Settings) -> Path:
 def stop_request_path(settings: Settings) -> Path:
     """Written by ``serve-ml down`` just before it signals ``up`` (the signal then
     reached ``up`` alone, not its whole process group)."""
-    return settings.state_dir / "stop-request"
+    return settings.state_dir / STOP_REQUEST_FILE
 
 
 def read_state(settings: Settings) -> dict[str, Any] | None:

@@ -117,9 +117,8 @@ def sign_in(d: WebDriver, stack: Stack, token: str, page: str = "fleet") -> None
     d.find_element(By.CSS_SELECTOR, "#login button").click()
     role, name = ROLES[token], page.split("/")[0]
     wait(d, 10).until(lambda d: d.find_element(By.ID, "role").text == f"signed in as {role}")
-    wait(d, 30).until(lambda d: read(d, lambda d: (d.find_element(By.ID, "view").get_attribute("data-role"),
-                                                   d.find_element(By.ID, "view").get_attribute("data-page")))
-                      == (role, name))
+    wait(d, 30).until(lambda d: [d.find_element(By.ID, "view").get_attribute(a) for a in ("data-role", "data-page")]
+                      == [role, name])
 
 
 def console_errors(d: WebDriver) -> list[dict]:

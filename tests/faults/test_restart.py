@@ -18,6 +18,7 @@ import httpx
 import psutil
 import pytest
 
+from serve_ml.cli.state import STOP_REQUEST_FILE
 from serve_ml.deployments.launch import port_owner
 from tests.conftest import build_sim_bundle
 from tests.e2e.conftest import FEATURES, cli, cli_env, start_up, stop_process_tree, stop_up, wait_for
@@ -109,7 +110,7 @@ def test_up_use_down_then_up_keeps_live_versions_pins_and_open_alerts(tmp_path: 
         live_before, alerts_before = snapshot(api)
         stop_up(env, proc)
         assert port_owner(port) is None, "something still listens on the HTTP port"
-        assert not (Path(env["SERVE_ML_STATE_DIR"]) / "stop-request").exists(), "down's request outlived the stop"
+        assert not (Path(env["SERVE_ML_STATE_DIR"]) / STOP_REQUEST_FILE).exists(), "down's request outlived the stop"
         assert cli(env, "status", "--json").returncode == 3
         proc = start_up(env, log)
         live_after, alerts_after = snapshot(api)
