@@ -132,7 +132,7 @@ class Crowd:
 
     def __init__(self, settings: Settings, database_url: str, equipment_ids: list[str], n: int) -> None:
         self.settings, self.database_url, self.equipment_ids, self.n = settings, database_url, equipment_ids, n
-        self.result: dict[str, int] = {}
+        self.result: dict[str, float] = {}
 
     @contextmanager
     def connected(self) -> Iterator[Crowd]:
@@ -149,11 +149,22 @@ class Crowd:
                 assert proc.stdout is not None and proc.stdin is not None
                 if proc.stdout.readline().strip() != "ready":
                     raise RuntimeError("the WebSocket crowd did not start")
+                server_cpu0 = _thread_cpu_s(f"uvicorn:{address.rsplit(':', 1)[1]}")
                 yield self
+                server_cpu = _thread_cpu_s(f"uvicorn:{address.rsplit(':', 1)[1]}") - server_cpu0
                 proc.stdin.close()
                 self.result = orjson.loads(proc.stdout.readline())
+                self.result["server_cpu_s"] = round(server_cpu, 3)
                 proc.wait(60)
             finally:
                 if proc.poll() is None:
                     proc.kill()
                     proc.wait()
+
+
+def _thread_cpu_s(name: str) -> float:
+    """CPU seconds used so far by this process's thread called ``name`` (the API
+    server's, whose LISTEN connection and WebSocket fan-out run there)."""
+    thread = next(t for t in threading.enumerate() if t.name == name)
+    assert thread.ident is not None
+    return time.clock_gettime(time.pthread_getcpuclockid(thread.ident))
