@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+from typing import Any, cast
+
+import pytest
+from fastapi import WebSocketDisconnect
 
 from serve_ml.deployments.live import LiveHub, Subscriber
 
@@ -47,3 +51,28 @@ def test_connections_per_client_are_counted() -> None:
     assert not hub.admit("10.0.0.1") and hub.admit("10.0.0.2")
     hub.unsubscribe(sub)
     assert hub.admit("10.0.0.1")
+
+
+def test_the_sender_forwards_queued_messages_pings_an_idle_socket_and_ends_when_the_client_goes(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from serve_ml.deployments.api.routes import live as route
+
+    monkeypatch.setattr(route, "PING_S", 0.05)
+
+    class Socket:  # records what it is sent; the third send finds the client gone
+        def __init__(self) -> None:
+            self.sent: list[str] = []
+
+        async def send_text(self, text: str) -> None:
+            if len(self.sent) == 2:
+                raise WebSocketDisconnect(1001)
+            self.sent.append(text)
+
+    async def go() -> list[str]:
+        sub = Subscriber("c", equipment_id="p1")
+        sub.queue.put_nowait('{"n": 1}')
+        ws = Socket()
+        await asyncio.wait_for(route._send(cast(Any, ws), sub), 5)  # returns, quietly, once the client is gone
+        return ws.sent
+
+    assert asyncio.run(go()) == ['{"n": 1}', '{"type":"ping"}']

@@ -100,8 +100,9 @@ async def _send(ws: WebSocket, sub: Subscriber) -> None:
     """Until the client goes away (a send to a closed socket ends it, quietly)."""
     with contextlib.suppress(WebSocketDisconnect):
         while True:
-            try:
-                payload = await asyncio.wait_for(sub.queue.get(), PING_S)
+            try:  # a timer, not wait_for's task per message: this runs once per message and client
+                async with asyncio.timeout(PING_S):
+                    payload = await sub.queue.get()
             except TimeoutError:
                 payload = '{"type":"ping"}'  # keeps proxies from closing an idle socket
             await ws.send_text(payload)
