@@ -41,6 +41,7 @@ class Subscriber:
     dropped: int = 0
     full_since: float | None = None
     too_slow: asyncio.Event = field(default_factory=asyncio.Event)
+    sent_at: float = 0.0  # the event loop's clock at the last send (the idle ping keys on it)
 
 
 class LiveHub:

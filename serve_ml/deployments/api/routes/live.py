@@ -28,6 +28,7 @@ router = APIRouter(prefix=PREFIX)
 log = logging.getLogger(__name__)
 AUTH_WAIT_S = 5.0
 PING_S = 20.0
+PING = '{"type":"ping"}'
 
 
 @router.websocket("/ws/equipment/{equipment_id}")
@@ -97,15 +98,29 @@ async def _session(ws: WebSocket, sub: Subscriber) -> None:
 
 
 async def _send(ws: WebSocket, sub: Subscriber) -> None:
-    """Until the client goes away (a send to a closed socket ends it, quietly)."""
-    with contextlib.suppress(WebSocketDisconnect):
-        while True:
-            try:  # a timer, not wait_for's task per message: this runs once per message and client
-                async with asyncio.timeout(PING_S):
-                    payload = await sub.queue.get()
-            except TimeoutError:
-                payload = '{"type":"ping"}'  # keeps proxies from closing an idle socket
-            await ws.send_text(payload)
+    """Until the client goes away (a send to a closed socket ends it, quietly). This
+    runs once per message and client, so it arms no timer per message: a task of
+    its own queues the idle ping."""
+    loop = asyncio.get_running_loop()
+    sub.sent_at = loop.time()
+    pinger = asyncio.create_task(_ping_when_idle(sub))
+    try:
+        with contextlib.suppress(WebSocketDisconnect):
+            while True:
+                await ws.send_text(await sub.queue.get())
+                sub.sent_at = loop.time()
+    finally:
+        pinger.cancel()
+
+
+async def _ping_when_idle(sub: Subscriber) -> None:
+    """A ping after ``PING_S`` with nothing sent, which keeps proxies from closing an
+    idle socket."""
+    loop = asyncio.get_running_loop()
+    while True:
+        await asyncio.sleep(max(PING_S / 20, sub.sent_at + PING_S - loop.time()))
+        if loop.time() - sub.sent_at >= PING_S and sub.queue.empty():
+            sub.queue.put_nowait(PING)
 
 
 async def _drain(ws: WebSocket) -> None:
