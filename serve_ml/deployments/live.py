@@ -50,6 +50,10 @@ class LiveHub:
         self.max_per_client = max_per_client
         self.slow_close_after_s = slow_close_after_s
         self._subs: set[Subscriber] = set()
+        # a NOTIFY reaches only its equipment's followers and the alarm streams, so its
+        # cost does not grow with the clients of every other machine
+        self._by_equipment: dict[str, set[Subscriber]] = {}
+        self._alarm_streams: set[Subscriber] = set()
         self._per_client: Counter[str] = Counter()
         self._task: asyncio.Task[None] | None = None
         self._connected = asyncio.Event()
@@ -68,17 +72,31 @@ class LiveHub:
         committed after this is missed)."""
         if self.database_url is None:
             raise RuntimeError("no database is configured (set DATABASE_URL or run `make up`)")
-        self._subs.add(sub)
-        self._per_client[sub.client] += 1
+        self._register(sub)
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._listen())
         await asyncio.wait_for(self._connected.wait(), timeout_s)
         if sub.location is not None:  # a filter by location needs the registry as it is now
             await self._refresh_locations(force=True)
 
+    def _register(self, sub: Subscriber) -> None:
+        self._subs.add(sub)
+        if sub.equipment_id is None:
+            self._alarm_streams.add(sub)
+        else:
+            self._by_equipment.setdefault(sub.equipment_id, set()).add(sub)
+        self._per_client[sub.client] += 1
+
     def unsubscribe(self, sub: Subscriber) -> None:
         if sub in self._subs:
             self._subs.discard(sub)
+            if sub.equipment_id is None:
+                self._alarm_streams.discard(sub)
+            else:
+                followers = self._by_equipment[sub.equipment_id]
+                followers.discard(sub)
+                if not followers:
+                    del self._by_equipment[sub.equipment_id]
             self._per_client[sub.client] -= 1
             if self._per_client[sub.client] <= 0:
                 del self._per_client[sub.client]
@@ -132,11 +150,9 @@ class LiveHub:
             eq = alarm.get("equipment_id")
             rank = SEVERITY_RANK.get(alarm.get("severity", ""), -1)
             where = self._locations.get(eq) if isinstance(eq, str) else None
-            for sub in list(self._subs):
-                if sub.equipment_id is not None:
-                    if sub.equipment_id == eq:
-                        self._put(sub, payload)
-                    continue
+            for sub in self._by_equipment.get(eq, ()) if isinstance(eq, str) else ():
+                self._put(sub, payload)
+            for sub in self._alarm_streams:
                 if sub.min_severity is not None and rank < SEVERITY_RANK[sub.min_severity]:
                     continue
                 if sub.location is not None and (where is None or where[:len(sub.location)] != sub.location):
@@ -144,9 +160,8 @@ class LiveHub:
                 self._put(sub, payload)
         else:
             eq = doc.get("equipment_id")
-            for sub in list(self._subs):
-                if sub.equipment_id == eq:
-                    self._put(sub, payload)
+            for sub in self._by_equipment.get(eq, ()) if isinstance(eq, str) else ():
+                self._put(sub, payload)
 
     def _put(self, sub: Subscriber, payload: str) -> None:
         try:

@@ -22,7 +22,8 @@ def test_alarm_filters_and_equipment_streams() -> None:
     site_a = Subscriber("c", location=("site-a",))
     major = Subscriber("c", min_severity="major")
     p2 = Subscriber("c", equipment_id="p2")
-    hub._subs |= {site_a, major, p2}
+    for sub in (site_a, major, p2):
+        hub._register(sub)
     hub._on_notify(None, 0, "ch", _alarm("p1", "minor"))
     hub._on_notify(None, 0, "ch", _alarm("p2", "critical"))
     hub._on_notify(None, 0, "ch", json.dumps({"type": "verdicts", "equipment_id": "p2", "n": 3}))
@@ -35,7 +36,7 @@ def test_a_full_queue_drops_the_oldest_and_a_client_full_too_long_is_flagged() -
     async def go() -> None:
         hub = LiveHub(None, slow_close_after_s=0.0)
         sub = Subscriber("c", equipment_id="p1", queue=asyncio.Queue(2))
-        hub._subs.add(sub)
+        hub._register(sub)
         for n in range(4):
             hub._on_notify(None, 0, "ch", json.dumps({"type": "verdicts", "equipment_id": "p1", "n": n}))
         assert [json.loads(sub.queue.get_nowait())["n"] for _ in range(2)] == [2, 3]
@@ -43,14 +44,21 @@ def test_a_full_queue_drops_the_oldest_and_a_client_full_too_long_is_flagged() -
     asyncio.run(go())
 
 
-def test_connections_per_client_are_counted() -> None:
+def test_connections_per_client_are_counted_and_a_client_gone_leaves_nothing_behind() -> None:
     hub = LiveHub("postgresql://unused", max_per_client=1)
     sub = Subscriber("10.0.0.1", equipment_id="p1")
-    hub._subs.add(sub)
-    hub._per_client["10.0.0.1"] += 1
-    assert not hub.admit("10.0.0.1") and hub.admit("10.0.0.2")
+    alarms = Subscriber("10.0.0.2")
+    hub._register(sub)
+    hub._register(alarms)
+    assert not hub.admit("10.0.0.1") and hub.admit("10.0.0.3")
     hub.unsubscribe(sub)
+    hub.unsubscribe(alarms)
+    hub.unsubscribe(sub)  # a second unsubscribe (the session's finally after a close) is harmless
     assert hub.admit("10.0.0.1")
+    assert not hub._subs and not hub._by_equipment and not hub._alarm_streams and not hub._per_client
+    hub._on_notify(None, 0, "ch", json.dumps({"type": "verdicts", "equipment_id": "p1", "n": 1}))
+    hub._on_notify(None, 0, "ch", _alarm("p1", "major"))
+    assert hub.counts["delivered"] == 0
 
 
 def test_the_sender_forwards_queued_messages_pings_an_idle_socket_and_ends_when_the_client_goes(
