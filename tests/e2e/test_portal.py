@@ -25,7 +25,7 @@ from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from serve_ml.bundles.archive import pack_bundle
 from tests.conftest import build_sim_bundle
-from tests.e2e.conftest import cli_env, start_up, stop_up
+from tests.e2e.conftest import cli_env, start_up, stop_up, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.own_cluster]
 T = TypeVar("T")
@@ -65,14 +65,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         assert dsn, log.read_text()[-2000:]
         # the pages are tested on a running stream: `up` returns before its scorers have
         # joined the consumer group, and until then /stream/health answers 503 (starting)
-        health, deadline = None, time.monotonic() + 60
-        while time.monotonic() < deadline:
-            health = httpx.get(f"http://127.0.0.1:{env['SERVE_ML_HTTP_PORT']}/api/v1/serve-ml/stream/health",
-                               timeout=10).json()
-            if health["status"] == "ok":
-                break
-            time.sleep(1)
-        assert health and health["status"] == "ok", health
+        wait_for(lambda: httpx.get(f"http://127.0.0.1:{env['SERVE_ML_HTTP_PORT']}/api/v1/serve-ml/stream/health",
+                                   timeout=10).json()["status"] == "ok", 60, "the stream's health 'ok'")
         yield Stack(env, f"http://127.0.0.1:{env['SERVE_ML_HTTP_PORT']}", dsn.group(1), Path(env["SERVE_ML_ROOT"]))
     finally:
         stop_up(env, proc)

@@ -11,7 +11,8 @@ export class ApiError extends Error {
   constructor(status, message) { super(message); this.status = status; }
 }
 
-export async function api(path, { method = "GET", body, query } = {}) {
+// `accept`: error statuses whose JSON body the caller reads instead of an ApiError.
+export async function api(path, { method = "GET", body, query, accept = [] } = {}) {
   const url = new URL(PREFIX + path, location.origin);
   for (const [k, v] of Object.entries(query || {})) if (v !== undefined && v !== null && v !== "") url.searchParams.set(k, v);
   const headers = {};
@@ -21,7 +22,7 @@ export async function api(path, { method = "GET", body, query } = {}) {
   const text = await r.text();
   let doc = null;
   try { doc = text ? JSON.parse(text) : null; } catch { doc = null; }
-  if (!r.ok) throw new ApiError(r.status, (doc && doc.message) || `${r.status} ${r.statusText}`);
+  if (!r.ok && !accept.includes(r.status)) throw new ApiError(r.status, (doc && doc.message) || `${r.status} ${r.statusText}`);
   return doc;
 }
 

@@ -20,7 +20,7 @@ export async function pipelinePage({ view }) {
   async function poll() {
     try {
       // 503 while a scorer is starting or degraded: its body still says which, so show it
-      const s = await (await fetch("/api/v1/serve-ml/stream/health")).json();
+      const s = await api("/stream/health", { accept: [503] });
       summary.textContent = `stream: ${s.status}`;
       const now = Date.now();
       actors.replaceChildren(h("tr", {}, h("th", {}, "scorer"), ...COLUMNS.map((c) => h("th", {}, c))),
