@@ -319,21 +319,7 @@ def run(root: Path, n: int = 100_000, rate_hz: float = 10_000, rate_seconds: flo
     if cmp:
         rep.add(Figure(f"end to end, {compare_with} actor(s), alternating", "readings/s", [r["e2e"] for r in cmp]))
     if crowded:
-        with_ws = statistics.median(r["e2e"] for r in crowded)
-        rep.add(Figure(f"end to end with {ws_clients} WebSocket clients connected, alternating", "readings/s",
-                       [r["e2e"] for r in crowded]))
-        rep.add(Figure("with those clients / without (medians)", "ratio", [with_ws / mid], ">= 0.90",
-                       with_ws / mid >= 0.9))
-        rep.add(Figure("WebSocket clients connected per round", "clients", [c.get("clients", 0) for c in crowds]))
-        rep.add(Figure("WebSocket messages received per round", "messages", [c.get("messages", 0) for c in crowds]))
-        rep.add(Figure("the API server's CPU per round (its thread: LISTEN and fan-out)", "s",
-                       [c.get("server_cpu_s", 0.0) for c in crowds]))
-        rep.add(Figure("the clients' own CPU per round (their process, on these cores)", "s",
-                       [c.get("cpu_s", 0.0) for c in crowds]))
-        rep.add(Figure("server CPU per message delivered", "µs",
-                       [1e6 * c.get("server_cpu_s", 0.0) / max(1, c.get("messages", 0)) for c in crowds]))
-        rep.add(Figure("client CPU per message received", "µs",
-                       [1e6 * c.get("cpu_s", 0.0) / max(1, c.get("messages", 0)) for c in crowds]))
+        stream_ops.crowd_figures(rep, ws_clients, [r["e2e"] for r in crowded], mid, crowds)
     for stage in res[0]["stages"]:
         rep.add(Figure(f"scorer stage: {stage}", "µs/reading", [r["stages"][stage] for r in res]))
     rep.add(Figure(f"produce -> stored p50 at {rate_hz:g}/s", "ms", [p50]))

@@ -7,6 +7,7 @@ one, both to a local HTTP receiver), and a WebSocket client timing pushes."""
 from __future__ import annotations
 
 import asyncio
+import statistics
 import threading
 import time
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ from pathlib import Path
 import asyncpg
 import orjson
 
+from serve_ml.bench.common import Figure, Report
 from serve_ml.core.ports import free_port
 from serve_ml.core.settings import Settings
 from serve_ml.deployments.api import create_api
@@ -168,3 +170,22 @@ def _thread_cpu_s(name: str) -> float:
     thread = next(t for t in threading.enumerate() if t.name == name)
     assert thread.ident is not None
     return time.clock_gettime(time.pthread_getcpuclockid(thread.ident))
+
+
+def crowd_figures(rep: Report, n: int, with_clients: list[float], without_median: float,
+                  crowds: list[dict[str, float]]) -> None:
+    """The rounds with ``n`` WebSocket clients against those without, and what the
+    clients and the API server spent on them."""
+    ratio = statistics.median(with_clients) / without_median
+    rep.add(Figure(f"end to end with {n} WebSocket clients connected, alternating", "readings/s", with_clients))
+    rep.add(Figure("with those clients / without (medians)", "ratio", [ratio], ">= 0.90", ratio >= 0.9))
+    rep.add(Figure("WebSocket clients connected per round", "clients", [c.get("clients", 0) for c in crowds]))
+    rep.add(Figure("WebSocket messages received per round", "messages", [c.get("messages", 0) for c in crowds]))
+    rep.add(Figure("the API server's CPU per round (its thread: LISTEN and fan-out)", "s",
+                   [c.get("server_cpu_s", 0.0) for c in crowds]))
+    rep.add(Figure("the clients' own CPU per round (their process, on these cores)", "s",
+                   [c.get("cpu_s", 0.0) for c in crowds]))
+    rep.add(Figure("server CPU per message delivered", "µs",
+                   [1e6 * c.get("server_cpu_s", 0.0) / max(1, c.get("messages", 0)) for c in crowds]))
+    rep.add(Figure("client CPU per message received", "µs",
+                   [1e6 * c.get("cpu_s", 0.0) / max(1, c.get("messages", 0)) for c in crowds]))
