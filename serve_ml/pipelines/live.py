@@ -1,6 +1,6 @@
 """Live pushes from the stream writer: per equipment and batch, one message with
-its verdicts (sampled when many), the per-modality errors and raw values at the
-same instants, the newest verdict in full (class probabilities, RUL band) and its
+its verdicts (sampled when many, see :func:`chart_points`), the per-modality errors
+and raw values at the same instants, the newest verdict in full (class probabilities, RUL band) and its
 status; sent with ``pg_notify`` in the batch's transaction, so a message goes out
 on commit and never for a batch rolled back. The ingress replicas LISTEN and fan
 them out to WebSocket clients (``deployments.live``)."""
@@ -19,13 +19,16 @@ from serve_ml.pipelines.verdicts import Judged
 
 CHANNEL = LIVE_CHANNEL
 MAX_POINTS = 60
+# The portal's live chart keeps at most 3,000 points over its 2-minute window, one per
+# 40 ms: points sent closer than that only push older ones out of the window.
+POINT_MS = 50
 MAX_PAYLOAD_BYTES = 7900  # PostgreSQL refuses a notification payload of 8000 bytes or more
 _EPOCH_MS = int(PG_EPOCH.timestamp() * 1000)
 
 
 def verdict_message(groups: Sequence[Judged], status: str, reasons: list[dict[str, Any]]) -> str:
-    """One equipment's batch as one message (at most ``MAX_POINTS`` verdicts, evenly
-    spread, the latest always among them)."""
+    """One equipment's batch as one message: the verdicts :func:`chart_points` picks,
+    then, while the message is too long for a notification, half as many of those."""
     t_us = np.concatenate([g.time_us for g in groups])
     order = np.argsort(t_us, kind="stable")
     n = len(order)
@@ -40,9 +43,10 @@ def verdict_message(groups: Sequence[Judged], status: str, reasons: list[dict[st
     sensors = {f: np.concatenate([_inputs_of(g, f) for g in groups])[order]
                for f in dict.fromkeys(f for g in groups for f, c in (g.inputs or {}).items() if np.ndim(c) == 1)}
     last_g, last_i = _locate(groups, int(order[-1]))
+    peaks = chart_points(t_us[order], score)
     points = MAX_POINTS
     while True:
-        pick = np.unique(np.linspace(0, n - 1, min(n, points)).round().astype(np.intp))
+        pick = peaks[np.unique(np.linspace(0, len(peaks) - 1, min(len(peaks), points)).round().astype(np.intp))]
         doc = {"type": "verdicts", "equipment_id": groups[0].equipment_id, "power": last_g.power,
                "model_version": last_g.model_version, "n": n, "anomalies": int(np.count_nonzero(anomaly)),
                "status": status, "reasons": reasons,
@@ -56,6 +60,17 @@ def verdict_message(groups: Sequence[Judged], status: str, reasons: list[dict[st
         if len(text.encode()) <= MAX_PAYLOAD_BYTES or points <= 2:
             return text
         points //= 2
+
+
+def chart_points(t_us: np.ndarray, score: np.ndarray) -> np.ndarray:
+    """Indices (ascending) of the rows to chart from a time-ordered batch: per
+    ``POINT_MS`` of event time the row with the highest score, so sampling never
+    hides a spike, and the newest row."""
+    bucket = t_us // (POINT_MS * 1000)
+    by_peak = np.lexsort((-np.nan_to_num(score, nan=-np.inf), bucket))  # per bucket, the highest score first
+    first = np.ones(len(bucket), dtype=bool)
+    first[1:] = bucket[by_peak[1:]] != bucket[by_peak[:-1]]
+    return np.union1d(by_peak[first], [len(bucket) - 1])
 
 
 def _last(g: Judged, i: int) -> dict[str, Any]:

@@ -14,7 +14,7 @@ import pytest
 from serve_ml.bundles.batch import Reading, score_readings
 from serve_ml.bundles.catalog import Catalog
 from serve_ml.pipelines.encode import Origin, encode_scored
-from serve_ml.pipelines.live import MAX_PAYLOAD_BYTES, verdict_message
+from serve_ml.pipelines.live import MAX_PAYLOAD_BYTES, POINT_MS, chart_points, verdict_message
 from serve_ml.pipelines.verdicts import Judged
 from tests.samples import mixed_power_rows
 from tests.stored_rows import T0
@@ -69,3 +69,35 @@ def test_a_large_batch_fits_a_notification_and_keeps_the_newest_point(demo_root:
     for f, values in doc["points"]["sensors"].items():
         assert len(values) == len(doc["points"]["t_ms"])
         assert values[-1] == pytest.approx(np.float32(rows[-1][f]), rel=1e-6), f
+
+
+def test_a_dense_batch_charts_each_interval_s_highest_score_and_the_newest_reading(demo_root: Path) -> None:
+    # 1,000 readings in half a second (a backlog drained at once): 10 intervals of
+    # POINT_MS; each is charted by its highest-scoring reading, so no spike is sampled away
+    readings = [Reading("press-02", r, "7.5kW") for r in mixed_power_rows(1000)]
+    step_s = 0.0005
+    groups, answers = judged(Catalog.scan(demo_root), readings, step_s=step_s)
+    doc = orjson.loads(verdict_message(groups, "normal", []))
+    t0_ms = int(T0.timestamp() * 1000)
+    scores: dict[int, list[float]] = {}  # per interval, every reading's score
+    for i, a in enumerate(answers):
+        scores.setdefault(int(i * step_s * 1000) // POINT_MS, []).append(a["score"])
+    charted: dict[int, list[float]] = {}
+    for t_ms, score in zip(doc["points"]["t_ms"], doc["points"]["score"], strict=True):
+        charted.setdefault((t_ms - t0_ms) // POINT_MS, []).append(score)
+    assert len(scores) == 10 and doc["n"] == 1000
+    assert sum(map(len, charted.values())) == 11  # one per interval, and the newest reading
+    for interval, values in scores.items():
+        assert max(charted[interval]) == pytest.approx(max(values), rel=1e-6), interval
+    assert doc["points"]["t_ms"][-1] == t0_ms + int(999 * step_s * 1000)
+    assert doc["points"]["t_ms"] == sorted(doc["points"]["t_ms"])
+
+
+def test_chart_points_picks_per_interval_peaks_in_time_order() -> None:
+    ms = 1000 * POINT_MS  # one interval, in µs
+    t_us = np.array([0, 10, 20, ms, ms + 5, 3 * ms, 3 * ms + 1, 3 * ms + 2])
+    score = np.array([1.0, 5.0, 2.0, np.nan, 0.5, 9.0, 1.0, 0.1])
+    # interval 0: the 5.0; interval 1: the 0.5 (a NaN score is never a peak); interval 3:
+    # the 9.0, and the newest row besides
+    assert chart_points(t_us, score).tolist() == [1, 4, 5, 7]
+    assert chart_points(t_us[:1], score[:1]).tolist() == [0]

@@ -33,8 +33,9 @@ PING = '{"type":"ping"}'
 
 @router.websocket("/ws/equipment/{equipment_id}")
 async def ws_equipment(ws: WebSocket, equipment_id: str) -> None:
-    """Each stored batch's verdicts for the equipment (sampled to at most 60 points),
-    its status and reasons, and its alarm transitions."""
+    """Each stored batch's verdicts for the equipment (per 50 ms of event time the
+    highest-scoring one, and the newest), its status and reasons, and its alarm
+    transitions."""
     await _session(ws, Subscriber(_client(ws), equipment_id=equipment_id))
 
 
