@@ -20,6 +20,7 @@ from serve_ml.deployments.api import create_api
 from serve_ml.deployments.auth import TokenGuard
 from serve_ml.deployments.local import LocalCore, serve_in_thread
 from serve_ml.operations.follow import OpsFollower
+from serve_ml.operations.live_follows import LiveAudience
 from serve_ml.operations.thresholds import ThresholdBook
 from serve_ml.pipelines.encode import Origin, Rows, encode_scored
 from serve_ml.pipelines.quality import SensorScreen
@@ -33,7 +34,7 @@ OPERATOR_TOKEN = "operator-token-0000001"
 VIEWER_TOKEN = "viewer-token-000000001"
 OPERATOR = {"Authorization": f"Bearer {OPERATOR_TOKEN}"}
 VIEWER = {"Authorization": f"Bearer {VIEWER_TOKEN}"}
-OPS_EQUIPMENT = ("ops-press-1", "ops-press-2", "notify-1", "notify-2", "quality-1", "live-1", "maint-1", "rules-1",
+OPS_EQUIPMENT = ("ops-press-1", "ops-press-2", "notify-1", "notify-2", "quality-1", "live-1", "live-2", "maint-1", "rules-1",
                  "rules-2", "client-1")
 """Equipment with bundles in the ``ops_root`` fixture: ids no other test uses."""
 
@@ -91,15 +92,18 @@ def book_now(stack: Stack) -> ThresholdBook:
 
 
 def write(stack: Stack, *batches: Rows, alerts_topic: str, resolve_after: int = 3) -> list[WriteStats]:
-    """Store ``batches`` in order with the thresholds in force now."""
+    """Store ``batches`` in order with the thresholds in force now, notifying the live
+    summaries of the equipment WebSocket clients follow now, as a stream scorer does."""
     async def go() -> list[WriteStats]:
-        follower = OpsFollower()
+        follower, audience = OpsFollower(), LiveAudience()
         pool = await asyncpg.create_pool(stack.database_url, min_size=1, max_size=1)
         try:
             await follower.refresh(pool)
+            await audience.refresh(pool)
             async with pool.acquire() as conn:
                 return [await write_batch(conn, b, partitions=Partitions(stack.mode), alerts_topic=alerts_topic,
-                                          resolve_after=resolve_after, book=follower.book) for b in batches]
+                                          resolve_after=resolve_after, book=follower.book, live=audience.equipment)
+                        for b in batches]
         finally:
             await pool.close()
     return asyncio.run(go())

@@ -2,6 +2,10 @@
 the channel the stream writer and the alarm lifecycle notify (``pipelines.live``,
 ``operations.alarm_store``), fanned out to subscribers.
 
+The hub advertises the equipment its clients follow (``operations.live_follows``);
+the writers send those equipment's batch summaries only, so a client's first one
+comes within about a second of subscribing.
+
 A subscriber has a bounded queue. When it is full, the oldest message is dropped
 for the new one (each verdict message supersedes the one before; the client is
 told how many it missed), and a client whose queue stays full for
@@ -14,7 +18,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import socket
 import time
+import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,6 +30,7 @@ import asyncpg
 import orjson
 
 from serve_ml.operations.alarm_store import LIVE_CHANNEL, SEVERITY_RANK
+from serve_ml.operations.live_follows import FOLLOW_TTL_S, advertise, withdraw
 
 log = logging.getLogger("serve_ml.live")
 REGISTRY_REFRESH_S = 10.0
@@ -62,6 +70,9 @@ class LiveHub:
         self._conn: asyncpg.Connection | None = None
         self._lock = asyncio.Lock()  # one query at a time on the listening connection
         self.counts = {"messages": 0, "delivered": 0, "dropped": 0, "closed_slow": 0}
+        self.hub_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._advertised: frozenset[str] | None = None  # None: to be written (again)
+        self._advertised_at = 0.0
 
     def admit(self, client: str) -> bool:
         """Room for one more connection from ``client``?"""
@@ -76,6 +87,7 @@ class LiveHub:
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._listen())
         await asyncio.wait_for(self._connected.wait(), timeout_s)
+        await self._advertise()
         if sub.location is not None:  # a filter by location needs the registry as it is now
             await self._refresh_locations(force=True)
 
@@ -109,11 +121,14 @@ class LiveHub:
                 conn = await asyncpg.connect(self.database_url)
                 await conn.add_listener(LIVE_CHANNEL, self._on_notify)
                 self._conn = conn
+                self._advertised = None
                 await self._refresh_locations(force=True)
+                await self._advertise()
                 self._connected.set()
                 while not conn.is_closed():
                     await asyncio.sleep(1.0)
                     await self._refresh_locations()
+                    await self._advertise()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the database away: reconnect; clients keep their sockets
@@ -138,6 +153,22 @@ class LiveHub:
             self._locations = {r["equipment_id"]: tuple(r["location"]) for r in await self._conn.fetch(
                 "SELECT equipment_id, location FROM serve_ml_equipment")}
             self._locations_at = time.monotonic()
+
+    async def _advertise(self) -> None:
+        """Tell the writers which equipment this hub's clients follow: when that
+        changed, and every third of the advertisement's lifetime. A failure is
+        logged and tried again a second later; it never ends the listener."""
+        async with self._lock:  # the set read under the lock: the last write is the newest set
+            followed = frozenset(self._by_equipment)
+            if self._conn is None or (followed == self._advertised
+                                      and time.monotonic() - self._advertised_at < FOLLOW_TTL_S / 3):
+                return
+            try:
+                await advertise(self._conn, self.hub_id, followed)
+            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+                log.warning("advertising the followed equipment: %s", exc)
+                return
+            self._advertised, self._advertised_at = followed, time.monotonic()
 
     def _on_notify(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
         self.counts["messages"] += 1
@@ -183,6 +214,10 @@ class LiveHub:
             self.counts["closed_slow"] += 1
 
     async def close(self) -> None:
+        async with self._lock:
+            if self._conn is not None:
+                with contextlib.suppress(Exception):  # the rows expire anyway
+                    await withdraw(self._conn, self.hub_id)
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):

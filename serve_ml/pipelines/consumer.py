@@ -32,6 +32,7 @@ from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from serve_ml.core.settings import Settings
 from serve_ml.core.tracing import configure_logging, configure_tracing, tracer
 from serve_ml.operations.follow import OpsFollower
+from serve_ml.operations.live_follows import LiveAudience
 from serve_ml.pipelines.backoff import Backoff
 from serve_ml.pipelines.deadletter import DLQ_MAX_KEY_BYTES, DLQ_MAX_VALUE_BYTES, dead_letter_record
 from serve_ml.pipelines.encode import Rows
@@ -110,6 +111,7 @@ class StreamScorer:
         self.busy_s = {"fetch": 0.0, "poll_empty": 0.0, "lag": 0.0, "prepare": 0.0, "wait_write": 0.0, "write": 0.0}
         self.windows = StreamWindows()  # sequence bundles' windows; refilled from PostgreSQL when short
         self.ops = OpsFollower()  # the raw thresholds in force
+        self.audience = LiveAudience()  # the equipment WebSocket clients follow
         self.screen = SensorScreen(settings.flatline_readings)  # the data-quality gate
         self.faults = PipelineFaults(name, database_url, settings.alerts_topic)  # outages as alarms
 
@@ -183,12 +185,13 @@ class StreamScorer:
             wake = asyncio.Event()
             try:
                 await self.ops.refresh(pool)  # thresholds apply from the first batch on
+                await self.audience.refresh(pool)
             except (asyncpg.PostgresError, *DB_ERRORS) as exc:
-                log.warning("threshold book: %s (retried in the background)", exc)
+                log.warning("threshold book, live audience: %s (retried in the background)", exc)
             background += [asyncio.create_task(run_relay(pool, producer, wake)),
                            asyncio.create_task(run_retention(pool, self.partitions, s.retention_days,
                                                              rollup_days=s.rollup_retention_days)),
-                           asyncio.create_task(self.ops.run(pool))]
+                           asyncio.create_task(self.ops.run(pool)), asyncio.create_task(self.audience.run(pool))]
             self.state = "running"
             while True:
                 t0 = time.perf_counter()
@@ -348,7 +351,7 @@ class StreamScorer:
             async with pool.acquire() as conn:
                 return await write_batch(conn, rows, partitions=self.partitions, alerts_topic=self.s.alerts_topic,
                                          resolve_after=self.s.alert_resolve_after, before_alerts=previous,
-                                         book=self.ops.book)
+                                         book=self.ops.book, live=self.audience.equipment)
 
         return await self._hold_and_retry(write, DB_ERRORS, "db_errors", "database write")
 

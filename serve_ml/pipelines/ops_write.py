@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 import asyncpg
@@ -63,9 +63,10 @@ def latest_status(groups: Sequence[Judged], book: ThresholdBook) -> tuple[dt.dat
 
 
 async def write_status(conn: asyncpg.Connection, judged: Sequence[Judged], book: ThresholdBook, *,
-                       push: bool = True) -> None:
-    """Each equipment's live status from its latest row; with ``push``, one live
-    message per equipment for the WebSocket clients (``pipelines.live``), sent on commit."""
+                       live: Collection[str] | None = None) -> None:
+    """Each equipment's live status from its latest row, and one live message per
+    equipment in ``live`` (None: all) for the WebSocket clients (``pipelines.live``),
+    sent on commit."""
     by_eq: dict[str, list[Judged]] = defaultdict(list)
     for g in judged:
         if len(g):
@@ -86,9 +87,10 @@ async def write_status(conn: asyncpg.Connection, judged: Sequence[Judged], book:
         f"reasons = CASE WHEN {_NEWER} THEN excluded.reasons ELSE s.reasons END, "
         "last_reading_at = greatest(s.last_reading_at, excluded.last_reading_at)",
         eqs, [r[0] for r in rows], [r[1] for r in rows], [orjson.dumps(r[2]).decode() for r in rows])
-    if push:
-        await conn.execute("SELECT pg_notify($1, m) FROM unnest($2::text[]) AS m", CHANNEL,
-                           [verdict_message(by_eq[eq], r[1], r[2]) for eq, r in zip(eqs, rows, strict=True)])
+    messages = [verdict_message(by_eq[eq], r[1], r[2]) for eq, r in zip(eqs, rows, strict=True)
+                if live is None or eq in live]
+    if messages:
+        await conn.execute("SELECT pg_notify($1, m) FROM unnest($2::text[]) AS m", CHANNEL, messages)
 
 
 async def write_rollups(conn: asyncpg.Connection, judged: Sequence[Judged]) -> None:

@@ -22,6 +22,7 @@ from serve_ml.operations.ddl import (
     OPERATIONS_DDL,
     VALID_RANGE_DDL,
 )
+from serve_ml.operations.live_follows import LIVE_FOLLOWS_DDL
 
 log = logging.getLogger("serve_ml.schema")
 TIMESCALE = "timescaledb"
@@ -212,13 +213,18 @@ async def _v12(conn: asyncpg.Connection, mode: str) -> None:
     await conn.execute(AUDIT_DDL)
 
 
+async def _v13(conn: asyncpg.Connection, mode: str) -> None:
+    await conn.execute(LIVE_FOLLOWS_DDL)
+
+
 MIGRATIONS = [(1, "initial schema", _v1), (2, "explicit live versions", _v2),
               (3, "per-row documents as json", _v3), (4, "BRIN time index on predictions", _v4),
               (5, "readings keyed by what tells them apart", _v5), (6, "remaining useful life", _v6),
               (7, "operations: equipment, thresholds, status, alarm lifecycle, rollups", _v7),
               (8, "notification deliveries", _v8), (9, "sensors' physical ranges", _v9),
               (10, "maintenance windows", _v10), (11, "alarm rules", _v11),
-              (12, "audit trail of management and operator actions", _v12)]
+              (12, "audit trail of management and operator actions", _v12),
+              (13, "equipment followed live", _v13)]
 
 
 async def detect_mode(conn: asyncpg.Connection) -> str:

@@ -17,7 +17,7 @@ server CPU per reading the fast way, 12 µs the slow way.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 
 import asyncpg
@@ -48,25 +48,28 @@ class WriteStats:
 
 async def write_batch(conn: asyncpg.Connection, rows: Rows, *, partitions: Partitions, alerts_topic: str,
                       resolve_after: int, before_alerts: Callable[[], Awaitable[None]] | None = None,
-                      book: ThresholdBook = EMPTY_BOOK) -> WriteStats:
+                      book: ThresholdBook = EMPTY_BOOK, live: Collection[str] | None = None) -> WriteStats:
     """Store ``rows`` in one transaction. ``before_alerts`` is awaited after the copy
     and before the alert logic: the stream scorer passes "the previous batch is
-    stored", so batches copy in parallel but open and resolve alerts in order."""
+    stored", so batches copy in parallel but open and resolve alerts in order.
+    ``live``: the equipment whose batch summary is notified to WebSocket clients
+    (``operations.live_follows``; None: every equipment's)."""
     if not rows:
         return WriteStats()
     await partitions.ensure(conn, days(rows.judged))
     try:
-        return await _write(conn, rows, alerts_topic, resolve_after, before_alerts, book)
+        return await _write(conn, rows, alerts_topic, resolve_after, before_alerts, book, live)
     except asyncpg.CheckViolationError:
         # "no partition of relation ... found for row": another writer's retention
         # pass dropped a partition this one still had in its cache.
         partitions.forget()
         await partitions.ensure(conn, days(rows.judged))
-        return await _write(conn, rows, alerts_topic, resolve_after, before_alerts, book)
+        return await _write(conn, rows, alerts_topic, resolve_after, before_alerts, book, live)
 
 
 async def _write(conn: asyncpg.Connection, rows: Rows, alerts_topic: str, resolve_after: int,
-                 before_alerts: Callable[[], Awaitable[None]] | None, book: ThresholdBook) -> WriteStats:
+                 before_alerts: Callable[[], Awaitable[None]] | None, book: ThresholdBook,
+                 live: Collection[str] | None) -> WriteStats:
     try:
         async with conn.transaction():
             await _copy(conn, "serve_ml_readings", rows)
@@ -74,7 +77,7 @@ async def _write(conn: asyncpg.Connection, rows: Rows, alerts_topic: str, resolv
             stats = WriteStats(readings=len(rows), predictions=len(rows))
             if before_alerts is not None:
                 await before_alerts()
-            await _alerts(conn, rows.judged, stats, alerts_topic, resolve_after, book)
+            await _alerts(conn, rows.judged, stats, alerts_topic, resolve_after, book, live)
         return stats
     except asyncpg.UniqueViolationError:
         pass  # a replay: nothing of this transaction stays; take the slow way
@@ -84,7 +87,7 @@ async def _write(conn: asyncpg.Connection, rows: Rows, alerts_topic: str, resolv
         if before_alerts is not None:
             await before_alerts()
         if any(map(len, new)):
-            await _alerts(conn, new, stats, alerts_topic, resolve_after, book)
+            await _alerts(conn, new, stats, alerts_topic, resolve_after, book, live)
     return stats
 
 
@@ -120,7 +123,7 @@ async def _copy(conn: asyncpg.Connection, table: str, rows: Rows) -> None:
 
 
 async def _alerts(conn: asyncpg.Connection, judged: list[Judged], stats: WriteStats,
-                  topic: str, resolve_after: int, book: ThresholdBook) -> None:
+                  topic: str, resolve_after: int, book: ThresholdBook, live: Collection[str] | None) -> None:
     """Every alarm type a batch can raise or clear (``pipelines.alarms``), then the
     equipment's live status and the hourly rollups of the rows it stored."""
     done, log = Transitions(), TransitionLog(topic)
@@ -136,5 +139,5 @@ async def _alerts(conn: asyncpg.Connection, judged: list[Judged], stats: WriteSt
     await log.flush(conn)
     stats.alerts_opened += done.opened
     stats.alerts_resolved += done.resolved
-    await write_status(conn, judged, book)
+    await write_status(conn, judged, book, live=live)
     await write_rollups(conn, judged)

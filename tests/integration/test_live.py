@@ -10,11 +10,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 import websockets
 from websockets.exceptions import ConnectionClosed
 
+from serve_ml.operations.alarm_store import LIVE_CHANNEL
+from serve_ml.operations.live_follows import followed
 from serve_ml.pipelines.stack import Stack
 from tests import opskit
 from tests.opskit import API, OPERATOR, VIEWER_TOKEN, fresh_hour
@@ -104,4 +107,47 @@ def test_a_bad_token_and_too_many_connections_are_refused_with_close_codes(serve
         finally:
             for ws in held:
                 await ws.close()
+    asyncio.run(scenario())
+
+
+def test_only_followed_equipment_get_live_messages_and_a_closed_client_stops_them(server: str, stack: Stack,
+                                                                                 ops_root: Path) -> None:
+    watched, unwatched = "live-2", "client-1"
+
+    async def audience() -> frozenset[str]:
+        conn = await asyncpg.connect(stack.database_url)
+        try:
+            return await followed(conn)
+        finally:
+            await conn.close()
+
+    async def scenario() -> None:
+        notified: list[dict[str, Any]] = []
+        listener = await asyncpg.connect(stack.database_url)
+        await listener.add_listener(LIVE_CHANNEL, lambda *a: notified.append(json.loads(a[3])))
+        try:
+            async with websockets.connect(f"ws://{server}{API}/ws/equipment/{watched}", additional_headers=AUTH) as ws:
+                await _next(ws, "subscribed")  # sent once the hub has advertised what it follows
+                assert watched in await audience() and unwatched not in await audience()
+                # the unwatched equipment's batch commits first: had it been notified, it
+                # would be on the channel before the watched one's
+                await asyncio.to_thread(opskit.write, stack,
+                                        opskit.encode(ops_root, unwatched, sim_rows("normal", 4, "5.5kW", seed=7),
+                                                      fresh_hour()),
+                                        opskit.encode(ops_root, watched, sim_rows("normal", 4, "5.5kW", seed=8),
+                                                      fresh_hour()), alerts_topic=TOPIC)
+                assert (await _next(ws, "verdicts"))["equipment_id"] == watched
+                for _ in range(50):
+                    if any(m.get("equipment_id") == watched for m in notified):
+                        break
+                    await asyncio.sleep(0.1)
+                assert {m.get("equipment_id") for m in notified if m.get("type") == "verdicts"} == {watched}
+            # the client gone, the hub withdraws the equipment within about a second
+            for _ in range(50):
+                if watched not in await audience():
+                    break
+                await asyncio.sleep(0.1)
+            assert watched not in await audience()
+        finally:
+            await listener.close()
     asyncio.run(scenario())
