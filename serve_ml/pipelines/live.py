@@ -1,9 +1,9 @@
 """Live pushes from the stream writer: per equipment and batch, one message with
 its verdicts (sampled when many, see :func:`chart_points`), the per-modality errors
-and raw values at the same instants, the newest verdict in full (class probabilities, RUL band) and its
-status; sent with ``pg_notify`` in the batch's transaction, so a message goes out
-on commit and never for a batch rolled back. The ingress replicas LISTEN and fan
-them out to WebSocket clients (``deployments.live``)."""
+and raw values at the same instants, the newest verdict in full (class
+probabilities, RUL band) and its status; sent with ``pg_notify`` in the batch's
+transaction, so a message goes out on commit and never for a batch rolled back. The
+ingress replicas LISTEN and fan them out to WebSocket clients (``deployments.live``)."""
 
 from __future__ import annotations
 
