@@ -19,6 +19,19 @@ log = logging.getLogger("serve_ml.operations")
 FOLLOW_INTERVAL_S = 1.0
 
 
+async def poll(refresh: Callable[[], Awaitable[object]], interval_s: float, what: str) -> None:
+    """``refresh()`` every ``interval_s`` until cancelled. A failure (the database
+    away) is logged, and whatever the last refresh loaded stays in force."""
+    while True:
+        try:
+            await refresh()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("%s refresh: %s", what, exc)
+        await asyncio.sleep(interval_s)
+
+
 class OpsFollower:
     def __init__(self) -> None:
         self.book: ThresholdBook = EMPTY_BOOK
@@ -39,14 +52,7 @@ class OpsFollower:
         return True
 
     async def run(self, pool: asyncpg.Pool, interval_s: float = FOLLOW_INTERVAL_S) -> None:
-        while True:
-            try:
-                await self.refresh(pool)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # the database away: keep the book we have
-                log.warning("threshold book refresh: %s", exc)
-            await asyncio.sleep(interval_s)
+        await poll(lambda: self.refresh(pool), interval_s, "threshold book")
 
 
 class IngressBook:

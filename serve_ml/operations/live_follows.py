@@ -11,13 +11,12 @@ with a handful on screens would otherwise pay for a thousand.
 
 from __future__ import annotations
 
-import asyncio
-import logging
 from collections.abc import Collection
 
 import asyncpg
 
-log = logging.getLogger("serve_ml.operations")
+from serve_ml.operations.follow import poll
+
 FOLLOW_TTL_S = 30.0
 """How long an advertisement lasts unless renewed (hubs renew every third of it)."""
 AUDIENCE_REFRESH_S = 1.0
@@ -71,11 +70,4 @@ class LiveAudience:
             self.equipment = await followed(conn)
 
     async def run(self, pool: asyncpg.Pool, interval_s: float = AUDIENCE_REFRESH_S) -> None:
-        while True:
-            try:
-                await self.refresh(pool)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # the database away: keep the audience we have
-                log.warning("live audience refresh: %s", exc)
-            await asyncio.sleep(interval_s)
+        await poll(lambda: self.refresh(pool), interval_s, "live audience")
