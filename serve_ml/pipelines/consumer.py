@@ -45,6 +45,7 @@ from serve_ml.pipelines.retention import run_retention
 from serve_ml.pipelines.schema import Partitions
 from serve_ml.pipelines.store import WriteStats, write_batch
 from serve_ml.pipelines.stream_metrics import StreamMetrics
+from serve_ml.pipelines.verdicts import days
 from serve_ml.pipelines.watchdog import (
     ConsumerStalled,
     LogGuard,
@@ -232,6 +233,15 @@ class StreamScorer:
         self.busy_s["prepare"] += t2 - t1
         if loop.older is not None:  # two writes in flight at most
             await loop.older
+        stamped = days(prepared.rows.judged)
+        if self.partitions.missing(stamped):
+            # A new day's partition locks its parent table until every transaction
+            # that wrote to it ends, and a later batch's transaction waits for this
+            # one: created here, with none of this scorer's writes in flight.
+            if loop.pending is not None:
+                await loop.pending
+            async with pool.acquire() as conn:
+                await self.partitions.ensure(conn, stamped)
         self.busy_s["wait_write"] += time.perf_counter() - t2
         loop.older, loop.pending = loop.pending, asyncio.create_task(
             self._store(prepared, pool, producer, consumer, wake, after=loop.pending))

@@ -29,6 +29,7 @@ TIMESCALE = "timescaledb"
 PARTITIONED = "postgres-partitioned"
 TIME_TABLES = ("serve_ml_readings", "serve_ml_predictions")
 _LOCK_KEY = 0x5E12E_11  # advisory lock: one migrator at a time
+ENSURE_LOCK_TIMEOUT_S = 30.0
 
 _READINGS = """
 CREATE TABLE serve_ml_readings (
@@ -266,13 +267,24 @@ class Partitions:
         self.mode = mode
         self.known: set[dt.date] = set()
 
-    async def ensure(self, conn: asyncpg.Connection, times: Iterable[dt.datetime]) -> None:
+    def missing(self, times: Iterable[dt.datetime]) -> set[dt.date]:
+        """The days of ``times`` whose partitions this writer has not made sure of."""
         if self.mode != PARTITIONED:
-            return
-        days = {t.astimezone(dt.UTC).date() for t in times} - self.known
+            return set()
+        return {t.astimezone(dt.UTC).date() for t in times} - self.known
+
+    async def ensure(self, conn: asyncpg.Connection, times: Iterable[dt.datetime],
+                     lock_timeout_s: float = ENSURE_LOCK_TIMEOUT_S) -> None:
+        """Create the missing partitions. Creating one locks its parent table, so it
+        waits for every open transaction that wrote to it; a writer must not call
+        this while a transaction of its own that waits on this one is open (the
+        stream scorer creates them with no write in flight). ``lock_timeout_s`` turns
+        any such wait that slipped through into an error instead of a hang."""
+        days = self.missing(times)
         if not days:
             return
         async with conn.transaction():
+            await conn.execute(f"SET LOCAL lock_timeout = '{int(lock_timeout_s * 1000)}ms'")
             await conn.execute("SELECT pg_advisory_xact_lock($1)", _LOCK_KEY + 1)
             for day in sorted(days):
                 # The last day datetime can hold has no next day: its partition is open-ended.

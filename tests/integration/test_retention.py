@@ -88,3 +88,39 @@ def test_a_writer_whose_partition_was_dropped_under_it_creates_it_again(stack: S
             await conn.close()
 
     assert asyncio.run(go()) == 4
+
+
+def test_creating_a_partition_behind_an_open_write_fails_after_its_lock_timeout_instead_of_hanging(
+        stack: Stack) -> None:
+    # A new day's partition locks its parent until every transaction that wrote to it
+    # ends. Were that transaction waiting on this writer (a later batch waiting for an
+    # earlier one), nothing would ever move: the wait is bounded, and a plain wait on
+    # someone else's write still succeeds once that write ends.
+    if stack.mode != PARTITIONED:
+        pytest.skip("plain-PostgreSQL partitions only")
+    day = (dt.datetime.now(dt.UTC) - dt.timedelta(days=12)).replace(hour=3, minute=0, second=0, microsecond=0)
+
+    async def go() -> None:
+        writer, other = await asyncpg.connect(stack.database_url), await asyncpg.connect(stack.database_url)
+        try:
+            for t in ("serve_ml_readings", "serve_ml_predictions"):
+                await writer.execute(f"DROP TABLE IF EXISTS {t}_p{day:%Y%m%d}")
+            parts = Partitions(PARTITIONED)
+            open_write = other.transaction()
+            await open_write.start()
+            await other.execute("LOCK TABLE serve_ml_readings IN ROW EXCLUSIVE MODE")  # what a COPY holds
+            t0 = asyncio.get_running_loop().time()
+            with pytest.raises(asyncpg.LockNotAvailableError):
+                await parts.ensure(writer, [day], lock_timeout_s=1.0)
+            assert asyncio.get_running_loop().time() - t0 < 10
+            assert parts.missing([day]) == {day.date()}  # not taken for made
+            await open_write.rollback()
+            await parts.ensure(writer, [day], lock_timeout_s=1.0)
+            assert not parts.missing([day])
+            assert await writer.fetchval("SELECT count(*) FROM pg_class WHERE relname = $1",
+                                         f"serve_ml_readings_p{day:%Y%m%d}") == 1
+        finally:
+            await writer.close()
+            await other.close()
+
+    asyncio.run(go())
