@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import shutil
+import signal
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +47,23 @@ def build_sim_bundle(root: Path, equipment_id: str, power: str, version: str, *,
                      classifier=classifier, seed=seed, epochs=epochs)
     path, _ = build_bundle(spec, cols, labels, root, data="simulator:test", progress=lambda _m: None)
     return path
+
+
+@pytest.fixture(scope="session", autouse=True)
+def ctrl_c_reaches_children() -> Iterator[None]:
+    """Tests stop servers they start as a user would, with Ctrl-C (SIGINT). A shell
+    that starts a job in the background without job control (CI runners, `make test
+    &`) starts it with SIGINT ignored, a disposition every child inherits: `serve
+    run` then ignores the signal and the test waits out its kill timeout (90 s). With
+    a handler installed here, children start with the default disposition again."""
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+        yield
+        return
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 @pytest.fixture(scope="session")

@@ -44,6 +44,7 @@ def stop_process_tree(proc: subprocess.Popen, port: int, timeout_s: float = 90) 
             for child in psutil.Process(proc.pid).children(recursive=True):
                 child.kill()
             proc.kill()
+            proc.wait(30)
     for conn in psutil.net_connections("tcp"):
         if conn.laddr and conn.laddr.port == port and conn.status == psutil.CONN_LISTEN and conn.pid:
             os.kill(conn.pid, signal.SIGKILL)  # a leftover HAProxy on a port this test chose
