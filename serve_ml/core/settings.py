@@ -279,6 +279,12 @@ class Settings(BaseSettings):
     """WebSocket connections one client address may hold at once (more: close code
     4429). Raise it for a gateway that fans many users in from one address."""
 
+    ws_max_connections: int = Field(default=4096, ge=1, le=1_000_000)
+    """WebSocket connections one replica of the live application holds at once (its
+    ``max_ongoing_requests``: Serve counts an open socket as a request in flight);
+    beyond it (and one waiting) a connection is refused with 503. The HTTP ingress's slots are
+    its own (``deployments.live_gateway``)."""
+
     notifications_file: Path | None = None
     """YAML file of notification sinks (Slack-compatible webhook, signed webhook,
     SMTP email) and their routing rules; unset: no notifications. It holds the sinks'

@@ -27,6 +27,13 @@ from serve_ml.core.http import API_PREFIX
 from serve_ml.core.ports import free_port
 from serve_ml.core.settings import PACKAGE_DIR, SECRET_FIELDS, Settings
 from serve_ml.deployments.app import AppArgs, build_graph, dedicated_equipment
+from serve_ml.deployments.live_gateway import (
+    LIVE_APP_NAME,
+    LIVE_READY_PATH,
+    LIVE_ROUTE_PREFIX,
+    LiveArgs,
+    build_live_graph,
+)
 from serve_ml.deployments.loopback import SETUP_HOOK, SINGLE_MACHINE_ENV, loopback_env, single_machine
 
 log = logging.getLogger("serve_ml.launch")
@@ -138,6 +145,13 @@ def app_args_from_config(path: Path = SERVE_CONFIG, **overrides: Any) -> AppArgs
     return AppArgs.model_validate({**(app.get("args") or {}), **overrides})
 
 
+def live_args_from_config(path: Path = SERVE_CONFIG) -> LiveArgs:
+    """The ``args`` of the live (WebSocket) application in ``serve_config.yaml``."""
+    cfg = yaml.safe_load(path.read_text())
+    app: dict[str, Any] = next((a for a in cfg["applications"] if a["name"] == LIVE_APP_NAME), {})
+    return LiveArgs.model_validate(app.get("args") or {})
+
+
 @dataclass
 class RunningCluster:
     http_url: str
@@ -191,19 +205,23 @@ class RunningCluster:
 
 
 def wait_http_ready(base_url: str, timeout_s: float = 120.0) -> None:
-    """Block until ``GET {base_url}/api/v1/serve-ml/health/ready`` answers 200."""
+    """Block until ``GET {base_url}/api/v1/serve-ml/health/ready`` answers 200 and the
+    proxy routes the WebSocket prefix to the live application (until it does, sockets
+    would land on the HTTP ingress and hold its slots)."""
     deadline = time.monotonic() + timeout_s
     last = "no answer"
-    while time.monotonic() < deadline:
-        try:
-            r = httpx.get(f"{base_url}{API_PREFIX}/health/ready", timeout=2)
-            if r.status_code == 200:
-                return
-            last = f"HTTP {r.status_code}"
-        except httpx.HTTPError as exc:
-            last = type(exc).__name__
-        time.sleep(0.3)
-    raise TimeoutError(f"{base_url} not ready within {timeout_s:g} s (last: {last})")
+    for url in (f"{base_url}{API_PREFIX}/health/ready", f"{base_url}{LIVE_ROUTE_PREFIX}{LIVE_READY_PATH}"):
+        while time.monotonic() < deadline:
+            try:
+                r = httpx.get(url, timeout=2)
+                if r.status_code == 200:
+                    break
+                last = f"HTTP {r.status_code} from {url}"
+            except httpx.HTTPError as exc:
+                last = f"{type(exc).__name__} from {url}"
+            time.sleep(0.3)
+        else:
+            raise TimeoutError(f"{base_url} not ready within {timeout_s:g} s (last: {last})")
 
 
 def start_cluster(
@@ -244,6 +262,8 @@ def start_cluster(
         serve.start(http_options={"host": settings.http_host, "port": http_port})
         serve.run(build_graph(app_args, settings), name=APP_NAME, route_prefix="/")
         register_recipe(settings, app_args)
+        serve.run(build_live_graph(live_args_from_config(), settings), name=LIVE_APP_NAME,
+                  route_prefix=LIVE_ROUTE_PREFIX)
         # serve.run returns once the deployments are RUNNING; the proxy (HAProxy above
         # all) learns the route a moment later, and on a loaded machine that moment is
         # seconds. Until then a request gets 404 or a refused connection.

@@ -1,6 +1,7 @@
-"""Live pushes to WebSocket clients: one LISTEN connection per ingress replica on
-the channel the stream writer and the alarm lifecycle notify (``pipelines.live``,
-``operations.alarm_store``), fanned out to subscribers.
+"""Live pushes to WebSocket clients: one LISTEN connection per replica of the
+live application (``deployments.live_gateway``) on the channel the stream writer
+and the alarm lifecycle notify (``pipelines.live``, ``operations.alarm_store``),
+fanned out to subscribers.
 
 The hub advertises the equipment its clients follow (``operations.live_follows``);
 the writers send those equipment's batch summaries only, so a client's first one
@@ -73,6 +74,11 @@ class LiveHub:
         self.hub_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._advertised: frozenset[str] | None = None  # None: to be written (again)
         self._advertised_at = 0.0
+
+    @property
+    def connections(self) -> int:
+        """Clients subscribed now."""
+        return len(self._subs)
 
     def admit(self, client: str) -> bool:
         """Room for one more connection from ``client``?"""

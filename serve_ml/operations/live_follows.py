@@ -1,5 +1,5 @@
-"""Which equipment someone follows live. Each ingress replica's WebSocket hub
-advertises the equipment its clients follow, a row per hub and equipment that it
+"""Which equipment someone follows live. Each live-application replica's WebSocket
+hub advertises the equipment its clients follow, a row per hub and equipment that it
 renews while they are followed and that expires when the hub goes away without a
 word; the stream writers read the set once a second and build and notify live
 messages for those equipment only (``pipelines.live``).

@@ -1,4 +1,4 @@
-"""`serve run serve_config.yaml` over real HTTP. (`serve-ml up`, status, predict,
+"""`serve run serve_config.yaml` over real HTTP, both of its applications. (`serve-ml up`, status, predict,
 sync, activate and down are driven by tests/faults/test_restart.py, which then
 restarts the whole stack.)"""
 
@@ -42,6 +42,9 @@ def test_serve_run_serve_config(env: dict[str, str], tmp_path: Path) -> None:
         feats = dict((k, float(v)) for k, v in (f.split("=") for f in FEATURES))
         r = httpx.post(f"{url}/predict", json={"equipment_id": "pump-03", "features": feats}, timeout=30)
         assert r.status_code == 200 and r.json()["equipment_id"] == "pump-03"
+        # the second application of the file: the WebSockets, mounted below the API
+        wait_for(lambda: httpx.get(f"{url}/ws/-/ready", timeout=5).status_code == 200, 60, "live application routed")
+        assert httpx.get(f"{url}/ws/-/ready", timeout=5).json()["application"] == "serve-ml-live"
     finally:
         stop_process_tree(proc, port)
         log.close()

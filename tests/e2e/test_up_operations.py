@@ -1,8 +1,8 @@
 """`make up` as a new user meets the operations layer: the simulated machines are
 registered in two sites with thresholds, and within a minute or two the demo shows
 model anomalies, threshold breaches and sensor faults as alarms, the status roll-up
-by location, aggregates, and live pushes over a WebSocket through the Serve ingress
-(HAProxy included). Starts its own cluster (marker ``own_cluster``)."""
+by location, aggregates, and live pushes over a WebSocket through HAProxy to the live application, whose sockets
+leave the HTTP ingress's slots free. Starts its own cluster (marker ``own_cluster``)."""
 
 from __future__ import annotations
 
@@ -15,15 +15,17 @@ import httpx
 import pytest
 import websockets
 
-from tests.e2e.conftest import cli_env, start_up, stop_up
+from tests.e2e.conftest import FEATURES, cli_env, start_up, stop_up
 
 pytestmark = [pytest.mark.e2e, pytest.mark.own_cluster]
 OPERATOR = {"Authorization": "Bearer e2e-operator-token-01"}
+# More sockets than the HTTP ingress has request slots (2 replicas x 64), from one address.
+SOCKETS = 150
 
 
 def test_up_demo_shows_alarms_status_aggregates_and_live_pushes(tmp_path: Path) -> None:
     env = {**cli_env(tmp_path), "SERVE_ML_OPERATOR_TOKEN": "e2e-operator-token-01",
-           "SERVE_ML_ALERT_RESOLVE_AFTER": "5"}
+           "SERVE_ML_ALERT_RESOLVE_AFTER": "5", "SERVE_ML_WS_MAX_PER_CLIENT": str(SOCKETS + 10)}
     log = tmp_path / "up.log"
     proc = start_up(env, log)
     try:
@@ -44,6 +46,9 @@ def test_up_demo_shows_alarms_status_aggregates_and_live_pushes(tmp_path: Path) 
                         return msg
         pushed = asyncio.run(live())
         assert pushed["equipment_id"] == "press-02" and pushed["n"] >= 1 and pushed["points"]["score"]
+        held, answer = asyncio.run(_predict_while_sockets_are_open(api))
+        assert held >= SOCKETS, held  # every socket is on the live application...
+        assert answer.status_code == 200 and answer.json()["equipment_id"] == "pump-03", answer.text  # ...not the ingress
 
         deadline, kinds = time.monotonic() + 150, set()
         every = {"anomaly", "threshold", "sensor_fault", "rul", "pipeline_fault"}
@@ -83,3 +88,25 @@ def test_up_demo_shows_alarms_status_aggregates_and_live_pushes(tmp_path: Path) 
         http.close()
     finally:
         stop_up(env, proc)
+
+
+async def _predict_while_sockets_are_open(api: str) -> tuple[int, httpx.Response]:
+    """Open ``SOCKETS`` subscriptions, then ask the live application how many sockets it
+    holds and the ingress for a prediction (which must not wait behind the sockets)."""
+    ws_base = api.replace("http://", "ws://") + "/ws/equipment/"
+    machines = ("press-02", "pump-03", "mill-01", "spindle-04")
+
+    async def subscribed(k: int) -> websockets.ClientConnection:
+        ws = await websockets.connect(ws_base + machines[k % len(machines)], open_timeout=60)
+        assert json.loads(await asyncio.wait_for(ws.recv(), 60))["type"] == "subscribed"
+        return ws
+
+    sockets = await asyncio.gather(*(subscribed(k) for k in range(SOCKETS)))
+    try:
+        async with httpx.AsyncClient(base_url=api, timeout=10) as http:
+            held = (await http.get("/ws/-/ready")).json()["connections"]
+            features = {k: float(v) for k, v in (f.split("=") for f in FEATURES)}
+            answer = await http.post("/predict", json={"equipment_id": "pump-03", "features": features})
+        return held, answer
+    finally:
+        await asyncio.gather(*(ws.close() for ws in sockets))

@@ -1,4 +1,5 @@
-"""start_cluster returns only once the proxy routes the API: the readiness wait."""
+"""start_cluster returns only once the proxy routes the API and the WebSocket prefix
+(to the live application): the readiness wait."""
 
 from __future__ import annotations
 
@@ -11,19 +12,23 @@ import pytest
 from serve_ml.core.http import API_PREFIX
 from serve_ml.core.ports import free_port
 from serve_ml.deployments.launch import wait_http_ready
+from serve_ml.deployments.live_gateway import LIVE_READY_PATH, LIVE_ROUTE_PREFIX
+
+LIVE_READY = f"{LIVE_ROUTE_PREFIX}{LIVE_READY_PATH}"
 
 
 class _Proxy:
     """Answers 404 (a proxy that has not learnt the route yet) ``not_routed`` times, then 200."""
 
-    def __init__(self, not_routed: int) -> None:
+    def __init__(self, not_routed: int, routes_live: bool = True) -> None:
         self.paths: list[str] = []
         me = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
                 me.paths.append(self.path)
-                self.send_response(404 if len(me.paths) <= not_routed else 200)
+                routed = len(me.paths) > not_routed and (routes_live or self.path != LIVE_READY)
+                self.send_response(200 if routed else 404)
                 self.send_header("content-length", "0")
                 self.end_headers()
 
@@ -45,7 +50,17 @@ def late_proxy() -> Iterator[_Proxy]:
 
 def test_waits_through_404_until_the_route_answers(late_proxy: _Proxy) -> None:
     wait_http_ready(late_proxy.url, timeout_s=10)
-    assert late_proxy.paths == [f"{API_PREFIX}/health/ready"] * 4
+    assert late_proxy.paths == [f"{API_PREFIX}/health/ready"] * 4 + [LIVE_READY]
+
+
+def test_an_api_without_the_live_route_is_not_ready() -> None:
+    proxy = _Proxy(not_routed=0, routes_live=False)
+    try:
+        with pytest.raises(TimeoutError, match=f"last: HTTP 404 from {proxy.url}{LIVE_READY}"):
+            wait_http_ready(proxy.url, timeout_s=0.8)
+    finally:
+        proxy.server.shutdown()
+        proxy.server.server_close()
 
 
 def test_times_out_naming_the_last_answer(late_proxy: _Proxy) -> None:

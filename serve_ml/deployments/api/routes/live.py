@@ -26,6 +26,7 @@ from serve_ml.operations.alarm_store import SEVERITY_RANK
 
 router = APIRouter(prefix=PREFIX)
 log = logging.getLogger(__name__)
+WS_PREFIX = f"{PREFIX}/ws"
 AUTH_WAIT_S = 5.0
 PING_S = 20.0
 PING = '{"type":"ping"}'
@@ -53,6 +54,15 @@ async def ws_alarms(ws: WebSocket) -> None:
         await ws.close(code=1008, reason=exc.message[:120])
         return
     await _session(ws, Subscriber(_client(ws), location=location or None, min_severity=severity))
+
+
+def gateway_router() -> APIRouter:
+    """The same streams at paths relative to :data:`WS_PREFIX`, for the application
+    Serve mounts there (``deployments.live_gateway``)."""
+    relative = APIRouter()
+    relative.add_api_websocket_route("/equipment/{equipment_id}", ws_equipment)
+    relative.add_api_websocket_route("/alarms", ws_alarms)
+    return relative
 
 
 def _client(ws: WebSocket) -> str:
