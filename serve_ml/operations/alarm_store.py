@@ -21,7 +21,7 @@ AlarmState = Literal["active_unack", "active_ack", "cleared_unack", "cleared_ack
 AlarmType = Literal["anomaly", "rul", "threshold", "sensor_fault", "pipeline_fault"]
 Severity = Literal["critical", "major", "minor", "warning"]
 SEVERITY_RANK = {"warning": 0, "minor": 1, "major": 2, "critical": 3}
-LIVE_CHANNEL = "serve_ml_live"  # LISTENed to by the ingress replicas (deployments.live)
+LIVE_CHANNEL = "serve_ml_live"  # LISTENed to by the live application's replicas (deployments.live)
 LIVE_MAX_BYTES = 7900
 STATE_SQL = ("CASE WHEN a.status = 'open' THEN 'active' ELSE 'cleared' END || "
              "CASE WHEN a.acked_at IS NULL THEN '_unack' ELSE '_ack' END")

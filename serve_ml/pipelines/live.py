@@ -3,7 +3,8 @@ its verdicts (sampled when many, see :func:`chart_points`), the per-modality err
 and raw values at the same instants, the newest verdict in full (class
 probabilities, RUL band) and its status; sent with ``pg_notify`` in the batch's
 transaction, so a message goes out on commit and never for a batch rolled back. The
-ingress replicas LISTEN and fan them out to WebSocket clients (``deployments.live``)."""
+live application's replicas LISTEN and fan them out to WebSocket clients
+(``deployments.live``, ``deployments.live_gateway``)."""
 
 from __future__ import annotations
 
