@@ -204,13 +204,18 @@ class RunningCluster:
             shutil.rmtree(self.private_dir, ignore_errors=True)
 
 
-def wait_http_ready(base_url: str, timeout_s: float = 120.0) -> None:
-    """Block until ``GET {base_url}/api/v1/serve-ml/health/ready`` answers 200 and the
-    proxy routes the WebSocket prefix to the live application (until it does, sockets
-    would land on the HTTP ingress and hold its slots)."""
+def wait_http_ready(base_url: str, timeout_s: float = 120.0, *, live_app: bool = False) -> None:
+    """Block until ``GET {base_url}/api/v1/serve-ml/health/ready`` answers 200 and, with
+    ``live_app`` (a Serve deployment of both applications), the proxy routes the
+    WebSocket prefix to the live application: until it does, sockets would land on the
+    HTTP ingress and hold its slots. A single-process API (``deployments.local``)
+    serves its sockets itself and has no live application to wait for."""
     deadline = time.monotonic() + timeout_s
     last = "no answer"
-    for url in (f"{base_url}{API_PREFIX}/health/ready", f"{base_url}{LIVE_ROUTE_PREFIX}{LIVE_READY_PATH}"):
+    urls = [f"{base_url}{API_PREFIX}/health/ready"]
+    if live_app:
+        urls.append(f"{base_url}{LIVE_ROUTE_PREFIX}{LIVE_READY_PATH}")
+    for url in urls:
         while time.monotonic() < deadline:
             try:
                 r = httpx.get(url, timeout=2)
@@ -267,7 +272,7 @@ def start_cluster(
         # serve.run returns once the deployments are RUNNING; the proxy (HAProxy above
         # all) learns the route a moment later, and on a loaded machine that moment is
         # seconds. Until then a request gets 404 or a refused connection.
-        wait_http_ready(f"http://{settings.http_host}:{http_port}")
+        wait_http_ready(f"http://{settings.http_host}:{http_port}", live_app=True)
     except BaseException:
         ray.shutdown()
         single_machine(False)  # a later start in this process may not want it

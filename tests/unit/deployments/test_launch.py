@@ -49,15 +49,25 @@ def late_proxy() -> Iterator[_Proxy]:
 
 
 def test_waits_through_404_until_the_route_answers(late_proxy: _Proxy) -> None:
-    wait_http_ready(late_proxy.url, timeout_s=10)
+    wait_http_ready(late_proxy.url, timeout_s=10, live_app=True)
     assert late_proxy.paths == [f"{API_PREFIX}/health/ready"] * 4 + [LIVE_READY]
+
+
+def test_a_single_process_api_is_not_asked_for_the_live_application() -> None:
+    proxy = _Proxy(not_routed=0, routes_live=False)
+    try:
+        wait_http_ready(proxy.url, timeout_s=5)
+        assert proxy.paths == [f"{API_PREFIX}/health/ready"]
+    finally:
+        proxy.server.shutdown()
+        proxy.server.server_close()
 
 
 def test_an_api_without_the_live_route_is_not_ready() -> None:
     proxy = _Proxy(not_routed=0, routes_live=False)
     try:
         with pytest.raises(TimeoutError, match=f"last: HTTP 404 from {proxy.url}{LIVE_READY}"):
-            wait_http_ready(proxy.url, timeout_s=0.8)
+            wait_http_ready(proxy.url, timeout_s=0.8, live_app=True)
     finally:
         proxy.server.shutdown()
         proxy.server.server_close()
