@@ -34,8 +34,8 @@ OPERATOR_TOKEN = "operator-token-0000001"
 VIEWER_TOKEN = "viewer-token-000000001"
 OPERATOR = {"Authorization": f"Bearer {OPERATOR_TOKEN}"}
 VIEWER = {"Authorization": f"Bearer {VIEWER_TOKEN}"}
-OPS_EQUIPMENT = ("ops-press-1", "ops-press-2", "notify-1", "notify-2", "quality-1", "live-1", "live-2", "maint-1", "rules-1",
-                 "rules-2", "client-1")
+OPS_EQUIPMENT = ("ops-press-1", "ops-press-2", "notify-1", "notify-2", "quality-1", "live-1", "live-2", "live-3",
+                 "live-4", "maint-1", "rules-1", "rules-2", "client-1")
 """Equipment with bundles in the ``ops_root`` fixture: ids no other test uses."""
 
 _HOURS = itertools.count(30)

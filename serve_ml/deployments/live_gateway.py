@@ -15,6 +15,8 @@ every ``/ws/`` path reaches this application while it is deployed.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import FastAPI
@@ -63,7 +65,12 @@ class LiveGateway:
 def create_live_api(core: Any) -> FastAPI:
     """The WebSocket routes alone, at paths relative to :data:`LIVE_ROUTE_PREFIX`.
     ``core`` has the ``live`` hub and the ``guard`` the routes read."""
-    app = FastAPI(title="serve-ml live", openapi_url=None, docs_url=None, redoc_url=None)
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        await core.live.close()  # withdraws what its clients followed (operations.live_follows)
+
+    app = FastAPI(title="serve-ml live", openapi_url=None, docs_url=None, redoc_url=None, lifespan=lifespan)
     app.state.core = core
     app.include_router(gateway_router())
 

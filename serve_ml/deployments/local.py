@@ -98,7 +98,7 @@ def serve_in_thread(app: FastAPI, *, start_timeout_s: float = 30.0) -> Iterator[
     loopback port; yields ``host:port`` (for benchmarks and tests that need a socket,
     WebSockets among them). The server's thread is named ``uvicorn:<port>``."""
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, name=f"uvicorn:{port}", daemon=True)
     thread.start()
     deadline = time.monotonic() + start_timeout_s

@@ -5,6 +5,7 @@ commit; auth and per-client limits are the API's."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -41,6 +42,15 @@ async def _next(ws: Any, want: str, timeout_s: float = 15) -> dict[str, Any]:
             if msg["type"] == want:
                 return msg
     return await asyncio.wait_for(go(), timeout_s)
+
+
+async def _audience(stack: Stack) -> frozenset[str]:
+    """The equipment some hub advertises now."""
+    conn = await asyncpg.connect(stack.database_url)
+    try:
+        return await followed(conn)
+    finally:
+        await conn.close()
 
 
 def test_verdicts_status_and_alarm_transitions_are_pushed(server: str, stack: Stack, ops_root: Path) -> None:
@@ -112,14 +122,9 @@ def test_a_bad_token_and_too_many_connections_are_refused_with_close_codes(serve
 
 def test_only_followed_equipment_get_live_messages_and_a_closed_client_stops_them(server: str, stack: Stack,
                                                                                  ops_root: Path) -> None:
-    watched, unwatched = "live-2", "client-1"
-
-    async def audience() -> frozenset[str]:
-        conn = await asyncpg.connect(stack.database_url)
-        try:
-            return await followed(conn)
-        finally:
-            await conn.close()
+    # ids no other test follows: the follows table is the whole database's, and a hub of
+    # another test may still advertise its own equipment for a moment
+    watched, unwatched = "live-2", "live-3"
 
     async def scenario() -> None:
         notified: list[dict[str, Any]] = []
@@ -128,7 +133,7 @@ def test_only_followed_equipment_get_live_messages_and_a_closed_client_stops_the
         try:
             async with websockets.connect(f"ws://{server}{API}/ws/equipment/{watched}", additional_headers=AUTH) as ws:
                 await _next(ws, "subscribed")  # sent once the hub has advertised what it follows
-                assert watched in await audience() and unwatched not in await audience()
+                assert watched in await _audience(stack) and unwatched not in await _audience(stack)
                 # the unwatched equipment's batch commits first: had it been notified, it
                 # would be on the channel before the watched one's
                 await asyncio.to_thread(opskit.write, stack,
@@ -144,10 +149,27 @@ def test_only_followed_equipment_get_live_messages_and_a_closed_client_stops_the
                 assert {m.get("equipment_id") for m in notified if m.get("type") == "verdicts"} == {watched}
             # the client gone, the hub withdraws the equipment within about a second
             for _ in range(50):
-                if watched not in await audience():
+                if watched not in await _audience(stack):
                     break
                 await asyncio.sleep(0.1)
-            assert watched not in await audience()
+            assert watched not in await _audience(stack)
         finally:
             await listener.close()
+    asyncio.run(scenario())
+
+
+def test_a_server_shutting_down_withdraws_what_its_clients_followed(stack: Stack, ops_root: Path) -> None:
+    """A hub that stops with clients still connected (a replica scaled down or
+    redeployed) withdraws their equipment at once; the rows' expiry (30 s) is only for
+    a hub that died without a word."""
+    eq = "live-4"
+
+    async def scenario() -> None:
+        with contextlib.ExitStack() as server:
+            address = server.enter_context(opskit.ops_server(stack, ops_root, TOPIC))
+            async with websockets.connect(f"ws://{address}{API}/ws/equipment/{eq}", additional_headers=AUTH) as ws:
+                await _next(ws, "subscribed")
+                assert eq in await _audience(stack)
+                await asyncio.to_thread(server.close)  # the client never says goodbye
+                assert eq not in await _audience(stack)
     asyncio.run(scenario())

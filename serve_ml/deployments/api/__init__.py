@@ -55,6 +55,8 @@ def create_api(core: Core, *, max_request_bytes: int, limiter: RateLimiter | Non
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         yield
+        # a replica leaving withdraws what its clients followed now, not when the rows expire
+        await core.live.close()
         if core.http_store is not None:  # its producer lives on this loop
             await core.http_store.close()
 
