@@ -3,11 +3,12 @@ served by a Serve application of their own.
 
 Why not the HTTP ingress: Serve counts an open WebSocket as a request in flight for
 as long as it stays open, against its replica's ``max_ongoing_requests``. In the
-ingress, 64 open sockets per replica took every slot, and HTTP requests queued
-behind them: with 128 sockets open on two ingress replicas, a predict got no answer
-within 10 s. Here the sockets have a limit of their own (``ws_max_connections`` per
-replica; beyond it, and one waiting, an upgrade is refused with 503), and the ingress keeps all of
-its slots for HTTP. Serve and HAProxy route the longest matching prefix first, so
+ingress the sockets took the slots and HTTP requests queued behind them: under
+``serve-ml up``, half of a crowd of 1,000 clients could not connect, and a third of
+the predictions sent meanwhile got no answer within 10 s (BENCHMARKS.md). Here the
+sockets have a limit of their own (``ws_max_connections`` per replica; beyond it,
+and one waiting, an upgrade is refused with 503), and the ingress keeps all of its
+slots for HTTP. Serve and HAProxy route the longest matching prefix first, so
 every ``/ws/`` path reaches this application while it is deployed.
 
     serve_config.yaml: application ``serve-ml-live``, route_prefix /api/v1/serve-ml/ws
