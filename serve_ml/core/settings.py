@@ -282,8 +282,8 @@ class Settings(BaseSettings):
     ws_max_connections: int = Field(default=4096, ge=1, le=1_000_000)
     """WebSocket connections one replica of the live application holds at once (its
     ``max_ongoing_requests``: Serve counts an open socket as a request in flight);
-    beyond it (and one waiting) a connection is refused with 503. The HTTP ingress's slots are
-    its own (``deployments.live_gateway``)."""
+    beyond it (and ``max_queued_requests`` waiting) a connection is refused with 503. The
+    HTTP ingress's slots are its own (``deployments.live_gateway``)."""
 
     notifications_file: Path | None = None
     """YAML file of notification sinks (Slack-compatible webhook, signed webhook,

@@ -6,10 +6,12 @@ as long as it stays open, against its replica's ``max_ongoing_requests``. In the
 ingress the sockets took the slots and HTTP requests queued behind them: under
 ``serve-ml up``, half of a crowd of 1,000 clients could not connect, and a third of
 the predictions sent meanwhile got no answer within 10 s (BENCHMARKS.md). Here the
-sockets have a limit of their own (``ws_max_connections`` per replica; beyond it,
-and one waiting, an upgrade is refused with 503), and the ingress keeps all of its
-slots for HTTP. Serve and HAProxy route the longest matching prefix first, so
-every ``/ws/`` path reaches this application while it is deployed.
+sockets have a limit of their own (``ws_max_connections`` per replica; beyond it
+and ``max_queued_requests`` waiting, an upgrade is refused with 503: a burst of
+handshakes, every client reconnecting after a redeploy, queues briefly while the
+router picks a replica), and the ingress keeps all of its slots for HTTP. Serve and
+HAProxy route the longest matching prefix first, so every ``/ws/`` path reaches this
+application while it is deployed.
 
     serve_config.yaml: application ``serve-ml-live``, route_prefix /api/v1/serve-ml/ws
 """
@@ -85,7 +87,7 @@ def create_live_api(core: Any) -> FastAPI:
 def build_live_graph(args: LiveArgs, s: Settings) -> Application:
     """The gateway for explicit settings (used by the launcher)."""
     return LiveGateway.options(  # type: ignore[attr-defined]
-        num_replicas=args.replicas, max_ongoing_requests=s.ws_max_connections, max_queued_requests=1,
+        num_replicas=args.replicas, max_ongoing_requests=s.ws_max_connections, max_queued_requests=s.max_queued_requests,
         ray_actor_options={"num_cpus": args.replica_num_cpus}).bind(s.database_url, s.ws_max_per_client)
 
 
