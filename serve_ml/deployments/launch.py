@@ -138,18 +138,25 @@ def reload_ray_auth() -> None:
     AuthenticationTokenLoader.instance().reset_cache()
 
 
+def _config_args(path: Path, name: str) -> dict[str, Any] | None:
+    """The ``args`` of application ``name`` in a Serve config file (None: no such application)."""
+    cfg = yaml.safe_load(path.read_text())
+    app = next((a for a in cfg["applications"] if a["name"] == name), None)
+    return None if app is None else app.get("args") or {}
+
+
 def app_args_from_config(path: Path = SERVE_CONFIG, **overrides: Any) -> AppArgs:
     """The ``args`` of the serve-ml application in ``serve_config.yaml``, with overrides."""
-    cfg = yaml.safe_load(path.read_text())
-    app = next(a for a in cfg["applications"] if a["name"] == APP_NAME)
-    return AppArgs.model_validate({**(app.get("args") or {}), **overrides})
+    args = _config_args(path, APP_NAME)
+    if args is None:
+        raise ValueError(f"{path}: no application named {APP_NAME!r}")
+    return AppArgs.model_validate({**args, **overrides})
 
 
 def live_args_from_config(path: Path = SERVE_CONFIG) -> LiveArgs:
-    """The ``args`` of the live (WebSocket) application in ``serve_config.yaml``."""
-    cfg = yaml.safe_load(path.read_text())
-    app: dict[str, Any] = next((a for a in cfg["applications"] if a["name"] == LIVE_APP_NAME), {})
-    return LiveArgs.model_validate(app.get("args") or {})
+    """The ``args`` of the live (WebSocket) application in ``serve_config.yaml``
+    (its defaults when the file has none)."""
+    return LiveArgs.model_validate(_config_args(path, LIVE_APP_NAME) or {})
 
 
 @dataclass

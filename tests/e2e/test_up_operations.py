@@ -1,8 +1,9 @@
 """`make up` as a new user meets the operations layer: the simulated machines are
 registered in two sites with thresholds, and within a minute or two the demo shows
 model anomalies, threshold breaches and sensor faults as alarms, the status roll-up
-by location, aggregates, and live pushes over a WebSocket through HAProxy to the live application, whose sockets
-leave the HTTP ingress's slots free. Starts its own cluster (marker ``own_cluster``)."""
+by location, aggregates, and live pushes over a WebSocket through HAProxy to the live
+application, whose sockets leave the HTTP ingress's slots free. Starts its own cluster
+(marker ``own_cluster``)."""
 
 from __future__ import annotations
 

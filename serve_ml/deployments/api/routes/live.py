@@ -60,8 +60,8 @@ def gateway_router() -> APIRouter:
     """The same streams at paths relative to :data:`WS_PREFIX`, for the application
     Serve mounts there (``deployments.live_gateway``)."""
     relative = APIRouter()
-    relative.add_api_websocket_route("/equipment/{equipment_id}", ws_equipment)
-    relative.add_api_websocket_route("/alarms", ws_alarms)
+    for route in router.routes:
+        relative.add_api_websocket_route(route.path.removeprefix(WS_PREFIX), route.endpoint)  # type: ignore[attr-defined]
     return relative
 
 
