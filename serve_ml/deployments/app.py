@@ -159,8 +159,8 @@ def build_graph(args: AppArgs, s: Settings) -> Application:
         equipment_deadline_s=s.equipment_deadline_s,
         poll_interval_s=args.poll_interval_s, database_url=s.database_url, alerts_topic=s.alerts_topic,
         stale_after_s=s.stale_after_s, store_to=http_store_bootstrap(s), features_topic=s.features_topic,
-        ws_max_per_client=s.ws_max_per_client, rate_limit_per_s=s.rate_limit_per_s,
-        kafka_bootstrap=s.kafka_bootstrap, dead_letter_topic=s.dead_letter_topic,
+        ws_max_per_client=s.ws_max_per_client, ws_max_connections=ingress_ws_max_connections(s),
+        rate_limit_per_s=s.rate_limit_per_s, kafka_bootstrap=s.kafka_bootstrap, dead_letter_topic=s.dead_letter_topic,
         rate_limit_burst=s.rate_limit_burst,
     )
     ingress_init = ingress_args.model_dump()
@@ -168,6 +168,13 @@ def build_graph(args: AppArgs, s: Settings) -> Application:
                            version=code_version(sorted(handles), ingress_init), _internal=True, **common).bind(
         handles, ingress_init
     )
+
+
+def ingress_ws_max_connections(s: Settings) -> int:
+    """Sockets the ingress may hold when ``serve-ml-live`` is not deployed: a quarter
+    of its request slots, so predictions keep three quarters however many clients
+    come (the rest are told to try again, close code 1013)."""
+    return max(1, s.max_ongoing_requests // 4)
 
 
 # The control plane redeploys the graph from a recipe naming this module

@@ -69,6 +69,9 @@ class IngressArgs(BaseModel):
                                                            "(SERVE_ML_STORE_HTTP_PREDICTIONS); None: not stored.")
     features_topic: str = Field(default="serve-ml.features", description="The stream's features topic.")
     ws_max_per_client: int = Field(default=16, ge=1, description="WebSocket connections per client address.")
+    ws_max_connections: int = Field(default=16, ge=1, description="WebSockets this replica holds at once. They "
+                                    "reach it only when the serve-ml-live application is not deployed, and each "
+                                    "takes one of its request slots; more are closed with 1013.")
     kafka_bootstrap: str | None = Field(default=None, description="Broker of the stream (dead letters are read "
                                         "from it); None: no stream.")
     dead_letter_topic: str = Field(default="serve-ml.features.dlq", description="The stream's dead-letter topic.")
@@ -90,7 +93,8 @@ class Ingress:
         self.history = History(self.args.database_url)
         self.operations = Operations(self.history.pool, alerts_topic=self.args.alerts_topic,
                                      stale_after_s=self.args.stale_after_s)
-        self.live = LiveHub(self.args.database_url, max_per_client=self.args.ws_max_per_client)
+        self.live = LiveHub(self.args.database_url, max_per_client=self.args.ws_max_per_client,
+                            max_connections=self.args.ws_max_connections)
         self.book = IngressBook(self.history.pool if self.args.database_url else None)
         self.dead_letters = (None if self.args.kafka_bootstrap is None
                              else DeadLetters(self.args.kafka_bootstrap, self.args.dead_letter_topic))

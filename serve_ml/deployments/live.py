@@ -54,9 +54,11 @@ class Subscriber:
 
 
 class LiveHub:
-    def __init__(self, database_url: str | None, *, max_per_client: int = 16, slow_close_after_s: float = 10.0) -> None:
+    def __init__(self, database_url: str | None, *, max_per_client: int = 16, max_connections: int | None = None,
+                 slow_close_after_s: float = 10.0) -> None:
         self.database_url = database_url
         self.max_per_client = max_per_client
+        self.max_connections = max_connections  # None: no limit of the hub's own
         self.slow_close_after_s = slow_close_after_s
         self._subs: set[Subscriber] = set()
         # a NOTIFY reaches only its equipment's followers and the alarm streams, so its
@@ -70,7 +72,7 @@ class LiveHub:
         self._locations_at = 0.0
         self._conn: asyncpg.Connection | None = None
         self._lock = asyncio.Lock()  # one query at a time on the listening connection
-        self.counts = {"messages": 0, "delivered": 0, "dropped": 0, "closed_slow": 0}
+        self.counts = {"messages": 0, "delivered": 0, "dropped": 0, "closed_slow": 0, "refused_full": 0}
         self.hub_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._advertised: frozenset[str] | None = None  # None: to be written (again)
         self._advertised_at = 0.0
@@ -83,6 +85,13 @@ class LiveHub:
     def admit(self, client: str) -> bool:
         """Room for one more connection from ``client``?"""
         return self._per_client[client] < self.max_per_client
+
+    def has_room(self) -> bool:
+        """Room for one more connection at all? (Counts a refusal when not.)"""
+        if self.max_connections is None or len(self._subs) < self.max_connections:
+            return True
+        self.counts["refused_full"] += 1
+        return False
 
     async def subscribe(self, sub: Subscriber, timeout_s: float = 5.0) -> None:
         """Register ``sub``; returns once the LISTEN connection is up (so nothing

@@ -11,7 +11,8 @@ and ``max_queued_requests`` waiting, an upgrade is refused with 503: a burst of
 handshakes, every client reconnecting after a redeploy, queues briefly while the
 router picks a replica), and the ingress keeps all of its slots for HTTP. Serve and
 HAProxy route the longest matching prefix first, so every ``/ws/`` path reaches this
-application while it is deployed.
+application while it is deployed. Without it the ingress serves the sockets, at most
+a quarter of its slots' worth (``deployments.app.ingress_ws_max_connections``).
 
     serve_config.yaml: application ``serve-ml-live``, route_prefix /api/v1/serve-ml/ws
 """

@@ -38,3 +38,13 @@ def test_every_deployment_of_the_graph_gets_the_hop_limit() -> None:
     assert len(deployments) > 1
     for d in deployments:
         assert d.ray_actor_options["runtime_env"]["env_vars"][HOP_LIMIT_ENV] == str(hop_message_bytes(s)), d.name
+
+
+def test_the_ingress_keeps_three_quarters_of_its_slots_from_websockets() -> None:
+    """Sockets reach the ingress only when serve-ml-live is not deployed; each holds a
+    request slot for as long as it is open."""
+    for ongoing, sockets in ((64, 16), (8, 2), (3, 1), (1, 1)):
+        s = Settings(root=DEMO_BUNDLES, max_ongoing_requests=ongoing)
+        ingress = build_graph(AppArgs(root=str(DEMO_BUNDLES)), s)._bound_deployment
+        assert ingress._deployment_config.max_ongoing_requests == ongoing
+        assert ingress.init_args[1]["ws_max_connections"] == sockets

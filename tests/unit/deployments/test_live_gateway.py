@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
 from serve_ml.deployments.auth import TokenGuard
-from serve_ml.deployments.live import LiveHub
+from serve_ml.deployments.live import LiveHub, Subscriber
 from serve_ml.deployments.live_gateway import LIVE_APP_NAME, LIVE_READY_PATH, LiveArgs, create_live_api
 
 
@@ -23,7 +23,8 @@ class _Core:
 def test_ready_names_the_application_and_counts_its_sockets() -> None:
     client = TestClient(create_live_api(_Core(TokenGuard(None, None))))
     assert client.get(LIVE_READY_PATH).json() == {"application": LIVE_APP_NAME, "connections": 0, "messages": 0,
-                                                  "delivered": 0, "dropped": 0, "closed_slow": 0}
+                                                  "delivered": 0, "dropped": 0, "closed_slow": 0,
+                                                  "refused_full": 0}
     assert client.get("/health/ready").status_code == 404  # the HTTP API is the ingress's, not here
 
 
@@ -44,3 +45,17 @@ def test_args_are_validated() -> None:
     assert LiveArgs.model_validate({}).replicas == 1
     with pytest.raises(ValueError, match="extra"):
         LiveArgs.model_validate({"replica": 2})
+
+
+def test_a_hub_at_its_limit_closes_a_new_socket_with_1013_before_asking_for_a_token() -> None:
+    """As the HTTP ingress's hub is, when the live application is not deployed: a
+    refused socket must give its Serve request slot back at once, not after the
+    token wait."""
+    hub = LiveHub("postgresql://unused", max_connections=1)
+    hub._register(Subscriber("10.0.0.9", equipment_id="p1"))
+    client = TestClient(create_live_api(_Core(TokenGuard(None, "read-token-0001"), hub)))
+    with client.websocket_connect("/equipment/press-02") as ws:
+        with pytest.raises(WebSocketDisconnect) as closed:
+            ws.receive_text()
+    assert closed.value.code == 1013 and "at most 1 sockets" in closed.value.reason
+    assert hub.counts["refused_full"] == 1 and hub.connections == 1

@@ -4,8 +4,8 @@ transitions, filterable by location and severity.
 Auth is the HTTP API's: the read token (when one is set) in an ``Authorization:
 Bearer`` header, or as the first message ``{"token": "..."}`` for clients that
 cannot set headers (browsers). Close codes: 4401 no or wrong token, 4008 too slow
-(the queue stayed full), 4429 too many connections from one client, 1011 no
-database configured.
+(the queue stayed full), 4429 too many connections from one client, 1013 this
+server holds all the sockets it may (try again later), 1011 no database configured.
 """
 
 from __future__ import annotations
@@ -73,6 +73,9 @@ async def _session(ws: WebSocket, sub: Subscriber) -> None:
     core = ws.app.state.core
     hub = core.live
     await ws.accept()
+    if not hub.has_room():  # checked first: under Serve a refused socket frees its request slot at once
+        await ws.close(code=1013, reason=f"try again later: this server holds at most {hub.max_connections} sockets")
+        return
     if not await _authorised(ws, core.guard):
         await ws.close(code=4401, reason="unauthorized")
         return
