@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 import websockets
+from websockets.exceptions import InvalidStatus
 
 from tests.e2e.conftest import FEATURES, cli_env, start_up, stop_up
 
@@ -47,7 +48,10 @@ def test_up_demo_shows_alarms_status_aggregates_and_live_pushes(tmp_path: Path) 
                         return msg
         pushed = asyncio.run(live())
         assert pushed["equipment_id"] == "press-02" and pushed["n"] >= 1 and pushed["points"]["score"]
-        held, answer = asyncio.run(_predict_while_sockets_are_open(api))
+        held, answer, refusals = asyncio.run(_predict_while_sockets_are_open(api))
+        # a burst of handshakes may see one refused, and a client retries it (as the portal
+        # does); more than a few would be a fault of its own
+        assert len(refusals) <= 3, refusals
         assert held >= SOCKETS, held  # every socket is on the live application...
         assert answer.status_code == 200 and answer.json()["equipment_id"] == "pump-03", answer.text  # ...not the ingress
 
@@ -91,14 +95,24 @@ def test_up_demo_shows_alarms_status_aggregates_and_live_pushes(tmp_path: Path) 
         stop_up(env, proc)
 
 
-async def _predict_while_sockets_are_open(api: str) -> tuple[int, httpx.Response]:
-    """Open ``SOCKETS`` subscriptions, then ask the live application how many sockets it
-    holds and the ingress for a prediction (which must not wait behind the sockets)."""
+async def _predict_while_sockets_are_open(api: str) -> tuple[int, httpx.Response, list[str]]:
+    """Open ``SOCKETS`` subscriptions at once, then ask the live application how many
+    sockets it holds and the ingress for a prediction (which must not wait behind the
+    sockets). Also returns the handshakes refused (and retried) on the way."""
     ws_base = api.replace("http://", "ws://") + "/ws/equipment/"
     machines = ("press-02", "pump-03", "mill-01", "spindle-04")
+    refusals: list[str] = []
 
     async def subscribed(k: int) -> websockets.ClientConnection:
-        ws = await websockets.connect(ws_base + machines[k % len(machines)], open_timeout=60)
+        for attempt in range(3):
+            try:
+                ws = await websockets.connect(ws_base + machines[k % len(machines)], open_timeout=60)
+                break
+            except InvalidStatus as exc:
+                refusals.append(f"socket {k}: HTTP {exc.response.status_code} {exc.response.body!r}")
+                await asyncio.sleep(0.5 * 2 ** attempt)
+        else:
+            raise AssertionError(f"socket {k} refused three times: {refusals}")
         assert json.loads(await asyncio.wait_for(ws.recv(), 60))["type"] == "subscribed"
         return ws
 
@@ -108,6 +122,6 @@ async def _predict_while_sockets_are_open(api: str) -> tuple[int, httpx.Response
             held = (await http.get("/ws/-/ready")).json()["connections"]
             features = {k: float(v) for k, v in (f.split("=") for f in FEATURES)}
             answer = await http.post("/predict", json={"equipment_id": "pump-03", "features": features})
-        return held, answer
+        return held, answer, refusals
     finally:
         await asyncio.gather(*(ws.close() for ws in sockets))
