@@ -59,6 +59,7 @@ class LiveHub:
         self.database_url = database_url
         self.max_per_client = max_per_client
         self.max_connections = max_connections  # None: no limit of the hub's own
+        self._slots = 0  # sockets accepted and not yet ended, subscribed or not
         self.slow_close_after_s = slow_close_after_s
         self._subs: set[Subscriber] = set()
         # a NOTIFY reaches only its equipment's followers and the alarm streams, so its
@@ -86,12 +87,17 @@ class LiveHub:
         """Room for one more connection from ``client``?"""
         return self._per_client[client] < self.max_per_client
 
-    def has_room(self) -> bool:
-        """Room for one more connection at all? (Counts a refusal when not.)"""
-        if self.max_connections is None or len(self._subs) < self.max_connections:
-            return True
-        self.counts["refused_full"] += 1
-        return False
+    def take_slot(self) -> bool:
+        """Hold one of ``max_connections`` for an accepted socket, until
+        :meth:`release_slot`; False (and a refusal counted) when all are held."""
+        if self.max_connections is not None and self._slots >= self.max_connections:
+            self.counts["refused_full"] += 1
+            return False
+        self._slots += 1
+        return True
+
+    def release_slot(self) -> None:
+        self._slots -= 1
 
     async def subscribe(self, sub: Subscriber, timeout_s: float = 5.0) -> None:
         """Register ``sub``; returns once the LISTEN connection is up (so nothing

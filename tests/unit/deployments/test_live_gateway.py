@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
 from serve_ml.deployments.auth import TokenGuard
-from serve_ml.deployments.live import LiveHub, Subscriber
+from serve_ml.deployments.live import LiveHub
 from serve_ml.deployments.live_gateway import LIVE_APP_NAME, LIVE_READY_PATH, LiveArgs, create_live_api
 
 
@@ -51,11 +51,19 @@ def test_a_hub_at_its_limit_closes_a_new_socket_with_1013_before_asking_for_a_to
     """As the HTTP ingress's hub is, when the live application is not deployed: a
     refused socket must give its Serve request slot back at once, not after the
     token wait."""
-    hub = LiveHub("postgresql://unused", max_connections=1)
-    hub._register(Subscriber("10.0.0.9", equipment_id="p1"))
+    hub = LiveHub(None, max_connections=1)
     client = TestClient(create_live_api(_Core(TokenGuard(None, "read-token-0001"), hub)))
-    with client.websocket_connect("/equipment/press-02") as ws:
+    with client.websocket_connect("/equipment/press-02") as waiting:  # holds the slot while its token is awaited
+        with client.websocket_connect("/equipment/press-02") as ws:
+            with pytest.raises(WebSocketDisconnect) as closed:
+                ws.receive_text()
+        assert closed.value.code == 1013 and "at most 1 sockets" in closed.value.reason
+        assert hub.counts["refused_full"] == 1
+        waiting.send_text('{"token": "wrong"}')
         with pytest.raises(WebSocketDisconnect) as closed:
+            waiting.receive_text()
+        assert closed.value.code == 4401
+    with client.websocket_connect("/alarms", headers={"authorization": "Bearer read-token-0001"}) as ws:
+        with pytest.raises(WebSocketDisconnect) as closed:  # the slot was given back: admitted, then no database
             ws.receive_text()
-    assert closed.value.code == 1013 and "at most 1 sockets" in closed.value.reason
-    assert hub.counts["refused_full"] == 1 and hub.connections == 1
+    assert closed.value.code == 1011 and hub.counts["refused_full"] == 1 and hub._slots == 0

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from typing import Any
 
 import orjson
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
@@ -21,7 +22,7 @@ from serve_ml.core.errors import InvalidQuery, ServeMLError
 from serve_ml.deployments.api.routes.equipment import parse_location
 from serve_ml.deployments.auth import TokenGuard
 from serve_ml.deployments.edge import PREFIX
-from serve_ml.deployments.live import Subscriber
+from serve_ml.deployments.live import LiveHub, Subscriber
 from serve_ml.operations.alarm_store import SEVERITY_RANK
 
 router = APIRouter(prefix=PREFIX)
@@ -73,9 +74,18 @@ async def _session(ws: WebSocket, sub: Subscriber) -> None:
     core = ws.app.state.core
     hub = core.live
     await ws.accept()
-    if not hub.has_room():  # checked first: under Serve a refused socket frees its request slot at once
+    # Taken first and held until the socket ends, the token wait included: under Serve
+    # a refused socket frees its request slot at once, and a burst cannot overshoot.
+    if not hub.take_slot():
         await ws.close(code=1013, reason=f"try again later: this server holds at most {hub.max_connections} sockets")
         return
+    try:
+        await _admitted(ws, sub, core, hub)
+    finally:
+        hub.release_slot()
+
+
+async def _admitted(ws: WebSocket, sub: Subscriber, core: Any, hub: LiveHub) -> None:
     if not await _authorised(ws, core.guard):
         await ws.close(code=4401, reason="unauthorized")
         return
