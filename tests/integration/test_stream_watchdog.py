@@ -128,7 +128,8 @@ async def _commit_through_outage(consumer: AIOKafkaConsumer, offsets: dict[Topic
 
 def _group_consumer(bootstrap: str, group: str) -> AIOKafkaConsumer:
     return AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False,
-                            auto_offset_reset="earliest", metadata_max_age_ms=2000)
+                            auto_offset_reset="earliest", metadata_max_age_ms=2000,
+                            session_timeout_ms=6000, heartbeat_interval_ms=1000, rebalance_timeout_ms=6000)
 
 
 def test_a_stale_commit_taken_by_a_restarted_broker_does_not_skip_its_new_log(own_broker: EmbeddedKafka) -> None:
