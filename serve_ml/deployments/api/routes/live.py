@@ -80,12 +80,13 @@ async def _session(ws: WebSocket, sub: Subscriber) -> None:
         await ws.close(code=1013, reason=f"try again later: this server holds at most {hub.max_connections} sockets")
         return
     try:
-        await _admitted(ws, sub, core, hub)
+        await _admitted(ws, sub, core)
     finally:
         hub.release_slot()
 
 
-async def _admitted(ws: WebSocket, sub: Subscriber, core: Any, hub: LiveHub) -> None:
+async def _admitted(ws: WebSocket, sub: Subscriber, core: Any) -> None:
+    hub: LiveHub = core.live
     if not await _authorised(ws, core.guard):
         await ws.close(code=4401, reason="unauthorized")
         return
