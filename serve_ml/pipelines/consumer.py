@@ -56,7 +56,7 @@ from serve_ml.pipelines.watchdog import (
 )
 from serve_ml.pipelines.windows import StreamWindows, pg_history
 from serve_ml.scoring.control import GenerationWatcher, get_control
-from serve_ml.scoring.service import ScoringService
+from serve_ml.scoring.service import ScoringService, settle_for_bulk
 
 log = logging.getLogger("serve_ml.stream")
 POSITION_CHECK_S = 0.5  # how often an idle loop reads its positions (lag, stall watch)
@@ -129,6 +129,7 @@ class StreamScorer:
         backoff and consumption resumes from the last committed offsets; what was
         stored meanwhile is not stored twice (idempotent writes)."""
         backoff = Backoff()
+        settle_for_bulk()  # what the clients and caches built at start stays alive
         while True:
             batches = self.counts["batches"]
             try:
