@@ -46,7 +46,7 @@ def settle_heap(*, collect: bool) -> None:
 # promotes them, so they are walked again a generation up. At 50,000 most of a
 # batch's objects are freed before a collection sees them. Measured with
 # ``serve-ml bench stream``: the scorers' cyclic collection fell from about 12 % of
-# their CPU to under 1 %, and throughput rose about 12 % (BENCHMARKS.md). A threshold
+# their CPU to under 1 %, and throughput rose about 15 % (BENCHMARKS.md). A threshold
 # of 10**8 (the collector all but off) was no faster.
 BULK_GC_THRESHOLDS = (50_000, 20, 10)
 
