@@ -12,6 +12,7 @@ import json
 import math
 from typing import NamedTuple
 
+import msgspec
 import orjson
 
 from serve_ml.bundles.batch import Reading
@@ -25,6 +26,9 @@ class StreamReading(NamedTuple):
     ts: dt.datetime
     reading_id: str | None = None
     """The producer's id for this reading, if it gives one (see ``pipelines.encode.reading_key``)."""
+    features_json: bytes | None = None
+    """The message's ``features`` object as the producer wrote it: stored as is and
+    hashed into the reading's key (see :func:`features_as_sent`)."""
 
 
 class Rejected(ValueError):
@@ -104,6 +108,28 @@ def parse_features(value: object) -> dict[str, float]:
         raise Rejected(str(exc)) from None
 
 
+class _FeaturesOnly(msgspec.Struct):
+    features: msgspec.Raw
+
+
+_FEATURES_ONLY = msgspec.json.Decoder(_FeaturesOnly)
+_AS_FLOATS = msgspec.json.Decoder(dict[str, float])
+
+
+def features_as_sent(raw: bytes, features: dict[str, float]) -> bytes:
+    """The ``features`` object's bytes in ``raw``, exactly as sent, when they hold
+    ``features`` (else ``features`` written by orjson). Storing the producer's bytes
+    spares writing every float again (1.8 µs a reading, the stream scorer's largest
+    cost); a redelivered message has the same bytes, so the same key."""
+    try:
+        sent = bytes(_FEATURES_ONLY.decode(raw).features)
+        if _AS_FLOATS.decode(sent) == features:
+            return sent
+    except (msgspec.DecodeError, ValueError, RecursionError):
+        pass
+    return orjson.dumps(features)
+
+
 def _loads(raw: bytes) -> object:
     try:
         return orjson.loads(raw)
@@ -156,10 +182,12 @@ def decode(
     else:
         ts = parse_ts(ts_value, now=now, max_age_s=max_age_s, max_future_s=max_future_s)
     reading_id = doc.get("reading_id")
+    features = parse_features(doc.get("features"))
     return StreamReading(
-        Reading(eq, parse_features(doc.get("features")),
+        Reading(eq, features,
                 None if power is None else _name(power, "power"),
                 None if version is None else _name(version, "model_version")),
         ts,
         None if reading_id is None else _name(reading_id, "reading_id"),
+        features_as_sent(raw, features),
     )

@@ -55,9 +55,11 @@ P_COLS = ("time", "equipment_id", "reading_key", "power", "model_version", "anom
 def reading_key(features_json: bytes, reading_id: str | None) -> int:
     """What tells one reading from another at the same equipment and time: the
     producer's ``reading_id`` when it gives one, else the reading's own content (its
-    features as sent). A redelivery of the same message has the same key and is
-    stored once; a different reading at the same timestamp has another and is
-    stored too, so nobody can block a reading by claiming its timestamp first.
+    ``features`` object, byte for byte as sent). A redelivery of the same message
+    has the same key and is stored once; a different reading at the same timestamp
+    has another and is stored too, so nobody can block a reading by claiming its
+    timestamp first. A producer that might send one reading twice written
+    differently (other spacing or number forms) gives it a ``reading_id``.
     64 bits of BLAKE2b (as a signed ``bigint``): not forgeable into a collision."""
     data = b"id:" + reading_id.encode() if reading_id is not None else features_json
     return int.from_bytes(blake2b(data, digest_size=8).digest(), "little", signed=True)
@@ -84,6 +86,9 @@ class Origin(NamedTuple):
     partition: int | None = None
     offset: int | None = None
     reading_id: str | None = None
+    features_json: bytes | None = None
+    """``features`` as the producer wrote them (``decode.StreamReading``); None:
+    written here."""
 
 
 @dataclass(slots=True)
@@ -151,7 +156,9 @@ class Rows:
         offset = nullable(INT8, [o.offset for o in origins])
         time_us = timestamps_us(times)
         time_col, eq_col, power_col = Fixed(TIMESTAMPTZ, time_us), Const(eq.encode()), Const(power.encode())
-        features = list(map(orjson.dumps, [o.features for o in origins]))
+        sent = [o.features_json for o in origins]
+        features: list[bytes] = [orjson.dumps(o.features) if f is None else f
+                                 for f, o in zip(sent, origins, strict=True)] if None in sent else sent  # type: ignore[assignment]
         keys = reading_keys(features, [o.reading_id for o in origins])
         key_col = Fixed(INT8, keys)
         self.readings.append(encode_rows(n, [

@@ -66,7 +66,7 @@ async def prepare_batch(records: list[ConsumerRecord], offsets: dict[TopicPartit
                 continue
             readings.append(r.reading)
             origins.append(Origin(r.ts, r.reading.features, "kafka", rec.partition, rec.offset,
-                                  r.reading_id))
+                                  r.reading_id, r.features_json))
             accepted.append(rec)
         await asyncio.sleep(0)
     if windows is not None:

@@ -104,9 +104,11 @@ async def _insert_skipping_duplicates(conn: asyncpg.Connection, rows: Rows, stat
     inserted = await conn.fetch(
         f"INSERT INTO serve_ml_predictions ({', '.join(P_COLS)}) SELECT {', '.join(P_COLS)} FROM _in_predictions "
         "ON CONFLICT DO NOTHING RETURNING time, equipment_id, reading_key")
+    # Compared as values (jsonb), not text: features are stored as the producer wrote
+    # them, and the same reading may come again written another way.
     conflicts = await conn.fetch(
         "SELECT i.source_partition, i.source_offset FROM _in_readings i JOIN serve_ml_readings r "
-        "USING (equipment_id, time, reading_key) WHERE r.features::text <> i.features::text")
+        "USING (equipment_id, time, reading_key) WHERE r.features::jsonb <> i.features::jsonb")
     stats.predictions = len(inserted)
     stats.conflicts = [(r["source_partition"], r["source_offset"]) for r in conflicts]
     stats.duplicates = len(rows) - len(inserted) - len(conflicts)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import hashlib
+import json
 import re
 import time
 
@@ -182,7 +183,12 @@ def test_readings_are_told_apart_by_content_or_reading_id_not_by_timestamp(stack
     produce(stack, [(v, None) for v in [*same_ts, squatter, first]])
     assert wait_count(stack, "serve_ml_readings", eq, t0, 4) == 4
     conflicting = doc(t0 + dt.timedelta(seconds=2), 301.0, reading_id="r-1")
-    produce(stack, [(genuine, None), (same_ts[0], None), (first, None), (conflicting, None)])
+    # The same reading again under its id, written another way (spacing, key order, an
+    # integer): the same values, so a duplicate, not a conflict.
+    rewritten = json.dumps({"reading_id": "r-1", "features": {"process_temp_k": 310, "air_temp_k": 300.8},
+                            "power": "7.5kW", "ts": (t0 + dt.timedelta(seconds=2)).isoformat(),
+                            "equipment_id": eq}).encode()
+    produce(stack, [(genuine, None), (same_ts[0], None), (first, None), (conflicting, None), (rewritten, None)])
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and stack.health()["stream-0"]["conflicts"] == before["conflicts"]:
         time.sleep(0.3)
@@ -199,5 +205,5 @@ def test_readings_are_told_apart_by_content_or_reading_id_not_by_timestamp(stack
     temps = [orjson.loads(r["f"])["air_temp_k"] for r in rows]
     assert sorted(temps) == [300.0, 300.2, 300.4, 300.6, 300.8], temps  # distinct readings all stored, once each
     assert preds == 5
-    assert after["duplicates"] - before["duplicates"] == 2  # the redelivery and the repeated reading_id
+    assert after["duplicates"] - before["duplicates"] == 3  # the redelivery, the repeated and the rewritten reading_id
     assert after["conflicts"] - before["conflicts"] == 1 and len(dlq) == 1 and "reading_id" in dlq[0]

@@ -10,7 +10,7 @@ import orjson
 from hypothesis import given
 from hypothesis import strategies as st
 
-from serve_ml.pipelines.decode import Rejected, decode
+from serve_ml.pipelines.decode import Rejected, decode, features_as_sent
 from serve_ml.pipelines.decode_many import _parse, decode_many
 from serve_ml.pipelines.simulator import Machine, ReadingSource
 from tests.strategies import FUZZ, MAX_BYTES, NOW, documents, hostile_fragments
@@ -68,7 +68,9 @@ def test_same_answers_as_decode_one_by_one(raws: list[bytes | None]) -> None:
 def test_simulator_messages_take_the_fast_path_whole() -> None:
     src = ReadingSource(Machine("press-02", "7.5kW"), seed=1)
     raws = [src.next_payload() for _ in range(200)]
-    assert all(m is not None for m in _parse(raws, MAX_BYTES))
+    msgs, features, sent = _parse(raws, MAX_BYTES)
+    assert None not in msgs and None not in features
+    assert sent == [orjson.dumps(orjson.loads(r)["features"]) for r in raws]  # the producer writes with orjson
     now = dt.datetime.now(dt.UTC)
     got = decode_many(raws, [None] * len(raws), max_bytes=MAX_BYTES, now=now, max_age_s=60, max_future_s=60)
     assert got == [decode(r, max_bytes=MAX_BYTES, now=now, max_age_s=60, max_future_s=60) for r in raws]
@@ -80,4 +82,20 @@ def test_one_bad_message_costs_only_itself() -> None:
     got = decode_many(raws, [None] * 4, **KW)
     assert [type(r).__name__ for r in got] == ["StreamReading", "Rejected", "StreamReading", "Rejected"]
     assert str(got[1]) == "features.x: expected a number" and str(got[3]) == "empty message"
-    assert _parse(raws, MAX_BYTES)[2] is not None  # the good ones around it still took the fast path
+    msgs, features, _ = _parse(raws, MAX_BYTES)
+    assert msgs[1] is not None and features[1] is None  # the message parses; its features do not
+    assert msgs[2] is not None and features[2] is not None  # the good ones around it still took the fast path
+
+
+def test_features_are_kept_as_the_producer_wrote_them() -> None:
+    written = b'{"equipment_id": "a", "ts": "%s", "features": { "x": 1, "y" :2.50 }}' % NOW.isoformat().encode()
+    fast, = decode_many([written], [None], **KW)
+    assert fast == decode(written, **KW)  # type: ignore[arg-type]
+    assert fast.features_json == b'{ "x": 1, "y" :2.50 }' and fast.reading.features == {"x": 1.0, "y": 2.5}
+
+
+def test_features_as_sent_falls_back_to_orjson_when_the_bytes_do_not_hold_the_features() -> None:
+    written = b'{"features": {"x": 1.0}}'
+    assert features_as_sent(written, {"x": 1.0}) == b'{"x": 1.0}'
+    assert features_as_sent(written, {"x": 2.0}) == b'{"x":2.0}'
+    assert features_as_sent(b'{"features": 1}', {"x": 2.0}) == b'{"x":2.0}'

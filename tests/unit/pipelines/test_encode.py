@@ -5,6 +5,7 @@ modality absent, non-finite inputs, a failed group, classifier on and off."""
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from pathlib import Path
 
 import orjson
@@ -30,6 +31,10 @@ def cat(request: pytest.FixtureRequest, demo_root: Path) -> Catalog:
     """The shipped fleet, one whose press-02 runs its classifier behind the gate, and
     one whose press-02 has a RUL head."""
     return Catalog.scan(demo_root if request.param == "demo" else request.getfixturevalue(f"{request.param}_root"))
+
+
+def key_of(data: bytes) -> int:
+    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little", signed=True)
 
 
 def decoded(row: tuple, json_cols: tuple[int, ...]) -> tuple:
@@ -70,3 +75,19 @@ def test_columnar_rows_equal_verdict_dicts(cat: Catalog, xgb: bool) -> None:
     if xgb and any(b.manifest.cascade == "gate_then_classify" for b in cat.bundles.values()):  # rows the gate passed: no label
         assert any(p[8] is None for p in press) and any(p[8] is not None for p in press)
     assert {p[3] for p in stored_preds} == {"5.5kW", "7.5kW"}
+
+
+def test_features_are_stored_and_keyed_as_sent(demo_root: Path) -> None:
+    rs = readings()[:6]
+    sent = [b"{ " + b", ".join(b'"%s": %r' % (k.encode(), v) for k, v in r.features.items()) + b" }"
+            if i % 2 else None for i, r in enumerate(rs)]
+    origins = [Origin(T0 + dt.timedelta(seconds=i), r.features, "kafka", 0, i, None, s)
+               for i, (r, s) in enumerate(zip(rs, sent, strict=True))]
+    encoded, rejected = encode_scored(Catalog.scan(demo_root), rs, origins, enable_xgb=False)
+    assert not rejected
+    by_offset = {row[7]: row for row in read_rows(encoded.copy_readings(), R_KINDS)}
+    for i, (r, s) in enumerate(zip(rs, sent, strict=True)):
+        text, key = by_offset[i][4], by_offset[i][2]
+        want = s if s is not None else orjson.dumps(r.features)  # written here when not given
+        assert text == want.decode() and key == key_of(want)
+        assert orjson.loads(text) == r.features
