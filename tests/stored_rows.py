@@ -16,6 +16,10 @@ from serve_ml.pipelines.verdicts import Verdict
 from tests.samples import mixed_power_rows
 
 T0 = dt.datetime(2026, 11, 23, tzinfo=dt.UTC)
+# The wire types of the COPY columns (``encode.R_COLS``, ``encode.P_COLS``), for ``tests.pgcopy_reader``.
+R_KINDS = ("timestamptz", "text", "int8", "text", "json", "text", "int4", "int8")
+P_KINDS = ("timestamptz", "text", "int8", "text", "text", "bool", "float8", "json", "text", "json", "text", "int4",
+           "int8", "float8", "float8", "float8")
 
 
 def key_of(features: dict, reading_id: str | None = None) -> int:

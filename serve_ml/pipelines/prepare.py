@@ -6,19 +6,51 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import repeat
+from operator import attrgetter
+from typing import overload
 
 from aiokafka import ConsumerRecord, TopicPartition
 
-from serve_ml.bundles.batch import Screen
+from serve_ml.bundles.batch import Reading, Screen
 from serve_ml.bundles.catalog import Catalog
 from serve_ml.core.settings import Settings
-from serve_ml.pipelines.decode import Rejected, record_time
+from serve_ml.pipelines.decode import Rejected, StreamReading, record_time
 from serve_ml.pipelines.decode_many import decode_many
 from serve_ml.pipelines.encode import Origin, Rows, encode_groups
 from serve_ml.pipelines.windows import FetchHistory, StreamWindows
 
 PREPARE_SLICE = 500  # records decoded, or encoded, between two turns of the event loop
+
+
+_value, _partition, _offset = attrgetter("value"), attrgetter("partition"), attrgetter("offset")
+_reading, _ts, _features = attrgetter("reading"), attrgetter("ts"), attrgetter("reading.features")
+_reading_id, _features_json = attrgetter("reading_id"), attrgetter("features_json")
+_ALL_READ = {StreamReading}
+_new = tuple.__new__
+
+
+class _RecordTimes(Sequence[dt.datetime | None]):
+    """Each record's own timestamp (the default for a message without ``ts``),
+    worked out only for the messages that ask for it."""
+
+    def __init__(self, records: list[ConsumerRecord]) -> None:
+        self._records = records
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    @overload
+    def __getitem__(self, i: int) -> dt.datetime | None: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[dt.datetime | None]: ...
+
+    def __getitem__(self, i: int | slice) -> dt.datetime | None | list[dt.datetime | None]:
+        if isinstance(i, slice):
+            return [record_time(r.timestamp) for r in self._records[i]]
+        return record_time(self._records[i].timestamp)
 
 
 @dataclass(slots=True)
@@ -48,18 +80,21 @@ async def prepare_batch(records: list[ConsumerRecord], offsets: dict[TopicPartit
     (refilled from ``fetch`` when short); ``screen`` is the data-quality gate."""
     now = dt.datetime.now(dt.UTC)
     out = Prepared(len(records), Rows([], [], []), [], offsets, records, epoch)
-    readings, origins, accepted = [], [], []
-    last_ms, default_ts = None, None  # records of one producer batch share a timestamp
+    readings: list[Reading] = []
+    origins: list[Origin] = []
+    accepted: list[ConsumerRecord] = []
     for start in range(0, len(records), PREPARE_SLICE):
         chunk = records[start:start + PREPARE_SLICE]
-        defaults = []
-        for rec in chunk:
-            if rec.timestamp != last_ms:
-                last_ms = rec.timestamp
-                default_ts = record_time(last_ms)
-            defaults.append(default_ts)
-        decoded = decode_many([rec.value for rec in chunk], defaults, max_bytes=s.max_message_bytes, now=now,
-                              max_age_s=s.accepted_age_s(), max_future_s=s.max_reading_future_s)
+        decoded = decode_many(list(map(_value, chunk)), _RecordTimes(chunk), max_bytes=s.max_message_bytes,
+                              now=now, max_age_s=s.accepted_age_s(), max_future_s=s.max_reading_future_s)
+        if set(map(type, decoded)) == _ALL_READ:  # the usual chunk: its columns with C-level maps
+            readings += map(_reading, decoded)
+            origins += map(_new, repeat(Origin), zip(
+                map(_ts, decoded), map(_features, decoded), repeat("kafka"), map(_partition, chunk),
+                map(_offset, chunk), map(_reading_id, decoded), map(_features_json, decoded)))
+            accepted += chunk
+            await asyncio.sleep(0)
+            continue
         for rec, r in zip(chunk, decoded, strict=True):
             if isinstance(r, Rejected):
                 out.dead.append((rec, str(r)))

@@ -17,13 +17,10 @@ from serve_ml.core.errors import FeatureError
 from serve_ml.pipelines.encode import Origin, encode_scored
 from serve_ml.pipelines.verdicts import all_verdicts
 from tests.pgcopy_reader import read_rows
-from tests.stored_rows import T0, readings, rows_from_verdicts
+from tests.stored_rows import P_KINDS, R_KINDS, T0, readings, rows_from_verdicts
 
 JSON_COLS = (4,)  # readings.features
 P_JSON_COLS = (7, 9)  # predictions.modalities, predictions.fault_probabilities
-R_KINDS = ("timestamptz", "text", "int8", "text", "json", "text", "int4", "int8")
-P_KINDS = ("timestamptz", "text", "int8", "text", "text", "bool", "float8", "json", "text", "json", "text", "int4",
-           "int8", "float8", "float8", "float8")
 
 
 @pytest.fixture(scope="module", params=["demo", "cascade", "rul"])
