@@ -96,12 +96,12 @@ def score_groups(catalog: Catalog, readings: Sequence[Reading] | ReadingColumns,
     modalities (``absent``). With a ``screen``, faulted values are kept out of the
     modalities they feed, and every group carries its sensor faults (``faults``)."""
     cols = readings if isinstance(readings, ReadingColumns) else ReadingColumns.of_readings(readings)
-    for (eq, power, version, names), idx in _groups(cols).items():
+    for (eq, power, version, names), (idx, order) in _groups(cols).items():
         try:
             if names and isinstance(cols.features[idx[0]][names[0]], list):
                 columns = _windows(cols.features, idx, names)
             else:
-                matrix = _matrix(cols.features, idx, names)
+                matrix = _matrix(cols.features, idx, names, order)
                 columns = {f: np.ascontiguousarray(matrix[:, j]) for j, f in enumerate(names)}
             parts = []
             for bundle, sub in catalog.resolve(eq, power, version, columns, len(idx)):
@@ -149,11 +149,13 @@ def _take(masks: Mapping[str, np.ndarray] | None, rows: np.ndarray) -> dict[str,
     return None if masks is None else {f: m[rows] for f, m in masks.items()}
 
 
-def _groups(cols: ReadingColumns) -> dict[tuple[Any, ...], list[int]]:
+def _groups(cols: ReadingColumns) -> dict[tuple[Any, ...], tuple[list[int], tuple[str, ...] | None]]:
     """Positions by (identity, sorted feature names), groups in order of first
-    appearance. Keyed first by the names in the order they came (one producer writes
-    them in one order), then merged by the sorted names: a sort per group, not per
-    reading. The per-reading steps (key, group id, positions) are C-level calls."""
+    appearance, each with the order its readings all wrote their names in (None
+    when they did not all write the same). Keyed first by the names in the order
+    they came (one producer writes them in one order), then merged by the sorted
+    names: a sort per group, not per reading. The per-reading steps (key, group id,
+    positions) are C-level calls."""
     n = cols.n
     keys = zip(cols.equipment_ids, cols.powers, cols.versions, map(tuple, cols.features), strict=True)
     # Each key's id is the position of its first reading: one dict operation per reading.
@@ -164,22 +166,33 @@ def _groups(cols: ReadingColumns) -> dict[tuple[Any, ...], list[int]]:
     else:
         order = np.argsort(ids, kind="stable")
         parts = [p.tolist() for p in np.split(order, np.flatnonzero(np.diff(ids[order])) + 1)]
-    groups: dict[tuple[Any, ...], list[int]] = {}
+    groups: dict[tuple[Any, ...], tuple[list[int], tuple[str, ...] | None]] = {}
     for (eq, power, version, names), idx in zip(first, parts, strict=True):
         key = (eq, power, version, tuple(sorted(names)))
         if key in groups:  # the same names in another order: keep input order
-            groups[key] = sorted(groups[key] + idx)
+            groups[key] = (sorted(groups[key][0] + idx), None)
         else:
-            groups[key] = idx
+            groups[key] = (idx, names)
     return groups
 
 
-def _matrix(features: Sequence[Mapping[str, float]], idx: list[int], names: tuple[str, ...]) -> np.ndarray:
-    """The group's values as a rows x features matrix: one itemgetter call (C) per
-    reading instead of a dict lookup per feature, flattened straight into the array. No names (``features: {}``): an
-    empty matrix, for the feature check to refuse with its own message."""
+def _matrix(features: Sequence[Mapping[str, float]], idx: list[int], names: tuple[str, ...],
+            order: tuple[str, ...] | None = None) -> np.ndarray:
+    """The group's values as a rows x features matrix (columns in ``names`` order):
+    one itemgetter call (C) per reading instead of a dict lookup per feature,
+    flattened straight into the array. When every reading's dict holds its names in
+    ``order``, its values are read in that order with no lookup at all (a third less
+    CPU), and the columns put in place after. No names (``features: {}``): an empty
+    matrix, for the feature check to refuse with its own message."""
     if not names:
         return np.empty((len(idx), 0))
+    if order is not None:
+        try:
+            flat = np.fromiter(chain.from_iterable(map(dict.values, map(features.__getitem__, idx))),  # type: ignore[arg-type]
+                               np.float64, len(idx) * len(order)).reshape(len(idx), len(order))
+            return flat if order == names else flat[:, [order.index(f) for f in names]]
+        except TypeError:  # not all dicts (or a value that is no number: refused below, as ever)
+            pass
     row = itemgetter(*names)
     values = map(row, map(features.__getitem__, idx))
     if len(names) > 1:  # itemgetter of one name gives the value, not a 1-tuple

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from types import MappingProxyType
 
 import numpy as np
 import pytest
@@ -159,3 +160,20 @@ def test_demo_bundles_flag_faults_and_stay_quiet_on_normal(cat: Catalog, eq: str
 
 def test_mechanical_features_cover_simulator() -> None:
     assert set(MECHANICAL) | set(THERMAL) == set(simulate(1, spec=MachineSpec(), rng=np.random.default_rng(0)))
+
+
+def test_the_order_names_are_written_in_changes_no_score(cat: Catalog) -> None:
+    # A group whose dicts all share one order reads their values without lookups; a
+    # group of mixed orders, and mappings that are not dicts, take the lookups.
+    rs = rows("normal", 12) + rows("tool_wear", 12)
+    sorted_rs = [dict(sorted(r.items())) for r in rs]
+    reversed_rs = [dict(reversed(r.items())) for r in rs]
+    mixed = [s if i % 2 else v for i, (s, v) in enumerate(zip(sorted_rs, reversed_rs, strict=True))]
+    proxies = [MappingProxyType(r) for r in reversed_rs]
+    results = [score_readings(cat, [Reading("press-02", f) for f in variant], enable_xgb=True)
+               for variant in (rs, sorted_rs, reversed_rs, mixed, proxies)]
+    first = results[0]
+    assert any(r["anomaly"] for r in first) and not all(r["anomaly"] for r in first)
+    for other in results[1:]:
+        assert [r["score"] for r in other] == [r["score"] for r in first]
+        assert [r["classifier"]["probabilities"] for r in other] == [r["classifier"]["probabilities"] for r in first]
