@@ -11,9 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import itertools
 import multiprocessing
-import shutil
 import statistics
 import tempfile
 import threading
@@ -26,70 +24,13 @@ import asyncpg
 import orjson
 import ray
 from aiokafka import AIOKafkaConsumer
-from aiokafka.partitioner import murmur2
 
 from serve_ml.bench import stream_ops
 from serve_ml.bench.common import Figure, Report
-from serve_ml.bench.fleet import TEMPLATE, generate_fleet
+from serve_ml.bench.stream_fleet import FleetKind, fleet_root, machines
 from serve_ml.core.settings import Settings
 from serve_ml.pipelines.simulator import Machine, run_kafka
-from serve_ml.pipelines.stack import FEATURE_PARTITIONS, Stack, start_stack
-
-DENSE_BASE = ("press-02", "pump-03", "press-02", "pump-03")
-# The sequence fleet: the demo's run-to-failure machine (a dense gate, an LSTM gate
-# over 30 readings, a RUL head) and copies of its bundle, every machine wearing out.
-SEQUENCE_TEMPLATE = ("spindle-04", "7.5kW", "1.0.0")
-SEQUENCE_BASE = ("spindle-04",)
-
-
-def machines(n: int, faulty: int = 0, *, sequence: bool = False) -> list[Machine]:
-    """Dense: up to 4 machines on the simulator-trained demo equipment (two ids, both
-    power classes), then generated copies of a demo bundle (see :func:`fleet_ids`).
-    ``sequence``: spindle-04 and copies of its bundle, each running units to failure
-    (RUL alerts open as each unit nears its end; ``faulty`` does not apply)."""
-    if sequence:
-        return [Machine(eq, SEQUENCE_TEMPLATE[1], "run_to_failure")
-                for eq in [*SEQUENCE_BASE[:n], *fleet_ids(n, SEQUENCE_BASE)]]
-    eqs = ("press-02", "pump-03")
-    out = [Machine(eqs[i % 2], ("5.5kW", "7.5kW")[(i // 2) % 2], "overstrain" if i < faulty else "normal")
-           for i in range(min(n, 4))]
-    out += [Machine(eq, TEMPLATE[1], "normal") for eq in fleet_ids(n)]
-    return out
-
-
-def fleet_ids(n: int, base: tuple[str, ...] = DENSE_BASE) -> list[str]:
-    """Ids for the ``n - len(base)`` generated machines, picked so that every partition
-    of the features topic carries as many machines as any other. Readings are keyed by
-    equipment and hashed as Kafka's default partitioner does: 16 ``fleet-NNNN``
-    machines in a row landed 7/3/5/1 on the 4 partitions, and a consumer group is
-    only as fast as its busiest member. A real fleet of hundreds evens out by itself."""
-    def partition(eq: str) -> int:
-        return (murmur2(eq.encode()) & 0x7FFFFFFF) % FEATURE_PARTITIONS
-
-    load = [0] * FEATURE_PARTITIONS
-    for eq in base[:n]:
-        load[partition(eq)] += 1
-    ids: list[str] = []
-    for i in itertools.count():
-        if len(ids) >= n - len(base):
-            return ids
-        eq = f"fleet-{i:04d}"
-        if load[k := partition(eq)] == min(load):
-            load[k] += 1
-            ids.append(eq)
-    raise AssertionError("unreachable")
-
-
-def fleet_root(tmp: Path, n: int, source: Path, *, sequence: bool = False) -> Path:
-    """The demo bundles plus the generated equipment of :func:`machines`: a fleet spread
-    over every partition of the features topic (readings are keyed by equipment)."""
-    root = tmp / "root"
-    shutil.copytree(source, root)
-    if sequence:
-        generate_fleet(root, n - 1, source, ids=fleet_ids(n, SEQUENCE_BASE), template=SEQUENCE_TEMPLATE)
-    elif n > 4:
-        generate_fleet(root, n - 4, source, ids=fleet_ids(n))
-    return root
+from serve_ml.pipelines.stack import Stack, start_stack
 
 
 async def raw_consume(bootstrap: str, topic: str, n: int) -> float:
@@ -233,33 +174,37 @@ def throughput_round(stack: Stack, s: Settings, n: int, fleet: list[Machine], *,
     return {"produce": produce_rate, "raw": raw, "e2e": count / e2e_s, "timed": count,
             "stages": stage_us(h0, h1, count)}
 
+_FLEET_NAMES = {"dense": "", "cascade": "cascade-bundle (derived features, gate -> XGBoost) ",
+                "sequence": "sequence-bundle (LSTM gate + RUL) "}
+
 
 def run(root: Path, n: int = 100_000, rate_hz: float = 10_000, rate_seconds: float = 10.0, consumers: int = 2,
         n_machines: int = 16, rounds: int = 3, compare_with: int | None = 1, operations: bool = True,
-        ws_clients: int = 0, sequence: bool = False, producer_process: bool = True) -> Report:
+        ws_clients: int = 0, fleet_kind: FleetKind = "dense", producer_process: bool = True) -> Report:
     """``rounds`` backlogs through ``consumers`` scorer actors and, alternating with
     them, through ``compare_with`` actors (None: no comparison rounds). With
     ``operations``, the fleet is registered with thresholds, two notification sinks
     deliver to a local receiver, and WebSocket clients time the live pushes
     (``bench.stream_ops``). With ``ws_clients``, each round is run a second time with
-    that many WebSocket clients connected to the fleet's live streams. With
-    ``sequence``, every machine's bundle has an LSTM gate over 30-reading windows and a
-    RUL head (spindle-04's), and every machine runs units to failure.
+    that many WebSocket clients connected to the fleet's live streams. ``fleet_kind``
+    picks the machines and their bundles (``bench.stream_fleet``); with ``cascade``
+    the classifier is enabled.
 
     The latency phase's producer runs in a process of its own (``producer_process``),
     as a factory's producers do: in this one it would share the interpreter lock with
     the API server and the WebSocket clients that time the pushes, and every hop of a
     push would queue behind its sends."""
-    fleet = machines(n_machines, sequence=sequence)
-    rep = Report(f"bench stream: {rounds} x {n} readings from {n_machines} "
-                 f"{'sequence-bundle (LSTM gate + RUL) ' if sequence else ''}machines through Kafka -> scorer -> "
+    fleet = machines(n_machines, kind=fleet_kind)
+    rep = Report(f"bench stream: {rounds} x {n} readings from {n_machines} {_FLEET_NAMES[fleet_kind]}"
+                 f"machines through Kafka -> scorer -> "
                  f"PostgreSQL ({consumers} scorer actor(s)"
                  + (f"; alternating with {compare_with})" if compare_with else ")"))
     receiver = stream_ops.Receiver() if operations else None
     pushes: list[float] = []
     with tempfile.TemporaryDirectory(prefix="serve-ml-stream-") as tmp:
-        s = Settings(state_dir=Path(tmp), root=fleet_root(Path(tmp), n_machines, root, sequence=sequence), stream_consumers=consumers,
-                     batch_wait_ms=50, notifications_file=receiver.sinks_file(Path(tmp)) if receiver else None)
+        s = Settings(state_dir=Path(tmp), root=fleet_root(Path(tmp), n_machines, root, kind=fleet_kind),
+                     stream_consumers=consumers, batch_wait_ms=50, enable_xgb=fleet_kind == "cascade",
+                     notifications_file=receiver.sinks_file(Path(tmp)) if receiver else None)
         other = s.model_copy(update={"stream_consumers": compare_with}) if compare_with else None
         ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
         stack: Stack = start_stack(s, actors=False)
@@ -282,7 +227,7 @@ def run(root: Path, n: int = 100_000, rate_hz: float = 10_000, rate_seconds: flo
             t1 = dt.datetime.now(dt.UTC)
             per_machine = rate_hz / 4
             total = int(rate_hz * rate_seconds)
-            paced = machines(4, faulty=1, sequence=sequence)
+            paced = machines(4, faulty=1, kind=fleet_kind)
             with contextlib.ExitStack() as live:
                 produce = _PacedProducer(live) if producer_process else None
                 watcher = None

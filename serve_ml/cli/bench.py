@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from serve_ml.bench.stream_fleet import FleetKind
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -31,9 +35,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                     help="simulated machines; beyond 4, generated equipment spread over every partition")
     st.add_argument("--ws-clients", type=int, default=0,
                     help="also run each round with this many WebSocket clients on the fleet's live streams")
-    st.add_argument("--sequence", action="store_true",
-                    help="a fleet of sequence bundles (spindle-04's: an LSTM gate over 30 readings, a RUL head), "
-                         "every machine running units to failure")
+    kinds = st.add_mutually_exclusive_group()
+    kinds.add_argument("--sequence", action="store_true",
+                       help="a fleet of sequence bundles (spindle-04's: an LSTM gate over 30 readings, a RUL head), "
+                            "every machine running units to failure")
+    kinds.add_argument("--cascade", action="store_true",
+                       help="12 of the 16 machines on a bundle built for the run with derived features and an "
+                            "XGBoost classifier behind the gate (gate_then_classify); the classifier enabled")
     st.add_argument("--no-operations", action="store_true",
                     help="no thresholds, notification sinks or WebSocket clients (the writer still keeps "
                          "status, rollups and alarms)")
@@ -127,10 +135,11 @@ def _fleet(args: argparse.Namespace) -> int:
 def _stream(args: argparse.Namespace) -> int:
     from serve_ml.bench import stream
 
-    return _print("stream-sequence" if args.sequence else "stream", stream.run(args.settings.root, n=args.readings, rate_hz=args.rate_hz, consumers=args.consumers,
-                                       compare_with=args.compare_with or None, n_machines=args.machines,
-                                       operations=not args.no_operations, ws_clients=args.ws_clients,
-                                       sequence=args.sequence, producer_process=not args.in_process_producer))
+    kind: FleetKind = "sequence" if args.sequence else "cascade" if args.cascade else "dense"
+    return _print("stream" if kind == "dense" else f"stream-{kind}", stream.run(
+        args.settings.root, n=args.readings, rate_hz=args.rate_hz, consumers=args.consumers,
+        compare_with=args.compare_with or None, n_machines=args.machines, operations=not args.no_operations,
+        ws_clients=args.ws_clients, fleet_kind=kind, producer_process=not args.in_process_producer))
 
 
 def _soak(args: argparse.Namespace) -> int:
