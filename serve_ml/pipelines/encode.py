@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from hashlib import blake2b
+from itertools import repeat
 from typing import NamedTuple
 
 import numpy as np
@@ -240,15 +241,35 @@ def _modalities_json(g: GroupScore) -> Parts | None:
 
 
 def _classifier_columns(g: GroupScore) -> tuple[list[bytes | None], list[bytes | None]]:
+    """Per row, the fault label and the ``{class: probability}`` document; None for
+    both where the classifier did not run (a cascade's gate passed the row)."""
     if not g.classifier_ran:
         return [None] * g.n, [None] * g.n
     classes = g.bundle.classifier.spec.classes  # type: ignore[union-attr]
-    names = [c.encode() for c in classes]
-    probs = g.probabilities.tolist()  # type: ignore[union-attr]
-    best = g.labels.tolist()  # type: ignore[union-attr]
-    labels: list[bytes | None] = [names[b] for b in best]
-    out: list[bytes | None] = [orjson.dumps(dict(zip(classes, p, strict=True))) for p in probs]
-    if g.classified is not None:  # a cascade: rows the gate passed store no label
-        for i in np.flatnonzero(~g.classified).tolist():
-            labels[i] = out[i] = None
+    names: list[bytes | None] = [c.encode() for c in classes]
+    probs, best = g.probabilities, g.labels
+    assert probs is not None and best is not None  # the classifier ran
+    if g.classified is None:
+        return [names[b] for b in best.tolist()], _probability_documents(classes, probs)  # type: ignore[return-value]
+    rows = np.flatnonzero(g.classified)
+    labels: list[bytes | None] = [None] * g.n
+    out: list[bytes | None] = [None] * g.n
+    docs = _probability_documents(classes, probs[rows])
+    for i, b, doc in zip(rows.tolist(), best[rows].tolist(), docs, strict=True):
+        labels[i], out[i] = names[b], doc
     return labels, out
+
+
+def _probability_documents(classes: Sequence[str], probs: np.ndarray) -> list[bytes]:
+    """``{class: p, ...}`` per row of ``probs`` (rows x classes), as ``orjson.dumps``
+    of the dict writes it: each column's numbers written in one orjson call, each row
+    joined from its pieces by a C-level map (a dict and a dump per row cost 1.5 µs)."""
+    if not len(probs):
+        return []
+    columns = np.ascontiguousarray(probs.T)
+    pieces: list[Iterable[bytes]] = []
+    for j, name in enumerate(classes):
+        pieces.append(repeat((b"{" if j == 0 else b",") + orjson.dumps(name) + b":"))
+        pieces.append(orjson.dumps(columns[j], option=orjson.OPT_SERIALIZE_NUMPY)[1:-1].split(b","))
+    pieces.append(repeat(b"}"))
+    return list(map(b"".join, zip(*pieces, strict=False)))  # the repeats are endless; the columns end it

@@ -8,6 +8,7 @@ import datetime as dt
 import hashlib
 from pathlib import Path
 
+import numpy as np
 import orjson
 import pytest
 
@@ -88,3 +89,17 @@ def test_features_are_stored_and_keyed_as_sent(demo_root: Path) -> None:
         want = s if s is not None else orjson.dumps(r.features)  # written here when not given
         assert text == want.decode() and key == key_of(want)
         assert orjson.loads(text) == r.features
+
+
+def test_probability_documents_are_what_orjson_writes_of_each_rows_dict() -> None:
+    from serve_ml.pipelines.encode import _probability_documents
+
+    rng = np.random.default_rng(1)
+    probs = rng.dirichlet([1, 1, 1, 1], size=500)
+    probs[3] = [1e-300, 5e-324, 0.1, 1.0]
+    probs[4, 1] = np.nan  # written as null, as orjson writes a NaN float
+    probs[5] = [1e20, 1e-7, 0.5, 123456789.0]
+    classes = ["none", "twf", 'h"df', "ü"]
+    assert _probability_documents(classes, probs) == [orjson.dumps(dict(zip(classes, row, strict=True)))
+                                                      for row in probs.tolist()]
+    assert _probability_documents(classes, probs[:0]) == []
