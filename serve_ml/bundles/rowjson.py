@@ -80,11 +80,10 @@ def _rows(g: GroupScore) -> list[bytes]:
         segments += _ran(g, None)
     else:  # a cascade: the rows the gate passed answer "skipped"
         rows = np.flatnonzero(g.classified)
-        tokens = [dumps({"status": "skipped", "reason": GATE_PASSED})] * g.n
+        tokens = np.full(g.n, dumps({"status": "skipped", "reason": GATE_PASSED}), dtype=object)
         if len(rows):
-            for i, item in zip(rows.tolist(), _interleave(len(rows), [*_ran(g, rows), _ROW_END]), strict=True):
-                tokens[i] = item
-        segments.append(tokens)
+            tokens[rows] = np.array(_interleave(len(rows), [*_ran(g, rows), _ROW_END]), dtype=object)
+        segments.append(tokens.tolist())
     rul = g.bundle.rul
     if rul is not None and g.rul is None:  # the reading lacks the head's features
         segments.append(b',"rul":null')
