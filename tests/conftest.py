@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import signal
 from collections.abc import Iterator
@@ -142,6 +143,18 @@ def ops_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for eq in OPS_EQUIPMENT:
         build_sim_bundle(root, eq, "5.5kW", "v1", classifier=False, epochs=3)
     return root
+
+
+def copy_without_evaluation(bundle: Path, root: Path) -> Path:
+    """A copy of ``bundle`` under ``root`` as a builder before ``evaluation.json``
+    wrote it: no held-out errors recorded (the manifest is not in its own checksums)."""
+    dst = shutil.copytree(bundle, root.joinpath(*bundle.parts[-3:]))
+    doc = json.loads((dst / "manifest.json").read_text())
+    doc.pop("evaluation", None)
+    doc["files"].pop("evaluation.json", None)
+    (dst / "evaluation.json").unlink(missing_ok=True)
+    (dst / "manifest.json").write_text(json.dumps(doc))
+    return dst
 
 
 @pytest.fixture()

@@ -8,7 +8,7 @@ Three fleets, each 4 machines' worth per partition of the features topic:
   a thermal gate over a derived temperature rise, a mechanical gate, and an XGBoost
   fault classifier behind the gates (``gate_then_classify``) over the mechanical
   sensors and two derived features (temperature rise, power); the classifier is
-  enabled, so press-02's runs on every reading.
+  enabled, and press-02's also runs behind its gates, as the builder chose.
 * ``sequence``: spindle-04 (a dense gate, an LSTM gate over 30 readings, a RUL head)
   and copies of its bundle, every machine running units to failure.
 """

@@ -130,7 +130,10 @@ def test_single_and_bulk_agree(cat: Catalog) -> None:
     for a, b in zip(bulk, single, strict=True):
         assert a["power"] == b["power"] and a["anomaly"] == b["anomaly"]
         assert a["score"] == pytest.approx(b["score"], rel=1e-12)
-        assert a["classifier"]["probabilities"] == pytest.approx(b["classifier"]["probabilities"], rel=1e-6)
+        assert a["classifier"]["status"] == b["classifier"]["status"]
+        if a["classifier"]["status"] == "ran":
+            assert a["classifier"]["probabilities"] == pytest.approx(b["classifier"]["probabilities"], rel=1e-6)
+    assert any(r["classifier"]["status"] == "ran" for r in bulk)  # press-02's gate flags the worn tools
 
 
 def test_numpy_forward_matches_torch(cat: Catalog) -> None:
@@ -176,4 +179,4 @@ def test_the_order_names_are_written_in_changes_no_score(cat: Catalog) -> None:
     assert any(r["anomaly"] for r in first) and not all(r["anomaly"] for r in first)
     for other in results[1:]:
         assert [r["score"] for r in other] == [r["score"] for r in first]
-        assert [r["classifier"]["probabilities"] for r in other] == [r["classifier"]["probabilities"] for r in first]
+        assert [r["classifier"] for r in other] == [r["classifier"] for r in first]

@@ -15,6 +15,7 @@ from serve_ml.deployments.local import LocalCore
 from serve_ml.deployments.portal import STATIC_DIR
 from serve_ml.scoring.metrics import NoMetrics
 from serve_ml.scoring.service import ScoringService
+from tests.conftest import copy_without_evaluation
 
 API = "/api/v1/serve-ml"
 IMPORT = re.compile(r"""(?:import|from)\s*(?:[^'"]*?from\s*)?["'](\./[\w.-]+)["']""")
@@ -93,8 +94,10 @@ def test_a_versions_report_carries_its_histograms_rul_fit_and_provenance(rul_roo
     assert "rul_rmse" in doc["provenance"]["metrics"] and doc["sha256"]
 
 
-def test_a_report_without_recorded_errors_and_unknown_versions(demo_root: Path) -> None:
-    c = _client(demo_root)
+def test_a_report_without_recorded_errors_and_unknown_versions(demo_root: Path, tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    copy_without_evaluation(demo_root / "press-02" / "7.5kW" / "1.0.0", root)
+    c = _client(root)
     doc = c.get(f"{API}/bundles/press-02/7.5kW/1.0.0/report").json()
     assert doc["evaluation"] is None and doc["provenance"]["metrics"]
     missing = c.get(f"{API}/bundles/press-02/7.5kW/9.9.9/report")
