@@ -32,7 +32,7 @@ from serve_ml.bundles.run_to_failure import (
     expand_cycles,
     simulate_fleet,
 )
-from serve_ml.bundles.simulation import MECHANICAL, THERMAL, MachineSpec, simulate_dataset
+from serve_ml.bundles.simulation import LIVE_WALK_READINGS, MECHANICAL, THERMAL, MachineSpec, simulate_dataset
 
 AI4I_CSV = Path(__file__).resolve().parents[3] / "shared" / "datasets" / "ai4i2020" / "ai4i2020.csv"
 # Readings below 5.5 kW belong to the 5.5 kW class (operating point ~4.7 kW), the
@@ -96,7 +96,8 @@ def training_data(source: str, spec: BuildSpec, csv: Path | None) -> TrainingDat
                             f"{csv.name} (AI4I 2020, UCI, CC BY 4.0; rows with power in [{lo}, {hi}) kW)",
                             file_sha256(csv))
     machine = MachineSpec.for_power(spec.power)
-    cols, labels = simulate_dataset(4000, 300, spec=machine, seed=spec.seed + zlib.crc32(spec.equipment_id.encode()) % 1000)
+    cols, labels = simulate_dataset(4000, 300, spec=machine, seed=spec.seed + zlib.crc32(spec.equipment_id.encode()) % 1000,
+                                    walk_readings=LIVE_WALK_READINGS)
     if source == "ai4i":  # no CSV: the simulator, limited to AI4I's signals
         cols = {k: v for k, v in cols.items() if k in set(THERMAL) | {"speed_rpm", "torque_nm", "tool_wear_min"}}
     return TrainingData(cols, labels, f"simulator:{spec.power}:seed={spec.seed}")

@@ -29,6 +29,9 @@ THERMAL = ("air_temp_k", "process_temp_k")
 MECHANICAL = ("speed_rpm", "torque_nm", "tool_wear_min", "vibration_rms_mm_s", "current_a")
 ALL_FEATURES = THERMAL + MECHANICAL
 _VOLT_PF = math.sqrt(3) * 400.0 * 0.85  # 3-phase 400 V motor at power factor 0.85
+LIVE_WALK_READINGS = 512
+"""Consecutive readings the live simulator (``pipelines.simulator``) draws from one
+walk of the air temperature before it starts another."""
 
 
 @dataclass(frozen=True)
@@ -86,14 +89,29 @@ def simulate(
 
 
 def simulate_dataset(
-    n_normal: int, n_per_fault: int, *, spec: MachineSpec, seed: int
+    n_normal: int, n_per_fault: int, *, spec: MachineSpec, seed: int, walk_readings: int | None = None
 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """A labelled training set: columns and a label per row (``none`` or a fault code)."""
+    """A labelled training set: columns and a label per row (``none`` or a fault code).
+
+    ``walk_readings``: draw the normal rows as consecutive walks of that many
+    readings, each from a fresh air temperature, as the live simulator does
+    (:data:`LIVE_WALK_READINGS`). With one long walk (None) the air temperature
+    covers only the stretch that walk wandered through, and a gate trained on it
+    flags live readings outside that stretch: the demo's press-02 flagged 11 % of
+    a normal machine's live readings, against 0.5 % on its held-out rows."""
     rng = np.random.default_rng(seed)
     parts, labels = [], []
     for profile in PROFILES:
         k = n_normal if profile == "normal" else n_per_fault
-        parts.append(simulate(k, spec=spec, profile=profile, rng=rng, wear_start=rng.uniform(0, 200)))
+        wear = rng.uniform(0, 200)
+        if profile == "normal" and walk_readings is not None:
+            walks = []
+            for start in range(0, k, walk_readings):
+                walks.append(simulate(min(walk_readings, k - start), spec=spec, rng=rng, wear_start=wear))
+                wear = float(walks[-1]["tool_wear_min"][-1])
+            parts.append({f: np.concatenate([w[f] for w in walks]) for f in walks[0]})
+        else:
+            parts.append(simulate(k, spec=spec, profile=profile, rng=rng, wear_start=wear))
         labels.append(np.full(k, PROFILE_LABEL[profile]))
     cols = {f: np.concatenate([p[f] for p in parts]) for f in ALL_FEATURES}
     return cols, np.concatenate(labels)

@@ -26,7 +26,7 @@ import orjson
 
 from serve_ml.bundles.run_to_failure import LIVE_LIFE_CYCLES, LIVE_READINGS_PER_CYCLE, expand_cycles, simulate_fleet
 from serve_ml.bundles.run_to_failure import SENSORS as RUN_TO_FAILURE_SENSORS
-from serve_ml.bundles.simulation import MECHANICAL, PROFILES, THERMAL, MachineSpec, simulate
+from serve_ml.bundles.simulation import LIVE_WALK_READINGS, MECHANICAL, PROFILES, THERMAL, MachineSpec, simulate
 
 AI4I_SIGNALS = (*THERMAL, *MECHANICAL[:3])
 QUIRKS = ("flatline", "drop", "spike")
@@ -74,7 +74,7 @@ def parse_machines(text: str) -> list[Machine]:
 class ReadingSource:
     """Endless readings for one machine, generated in chunks (vectorised)."""
 
-    def __init__(self, machine: Machine, seed: int, chunk: int = 512) -> None:
+    def __init__(self, machine: Machine, seed: int, chunk: int = LIVE_WALK_READINGS) -> None:
         self.machine = machine
         self.rng = np.random.default_rng(seed)
         self.spec = MachineSpec.for_power(machine.power)

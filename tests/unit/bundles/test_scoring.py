@@ -8,6 +8,7 @@ from pathlib import Path
 from types import MappingProxyType
 
 import numpy as np
+import orjson
 import pytest
 import torch
 
@@ -15,8 +16,17 @@ from serve_ml.bundles.batch import Reading, score_readings
 from serve_ml.bundles.catalog import Catalog
 from serve_ml.bundles.kinds.dense import build_module
 from serve_ml.bundles.scoring import XGB_ABSENT, XGB_DISABLED
-from serve_ml.bundles.simulation import MECHANICAL, PROFILES, THERMAL, MachineSpec, simulate
+from serve_ml.bundles.simulation import (
+    LIVE_WALK_READINGS,
+    MECHANICAL,
+    PROFILES,
+    THERMAL,
+    MachineSpec,
+    simulate,
+    simulate_dataset,
+)
 from serve_ml.core.errors import FeatureError
+from serve_ml.pipelines.simulator import Machine, ReadingSource
 
 
 @pytest.fixture(scope="module")
@@ -159,6 +169,30 @@ def test_demo_bundles_flag_faults_and_stay_quiet_on_normal(cat: Catalog, eq: str
                 assert rate <= 0.05, (eq, power, rate)
             else:
                 assert rate >= 0.9, (eq, power, profile, rate)
+
+
+@pytest.mark.parametrize("eq", ["press-02", "pump-03"])
+def test_demo_gates_stay_quiet_on_a_normal_machines_live_readings(cat: Catalog, eq: str) -> None:
+    # 16 of the live simulator's air-temperature walks, not one: a gate trained on
+    # a single long walk passes rows from its own stretch and flags the others.
+    for power in ("5.5kW", "7.5kW"):
+        source = ReadingSource(Machine(eq, power), seed=21)
+        rs = [orjson.loads(source.next_payload())["features"] for _ in range(16 * LIVE_WALK_READINGS)]
+        out = score_readings(cat, [Reading(eq, r, power) for r in rs], enable_xgb=False)
+        assert np.mean([r["anomaly"] for r in out]) <= 0.05, (eq, power)
+
+
+def test_training_walks_restart_as_the_live_simulators_do() -> None:
+    spec = MachineSpec.for_power("7.5kW")
+    one, _ = simulate_dataset(2048, 10, spec=spec, seed=4)
+    walks, labels = simulate_dataset(2048, 10, spec=spec, seed=4, walk_readings=512)
+    assert len(labels) == 2048 + 40 and set(walks) == set(one)
+    steps = np.abs(np.diff(walks["air_temp_k"][:2048]))
+    assert np.all(steps[[511, 1023, 1535]] > 0)  # each walk starts afresh ...
+    assert np.median(steps) < 0.1  # ... and walks in small steps within
+    wear = walks["tool_wear_min"][:2048]
+    back = np.diff(wear) < 0
+    assert np.all(wear[1:][back] < 1)  # tool wear runs on across walks, back to 0 only at a tool change
 
 
 def test_mechanical_features_cover_simulator() -> None:
