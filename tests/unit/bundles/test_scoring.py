@@ -193,6 +193,8 @@ def test_training_walks_restart_as_the_live_simulators_do() -> None:
     wear = walks["tool_wear_min"][:2048]
     back = np.diff(wear) < 0
     assert np.all(wear[1:][back] < 1)  # tool wear runs on across walks, back to 0 only at a tool change
+    with pytest.raises(ValueError, match="walk_readings must be at least 1"):
+        simulate_dataset(10, 1, spec=spec, seed=4, walk_readings=0)
 
 
 def test_mechanical_features_cover_simulator() -> None:
