@@ -246,18 +246,16 @@ def _classifier_columns(g: GroupScore) -> tuple[list[bytes | None], list[bytes |
     if not g.classifier_ran:
         return [None] * g.n, [None] * g.n
     classes = g.bundle.classifier.spec.classes  # type: ignore[union-attr]
-    names: list[bytes | None] = [c.encode() for c in classes]
+    names = np.array([c.encode() for c in classes], dtype=object)
     probs, best = g.probabilities, g.labels
     assert probs is not None and best is not None  # the classifier ran
     if g.classified is None:
-        return [names[b] for b in best.tolist()], _probability_documents(classes, probs)  # type: ignore[return-value]
+        return names[best].tolist(), _probability_documents(classes, probs)  # type: ignore[return-value]
     rows = np.flatnonzero(g.classified)
-    labels: list[bytes | None] = [None] * g.n
-    out: list[bytes | None] = [None] * g.n
-    docs = _probability_documents(classes, probs[rows])
-    for i, b, doc in zip(rows.tolist(), best[rows].tolist(), docs, strict=True):
-        labels[i], out[i] = names[b], doc
-    return labels, out
+    labels, out = np.full(g.n, None, dtype=object), np.full(g.n, None, dtype=object)
+    labels[rows] = names[best[rows]]
+    out[rows] = np.array(_probability_documents(classes, probs[rows]), dtype=object)
+    return labels.tolist(), out.tolist()
 
 
 def _probability_documents(classes: Sequence[str], probs: np.ndarray) -> list[bytes]:
