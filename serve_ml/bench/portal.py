@@ -128,6 +128,7 @@ def _verdict(eq: str, i: int) -> str:
                    "sensors": {f: [v] for f, v in sensors.items()}},
         "last": {"sensors": sensors, "fault_label": "none", "fault_probabilities": _PROBS,
                  "rul": 80.0 - i % 10, "rul_band": {"lower": 70.0 - i % 10, "upper": 90.0 - i % 10, "unit": "cycles"}},
+        "classified": {"t_ms": now_ms, "fault_label": "none", "fault_probabilities": _PROBS},
     }).decode()
 
 

@@ -1,7 +1,7 @@
 """Live pushes from the stream writer: per equipment and batch, one message with
 its verdicts (sampled when many, see :func:`chart_points`), the per-modality errors
 and raw values at the same instants, the newest verdict in full (class
-probabilities, RUL band) and its status; sent with ``pg_notify`` in the batch's
+probabilities, RUL band), the newest the classifier ran on, and its status; sent with ``pg_notify`` in the batch's
 transaction, so a message goes out on commit and never for a batch rolled back. The
 live application's replicas LISTEN and fan them out to WebSocket clients
 (``deployments.live``, ``deployments.live_gateway``)."""
@@ -44,6 +44,7 @@ def verdict_message(groups: Sequence[Judged], status: str, reasons: list[dict[st
     sensors = {f: np.concatenate([_inputs_of(g, f) for g in groups])[order]
                for f in dict.fromkeys(f for g in groups for f, c in (g.inputs or {}).items() if np.ndim(c) == 1)}
     last_g, last_i = _locate(groups, int(order[-1]))
+    classified = _classified(groups, order, t_us)
     peaks = chart_points(t_us[order], score)
     points = MAX_POINTS
     while True:
@@ -56,7 +57,7 @@ def verdict_message(groups: Sequence[Judged], status: str, reasons: list[dict[st
                           "modalities": {m: _rounded(c[pick]) for m, c in mods.items()},
                           "sensors": {f: _rounded(c[pick]) for f, c in sensors.items()}},
                "thresholds": thresholds,
-               "last": _last(last_g, last_i)}
+               "last": _last(last_g, last_i), "classified": classified}
         text = orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY).decode()
         if len(text.encode()) <= MAX_PAYLOAD_BYTES or points <= 2:
             return text
@@ -83,6 +84,23 @@ def _last(g: Judged, i: int) -> dict[str, Any]:
     return {"sensors": {} if g.inputs is None else {f: float(c[i]) for f, c in g.inputs.items() if np.ndim(c) == 1},
             "fault_label": g.labels[i], "fault_probabilities": None if probs is None else orjson.Fragment(probs),
             "rul": None if g.rul is None else float(g.rul[i]), "rul_band": band}
+
+
+def _classified(groups: Sequence[Judged], order: np.ndarray, t_us: np.ndarray) -> dict[str, Any] | None:
+    """The newest row the classifier ran on: its time, fault label and class
+    probabilities; None when it ran on none. Behind a gate
+    (``cascade: gate_then_classify``) that is rarely the newest row, so the newest
+    row alone would almost never show an operator what the classifier said."""
+    if all(g.probabilities is None for g in groups):
+        return None
+    labels = np.concatenate([np.asarray(g.labels, dtype=object) for g in groups])[order]
+    ran = np.flatnonzero(labels != None)  # noqa: E711 - elementwise over an object array
+    if not ran.size:
+        return None
+    g, i = _locate(groups, int(order[ran[-1]]))
+    probs = None if g.probabilities is None else g.probabilities[i]
+    return {"t_ms": int(t_us[order[ran[-1]]] // 1000) + _EPOCH_MS, "fault_label": g.labels[i],
+            "fault_probabilities": None if probs is None else orjson.Fragment(probs)}
 
 
 def _inputs_of(g: Judged, feature: str) -> np.ndarray:

@@ -13,6 +13,7 @@ import pytest
 
 from serve_ml.bundles.batch import Reading, score_readings
 from serve_ml.bundles.catalog import Catalog
+from serve_ml.bundles.simulation import MachineSpec, simulate
 from serve_ml.pipelines.encode import Origin, encode_scored
 from serve_ml.pipelines.live import MAX_PAYLOAD_BYTES, POINT_MS, chart_points, verdict_message
 from serve_ml.pipelines.verdicts import Judged
@@ -54,6 +55,40 @@ def test_newest_verdict_carries_the_rul_band_and_unit(rul_root: Path) -> None:
     assert doc["last"]["rul_band"] == {"lower": pytest.approx(rul["lower"]), "upper": pytest.approx(rul["upper"]),
                                        "unit": rul["unit"]}
     assert rul["lower"] <= rul["value"] <= rul["upper"]
+
+
+def _sim_rows(*parts: tuple[str, int]) -> list[dict[str, float]]:
+    """Rows of a 7.5 kW machine: ``(profile, n)`` stretches, one after another."""
+    out: list[dict[str, float]] = []
+    for seed, (profile, n) in enumerate(parts):
+        cols = simulate(n, spec=MachineSpec.for_power("7.5kW"), profile=profile, rng=np.random.default_rng(seed))
+        out += [{f: float(v[i]) for f, v in cols.items()} for i in range(n)]
+    return out
+
+
+def test_behind_a_gate_the_message_carries_the_newest_verdict_the_classifier_ran_on(demo_root: Path) -> None:
+    # press-02 classifies only what its gate flags: overstrained readings, then normal
+    # ones the gate passes, so the newest reading has no fault label of its own
+    readings = [Reading("press-02", r, "7.5kW") for r in _sim_rows(("normal", 10), ("overstrain", 5), ("normal", 6))]
+    cat = Catalog.scan(demo_root)
+    assert cat.get("press-02", "7.5kW", None).manifest.cascade == "gate_then_classify"
+    groups, answers = judged(cat, readings)
+    doc = orjson.loads(verdict_message(groups, "normal", []))
+    ran = [i for i, a in enumerate(answers) if a["classifier"]["status"] == "ran"]
+    assert ran and ran[-1] < len(answers) - 1, ran
+    newest = answers[ran[-1]]["classifier"]
+    assert doc["classified"]["fault_label"] == newest["label"] != "none"
+    assert doc["classified"]["fault_probabilities"] == pytest.approx(newest["probabilities"])
+    assert doc["classified"]["t_ms"] == int((T0 + dt.timedelta(seconds=ran[-1])).timestamp() * 1000)
+    assert doc["last"]["fault_label"] is None  # the newest reading itself was not classified
+
+
+def test_a_bundle_without_a_classifier_sends_no_classified_verdict(demo_root: Path) -> None:
+    readings = [Reading("pump-03", r, "7.5kW") for r in _sim_rows(("overstrain", 6))]
+    groups, answers = judged(Catalog.scan(demo_root), readings)
+    assert any(a["anomaly"] for a in answers)
+    doc = orjson.loads(verdict_message(groups, "normal", []))
+    assert doc["classified"] is None and doc["last"]["fault_label"] is None
 
 
 def test_a_large_batch_fits_a_notification_and_keeps_the_newest_point(demo_root: Path) -> None:

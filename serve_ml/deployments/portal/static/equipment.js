@@ -28,6 +28,7 @@ export async function equipmentPage({ view, args }) {
   const received = h("span", { id: "eq-points" }, "0");
   const history = historySection(q);
   let messages = 0;
+  let classified = null; // the newest verdict the classifier ran on, of any message so far
 
   const showReasons = (rs) => (rs && rs.length ? reasons.replaceChildren(...rs.map((r) =>
     h("li", {}, badge(r.level === "critical" ? "critical" : "warning"), " ", r.type, r.sensor ? ` ${r.sensor}` : "",
@@ -66,7 +67,8 @@ export async function equipmentPage({ view, args }) {
     if (!Object.keys(m.points.modalities || {}).length) chart.add("score", m.points.t_ms, m.points.score);
     for (const [name, t] of Object.entries(m.thresholds || {})) chart.limit(name, t);
     sensorCharts.add(m.points.t_ms, m.points.sensors);
-    renderVerdict(verdict, m);
+    if (m.classified && (!classified || m.classified.t_ms >= classified.t_ms)) classified = m.classified;
+    renderVerdict(verdict, m, classified);
     sensors.replaceChildren(...Object.entries(m.last.sensors).flatMap(([k, v]) => {
       const lv = levels.level(k, v), range = levels.describe(k);
       return [h("dt", {}, k), h("dd", {}, Number(v).toPrecision(5), " ", lv ? badge(lv) : null, range ? h("small", { class: "muted" }, ` ${range}`) : null)];

@@ -25,17 +25,21 @@ export function sensorLevels(limits) {
   return { of, level, describe };
 }
 
-// The latest verdict: version, anomalies, fault label with the classes' probabilities
-// (highest first), and RUL with its band and unit when the bundle has a head.
-export function renderVerdict(el, m) {
+// The latest verdict: version, anomalies, the newest reading's fault label, what the
+// classifier said last (``classified``: kept across messages by the page, since behind
+// a gate it runs on flagged readings only) with its classes' probabilities, highest
+// first, and RUL with its band and unit when the bundle has a head.
+export function renderVerdict(el, m, classified) {
   const last = m.last || {};
-  const probs = Object.entries(last.fault_probabilities || {}).sort((a, b) => b[1] - a[1]);
+  const probs = Object.entries((classified && classified.fault_probabilities) || {}).sort((a, b) => b[1] - a[1]);
   const rul = last.rul === null || last.rul === undefined ? null : last.rul;
   const band = last.rul_band;
   el.replaceChildren(...[
     h("dt", {}, "version"), h("dd", {}, m.model_version),
     h("dt", {}, "anomalies"), h("dd", {}, `${m.anomalies} of ${m.n}`),
     h("dt", {}, "fault"), h("dd", { id: "eq-fault" }, last.fault_label ?? "—"),
+    classified ? [h("dt", {}, "last classified"), h("dd", { id: "eq-classified", "data-label": classified.fault_label },
+      classified.fault_label, " ", h("small", { class: "muted" }, `at ${new Date(classified.t_ms).toLocaleTimeString()}`))] : null,
     probs.length ? [h("dt", {}, "probabilities"), h("dd", {}, h("ul", { id: "eq-probabilities", class: "plain" },
       ...probs.slice(0, 6).map(([name, p]) => h("li", { "data-class": name },
         h("meter", { min: 0, max: 1, value: p, "aria-label": `${name} probability` }), ` ${name} ${(p * 100).toFixed(1)} %`))))] : null,
