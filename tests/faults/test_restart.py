@@ -1,6 +1,9 @@
-"""`serve-ml up` as a new user runs it, then the whole stack restarted (`serve-ml down`, then `serve-ml up` on the same state
-directory): live versions, pins and open alerts are as they were. Starts its own
-cluster (marker ``own_cluster``: a pytest process apart from the shared cluster's)."""
+"""`serve-ml up` as a new user runs it, then the whole stack restarted (`serve-ml down`,
+then `serve-ml up` on the same state directory): live versions, pins and open alerts
+are as they were; and that second `up` stopped the way supervisors stop it, by a
+signal to its whole process group. One stack for both stories: each `up` costs most
+of a minute. Starts its own cluster (marker ``own_cluster``: a pytest process apart
+from the shared cluster's)."""
 
 from __future__ import annotations
 
@@ -70,7 +73,8 @@ def scored_since(api: str, eq: str, since: dt.datetime) -> list[str]:
 
 def test_up_use_down_then_up_keeps_live_versions_pins_and_open_alerts(tmp_path: Path) -> None:
     """The README path (`serve-ml up`, status, predict, sync, activate, down) and then
-    the whole stack restarted on the same state directory."""
+    the whole stack restarted on the same state directory, which a signal to its
+    process group then stops (:func:`signal_the_group_and_expect_everything_stopped`)."""
     env = {**cli_env(tmp_path), "SERVE_ML_SIMULATE_MACHINES": "pump-03:5.5kW:overstrain,press-02:7.5kW:normal",
            "SERVE_ML_SIMULATE_RATE_HZ": "5", "SERVE_ML_ALERT_RESOLVE_AFTER": "1000"}
     build_sim_bundle(Path(env["SERVE_ML_ROOT"]), "press-02", "7.5kW", "1.1.0", power_range_kw=(5.5, 100.0))
@@ -112,7 +116,8 @@ def test_up_use_down_then_up_keeps_live_versions_pins_and_open_alerts(tmp_path: 
         assert port_owner(port) is None, "something still listens on the HTTP port"
         assert not (Path(env["SERVE_ML_STATE_DIR"]) / STOP_REQUEST_FILE).exists(), "down's request outlived the stop"
         assert cli(env, "status", "--json").returncode == 3
-        proc = start_up(env, log)
+        restarted_at = log.stat().st_size
+        proc = start_up(env, log, own_session=True)  # its own process group, to signal all of it
         live_after, alerts_after = snapshot(api)
         report("whole-stack-restart", live_before=len(live_before), live_kept=sum(
             live_after.get(k) == v for k, v in live_before.items()), open_alerts_before=len(alerts_before),
@@ -120,19 +125,19 @@ def test_up_use_down_then_up_keeps_live_versions_pins_and_open_alerts(tmp_path: 
         assert live_after == live_before
         assert live_after[("press-02", "7.5kW")] == ("1.0.0", True)
         assert alerts_before <= alerts_after, (alerts_before, alerts_after)
-        stop_up(env, proc)
+        signal_the_group_and_expect_everything_stopped(env, proc, log, restarted_at)
     finally:
         stop_process_tree(proc, port)
 
 
-def test_a_signal_to_the_whole_process_group_still_stops_everything(tmp_path: Path) -> None:
+def signal_the_group_and_expect_everything_stopped(env: dict[str, str], proc: subprocess.Popen, log: Path,
+                                                   log_from: int) -> None:
     """`timeout`, systemd and most supervisors signal the whole process group, which
     reaches Ray's own processes as well as `serve-ml up`. The embedded PostgreSQL, the
     broker and HAProxy run in sessions of their own and survive that signal, so `up` must
-    stop them itself, without waiting on the Ray that died beside it."""
-    env = {**cli_env(tmp_path), "SERVE_ML_SIMULATE_RATE_HZ": "0"}
-    port, log = int(env["SERVE_ML_HTTP_PORT"]), tmp_path / "up.log"
-    proc = start_up(env, log, own_session=True)  # its own process group, to signal all of it
+    stop them itself, without waiting on the Ray that died beside it. ``proc`` leads a
+    session of its own; ``log_from``: where its part of ``log`` begins."""
+    port = int(env["SERVE_ML_HTTP_PORT"])
     leftovers: list[psutil.Process] = []
     try:
         state = json.loads((Path(env["SERVE_ML_STATE_DIR"]) / "state.json").read_text())
@@ -148,9 +153,10 @@ def test_a_signal_to_the_whole_process_group_still_stops_everything(tmp_path: Pa
         gone, alive = psutil.wait_procs(leftovers, timeout=10)
         assert not alive, f"still running after `up` exited: {[p.pid for p in alive]}"
         assert port_owner(port) is None and port_owner(kafka_port) is None
-        assert "stopped." in log.read_text()
+        with log.open() as f:
+            f.seek(log_from)
+            assert "stopped." in f.read()
     finally:
-        stop_process_tree(proc, port)
         for p in leftovers:  # by PID, only what this test's `up` started
             if p.is_running():
                 p.kill()
