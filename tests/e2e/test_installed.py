@@ -1,7 +1,10 @@
 """`pip install` of the built wheel into a fresh virtualenv, run from a directory
 outside the checkout: `serve-ml --version` and `serve-ml up` work on the defaults
 alone (the demo bundles and the Serve config ship in the package; state goes to
-$XDG_STATE_HOME, never into the checkout or the installed package).
+$XDG_STATE_HOME, never into the checkout or the installed package). That `up`, the
+product as deployed, is then tried as an attacker on the same network would try it
+(``tests/exposurekit.py``): everything it started listens on loopback only, and Ray
+and its dashboard refuse callers without the token.
 
 The new virtualenv borrows this one's third-party packages through a .pth line
 (installing torch and Ray again would take minutes and test PyPI, not us); serve-ml
@@ -22,11 +25,12 @@ import pytest
 from serve_ml.core.ports import free_port
 from serve_ml.core.settings import REPO_ROOT
 from tests.e2e.conftest import stop_process_tree, wait_for
+from tests.exposurekit import check_exposure
 
 pytestmark = [pytest.mark.e2e, pytest.mark.own_cluster]
 
 
-def test_the_wheel_installed_outside_the_checkout_runs_up(tmp_path: Path) -> None:
+def test_the_wheel_installed_outside_the_checkout_runs_up_on_loopback_behind_the_ray_token(tmp_path: Path) -> None:
     wheels, venv, elsewhere = tmp_path / "wheels", tmp_path / "venv", tmp_path / "elsewhere"
     elsewhere.mkdir()
     subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(wheels), str(REPO_ROOT)],
@@ -78,9 +82,11 @@ def test_the_wheel_installed_outside_the_checkout_runs_up(tmp_path: Path) -> Non
         assert "serve-ml" in httpx.get(f"http://127.0.0.1:{port}/", timeout=30).text  # the portal ships too
         assert (tmp_path / "xdg" / "serve-ml" / "state.json").is_file()
         assert str(port) in json.loads((tmp_path / "xdg" / "serve-ml" / "state.json").read_text())["http_url"]
+        private = check_exposure(proc.pid, env, tmp_path / "xdg" / "serve-ml")
         down = run(str(venv / "bin" / "serve-ml"), "down", timeout_s=180)
         assert down.returncode == 0 and "stopped" in down.stdout, down.stdout + down.stderr
         proc.wait(60)
+        assert not private.exists(), "HAProxy's private directory outlived `up`"
     finally:
         log.close()
         stop_process_tree(proc, port)
