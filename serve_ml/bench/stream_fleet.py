@@ -20,14 +20,13 @@ import shutil
 from pathlib import Path
 from typing import Literal
 
-import numpy as np
 from aiokafka.partitioner import murmur2
 
 from serve_ml.bench.fleet import TEMPLATE, generate_fleet
 from serve_ml.bundles.builder import BuildSpec, build_bundle
 from serve_ml.bundles.demo import TORQUE_SPEED
 from serve_ml.bundles.derived import DerivedFeature
-from serve_ml.bundles.simulation import MECHANICAL, MachineSpec, simulate_dataset
+from serve_ml.bundles.simulation import LIVE_WALK_READINGS, MECHANICAL, MachineSpec, simulate_dataset
 from serve_ml.pipelines.simulator import Machine
 from serve_ml.pipelines.stack import FEATURE_PARTITIONS
 
@@ -104,10 +103,9 @@ def build_cascade_template(root: Path, seed: int = 7) -> Path:
                  DerivedFeature(name="power_w", op="power_w", inputs=["torque_nm", "speed_rpm"])],
         modalities={"thermal": ["air_temp_k", "delta_t_k"], "mechanical": list(MECHANICAL)},
         classifier_features=["delta_t_k", "power_w", *MECHANICAL], hidden={"mechanical": [12, 3]})
-    # Eight short runs, not one long one: the air temperature is a random walk, and
-    # the live simulator starts a new walk every 512 readings.
-    parts = [simulate_dataset(500, 40, spec=MachineSpec.for_power(power), seed=seed + k) for k in range(8)]
-    cols = {f: np.concatenate([c[f] for c, _ in parts]) for f in parts[0][0]}
-    labels = np.concatenate([lab for _, lab in parts])
+    # normal rows in walks as long as the live simulator's, so the gates know the
+    # air temperatures live readings wander through
+    cols, labels = simulate_dataset(4000, 320, spec=MachineSpec.for_power(power), seed=seed,
+                                    walk_readings=LIVE_WALK_READINGS)
     path, _ = build_bundle(spec, cols, labels, root, data=f"simulator:{power}:seed={seed}", progress=lambda _: None)
     return path
