@@ -1,10 +1,10 @@
 """Live pushes from the stream writer: per equipment and batch, one message with
 its verdicts (sampled when many, see :func:`chart_points`), the per-modality errors
 and raw values at the same instants, the newest verdict in full (class
-probabilities, RUL band), the newest the classifier ran on, and its status; sent with ``pg_notify`` in the batch's
-transaction, so a message goes out on commit and never for a batch rolled back. The
-live application's replicas LISTEN and fan them out to WebSocket clients
-(``deployments.live``, ``deployments.live_gateway``)."""
+probabilities, RUL band), the newest one the classifier ran on, and its status;
+sent with ``pg_notify`` in the batch's transaction, so a message goes out on commit
+and never for a batch rolled back. The live application's replicas LISTEN and fan
+them out to WebSocket clients (``deployments.live``, ``deployments.live_gateway``)."""
 
 from __future__ import annotations
 
