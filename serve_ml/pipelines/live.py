@@ -76,14 +76,17 @@ def chart_points(t_us: np.ndarray, score: np.ndarray) -> np.ndarray:
 
 
 def _last(g: Judged, i: int) -> dict[str, Any]:
-    """The newest row: its raw values, fault label and class probabilities, and its
-    RUL with the head's band and unit (None where the bundle has no such part)."""
+    """The newest row: its raw values, fault label and class probabilities, whether the
+    classifier ran on it (``ran``, ``gate_passed``; None: the group has no classifier
+    running), and its RUL with the head's band and unit (None where the bundle has
+    no such part)."""
     probs = None if g.probabilities is None else g.probabilities[i]
     band = None if g.rul_band is None or g.rul is None else {
         "lower": float(g.rul_band[0, i]), "upper": float(g.rul_band[1, i]), "unit": g.rul_unit}
+    ran = None if g.probabilities is None else "ran" if g.labels[i] is not None else "gate_passed"
     return {"sensors": {} if g.inputs is None else {f: float(c[i]) for f, c in g.inputs.items() if np.ndim(c) == 1},
             "fault_label": g.labels[i], "fault_probabilities": None if probs is None else orjson.Fragment(probs),
-            "rul": None if g.rul is None else float(g.rul[i]), "rul_band": band}
+            "classifier": ran, "rul": None if g.rul is None else float(g.rul[i]), "rul_band": band}
 
 
 def _classified(groups: Sequence[Judged], order: np.ndarray, t_us: np.ndarray) -> dict[str, Any] | None:

@@ -209,6 +209,9 @@ def test_equipment_chart_receives_live_points(stack: Stack, browser: WebDriver) 
     shares = [float(text.rsplit(" ", 2)[-2]) for _, text in verdict["probabilities"]]
     assert len(shares) >= 2 and shares == sorted(shares, reverse=True) and 99 <= sum(shares) <= 101
     assert verdict["classified"] == verdict["probabilities"][0][0]
+    # the newest reading's own verdict: a class, or why it has none
+    assert (verdict["fault"] in {c for c, _ in verdict["probabilities"]}
+            or verdict["fault"].endswith("the gate passed it: not classified")), verdict
     assert verdict["rul"] == "—"  # no RUL head in this bundle
     # history: re-read the aggregates (the page may have opened before the hour's first rollup)
     for interval in ("1d", "1h"):

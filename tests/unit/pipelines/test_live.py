@@ -36,6 +36,7 @@ def test_newest_verdict_carries_the_class_probabilities_and_each_sensor_is_chart
     groups, answers = judged(Catalog.scan(demo_root), readings)
     doc = orjson.loads(verdict_message(groups, "normal", []))
     last = answers[-1]
+    assert last["classifier"]["status"] == "ran" and doc["last"]["classifier"] == "ran"
     assert doc["last"]["fault_label"] == last["classifier"]["label"]
     assert doc["last"]["fault_probabilities"] == pytest.approx(last["classifier"]["probabilities"])
     assert doc["last"]["rul"] is None and doc["last"]["rul_band"] is None  # no head in this bundle
@@ -80,7 +81,8 @@ def test_behind_a_gate_the_message_carries_the_newest_verdict_the_classifier_ran
     assert doc["classified"]["fault_label"] == newest["label"] != "none"
     assert doc["classified"]["fault_probabilities"] == pytest.approx(newest["probabilities"])
     assert doc["classified"]["t_ms"] == int((T0 + dt.timedelta(seconds=ran[-1])).timestamp() * 1000)
-    assert doc["last"]["fault_label"] is None  # the newest reading itself was not classified
+    # the newest reading itself was not classified: its gate passed it
+    assert doc["last"]["fault_label"] is None and doc["last"]["classifier"] == "gate_passed"
 
 
 def test_a_bundle_without_a_classifier_sends_no_classified_verdict(demo_root: Path) -> None:
@@ -88,7 +90,7 @@ def test_a_bundle_without_a_classifier_sends_no_classified_verdict(demo_root: Pa
     groups, answers = judged(Catalog.scan(demo_root), readings)
     assert any(a["anomaly"] for a in answers)
     doc = orjson.loads(verdict_message(groups, "normal", []))
-    assert doc["classified"] is None and doc["last"]["fault_label"] is None
+    assert doc["classified"] is None and doc["last"]["fault_label"] is None and doc["last"]["classifier"] is None
 
 
 def test_a_large_batch_fits_a_notification_and_keeps_the_newest_point(demo_root: Path) -> None:

@@ -37,7 +37,8 @@ export function renderVerdict(el, m, classified) {
   el.replaceChildren(...[
     h("dt", {}, "version"), h("dd", {}, m.model_version),
     h("dt", {}, "anomalies"), h("dd", {}, `${m.anomalies} of ${m.n}`),
-    h("dt", {}, "fault"), h("dd", { id: "eq-fault" }, last.fault_label ?? "—"),
+    h("dt", {}, "fault"), h("dd", { id: "eq-fault" }, last.fault_label ?? "—",
+      last.classifier === "gate_passed" ? h("small", { class: "muted" }, " the gate passed it: not classified") : null),
     classified ? [h("dt", {}, "last classified"), h("dd", { id: "eq-classified", "data-label": classified.fault_label },
       classified.fault_label, " ", h("small", { class: "muted" }, `at ${new Date(classified.t_ms).toLocaleTimeString()}`))] : null,
     probs.length ? [h("dt", {}, "probabilities"), h("dd", {}, h("ul", { id: "eq-probabilities", class: "plain" },
