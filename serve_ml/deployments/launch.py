@@ -249,6 +249,7 @@ def start_cluster(
     """Start Ray (or join ``settings.ray_address``), then Serve, then the app; wait until it is ready."""
     import ray
     from ray import serve
+    from ray.serve.api import RunTarget
 
     private_dir = None
     if settings.ray_address is None:
@@ -272,10 +273,12 @@ def start_cluster(
                            namespace="serve", log_to_driver=False, runtime_env=runtime_env)
         _restore_live_state(settings)
         serve.start(http_options={"host": settings.http_host, "port": http_port})
-        serve.run(build_graph(app_args, settings), name=APP_NAME, route_prefix="/")
+        # Both applications in one call, so the live application's replica starts beside
+        # the scoring graph's instead of after them.
+        serve.run_many([RunTarget(build_graph(app_args, settings), name=APP_NAME, route_prefix="/"),
+                        RunTarget(build_live_graph(live_args_from_config(), settings), name=LIVE_APP_NAME,
+                                  route_prefix=LIVE_ROUTE_PREFIX)])
         register_recipe(settings, app_args)
-        serve.run(build_live_graph(live_args_from_config(), settings), name=LIVE_APP_NAME,
-                  route_prefix=LIVE_ROUTE_PREFIX)
         # serve.run returns once the deployments are RUNNING; the proxy (HAProxy above
         # all) learns the route a moment later, and on a loaded machine that moment is
         # seconds. Until then a request gets 404 or a refused connection.
