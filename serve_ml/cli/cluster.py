@@ -321,7 +321,7 @@ def _predict(args: argparse.Namespace) -> int:
             return 2
     body = {"equipment_id": args.equipment_id, "features": feats, "power": args.power,
             "model_version": args.model_version}
-    r = httpx.post(f"{url}/api/v1/serve-ml/predict", json=body, timeout=30)
+    r = httpx.post(f"{url}/api/v1/serve-ml/predict", json=body, headers=_read_auth(args.settings), timeout=30)
     print(json.dumps(r.json(), indent=2))
     return 0 if r.status_code == 200 else 1
 
