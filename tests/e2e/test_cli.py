@@ -1,6 +1,6 @@
 """`serve run serve_config.yaml` over real HTTP, both of its applications.
 (`serve-ml up`, status, predict, sync, activate and down are driven by
-tests/faults/test_restart.py, which then restarts the whole stack.)"""
+tests/e2e/test_up_lifecycle.py, which then restarts the whole stack.)"""
 
 from __future__ import annotations
 

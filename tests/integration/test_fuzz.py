@@ -33,7 +33,7 @@ def test_schema_fuzzing_finds_only_explained_failures(stack: Stack, serve_root: 
     try:
         wait_http_ready(base, 60)
         # This server is not on Ray, so the training routes answer 503 by design; they are
-        # fuzzed on a Ray cluster, through `serve-ml up` (tests/e2e/test_up_ecosystem.py).
+        # fuzzed on a Ray cluster, through `serve-ml up` (tests/e2e/test_up_lifecycle.py).
         out = schemathesis_run(base, "fuzz-admin-token-01", tmp_path, examples=30,
                                exclude_path_regex=f"^{API}/train")
         unexplained = unexplained_failures(out)
