@@ -279,7 +279,7 @@ def start_cluster(
                         RunTarget(build_live_graph(live_args_from_config(), settings), name=LIVE_APP_NAME,
                                   route_prefix=LIVE_ROUTE_PREFIX)])
         register_recipe(settings, app_args)
-        # serve.run returns once the deployments are RUNNING; the proxy (HAProxy above
+        # serve.run_many returns once the deployments are RUNNING; the proxy (HAProxy above
         # all) learns the route a moment later, and on a loaded machine that moment is
         # seconds. Until then a request gets 404 or a refused connection.
         wait_http_ready(f"http://{settings.http_host}:{http_port}", live_app=True)
