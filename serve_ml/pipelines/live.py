@@ -83,10 +83,10 @@ def _last(g: Judged, i: int) -> dict[str, Any]:
     probs = None if g.probabilities is None else g.probabilities[i]
     band = None if g.rul_band is None or g.rul is None else {
         "lower": float(g.rul_band[0, i]), "upper": float(g.rul_band[1, i]), "unit": g.rul_unit}
-    ran = None if g.probabilities is None else "ran" if g.labels[i] is not None else "gate_passed"
+    status = None if g.probabilities is None else "ran" if g.labels[i] is not None else "gate_passed"
     return {"sensors": {} if g.inputs is None else {f: float(c[i]) for f, c in g.inputs.items() if np.ndim(c) == 1},
             "fault_label": g.labels[i], "fault_probabilities": None if probs is None else orjson.Fragment(probs),
-            "classifier": ran, "rul": None if g.rul is None else float(g.rul[i]), "rul_band": band}
+            "classifier": status, "rul": None if g.rul is None else float(g.rul[i]), "rul_band": band}
 
 
 def _classified(groups: Sequence[Judged], order: np.ndarray, t_us: np.ndarray) -> dict[str, Any] | None:

@@ -14,16 +14,16 @@ from serve_ml.scoring.metrics import NoMetrics
 from serve_ml.scoring.service import ScoringService
 from tests.conftest import DEMO_ROOT
 
-READ_TOKEN = "cli-read-token-00000001"
+READ_TOKEN, ADMIN_TOKEN = "cli-read-token-00000001", "cli-admin-token-0001"
 READING = ["air_temp_k=300.2", "process_temp_k=310.1", "speed_rpm=1500", "torque_nm=41",
            "vibration_rms_mm_s=1.4", "current_a=11.4"]
 
 
-@pytest.mark.parametrize("env", [{"SERVE_ML_READ_TOKEN": READ_TOKEN}, {"SERVE_ML_ADMIN_TOKEN": "cli-admin-token-0001"}])
+@pytest.mark.parametrize("env", [{"SERVE_ML_READ_TOKEN": READ_TOKEN}, {"SERVE_ML_ADMIN_TOKEN": ADMIN_TOKEN}])
 def test_predict_sends_a_token_that_may_read(env: dict[str, str], monkeypatch: pytest.MonkeyPatch,
                                              capsys: pytest.CaptureFixture[str]) -> None:
     core = LocalCore(ScoringService(DEMO_ROOT, enable_xgb=False, metrics=NoMetrics()), max_bulk_rows=10,
-                     guard=TokenGuard("cli-admin-token-0001", READ_TOKEN))
+                     guard=TokenGuard(ADMIN_TOKEN, READ_TOKEN))
     for name in ("SERVE_ML_READ_TOKEN", "SERVE_ML_ADMIN_TOKEN", "SERVE_ML_ADMIN_TOKEN_FILE"):
         monkeypatch.delenv(name, raising=False)
     with serve_in_thread(create_api(core, max_request_bytes=1 << 20)) as address:
